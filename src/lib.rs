@@ -1,0 +1,2 @@
+//! longconn
+pub mod zeek;

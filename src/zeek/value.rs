@@ -1,0 +1,141 @@
+//! Zeek value syntax shared by the TSV and JSON readers: `\xNN` escapes, numbers, times, addresses, ports.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+/// Decodes Zeek's `\xNN` escapes (the ASCII writer escapes separators, a leading `#`, and non-printable
+/// bytes this way). Bytes that are not valid escapes are kept as they are.
+pub fn unescape(raw: &[u8]) -> Cow<'_, [u8]> {
+    if memchr::memchr(b'\\', raw).is_none() {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\\' && i + 3 < raw.len() && raw[i + 1] == b'x' {
+            if let (Some(h), Some(l)) = (hex(raw[i + 2]), hex(raw[i + 3])) {
+                out.push(h << 4 | l);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A decimal number as Zeek writes `time`, `interval` and `double` (also accepts exponents).
+pub fn parse_f64(raw: &[u8]) -> Option<f64> {
+    // Fast path for the common `digits.digits` shape; exact to the 6 decimals Zeek writes.
+    let s = std::str::from_utf8(raw).ok()?;
+    let v: f64 = s.parse().ok()?;
+    v.is_finite().then_some(v)
+}
+
+pub fn parse_u64(raw: &[u8]) -> Option<u64> {
+    if raw.is_empty() || raw.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in raw {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(v)
+}
+
+pub fn parse_port(raw: &[u8]) -> Option<u16> {
+    parse_u64(raw).and_then(|v| u16::try_from(v).ok())
+}
+
+/// An IPv4 or IPv6 address; IPv4-mapped IPv6 (`::ffff:1.2.3.4`) becomes the IPv4 address.
+pub fn parse_addr(raw: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(raw).ok()?;
+    let ip: IpAddr = s.parse().ok()?;
+    Some(ip.to_canonical())
+}
+
+pub fn parse_bool(raw: &[u8]) -> Option<bool> {
+    match raw {
+        b"T" | b"true" => Some(true),
+        b"F" | b"false" => Some(false),
+        _ => None,
+    }
+}
+
+/// A time given as text: epoch seconds (`1517336086.165021`) or ISO 8601 / RFC 3339
+/// (`2018-01-30T18:14:46.165021Z`, also with an offset or without a zone, read as UTC).
+pub fn parse_time_text(raw: &[u8]) -> Option<f64> {
+    if let Some(v) = parse_f64(raw) {
+        return Some(v);
+    }
+    let s = std::str::from_utf8(raw).ok()?;
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(dt.timestamp() as f64 + f64::from(dt.timestamp_subsec_nanos()) / 1e9);
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
+            let dt = dt.and_utc();
+            return Some(dt.timestamp() as f64 + f64::from(dt.timestamp_subsec_nanos()) / 1e9);
+        }
+    }
+    None
+}
+
+/// An epoch number from JSON: seconds, or milliseconds when it is too large to be seconds
+/// (Zeek's `JSON::TS_MILLIS` writes integer milliseconds).
+pub fn epoch_number(v: f64) -> f64 {
+    if v.abs() >= 1e11 {
+        v / 1000.0
+    } else {
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_decoded() {
+        assert_eq!(&*unescape(b"a\\x09b"), b"a\tb");
+        assert_eq!(&*unescape(b"\\x23x"), b"#x");
+        assert_eq!(&*unescape(b"\\x2d"), b"-");
+        assert_eq!(&*unescape(b"bad\\xZZ"), b"bad\\xZZ");
+        assert_eq!(&*unescape(b"end\\x4"), b"end\\x4");
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time_text(b"1517336086.165021"), Some(1517336086.165021));
+        let iso = parse_time_text(b"2018-01-30T18:14:46.5Z").unwrap();
+        assert!((iso - 1517336086.5).abs() < 1e-6);
+        let off = parse_time_text(b"2018-01-30T19:14:46.5+01:00").unwrap();
+        assert!((off - 1517336086.5).abs() < 1e-6);
+        assert_eq!(parse_time_text(b"XXXXXXXXXX.XXXXXX"), None);
+        assert_eq!(epoch_number(1517336086165.0), 1517336086.165);
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_addr(b"10.0.0.1"), "10.0.0.1".parse().ok());
+        assert_eq!(parse_addr(b"::ffff:10.0.0.1"), "10.0.0.1".parse().ok());
+        assert_eq!(parse_addr(b"fe80::1"), "fe80::1".parse().ok());
+        assert_eq!(parse_addr(b"2001:0db8:0:0:0:0:0:1"), "2001:db8::1".parse().ok());
+        assert_eq!(parse_addr(b"10.0.0"), None);
+        assert_eq!(parse_port(b"65536"), None);
+        assert_eq!(parse_port(b"443"), Some(443));
+    }
+}
