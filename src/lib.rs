@@ -1,2 +1,3 @@
 //! longconn
+pub mod config;
 pub mod zeek;
