@@ -1,3 +1,5 @@
 //! longconn
 pub mod config;
+pub mod input;
+pub mod scan;
 pub mod zeek;

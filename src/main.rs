@@ -1,1 +1,187 @@
-fn main() {}
+//! The `longconn` command line: parses arguments, sets up logging, and calls into the library.
+//! Exit codes: 0 success, 1 an input could not be read, 2 usage errors, 78 a bad config (EX_CONFIG).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use longconn::input::InputPath;
+use longconn::scan::{self, report, GroupMode};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "longconn",
+    version,
+    about = "Find long-lived connections in Zeek conn.log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One-shot report: the longest single connections and the most cumulative time per pair.
+    Scan(ScanArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutFormat {
+    Table,
+    Tsv,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Only {
+    Single,
+    Cumulative,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum By {
+    Pair,
+    PairPort,
+}
+
+#[derive(clap::Args)]
+struct ScanArgs {
+    /// Zeek conn.log files (TSV or JSON, gzip or not); `-` reads stdin.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Rows per table; 0 prints all.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutFormat::Table)]
+    format: OutFormat,
+    /// Print only one of the two tables.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+    /// Group the cumulative table by pair, or by (pair, resp_p, proto).
+    #[arg(long, value_enum, default_value_t = By::Pair)]
+    by: By,
+    /// Ignore connections shorter than this ("90s", "5m", "1h30m", or seconds).
+    #[arg(long, value_parser = parse_duration_arg)]
+    min_duration: Option<f64>,
+    /// Ignore connections with either end in this network (repeatable).
+    #[arg(long, value_parser = parse_cidr_arg)]
+    exclude: Vec<ipnet::IpNet>,
+    /// Worker threads (default: the number of CPUs).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn parse_duration_arg(s: &str) -> Result<f64, String> {
+    if let Ok(v) = s.parse::<f64>() {
+        if v >= 0.0 && v.is_finite() {
+            return Ok(v);
+        }
+    }
+    humantime::parse_duration(s)
+        .map(|d| d.as_secs_f64())
+        .map_err(|e| format!("not a duration ({e}); use e.g. 90s, 5m, 1h30m or plain seconds"))
+}
+
+fn parse_cidr_arg(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(n) = s.parse::<ipnet::IpNet>() {
+        return Ok(n);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| format!("not a CIDR network or address: {s:?}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Scan(a) => run_scan(a),
+    }
+}
+
+fn run_scan(a: ScanArgs) -> ExitCode {
+    let by = match a.by {
+        By::Pair => GroupMode::Pair,
+        By::PairPort => GroupMode::PairPort,
+    };
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let opts = scan::ScanOptions {
+        tally: scan::tally::TallyOptions {
+            top: a.top,
+            by,
+            min_duration: a.min_duration.unwrap_or(0.0),
+            exclude: a.exclude,
+        },
+        threads,
+        progress: true,
+    };
+    let inputs: Vec<InputPath> = a.files.iter().map(|f| InputPath::from_arg(f)).collect();
+    let r = scan::scan(&inputs, &opts);
+
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    const MAX_PER_FILE: usize = 20;
+    let mut shown_per_file = std::collections::BTreeMap::<usize, usize>::new();
+    let headerless: Vec<&str> = r.file_errors.iter().map(|e| e.file.as_str()).collect();
+    for i in &r.issues {
+        // A file with no header at all gets one message below, not one per row.
+        if i.reason == longconn::zeek::SkipReason::NoHeader
+            && headerless.contains(&r.files[i.file].as_str())
+        {
+            continue;
+        }
+        let shown = shown_per_file.entry(i.file).or_default();
+        *shown += 1;
+        if *shown <= MAX_PER_FILE {
+            let _ = writeln!(err, "{}:{}: skipped: {}", r.files[i.file], i.line, i.reason);
+        }
+    }
+    for (file, shown) in shown_per_file {
+        if shown > MAX_PER_FILE {
+            let _ = writeln!(
+                err,
+                "{}: further skipped lines not shown (see the counts below)",
+                r.files[file]
+            );
+        }
+    }
+    for e in &r.file_errors {
+        let _ = writeln!(err, "longconn scan: {}: {}", e.file, e.message);
+    }
+
+    let tables = match a.only {
+        None => report::Tables {
+            single: true,
+            cumulative: true,
+        },
+        Some(Only::Single) => report::Tables {
+            single: true,
+            cumulative: false,
+        },
+        Some(Only::Cumulative) => report::Tables {
+            single: false,
+            cumulative: true,
+        },
+    };
+    let format = match a.format {
+        OutFormat::Table => report::Format::Table,
+        OutFormat::Tsv => report::Format::Tsv,
+        OutFormat::Json => report::Format::Json,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if let Err(e) = report::write(&mut out, &r, format, tables, by).and_then(|_| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let _ = writeln!(err, "longconn scan: writing output: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let _ = writeln!(err, "{}", report::summary(&r));
+    if r.file_errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

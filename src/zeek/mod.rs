@@ -225,7 +225,10 @@ impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SkipReason::ColumnCount { expected, found } => {
-                write!(f, "expected {expected} columns as #fields says, found {found}")
+                write!(
+                    f,
+                    "expected {expected} columns as #fields says, found {found}"
+                )
             }
             SkipReason::BadValue { field } => write!(f, "field {field}: unparsable value"),
             SkipReason::Missing { field } => write!(f, "field {field}: unset"),
@@ -243,6 +246,8 @@ impl fmt::Display for SkipReason {
 }
 
 /// What one line was.
+// Records are the common case: boxing them would cost an allocation per line on the hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Line {
     /// A record, with the number of non-required fields that failed to parse and were read as unset.
@@ -259,6 +264,8 @@ pub struct ParseOptions {
     pub wanted: FieldSet,
     /// Fields that must be present and valid, else the line is skipped.
     pub required: FieldSet,
+    /// Fields that may be unset but, when set, must parse, else the line is skipped (a command's inputs).
+    pub strict: FieldSet,
 }
 
 impl Default for ParseOptions {
@@ -266,6 +273,7 @@ impl Default for ParseOptions {
         ParseOptions {
             wanted: FieldSet::ALL,
             required: FieldSet::of(&[Field::OrigH, Field::RespH]),
+            strict: FieldSet::of(&[Field::Duration]),
         }
     }
 }

@@ -1,0 +1,304 @@
+//! `longconn scan`: the analyst's one-shot report over any Zeek conn.log (TSV, JSON, gzip, stdin).
+//!
+//! One reader thread reads each input in large chunks cut at line ends, applies header lines itself (they
+//! are rare, and each `#fields` changes how the rows after it parse), and hands the rows between headers to
+//! worker threads together with the header they need. Workers parse and fold records into their own
+//! [`tally::Tally`]; the tallies merge at the end. Memory grows with the number of groups, not of records.
+
+pub mod report;
+pub mod tally;
+
+use crate::input::{self, InputPath};
+use crate::zeek::{Field, FieldSet, LogParser, ParseOptions, SkipReason, TsvHeader};
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tally::{Tally, TallyOptions};
+
+pub use tally::{Counts, GroupMode, GroupRow, LineIssue, SingleRow};
+
+/// Bytes per chunk handed to a worker.
+const CHUNK: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    pub tally: TallyOptions,
+    /// Worker threads (at least 1).
+    pub threads: usize,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// An input that could not be read, or that held no Zeek log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileError {
+    pub file: String,
+    pub message: String,
+}
+
+/// What `scan` found.
+#[derive(Debug)]
+pub struct ScanReport {
+    pub singles: Vec<SingleRow>,
+    pub groups: Vec<GroupRow>,
+    pub counts: Counts,
+    pub files: Vec<String>,
+    /// Skipped lines with their file index and line number (the first few per worker), sorted.
+    pub issues: Vec<LineIssue>,
+    pub file_errors: Vec<FileError>,
+}
+
+/// A run of data lines that share one header state.
+struct Work {
+    file: usize,
+    header: Arc<TsvHeader>,
+    buf: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+    /// Line number of the first line of `buf[start..end]` (1-based).
+    first_line: u64,
+    /// The run ends with the input's last line, which had no newline.
+    unterminated_last: bool,
+}
+
+/// The fields scan reads; the rest of each line is skipped over.
+pub const SCAN_FIELDS: FieldSet = FieldSet::of(&[
+    Field::Ts,
+    Field::Uid,
+    Field::OrigH,
+    Field::OrigP,
+    Field::RespH,
+    Field::RespP,
+    Field::Proto,
+    Field::Service,
+    Field::Duration,
+    Field::OrigBytes,
+    Field::RespBytes,
+]);
+
+fn parse_options() -> ParseOptions {
+    ParseOptions {
+        wanted: SCAN_FIELDS,
+        ..ParseOptions::default()
+    }
+}
+
+fn work(tally: &mut Tally, w: &Work, opts: &ParseOptions) {
+    let bytes = &w.buf[w.start..w.end];
+    let mut line_no = w.first_line;
+    let mut start = 0;
+    let mut handle =
+        |line: &[u8], line_no: u64, last_unterminated: bool| match LogParser::parse_with(
+            &w.header, opts, line,
+        ) {
+            crate::zeek::Line::Record(rec, bad) => tally.add(w.file, rec, bad),
+            crate::zeek::Line::Meta => {}
+            crate::zeek::Line::Skipped(reason) => {
+                let reason = if last_unterminated && reason != SkipReason::NoHeader {
+                    SkipReason::Truncated
+                } else {
+                    reason
+                };
+                tally.skip(w.file, line_no, reason)
+            }
+        };
+    for nl in memchr::memchr_iter(b'\n', bytes) {
+        handle(&bytes[start..nl], line_no, false);
+        line_no += 1;
+        start = nl + 1;
+    }
+    if start < bytes.len() {
+        handle(&bytes[start..], line_no, w.unterminated_last);
+    }
+}
+
+/// Reads every input and builds the report.
+pub fn scan(inputs: &[InputPath], opts: &ScanOptions) -> ScanReport {
+    let threads = opts.threads.max(1);
+    let parse_opts = parse_options();
+    let (tx, rx) = crossbeam_channel::bounded::<Work>(threads * 4);
+    let raw_bytes = Arc::new(AtomicU64::new(0));
+    let total_bytes: u64 = inputs.iter().filter_map(InputPath::size).sum();
+    let progress = progress_bar(opts.progress, total_bytes);
+
+    let mut file_errors = Vec::new();
+    let mut tally = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let rx = rx.clone();
+                let topts = opts.tally.clone();
+                s.spawn(move || {
+                    let mut t = Tally::new(topts);
+                    for w in rx.iter() {
+                        work(&mut t, &w, &parse_opts);
+                    }
+                    t
+                })
+            })
+            .collect();
+        drop(rx);
+        for (i, input) in inputs.iter().enumerate() {
+            if let Err(e) = read_input(i, input, &tx, &raw_bytes, &progress) {
+                file_errors.push(FileError {
+                    file: input.display(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        drop(tx);
+        let mut total = Tally::new(opts.tally.clone());
+        for w in workers {
+            match w.join() {
+                Ok(t) => total.merge(t),
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        total
+    });
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+
+    // A file that yielded no record but rows before any header is not a Zeek TSV log with its header.
+    for (i, input) in inputs.iter().enumerate() {
+        let headerless = tally
+            .issues
+            .iter()
+            .any(|x| x.file == i && x.reason == SkipReason::NoHeader);
+        if headerless && tally.records_per_file.get(&i).copied().unwrap_or(0) == 0 {
+            file_errors.push(FileError {
+                file: input.display(),
+                message: "data rows but no #fields header: not a Zeek log with its header block \
+                          (rows of a TSV log need the #separator/#fields lines Zeek writes first)"
+                    .to_string(),
+            });
+        }
+    }
+    let mut issues = std::mem::take(&mut tally.issues);
+    issues.sort_by_key(|x| (x.file, x.line));
+    ScanReport {
+        singles: tally.singles(),
+        groups: tally.groups(),
+        counts: tally.counts.clone(),
+        files: inputs.iter().map(InputPath::display).collect(),
+        issues,
+        file_errors,
+    }
+}
+
+fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !enabled || total < 64 * 1024 * 1024 || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {bytes}/{total_bytes} {wide_bar} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+/// Reads one input into chunks for the workers, applying header lines in order.
+fn read_input(
+    file: usize,
+    input: &InputPath,
+    tx: &crossbeam_channel::Sender<Work>,
+    raw_bytes: &Arc<AtomicU64>,
+    progress: &Option<indicatif::ProgressBar>,
+) -> std::io::Result<()> {
+    let mut reader = input::open(input, raw_bytes.clone())?;
+    let mut header = Arc::new(TsvHeader::default());
+    let mut carry: Vec<u8> = Vec::new();
+    let mut line_no: u64 = 1;
+    loop {
+        let mut buf = Vec::with_capacity(CHUNK + carry.len() + 64 * 1024);
+        buf.append(&mut carry);
+        let mut eof = false;
+        while buf.len() < CHUNK {
+            let before = buf.len();
+            let n = (&mut reader)
+                .take((CHUNK + 64 * 1024 - before) as u64)
+                .read_to_end(&mut buf)?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+        }
+        if let Some(p) = progress {
+            p.set_position(raw_bytes.load(Ordering::Relaxed));
+        }
+        let cut = if eof {
+            buf.len()
+        } else {
+            match memchr::memrchr(b'\n', &buf) {
+                Some(p) => p + 1,
+                None => buf.len(), // one enormous line: keep reading into it
+            }
+        };
+        if !eof && cut == buf.len() && buf.last() != Some(&b'\n') {
+            carry = buf;
+            continue;
+        }
+        carry.extend_from_slice(&buf[cut..]);
+        buf.truncate(cut);
+        let unterminated = eof && buf.last().is_some_and(|b| *b != b'\n');
+        dispatch(file, buf, &mut header, &mut line_no, unterminated, tx);
+        if eof {
+            return Ok(());
+        }
+    }
+}
+
+/// Splits a chunk at header lines: rows go to workers, header lines update `header`.
+fn dispatch(
+    file: usize,
+    buf: Vec<u8>,
+    header: &mut Arc<TsvHeader>,
+    line_no: &mut u64,
+    unterminated: bool,
+    tx: &crossbeam_channel::Sender<Work>,
+) {
+    let buf = Arc::new(buf);
+    let len = buf.len();
+    let mut seg_start = 0usize;
+    let send =
+        |start: usize, end: usize, header: &Arc<TsvHeader>, line_no: &mut u64, last: bool| {
+            if start >= end {
+                return;
+            }
+            let lines = memchr::memchr_iter(b'\n', &buf[start..end]).count() as u64;
+            // A send fails only when every worker has gone, which happens only on a worker panic.
+            let _ = tx.send(Work {
+                file,
+                header: header.clone(),
+                buf: buf.clone(),
+                start,
+                end,
+                first_line: *line_no,
+                unterminated_last: last,
+            });
+            *line_no += lines;
+        };
+    let mut header_starts: Vec<usize> = Vec::new();
+    if buf.first() == Some(&b'#') {
+        header_starts.push(0);
+    }
+    header_starts.extend(memchr::memmem::find_iter(&buf[..], b"\n#").map(|p| p + 1));
+    for h in header_starts {
+        if h < seg_start {
+            continue;
+        }
+        send(seg_start, h, header, line_no, false);
+        let eol = memchr::memchr(b'\n', &buf[h..]).map_or(len, |p| h + p);
+        let mut line = &buf[h..eol];
+        if line.last() == Some(&b'\r') {
+            line = &line[..line.len() - 1];
+        }
+        Arc::make_mut(header).header_line(line);
+        *line_no += 1;
+        seg_start = (eol + 1).min(len);
+    }
+    send(seg_start, len, header, line_no, unterminated);
+}

@@ -1,0 +1,427 @@
+//! The pure part of `scan`: folding records into the two tables (longest single connections, time per group)
+//! and the counters of the summary line. One `Tally` per worker thread; tallies merge at the end.
+//!
+//! Durations are summed as integer nanoseconds, so the totals do not depend on the order in which threads
+//! saw the records: the same input always prints the same digits.
+
+use crate::zeek::{ConnRecord, SkipReason};
+use compact_str::CompactString;
+use ipnet::IpNet;
+use rustc_hash::FxHashMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::IpAddr;
+
+/// How the cumulative table groups connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupMode {
+    /// (orig_h, resp_h)
+    Pair,
+    /// (orig_h, resp_h, resp_p, proto)
+    PairPort,
+}
+
+/// What to keep.
+#[derive(Debug, Clone)]
+pub struct TallyOptions {
+    /// Rows per table; 0 keeps all.
+    pub top: usize,
+    pub by: GroupMode,
+    /// Connections shorter than this (seconds) are ignored.
+    pub min_duration: f64,
+    /// Connections with either end inside one of these are ignored.
+    pub exclude: Vec<IpNet>,
+}
+
+/// One row of the longest-connections table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SingleRow {
+    pub duration_ns: u64,
+    pub orig_h: IpAddr,
+    pub resp_h: IpAddr,
+    pub orig_p: Option<u16>,
+    pub resp_p: Option<u16>,
+    pub proto: CompactString,
+    pub service: Option<CompactString>,
+    pub uid: CompactString,
+    pub ts: Option<f64>,
+}
+
+impl SingleRow {
+    pub fn seconds(&self) -> f64 {
+        self.duration_ns as f64 / 1e9
+    }
+}
+
+/// Longest first; ties by orig_h, then resp_h as text, then uid and ts, so output is deterministic.
+fn single_order(a: &SingleRow, b: &SingleRow) -> Ordering {
+    b.duration_ns
+        .cmp(&a.duration_ns)
+        .then_with(|| text_order(&a.orig_h, &b.orig_h))
+        .then_with(|| text_order(&a.resp_h, &b.resp_h))
+        .then_with(|| a.uid.cmp(&b.uid))
+        .then_with(|| a.ts.partial_cmp(&b.ts).unwrap_or(Ordering::Equal))
+}
+
+fn text_order(a: &IpAddr, b: &IpAddr) -> Ordering {
+    if a == b {
+        Ordering::Equal
+    } else {
+        a.to_string().cmp(&b.to_string())
+    }
+}
+
+/// Heap entry ordered so that the heap's top is the row that would be dropped first.
+struct Worst(SingleRow);
+impl PartialEq for Worst {
+    fn eq(&self, o: &Self) -> bool {
+        single_order(&self.0, &o.0) == Ordering::Equal
+    }
+}
+impl Eq for Worst {}
+impl PartialOrd for Worst {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Worst {
+    fn cmp(&self, o: &Self) -> Ordering {
+        single_order(&self.0, &o.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupKey {
+    pub orig_h: IpAddr,
+    pub resp_h: IpAddr,
+    pub resp_p: Option<u16>,
+    pub proto: Option<CompactString>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupAgg {
+    pub total_ns: u64,
+    pub count: u64,
+    pub longest_ns: u64,
+    pub bytes: u64,
+}
+
+/// One row of the cumulative table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRow {
+    pub key: GroupKey,
+    pub agg: GroupAgg,
+}
+
+/// The summary counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
+    /// Data lines seen (records and skipped lines).
+    pub read: u64,
+    /// Records summed into the tables.
+    pub used: u64,
+    /// Records with an unset duration (never summed).
+    pub unset: u64,
+    /// Records below `--min-duration`.
+    pub short: u64,
+    /// Records with an end inside an `--exclude` network.
+    pub excluded: u64,
+    /// Values that failed to parse in fields scan does not need (read as unset).
+    pub bad_values: u64,
+    /// Lines skipped, by reason.
+    pub skipped: BTreeMap<&'static str, u64>,
+}
+
+impl Counts {
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+}
+
+/// A skipped line, for the messages on stderr.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineIssue {
+    pub file: usize,
+    pub line: u64,
+    pub reason: SkipReason,
+}
+
+/// Issues kept per tally for messages; the counters count them all.
+const MAX_ISSUES: usize = 200;
+
+pub struct Tally {
+    opts: TallyOptions,
+    groups: FxHashMap<GroupKey, GroupAgg>,
+    top: BinaryHeap<Worst>,
+    all: Vec<SingleRow>,
+    pub counts: Counts,
+    pub issues: Vec<LineIssue>,
+    /// Per file index: records used (to tell a headerless file from one with a bad line).
+    pub records_per_file: BTreeMap<usize, u64>,
+}
+
+fn to_ns(seconds: f64) -> u64 {
+    // Durations are non-negative (the parser rejects others); 1 ns resolution is far below Zeek's 1 µs.
+    (seconds * 1e9).round() as u64
+}
+
+impl Tally {
+    pub fn new(opts: TallyOptions) -> Tally {
+        Tally {
+            opts,
+            groups: FxHashMap::default(),
+            top: BinaryHeap::new(),
+            all: Vec::new(),
+            counts: Counts::default(),
+            issues: Vec::new(),
+            records_per_file: BTreeMap::new(),
+        }
+    }
+
+    pub fn skip(&mut self, file: usize, line: u64, reason: SkipReason) {
+        self.counts.read += 1;
+        *self.counts.skipped.entry(reason.kind()).or_default() += 1;
+        if self.issues.len() < MAX_ISSUES {
+            self.issues.push(LineIssue { file, line, reason });
+        }
+    }
+
+    pub fn add(&mut self, file: usize, rec: ConnRecord, bad_values: u32) {
+        self.counts.read += 1;
+        self.counts.bad_values += u64::from(bad_values);
+        *self.records_per_file.entry(file).or_default() += 1;
+        let (Some(orig_h), Some(resp_h)) = (rec.orig_h, rec.resp_h) else {
+            // The parser requires both addresses; a record without them cannot be grouped.
+            *self.counts.skipped.entry("missing_value").or_default() += 1;
+            return;
+        };
+        let Some(duration) = rec.duration else {
+            self.counts.unset += 1;
+            return;
+        };
+        if !self.opts.exclude.is_empty()
+            && self
+                .opts
+                .exclude
+                .iter()
+                .any(|n| n.contains(&orig_h) || n.contains(&resp_h))
+        {
+            self.counts.excluded += 1;
+            return;
+        }
+        if duration < self.opts.min_duration {
+            self.counts.short += 1;
+            return;
+        }
+        self.counts.used += 1;
+        let ns = to_ns(duration);
+        let key = match self.opts.by {
+            GroupMode::Pair => GroupKey {
+                orig_h,
+                resp_h,
+                resp_p: None,
+                proto: None,
+            },
+            GroupMode::PairPort => GroupKey {
+                orig_h,
+                resp_h,
+                resp_p: rec.resp_p,
+                proto: Some(rec.proto.clone()),
+            },
+        };
+        let g = self.groups.entry(key).or_default();
+        g.total_ns = g.total_ns.saturating_add(ns);
+        g.count += 1;
+        g.longest_ns = g.longest_ns.max(ns);
+        g.bytes = g.bytes.saturating_add(rec.total_bytes());
+
+        if self.opts.top > 0
+            && self.top.len() >= self.opts.top
+            && self.top.peek().is_some_and(|w| w.0.duration_ns > ns)
+        {
+            return; // cannot enter the table: no need to build the row
+        }
+        let row = SingleRow {
+            duration_ns: ns,
+            orig_h,
+            resp_h,
+            orig_p: rec.orig_p,
+            resp_p: rec.resp_p,
+            proto: rec.proto,
+            service: rec.service,
+            uid: rec.uid,
+            ts: rec.ts,
+        };
+        self.push_single(row);
+    }
+
+    fn push_single(&mut self, row: SingleRow) {
+        if self.opts.top == 0 {
+            self.all.push(row);
+            return;
+        }
+        self.top.push(Worst(row));
+        if self.top.len() > self.opts.top {
+            self.top.pop();
+        }
+    }
+
+    pub fn merge(&mut self, other: Tally) {
+        for (k, v) in other.groups {
+            let g = self.groups.entry(k).or_default();
+            g.total_ns = g.total_ns.saturating_add(v.total_ns);
+            g.count += v.count;
+            g.longest_ns = g.longest_ns.max(v.longest_ns);
+            g.bytes = g.bytes.saturating_add(v.bytes);
+        }
+        for w in other.top {
+            self.push_single(w.0);
+        }
+        for r in other.all {
+            self.push_single(r);
+        }
+        let c = other.counts;
+        self.counts.read += c.read;
+        self.counts.used += c.used;
+        self.counts.unset += c.unset;
+        self.counts.short += c.short;
+        self.counts.excluded += c.excluded;
+        self.counts.bad_values += c.bad_values;
+        for (k, v) in c.skipped {
+            *self.counts.skipped.entry(k).or_default() += v;
+        }
+        self.issues.extend(other.issues);
+        for (f, n) in other.records_per_file {
+            *self.records_per_file.entry(f).or_default() += n;
+        }
+    }
+
+    /// The longest single connections, longest first.
+    pub fn singles(&mut self) -> Vec<SingleRow> {
+        let mut rows: Vec<SingleRow> = std::mem::take(&mut self.all);
+        rows.extend(std::mem::take(&mut self.top).into_iter().map(|w| w.0));
+        rows.sort_by(single_order);
+        if self.opts.top > 0 {
+            rows.truncate(self.opts.top);
+        }
+        rows
+    }
+
+    /// The groups with the most cumulative time, most first; ties by orig_h, resp_h (as text), resp_p, proto.
+    pub fn groups(&mut self) -> Vec<GroupRow> {
+        let mut rows: Vec<GroupRow> = std::mem::take(&mut self.groups)
+            .into_iter()
+            .map(|(key, agg)| GroupRow { key, agg })
+            .collect();
+        // Text forms once, not per comparison.
+        let mut keyed: Vec<(String, String, GroupRow)> = rows
+            .drain(..)
+            .map(|r| (r.key.orig_h.to_string(), r.key.resp_h.to_string(), r))
+            .collect();
+        keyed.sort_by(|a, b| {
+            b.2.agg
+                .total_ns
+                .cmp(&a.2.agg.total_ns)
+                .then_with(|| a.0.cmp(&b.0))
+                .then_with(|| a.1.cmp(&b.1))
+                .then_with(|| a.2.key.resp_p.cmp(&b.2.key.resp_p))
+                .then_with(|| a.2.key.proto.cmp(&b.2.key.proto))
+        });
+        let mut rows: Vec<GroupRow> = keyed.into_iter().map(|(_, _, r)| r).collect();
+        if self.opts.top > 0 {
+            rows.truncate(self.opts.top);
+        }
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(o: &str, r: &str, d: Option<f64>, uid: &str) -> ConnRecord {
+        ConnRecord {
+            orig_h: o.parse().ok(),
+            resp_h: r.parse().ok(),
+            duration: d,
+            uid: uid.into(),
+            proto: "tcp".into(),
+            resp_p: Some(443),
+            orig_bytes: Some(10),
+            resp_bytes: Some(5),
+            ..ConnRecord::default()
+        }
+    }
+
+    fn opts(top: usize) -> TallyOptions {
+        TallyOptions {
+            top,
+            by: GroupMode::Pair,
+            min_duration: 0.0,
+            exclude: vec![],
+        }
+    }
+
+    #[test]
+    fn sums_counts_and_skips_unset() {
+        let mut t = Tally::new(opts(10));
+        t.add(0, rec("10.0.0.1", "10.0.0.2", Some(1.5), "a"), 0);
+        t.add(0, rec("10.0.0.1", "10.0.0.2", Some(2.25), "b"), 0);
+        t.add(0, rec("10.0.0.1", "10.0.0.2", None, "c"), 0);
+        t.add(0, rec("10.0.0.3", "10.0.0.2", Some(10.0), "d"), 0);
+        let g = t.groups();
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0].agg.total_ns, 10_000_000_000);
+        assert_eq!(g[1].agg.total_ns, 3_750_000_000);
+        assert_eq!(g[1].agg.count, 2);
+        assert_eq!(g[1].agg.longest_ns, 2_250_000_000);
+        assert_eq!(g[1].agg.bytes, 30);
+        assert_eq!(t.counts.unset, 1);
+        assert_eq!(t.counts.used, 3);
+    }
+
+    #[test]
+    fn top_n_ties_by_text_and_merge_is_order_independent() {
+        let mut a = Tally::new(opts(2));
+        let mut b = Tally::new(opts(2));
+        a.add(0, rec("10.0.0.9", "10.0.0.1", Some(5.0), "x"), 0);
+        b.add(0, rec("10.0.0.10", "10.0.0.1", Some(5.0), "y"), 0);
+        b.add(0, rec("10.0.0.2", "10.0.0.1", Some(1.0), "z"), 0);
+        a.merge(b);
+        let s = a.singles();
+        // "10.0.0.10" < "10.0.0.9" as text.
+        assert_eq!(s[0].uid, "y");
+        assert_eq!(s[1].uid, "x");
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn exclude_and_min_duration() {
+        let mut t = Tally::new(TallyOptions {
+            exclude: vec!["10.0.0.0/24".parse().unwrap()],
+            min_duration: 2.0,
+            ..opts(0)
+        });
+        t.add(0, rec("10.0.0.1", "192.0.2.1", Some(9.0), "a"), 0);
+        t.add(0, rec("192.0.2.2", "192.0.2.1", Some(1.0), "b"), 0);
+        t.add(0, rec("192.0.2.2", "192.0.2.1", Some(3.0), "c"), 0);
+        assert_eq!(
+            (t.counts.excluded, t.counts.short, t.counts.used),
+            (1, 1, 1)
+        );
+        assert_eq!(t.singles().len(), 1);
+    }
+
+    #[test]
+    fn pair_port_groups_by_port_and_proto() {
+        let mut t = Tally::new(TallyOptions {
+            by: GroupMode::PairPort,
+            ..opts(0)
+        });
+        let mut r = rec("10.0.0.1", "10.0.0.2", Some(1.0), "a");
+        t.add(0, r.clone(), 0);
+        r.resp_p = Some(22);
+        t.add(0, r, 0);
+        assert_eq!(t.groups().len(), 2);
+    }
+}
