@@ -1,14 +1,14 @@
 //! The daemon's configuration: TOML in, a typed and validated [`Config`] out.
 //!
-//! Loading runs in three steps, so that a user sees every mistake in one go rather than one per restart:
-//! the text is parsed as TOML; the resulting tree is walked against [`SCHEMA`], which reports every unknown
-//! key and every value of the wrong TOML type with its dotted key path (`source[0].path`, `filter.internal[2]`)
-//! and drops it; what is left is deserialized into `RawConfig` (serde, `deny_unknown_fields` at every level,
-//! a structural mirror of the file) and converted into [`Config`], parsing durations, CIDRs and enum strings
-//! and checking the cross-field rules (levels strictly increasing, at least one source, ...). All problems
-//! land in one [`ConfigErrors`]. Defaults are what a SOC wants out of the box and are written out, with the
-//! reason for each, in `config/longconn.toml`. Downstream code uses these types and never re-checks them;
-//! [`Config::to_effective_toml`] prints the effective configuration back (the `check` subcommand).
+//! Loading runs in three steps, so that a user sees every mistake in one go rather than one per restart.
+//! The text is parsed as TOML. The tree is walked against a schema of every known key, which reports each
+//! unknown key and each value of the wrong TOML type with its dotted path (`source[0].path`,
+//! `filter.internal[2]`) and drops it. What is left is deserialized into `RawConfig` (serde,
+//! `deny_unknown_fields` at every level, a mirror of the file) and converted into [`Config`]: durations,
+//! CIDRs and enum strings are parsed and the cross-field rules checked (levels strictly increasing, at
+//! least one source, ...). All problems land in one [`ConfigErrors`]. Defaults are what a SOC wants out of
+//! the box; `config/longconn.toml` lists each with its reason. Downstream code uses these types and never
+//! re-checks them; [`Config::to_effective_toml`] prints the effective configuration (`longconn check`).
 
 use ipnet::IpNet;
 use std::path::PathBuf;
@@ -234,7 +234,7 @@ impl ConfigErrors {
 
 /// The TOML shape of one key.
 #[derive(Debug, Clone, Copy)]
-pub enum Shape {
+enum Shape {
     Str,
     Int,
     StrList,
@@ -251,7 +251,7 @@ const LEVEL_KEYS: &[(&str, Shape)] = &[
 const LEVELS: Shape = Shape::Table(LEVEL_KEYS);
 
 /// Every key a config file may hold, top level first.
-pub const SCHEMA: &[(&str, Shape)] = &[
+const SCHEMA: &[(&str, Shape)] = &[
     ("sensor", Shape::Table(&[("name", Shape::Str)])),
     (
         "source",
@@ -666,9 +666,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Formats a duration so that [`parse_duration`] reads it back: "1h 30m".
+/// Formats a duration so that [`parse_duration`] reads it back, in the units a SOC thinks in (hours,
+/// never days): "24h", "1h 30m", "5s", "1s 500ms".
 pub fn format_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    let secs = d.as_secs();
+    let nanos = d.subsec_nanos();
+    let parts = [
+        (secs / 3600, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+        (u64::from(nanos / 1_000_000), "ms"),
+        (u64::from(nanos / 1_000 % 1_000), "us"),
+        (u64::from(nanos % 1_000), "ns"),
+    ];
+    let text: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() {
+        "0s".to_string()
+    } else {
+        text.join(" ")
+    }
 }
 
 /// A CIDR ("10.0.0.0/8") or a bare address (a /32 or /128). Host bits must be zero.
@@ -1300,8 +1320,12 @@ impl Config {
                 })
                 .collect(),
         };
-        toml::to_string(&raw)
-            .unwrap_or_else(|e| format!("# cannot print the effective config: {e}\n"))
+        match toml::to_string(&raw) {
+            Ok(text) => {
+                format!("# longconn effective configuration (defaults filled in)\n\n{text}")
+            }
+            Err(e) => format!("# cannot print the effective configuration: {e}\n"),
+        }
     }
 }
 
@@ -1422,9 +1446,19 @@ mod tests {
 
     #[test]
     fn format_duration_parses_back() {
-        for secs in [1, 5, 59, 3600, 5400, 86400, 90061] {
+        for secs in [1, 5, 59, 3600, 5400, 86400, 90061, 200 * 86400] {
             let d = Duration::from_secs(secs);
             assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+        for (d, text) in [
+            (h(24), "24h"),
+            (Duration::from_secs(5400), "1h 30m"),
+            (Duration::from_secs(5), "5s"),
+            (Duration::from_millis(1500), "1s 500ms"),
+            (Duration::new(3661, 1_001_001), "1h 1m 1s 1ms 1us 1ns"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d));
         }
     }
 
@@ -1596,10 +1630,7 @@ mod tests {
             assert_eq!(back, c, "{printed}");
         }
         let printed = load(MINIMAL).to_effective_toml();
-        assert!(
-            printed.contains("length = \"1day\"") || printed.contains("length = \"24h\""),
-            "{printed}"
-        );
+        assert!(printed.contains("length = \"24h\""), "{printed}");
         assert!(printed.contains("max_groups = 1000000"), "{printed}");
     }
 
