@@ -778,9 +778,16 @@ impl Check {
         self.errs.push(err(key, reason));
     }
 
-    /// Reports a missing required key, unless the key was already reported (e.g. dropped for its type).
+    /// Reports a missing required key, unless it or a key below it was already reported (e.g. dropped
+    /// for its type), so that one mistake gives one error.
     fn missing(&mut self, key: &str, reason: &str) {
-        if !self.errs.iter().any(|e| e.key == key) {
+        let reported = self.errs.iter().any(|e| {
+            e.key == key
+                || e.key
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        });
+        if !reported {
             self.push(key, reason);
         }
     }
@@ -1102,7 +1109,7 @@ impl Check {
                         .is_some_and(|l| l.as_array().iter().any(|t| t.is_some()))
                 };
                 if !given(&o.single) && !given(&o.cumulative) {
-                    self.push(
+                    self.missing(
                         &key,
                         "no thresholds: give single = { ... } and/or cumulative = { ... }",
                     );
@@ -1746,9 +1753,16 @@ mod tests {
             "window",
             "expected a table",
         );
-        // A path dropped for its type is reported once, not again as missing.
-        let e = errors("[[source]]\npath = 3\n");
-        assert_eq!(e.errors.len(), 1, "{e}");
+        // A key dropped for its type is reported once, not again as missing.
+        for text in [
+            "[[source]]\npath = 3\n".to_string(),
+            format!("{MINIMAL}[[allow]]\nsrc = 10\n"),
+            format!("{MINIMAL}[[override]]\nport = 22\nsingle = \"24h\"\n"),
+            format!("{MINIMAL}[[output]]\ntype = \"file\"\npath = 1\n"),
+        ] {
+            let e = errors(&text);
+            assert_eq!(e.errors.len(), 1, "{text}\n{e}");
+        }
     }
 
     #[test]
