@@ -14,7 +14,10 @@ use std::time::Instant;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn below(&mut self, n: u64) -> u64 {
@@ -47,11 +50,16 @@ fn generate(dir: &Path, records: u64) -> (PathBuf, PathBuf, PathBuf) {
         let resp = format!("{}.{}.{}.{}", 20 + r, 100 + (o % 50), r * 3, 1 + r);
         let resp_p = [443u64, 80, 53, 22, 8080][rng.below(5) as usize];
         let unset = rng.below(25) == 0;
-        let dur = rng.below(3_600_000_000) as f64 / 1e6 * if rng.below(10) == 0 { 10.0 } else { 0.01 };
+        let dur =
+            rng.below(3_600_000_000) as f64 / 1e6 * if rng.below(10) == 0 { 10.0 } else { 0.01 };
         let svc = services[rng.below(6) as usize];
         let (ob, rb) = (rng.below(100_000), rng.below(1_000_000));
         line.clear();
-        let dur_s = if unset { "-".to_string() } else { format!("{dur:.6}") };
+        let dur_s = if unset {
+            "-".to_string()
+        } else {
+            format!("{dur:.6}")
+        };
         let _ = write!(
             line,
             "{ts:.6}\t{uid}\t{orig}\t{}\t{resp}\t{resp_p}\ttcp\t{svc}\t{dur_s}\t{ob}\t{rb}\tSF\tT\tF\t0\tShADadFf\t{}\t{}\t{}\t{}\t-",
@@ -62,8 +70,16 @@ fn generate(dir: &Path, records: u64) -> (PathBuf, PathBuf, PathBuf) {
             rb + 500
         );
         writeln!(t, "{line}").unwrap();
-        let dur_j = if unset { String::new() } else { format!(",\"duration\":{dur:.6}") };
-        let svc_j = if svc == "-" { String::new() } else { format!(",\"service\":\"{svc}\"") };
+        let dur_j = if unset {
+            String::new()
+        } else {
+            format!(",\"duration\":{dur:.6}")
+        };
+        let svc_j = if svc == "-" {
+            String::new()
+        } else {
+            format!(",\"service\":\"{svc}\"")
+        };
         writeln!(
             j,
             "{{\"ts\":{ts:.6},\"uid\":\"{uid}\",\"id.orig_h\":\"{orig}\",\"id.orig_p\":{},\"id.resp_h\":\"{resp}\",\"id.resp_p\":{resp_p},\"proto\":\"tcp\"{svc_j}{dur_j},\"orig_bytes\":{ob},\"resp_bytes\":{rb},\"conn_state\":\"SF\",\"local_orig\":true,\"local_resp\":false,\"missed_bytes\":0,\"history\":\"ShADadFf\",\"orig_pkts\":{},\"orig_ip_bytes\":{},\"resp_pkts\":{},\"resp_ip_bytes\":{}}}",
@@ -90,7 +106,11 @@ fn generate(dir: &Path, records: u64) -> (PathBuf, PathBuf, PathBuf) {
 /// Runs a command, returns (wall seconds, peak RSS of the process in MiB).
 fn timed(cmd: &mut Command) -> (f64, f64) {
     let start = Instant::now();
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: rusage is plain data, and we wait for our own child exactly once.
@@ -125,36 +145,72 @@ fn main() {
         .unwrap_or(2_000_000);
     let bin = env!("CARGO_BIN_EXE_longconn");
     let dir = tempfile::tempdir().expect("tempdir");
+    // LONGCONN_BENCH_DIR keeps the generated inputs there (for profiling).
+    let keep = std::env::var_os("LONGCONN_BENCH_DIR").map(PathBuf::from);
+    let dir_path = keep.as_deref().unwrap_or(dir.path());
     eprintln!("generating {records} records ...");
-    let (tsv, json, gz) = generate(dir.path(), records);
-    let mb = |p: &Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
-    println!("input: {records} records; TSV {:.0} MB, JSON {:.0} MB, gzip {:.0} MB", mb(&tsv), mb(&json), mb(&gz));
+    let (tsv, json, gz) = generate(dir_path, records);
+    let mb = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len() as f64 / 1e6)
+            .unwrap_or(0.0)
+    };
+    println!(
+        "input: {records} records; TSV {:.0} MB, JSON {:.0} MB, gzip {:.0} MB",
+        mb(&tsv),
+        mb(&json),
+        mb(&gz)
+    );
     let runs = 5;
     let scan = |p: &Path| {
         best_of(runs, || {
-            timed(Command::new(bin).args(["scan", "--format", "tsv", "--top", "10"]).arg(p))
+            timed(
+                Command::new(bin)
+                    .args(["scan", "--format", "tsv", "--top", "10"])
+                    .arg(p),
+            )
         })
     };
     let (t_tsv, m_tsv) = scan(&tsv);
     let (t_json, m_json) = scan(&json);
     let (t_gz, m_gz) = scan(&gz);
     let rate = |t: f64| records as f64 / t / 1e6;
-    println!("scan TSV : {t_tsv:.3} s  {:.2} M records/s  peak {m_tsv:.0} MiB", rate(t_tsv));
-    println!("scan JSON: {t_json:.3} s  {:.2} M records/s  peak {m_json:.0} MiB", rate(t_json));
-    println!("scan gzip: {t_gz:.3} s  {:.2} M records/s  peak {m_gz:.0} MiB", rate(t_gz));
+    println!(
+        "scan TSV : {t_tsv:.3} s  {:.2} M records/s  peak {m_tsv:.0} MiB",
+        rate(t_tsv)
+    );
+    println!(
+        "scan JSON: {t_json:.3} s  {:.2} M records/s  peak {m_json:.0} MiB",
+        rate(t_json)
+    );
+    println!(
+        "scan gzip: {t_gz:.3} s  {:.2} M records/s  peak {m_gz:.0} MiB",
+        rate(t_gz)
+    );
     let (t_gunzip, _) = best_of(runs, || timed(Command::new("gzip").arg("-dc").arg(&gz)));
-    println!("gzip -dc alone: {t_gunzip:.3} s  (scan gzip / gzip -dc = {:.2})", t_gz / t_gunzip);
+    println!(
+        "gzip -dc alone: {t_gunzip:.3} s  (scan gzip / gzip -dc = {:.2})",
+        t_gz / t_gunzip
+    );
 
     // Memory must follow pairs, not records: the same pairs, half the records.
-    let half = dir.path().join("half.log");
+    let half = dir_path.join("half.log");
     let status = Command::new("sh")
         .arg("-c")
-        .arg(format!("head -n {} {} > {}", records / 2 + 8, tsv.display(), half.display()))
+        .arg(format!(
+            "head -n {} {} > {}",
+            records / 2 + 8,
+            tsv.display(),
+            half.display()
+        ))
         .status()
         .expect("head");
     assert!(status.success());
     let (_, m_half) = scan(&half);
-    println!("peak memory: {m_half:.0} MiB at {} records, {m_tsv:.0} MiB at {records}", records / 2);
+    println!(
+        "peak memory: {m_half:.0} MiB at {} records, {m_tsv:.0} MiB at {records}",
+        records / 2
+    );
 
     if have("datamash") && have("awk") {
         let pipeline = format!(

@@ -76,14 +76,37 @@ pub const SCAN_FIELDS: FieldSet = FieldSet::of(&[
     Field::RespBytes,
 ]);
 
-fn parse_options() -> ParseOptions {
-    ParseOptions {
+/// The fields every record needs for the tallies and the summary counts; text fields (uid, proto, service)
+/// are parsed only for the few records that enter the single table.
+fn parse_options(by: GroupMode) -> (ParseOptions, ParseOptions) {
+    let mut tally_fields = FieldSet::of(&[
+        Field::Ts,
+        Field::OrigH,
+        Field::OrigP,
+        Field::RespH,
+        Field::RespP,
+        Field::Duration,
+        Field::OrigBytes,
+        Field::RespBytes,
+    ]);
+    if by == GroupMode::PairPort {
+        tally_fields = tally_fields.with(Field::Proto);
+    }
+    let full = ParseOptions {
         wanted: SCAN_FIELDS,
         ..ParseOptions::default()
-    }
+    };
+    (
+        ParseOptions {
+            wanted: tally_fields,
+            ..full
+        },
+        full,
+    )
 }
 
-fn work(tally: &mut Tally, w: &Work, opts: &ParseOptions) {
+fn work(tally: &mut Tally, w: &Work, opts: &(ParseOptions, ParseOptions)) {
+    let (opts, full) = opts;
     let bytes = &w.buf[w.start..w.end];
     let mut line_no = w.first_line;
     let mut start = 0;
@@ -91,7 +114,12 @@ fn work(tally: &mut Tally, w: &Work, opts: &ParseOptions) {
         |line: &[u8], line_no: u64, last_unterminated: bool| match LogParser::parse_with(
             &w.header, opts, line,
         ) {
-            crate::zeek::Line::Record(rec, bad) => tally.add(w.file, rec, bad),
+            crate::zeek::Line::Record(rec, bad) => tally.add(w.file, rec, bad, || {
+                match LogParser::parse_with(&w.header, full, line) {
+                    crate::zeek::Line::Record(r, _) => Some(r),
+                    _ => None,
+                }
+            }),
             crate::zeek::Line::Meta => {}
             crate::zeek::Line::Skipped(reason) => {
                 let reason = if last_unterminated && reason != SkipReason::NoHeader {
@@ -115,7 +143,7 @@ fn work(tally: &mut Tally, w: &Work, opts: &ParseOptions) {
 /// Reads every input and builds the report.
 pub fn scan(inputs: &[InputPath], opts: &ScanOptions) -> ScanReport {
     let threads = opts.threads.max(1);
-    let parse_opts = parse_options();
+    let parse_opts = parse_options(opts.tally.by);
     let (tx, rx) = crossbeam_channel::bounded::<Work>(threads * 4);
     let raw_bytes = Arc::new(AtomicU64::new(0));
     let total_bytes: u64 = inputs.iter().filter_map(InputPath::size).sum();
@@ -127,10 +155,11 @@ pub fn scan(inputs: &[InputPath], opts: &ScanOptions) -> ScanReport {
             .map(|_| {
                 let rx = rx.clone();
                 let topts = opts.tally.clone();
+                let parse_opts = &parse_opts;
                 s.spawn(move || {
                     let mut t = Tally::new(topts);
                     for w in rx.iter() {
-                        work(&mut t, &w, &parse_opts);
+                        work(&mut t, &w, parse_opts);
                     }
                     t
                 })

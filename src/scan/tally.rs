@@ -186,7 +186,15 @@ impl Tally {
         }
     }
 
-    pub fn add(&mut self, file: usize, rec: ConnRecord, bad_values: u32) {
+    /// Folds one record in. `rec` needs only addresses, ports, duration, bytes and ts; `details` gives the
+    /// fully parsed record (uid, proto, service), asked for only when the record enters the single table.
+    pub fn add(
+        &mut self,
+        file: usize,
+        rec: ConnRecord,
+        bad_values: u32,
+        details: impl FnOnce() -> Option<ConnRecord>,
+    ) {
         self.counts.read += 1;
         self.counts.bad_values += u64::from(bad_values);
         *self.records_per_file.entry(file).or_default() += 1;
@@ -241,16 +249,17 @@ impl Tally {
         {
             return; // cannot enter the table: no need to build the row
         }
+        let full = details().unwrap_or(rec);
         let row = SingleRow {
             duration_ns: ns,
             orig_h,
             resp_h,
-            orig_p: rec.orig_p,
-            resp_p: rec.resp_p,
-            proto: rec.proto,
-            service: rec.service,
-            uid: rec.uid,
-            ts: rec.ts,
+            orig_p: full.orig_p,
+            resp_p: full.resp_p,
+            proto: full.proto,
+            service: full.service,
+            uid: full.uid,
+            ts: full.ts,
         };
         self.push_single(row);
     }
@@ -365,10 +374,10 @@ mod tests {
     #[test]
     fn sums_counts_and_skips_unset() {
         let mut t = Tally::new(opts(10));
-        t.add(0, rec("10.0.0.1", "10.0.0.2", Some(1.5), "a"), 0);
-        t.add(0, rec("10.0.0.1", "10.0.0.2", Some(2.25), "b"), 0);
-        t.add(0, rec("10.0.0.1", "10.0.0.2", None, "c"), 0);
-        t.add(0, rec("10.0.0.3", "10.0.0.2", Some(10.0), "d"), 0);
+        t.add(0, rec("10.0.0.1", "10.0.0.2", Some(1.5), "a"), 0, || None);
+        t.add(0, rec("10.0.0.1", "10.0.0.2", Some(2.25), "b"), 0, || None);
+        t.add(0, rec("10.0.0.1", "10.0.0.2", None, "c"), 0, || None);
+        t.add(0, rec("10.0.0.3", "10.0.0.2", Some(10.0), "d"), 0, || None);
         let g = t.groups();
         assert_eq!(g.len(), 2);
         assert_eq!(g[0].agg.total_ns, 10_000_000_000);
@@ -384,9 +393,9 @@ mod tests {
     fn top_n_ties_by_text_and_merge_is_order_independent() {
         let mut a = Tally::new(opts(2));
         let mut b = Tally::new(opts(2));
-        a.add(0, rec("10.0.0.9", "10.0.0.1", Some(5.0), "x"), 0);
-        b.add(0, rec("10.0.0.10", "10.0.0.1", Some(5.0), "y"), 0);
-        b.add(0, rec("10.0.0.2", "10.0.0.1", Some(1.0), "z"), 0);
+        a.add(0, rec("10.0.0.9", "10.0.0.1", Some(5.0), "x"), 0, || None);
+        b.add(0, rec("10.0.0.10", "10.0.0.1", Some(5.0), "y"), 0, || None);
+        b.add(0, rec("10.0.0.2", "10.0.0.1", Some(1.0), "z"), 0, || None);
         a.merge(b);
         let s = a.singles();
         // "10.0.0.10" < "10.0.0.9" as text.
@@ -402,9 +411,9 @@ mod tests {
             min_duration: 2.0,
             ..opts(0)
         });
-        t.add(0, rec("10.0.0.1", "192.0.2.1", Some(9.0), "a"), 0);
-        t.add(0, rec("192.0.2.2", "192.0.2.1", Some(1.0), "b"), 0);
-        t.add(0, rec("192.0.2.2", "192.0.2.1", Some(3.0), "c"), 0);
+        t.add(0, rec("10.0.0.1", "192.0.2.1", Some(9.0), "a"), 0, || None);
+        t.add(0, rec("192.0.2.2", "192.0.2.1", Some(1.0), "b"), 0, || None);
+        t.add(0, rec("192.0.2.2", "192.0.2.1", Some(3.0), "c"), 0, || None);
         assert_eq!(
             (t.counts.excluded, t.counts.short, t.counts.used),
             (1, 1, 1)
@@ -419,9 +428,9 @@ mod tests {
             ..opts(0)
         });
         let mut r = rec("10.0.0.1", "10.0.0.2", Some(1.0), "a");
-        t.add(0, r.clone(), 0);
+        t.add(0, r.clone(), 0, || None);
         r.resp_p = Some(22);
-        t.add(0, r, 0);
+        t.add(0, r, 0, || None);
         assert_eq!(t.groups().len(), 2);
     }
 }

@@ -234,7 +234,10 @@ fn text(raw: &[u8], header: &TsvHeader) -> CompactString {
         return CompactString::default();
     }
     let v = unescape(raw);
-    CompactString::from_utf8_lossy(&v)
+    match std::str::from_utf8(&v) {
+        Ok(s) => CompactString::new(s),
+        Err(_) => CompactString::from_utf8_lossy(&v),
+    }
 }
 
 /// Sets one field from its raw text; false when the text does not parse.
