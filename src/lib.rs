@@ -1,5 +1,8 @@
 //! longconn
+pub mod checkpoint;
 pub mod config;
 pub mod input;
+pub mod output;
 pub mod scan;
+pub mod signal;
 pub mod zeek;
