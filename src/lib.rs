@@ -1,3 +1,4 @@
 //! longconn
 pub mod config;
 pub mod zeek;
+pub mod tail;

@@ -1,0 +1,526 @@
+//! Following one configured log path through rotations, truncations and restarts.
+//!
+//! A [`Tailer`] is the synchronous, deterministic core the daemon drives: it never sleeps and never spawns;
+//! the daemon calls [`Tailer::poll`] when [`watch::watch`] wakes it and on a periodic re-check (which also
+//! covers lost notifications, NFS and exhausted inotify watches). Each poll stats the configured path
+//! (following a symlinked directory afresh every time) and compares what is there with the file it has open,
+//! by (device, inode) and a content fingerprint, never by name:
+//!
+//! - another file (or none) at the path: the open file was rotated (renamed, moved, deleted); it is kept open
+//!   and drained to its end from the handle, then the new file is read from 0. Rotated siblings newer than it
+//!   that we never saw (several rotations between two looks) are found in the same directory and drained in
+//!   between, oldest first.
+//! - the same inode, but shorter than our offset or with another fingerprint: truncated or replaced in place
+//!   (copytruncate): read again from 0.
+//!
+//! [`Tailer::checkpoint`] saves the position (offset of the first unread line, line number, parser header
+//! state) of the live file and of every rotated file still being drained. On restart, a saved file no longer
+//! at the path is searched for among its rotated siblings by identity and fingerprint and finished first.
+//! Only the configured file name and its rotated forms (`conn.*.log`, `conn.log.N`) are ever read.
+
+mod file;
+pub mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use crate::config::{Source, StartAt};
+use crate::zeek::{ConnRecord, ParseOptions, SkipReason};
+use file::{mtime, FileReader};
+pub use file::{FileCheckpoint, FileId, Fingerprint, HeaderLine, FINGERPRINT_LEN};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use tracing::{debug, info, warn};
+
+/// Lines longer than this (bytes, without the newline) are skipped and reported as [`SkipReason::TooLong`].
+pub const MAX_LINE: usize = 1 << 20;
+
+/// How many retired files are remembered so a rotated sibling is never read twice.
+const RETIRED_KEPT: usize = 64;
+
+const CHUNK: usize = 64 * 1024;
+
+/// What happened while polling, in file order.
+#[derive(Debug)]
+pub enum TailEvent<'a> {
+    /// A parsed record, at 1-based line `line_no` of `path`.
+    Record {
+        rec: ConnRecord,
+        path: &'a Path,
+        line_no: u64,
+        bad_values: u32,
+    },
+    /// A line that did not become a record (bad row, over-long line, cut-off last line).
+    Skipped {
+        path: &'a Path,
+        line_no: u64,
+        reason: SkipReason,
+    },
+    /// The file we were reading is no longer at the configured path; `to` is its new name in the same
+    /// directory, if it is still there. It is drained before the next file.
+    Rotated { from: &'a Path, to: Option<PathBuf> },
+    /// A file is being read, from byte `resumed_at`.
+    Opened { path: &'a Path, resumed_at: u64 },
+    /// The file was truncated or replaced in place: read again from 0.
+    Truncated { path: &'a Path },
+    /// A rotated file was read to its end and closed.
+    Finished { path: &'a Path },
+    /// A file saved in the checkpoint was not found again at restart; the rest of it is lost.
+    Lost { path: &'a Path, offset: u64 },
+}
+
+/// Counters for one poll.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollStats {
+    pub bytes: u64,
+    pub lines: u64,
+    pub records: u64,
+    pub skipped: u64,
+}
+
+/// A rotated file already read (or being read), so it is not picked up again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredFile {
+    pub id: FileId,
+    pub fingerprint: Fingerprint,
+}
+
+/// Everything needed to continue one source exactly where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceCheckpoint {
+    /// The configured path.
+    pub path: PathBuf,
+    /// Rotated files still being drained, oldest first.
+    #[serde(default)]
+    pub draining: Vec<FileCheckpoint>,
+    /// The file at the configured path.
+    pub live: Option<FileCheckpoint>,
+    /// Recently rotated files, never to be read again.
+    #[serde(default)]
+    pub retired: Vec<RetiredFile>,
+    /// Modification time of the last rotated live file: rotated siblings at least this new and not retired
+    /// were rotated while we were not looking.
+    #[serde(default)]
+    pub anchor: Option<(i64, i64)>,
+}
+
+/// Follows one configured source path.
+pub struct Tailer {
+    path: PathBuf,
+    start_at: StartAt,
+    opts: ParseOptions,
+    max_line: usize,
+    live: Option<FileReader>,
+    draining: Vec<FileReader>,
+    /// The checkpoint to resume from, applied on the first poll.
+    saved: Option<SourceCheckpoint>,
+    started: bool,
+    retired: Vec<RetiredFile>,
+    anchor: Option<(i64, i64)>,
+    chunk: Vec<u8>,
+}
+
+impl Tailer {
+    pub fn new(source: &Source, opts: ParseOptions, saved: Option<SourceCheckpoint>) -> Tailer {
+        Tailer {
+            path: source.path.clone(),
+            start_at: source.start_at,
+            opts,
+            max_line: MAX_LINE,
+            live: None,
+            draining: Vec::new(),
+            saved,
+            started: false,
+            retired: Vec::new(),
+            anchor: None,
+            chunk: vec![0; CHUNK],
+        }
+    }
+
+    /// Sets the longest line accepted (default [`MAX_LINE`]).
+    pub fn with_max_line(mut self, max_line: usize) -> Tailer {
+        self.max_line = max_line.max(1);
+        self
+    }
+
+    /// The configured path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads every complete new line available now, across rotated files still being drained (oldest first)
+    /// and the live file, calling `sink` for each event. Returns when nothing more can be read.
+    pub fn poll(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<PollStats> {
+        let mut stats = PollStats::default();
+        if !self.started {
+            self.started = true;
+            match self.saved.take() {
+                Some(saved) => self.restore(saved, sink)?,
+                None => self.first_open(sink)?,
+            }
+        }
+        self.check_live(sink)?;
+
+        let mut i = 0;
+        while i < self.draining.len() {
+            let r = &mut self.draining[i];
+            let any = r.read(&mut self.chunk, self.max_line, sink, &mut stats)?;
+            r.eof_polls = if any { 0 } else { r.eof_polls + 1 };
+            let unlinked = r.file.metadata().map(|m| m.nlink() == 0).unwrap_or(true);
+            // Finished: the writer closed it (`#close`), or it is deleted (nobody can write it), or a whole
+            // poll found nothing new after its rotation.
+            if r.saw_close || unlinked || r.eof_polls >= 1 {
+                let mut r = self.draining.remove(i);
+                r.finish(sink, &mut stats);
+                debug!(path = %r.path.display(), lines = r.line_no, "rotated file finished");
+                sink(TailEvent::Finished { path: &r.path });
+            } else {
+                i += 1;
+            }
+        }
+        if let Some(r) = self.live.as_mut() {
+            r.read(&mut self.chunk, self.max_line, sink, &mut stats)?;
+        }
+        Ok(stats)
+    }
+
+    /// The position of every open file, to be saved atomically with the detector state.
+    pub fn checkpoint(&self) -> SourceCheckpoint {
+        if let Some(saved) = &self.saved {
+            return saved.clone();
+        }
+        SourceCheckpoint {
+            path: self.path.clone(),
+            draining: self.draining.iter().map(FileReader::checkpoint).collect(),
+            live: self.live.as_ref().map(FileReader::checkpoint),
+            retired: self.retired.clone(),
+            anchor: self.anchor,
+        }
+    }
+
+    /// Directories to watch (non-recursively): the live file's directory, and, when that directory is a
+    /// symlink (zeekctl's `current`), the directory holding the symlink, so re-pointing it wakes us too.
+    /// Call again after a rotation: the resolved directory may have changed.
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        let parent = self.dir();
+        if let Ok(real) = fs::canonicalize(&parent) {
+            dirs.push(real);
+        }
+        let is_link = fs::symlink_metadata(&parent)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false);
+        if is_link {
+            if let Some(up) = parent.parent() {
+                let up = if up.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    up.to_path_buf()
+                };
+                dirs.push(fs::canonicalize(&up).unwrap_or(up));
+            }
+        }
+        if dirs.is_empty() {
+            dirs.push(parent);
+        }
+        dirs.dedup();
+        dirs
+    }
+
+    fn dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// First start without a checkpoint: open the live file per `start_at`.
+    fn first_open(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
+        match FileReader::open(&self.path, self.opts) {
+            Ok(mut r) => {
+                if self.start_at == StartAt::End {
+                    r.seek_to_end(&mut self.chunk)?;
+                }
+                info!(path = %r.path.display(), offset = r.offset, "following");
+                sink(TailEvent::Opened {
+                    path: &r.path,
+                    resumed_at: r.offset,
+                });
+                self.live = Some(r);
+                Ok(())
+            }
+            Err(e) if missing(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Restart from a checkpoint: find each saved file again, by identity, wherever it went.
+    fn restore(&mut self, saved: SourceCheckpoint, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
+        self.retired = saved.retired;
+        self.anchor = saved.anchor;
+        let live_meta = fs::metadata(&self.path).ok();
+        let saved_live = saved.live.into_iter().map(|c| (c, true));
+        for (fc, is_live) in saved.draining.into_iter().map(|c| (c, false)).chain(saved_live) {
+            // Still at the configured path?
+            if let Some(m) = live_meta.as_ref().filter(|m| FileId::of(m) == fc.id) {
+                if let Ok(file) = File::open(&self.path) {
+                    let same = FileId::of(&file.metadata()?) == fc.id;
+                    if let (true, Some(fp)) = (same, fc.fingerprint.check(&file)?) {
+                        let mut r = FileReader::resume(&self.path, file, &fc, fp, self.opts);
+                        if m.len() < fc.offset {
+                            sink(TailEvent::Truncated { path: &r.path });
+                            r.restart()?;
+                        }
+                        sink(TailEvent::Opened {
+                            path: &r.path,
+                            resumed_at: r.offset,
+                        });
+                        if is_live && self.live.is_none() {
+                            self.live = Some(r);
+                        } else {
+                            self.draining.push(r);
+                        }
+                        continue;
+                    }
+                }
+            }
+            // Rotated while we were stopped: look among the siblings.
+            match self.find_sibling(&fc)? {
+                Some((path, file, fp)) => {
+                    let m = file.metadata()?;
+                    if is_live {
+                        sink(TailEvent::Rotated {
+                            from: &fc.path,
+                            to: Some(path.clone()),
+                        });
+                        self.retire_anchor(mtime(&m));
+                    }
+                    self.remember(fc.id, fp.clone());
+                    let r = FileReader::resume(&path, file, &fc, fp, self.opts);
+                    sink(TailEvent::Opened {
+                        path: &r.path,
+                        resumed_at: r.offset,
+                    });
+                    self.draining.push(r);
+                }
+                None => {
+                    warn!(path = %fc.path.display(), offset = fc.offset, "saved file not found again");
+                    if is_live {
+                        self.retire_anchor(fc.mtime);
+                    }
+                    sink(TailEvent::Lost {
+                        path: &fc.path,
+                        offset: fc.offset,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the anchor (the mtime after which unseen rotated siblings are ours to read) forward.
+    fn retire_anchor(&mut self, t: (i64, i64)) {
+        self.anchor = Some(self.anchor.map_or(t, |a| a.max(t)));
+    }
+
+    fn remember(&mut self, id: FileId, fingerprint: Fingerprint) {
+        self.retired.retain(|r| r.id != id);
+        self.retired.push(RetiredFile { id, fingerprint });
+        if self.retired.len() > RETIRED_KEPT {
+            self.retired.remove(0);
+        }
+    }
+
+    fn is_open(&self, id: FileId) -> bool {
+        self.live.as_ref().is_some_and(|r| r.id == id) || self.draining.iter().any(|r| r.id == id)
+    }
+
+    /// Rotated siblings of the live file: `(path, file, metadata)` of every regular file whose name is a
+    /// rotated form of the configured name.
+    fn siblings(&self) -> Vec<(PathBuf, fs::Metadata)> {
+        let Some(live_name) = self.path.file_name().and_then(|n| n.to_str()) else {
+            return Vec::new();
+        };
+        let Ok(entries) = fs::read_dir(self.dir()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !is_rotated_name(live_name, name) {
+                continue;
+            }
+            let path = entry.path();
+            if let Ok(meta) = fs::metadata(&path) {
+                if meta.is_file() {
+                    out.push((path, meta));
+                }
+            }
+        }
+        out
+    }
+
+    /// A rotated sibling holding the saved file: the same inode and fingerprint, else (a copy, as
+    /// copytruncate makes) the same fingerprint and at least the saved offset long.
+    fn find_sibling(&self, fc: &FileCheckpoint) -> io::Result<Option<(PathBuf, File, Fingerprint)>> {
+        let mut fallback = None;
+        for (path, meta) in self.siblings() {
+            let id = FileId::of(&meta);
+            if self.is_open(id) {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else { continue };
+            let Some(fp) = fc.fingerprint.check(&file)? else {
+                continue;
+            };
+            if id == fc.id {
+                return Ok(Some((path, file, fp)));
+            }
+            if fallback.is_none() && meta.len() >= fc.offset {
+                fallback = Some((path, file, fp));
+            }
+        }
+        Ok(fallback)
+    }
+
+    /// Rotated siblings that appeared after the last rotated live file and that we never read (several
+    /// rotations between two looks, or while stopped): drain them, oldest first.
+    fn discover(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
+        let Some(anchor) = self.anchor else {
+            return Ok(());
+        };
+        let live_id = fs::metadata(&self.path).ok().map(|m| FileId::of(&m));
+        let mut found = Vec::new();
+        for (path, meta) in self.siblings() {
+            let id = FileId::of(&meta);
+            if mtime(&meta) < anchor || self.is_open(id) || live_id == Some(id) {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else { continue };
+            let mut known = false;
+            for r in self.retired.iter().filter(|r| r.id == id) {
+                known |= r.fingerprint.check(&file)?.is_some();
+            }
+            if !known {
+                found.push((mtime(&meta), path));
+            }
+        }
+        found.sort();
+        for (_, path) in found {
+            let r = match FileReader::open(&path, self.opts) {
+                Ok(r) => r,
+                Err(e) if missing(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            info!(path = %r.path.display(), "rotated file found unread");
+            self.remember(r.id, r.fp.clone());
+            sink(TailEvent::Opened {
+                path: &r.path,
+                resumed_at: 0,
+            });
+            self.draining.push(r);
+        }
+        Ok(())
+    }
+
+    /// Compares the file at the configured path with the one we follow.
+    fn check_live(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
+        let meta = match fs::metadata(&self.path) {
+            Ok(m) => Some(m),
+            Err(e) if missing(&e) => None,
+            Err(e) => {
+                // Permission denied and the like: decide nothing, keep reading what is open.
+                warn!(path = %self.path.display(), error = %e, "cannot stat the live path");
+                return Ok(());
+            }
+        };
+        if let (Some(r), Some(m)) = (self.live.as_mut(), meta.as_ref()) {
+            if FileId::of(m) == r.id {
+                let fp = if m.len() < r.offset + r.buf.len() as u64 {
+                    None
+                } else {
+                    r.fp.check(&r.file)?
+                };
+                match fp {
+                    Some(fp) => r.fp = fp,
+                    None => {
+                        info!(path = %r.path.display(), "file truncated or replaced in place");
+                        sink(TailEvent::Truncated { path: &r.path });
+                        r.restart()?;
+                    }
+                }
+                return Ok(());
+            }
+        }
+        if let Some(mut old) = self.live.take() {
+            // Rotated: keep it open and drain it before anything newer.
+            let old_meta = old.file.metadata()?;
+            let to = self
+                .siblings()
+                .into_iter()
+                .find(|(_, m)| FileId::of(m) == old.id)
+                .map(|(p, _)| p);
+            info!(from = %old.path.display(), to = ?to, "file rotated");
+            sink(TailEvent::Rotated {
+                from: &old.path,
+                to: to.clone(),
+            });
+            if let Some(to) = to {
+                old.path = to;
+            }
+            self.retire_anchor(mtime(&old_meta));
+            self.remember(old.id, old.fp.clone());
+            self.draining.push(old);
+        }
+        self.discover(sink)?;
+        if meta.is_some() {
+            match FileReader::open(&self.path, self.opts) {
+                Ok(r) if self.is_open(r.id) => {}
+                Ok(r) => {
+                    info!(path = %r.path.display(), "following new file");
+                    sink(TailEvent::Opened {
+                        path: &r.path,
+                        resumed_at: 0,
+                    });
+                    self.live = Some(r);
+                }
+                Err(e) if missing(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn missing(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+/// True if `name` is a rotated form of the live file `live`: `conn.log` -> `conn.<anything>.log` (Zeek's
+/// `conn.2024-01-01-00-00-00.log`) or `conn.log.<digits>` (logrotate, Corelight). Never another log type
+/// (`conn_long.log`, `dns.log`), the live name itself, or a compressed file.
+fn is_rotated_name(live: &str, name: &str) -> bool {
+    if name == live {
+        return false;
+    }
+    if let Some(n) = name.strip_prefix(live).and_then(|r| r.strip_prefix('.')) {
+        return !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+    }
+    match live.strip_suffix(".log") {
+        Some(stem) => {
+            name.len() > live.len()
+                && name
+                    .strip_prefix(stem)
+                    .and_then(|r| r.strip_prefix('.'))
+                    .is_some_and(|r| r.ends_with(".log"))
+        }
+        None => false,
+    }
+}
