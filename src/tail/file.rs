@@ -133,7 +133,8 @@ pub struct FileCheckpoint {
     /// Inside an over-long line already reported: discard up to the next newline.
     #[serde(default)]
     pub skipping: bool,
-    /// Modification time when saved, (seconds, nanoseconds): orders rotated siblings found on restart.
+    /// Modification time when last read, (seconds, nanoseconds): rotated siblings and copies newer than
+    /// this were made after we last looked.
     pub mtime: (i64, i64),
     /// The parser's current TSV header block.
     pub header: Vec<HeaderLine>,
@@ -155,6 +156,8 @@ pub(super) struct FileReader {
     pub saw_close: bool,
     /// Consecutive polls that found a rotated file at its end (a grace poll before finishing it).
     pub eof_polls: u32,
+    /// The file's modification time when we last read from it: copies and rotations made later are newer.
+    pub seen_mtime: (i64, i64),
 }
 
 impl FileReader {
@@ -163,6 +166,7 @@ impl FileReader {
         let file = File::open(path)?;
         let meta = file.metadata()?;
         let fp = Fingerprint::of_file(&file)?;
+        let seen_mtime = mtime(&meta);
         Ok(FileReader {
             path: path.to_path_buf(),
             file,
@@ -175,6 +179,7 @@ impl FileReader {
             skipping: false,
             saw_close: false,
             eof_polls: 0,
+            seen_mtime,
         })
     }
 
@@ -190,10 +195,13 @@ impl FileReader {
         parser.set_header(TsvHeader::from_lines(
             saved.header.iter().cloned().map(HeaderLine::into_bytes),
         ));
+        // The inode of what we found (a copy made by copytruncate has another one).
+        let id = file.metadata().map(|m| FileId::of(&m)).unwrap_or(saved.id);
+        let seen_mtime = saved.mtime;
         FileReader {
             path: path.to_path_buf(),
             file,
-            id: saved.id,
+            id,
             fp,
             offset: saved.offset,
             line_no: saved.line_no,
@@ -202,6 +210,7 @@ impl FileReader {
             skipping: saved.skipping,
             saw_close: false,
             eof_polls: 0,
+            seen_mtime,
         }
     }
 
@@ -260,7 +269,6 @@ impl FileReader {
     }
 
     pub fn checkpoint(&self) -> FileCheckpoint {
-        let mtime = self.file.metadata().map(|m| mtime(&m)).unwrap_or((0, 0));
         FileCheckpoint {
             path: self.path.clone(),
             id: self.id,
@@ -268,7 +276,7 @@ impl FileReader {
             offset: self.offset,
             line_no: self.line_no,
             skipping: self.skipping,
-            mtime,
+            mtime: self.seen_mtime,
             header: self
                 .parser
                 .header()
@@ -296,6 +304,9 @@ impl FileReader {
                 Err(e) => return Err(e),
             };
             if n == 0 {
+                if any {
+                    self.seen_mtime = mtime(&self.file.metadata()?);
+                }
                 return Ok(any);
             }
             any = true;

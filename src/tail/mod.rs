@@ -107,6 +107,13 @@ pub struct SourceCheckpoint {
     pub anchor: Option<(i64, i64)>,
 }
 
+/// A saved file found again.
+struct Found {
+    path: PathBuf,
+    file: File,
+    at_live: bool,
+}
+
 /// Follows one configured source path.
 pub struct Tailer {
     path: PathBuf,
@@ -261,45 +268,49 @@ impl Tailer {
     fn restore(&mut self, saved: SourceCheckpoint, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
         self.retired = saved.retired;
         self.anchor = saved.anchor;
-        let live_meta = fs::metadata(&self.path).ok();
         let saved_live = saved.live.into_iter().map(|c| (c, true));
         for (fc, is_live) in saved.draining.into_iter().map(|c| (c, false)).chain(saved_live) {
-            // Still at the configured path?
-            if let Some(m) = live_meta.as_ref().filter(|m| FileId::of(m) == fc.id) {
-                if let Ok(file) = File::open(&self.path) {
-                    let same = FileId::of(&file.metadata()?) == fc.id;
-                    if let (true, Some(fp)) = (same, fc.fingerprint.check(&file)?) {
-                        let mut r = FileReader::resume(&self.path, file, &fc, fp, self.opts);
-                        if m.len() < fc.offset {
-                            sink(TailEvent::Truncated { path: &r.path });
-                            r.restart()?;
-                        }
-                        sink(TailEvent::Opened {
-                            path: &r.path,
-                            resumed_at: r.offset,
-                        });
-                        if is_live && self.live.is_none() {
-                            self.live = Some(r);
-                        } else {
-                            self.draining.push(r);
-                        }
-                        continue;
-                    }
+            let (same, copy) = self.locate(&fc)?;
+            if let Some((found, Some(fp))) = same {
+                // The same file: resume it.
+                let meta = found.file.metadata()?;
+                let mut r = FileReader::resume(&found.path, found.file, &fc, fp, self.opts);
+                if meta.len() < fc.offset {
+                    sink(TailEvent::Truncated { path: &r.path });
+                    r.restart()?;
                 }
+                if found.at_live && is_live && self.live.is_none() {
+                    sink(TailEvent::Opened {
+                        path: &r.path,
+                        resumed_at: r.offset,
+                    });
+                    self.live = Some(r);
+                    continue;
+                }
+                if is_live {
+                    sink(TailEvent::Rotated {
+                        from: &fc.path,
+                        to: Some(r.path.clone()),
+                    });
+                    self.retire_anchor(fc.mtime);
+                }
+                self.remember(r.id, r.fp.clone());
+                sink(TailEvent::Opened {
+                    path: &r.path,
+                    resumed_at: r.offset,
+                });
+                self.draining.push(r);
+                continue;
             }
-            // Rotated while we were stopped: look among the siblings.
-            match self.find_sibling(&fc)? {
+            if is_live {
+                self.retire_anchor(fc.mtime);
+            }
+            // Rewritten in place (copytruncate) or gone: the rest may be in a copy.
+            match copy {
                 Some((path, file, fp)) => {
-                    let m = file.metadata()?;
-                    if is_live {
-                        sink(TailEvent::Rotated {
-                            from: &fc.path,
-                            to: Some(path.clone()),
-                        });
-                        self.retire_anchor(mtime(&m));
-                    }
-                    self.remember(fc.id, fp.clone());
+                    sink(TailEvent::Truncated { path: &fc.path });
                     let r = FileReader::resume(&path, file, &fc, fp, self.opts);
+                    self.remember(r.id, r.fp.clone());
                     sink(TailEvent::Opened {
                         path: &r.path,
                         resumed_at: r.offset,
@@ -308,17 +319,64 @@ impl Tailer {
                 }
                 None => {
                     warn!(path = %fc.path.display(), offset = fc.offset, "saved file not found again");
-                    if is_live {
-                        self.retire_anchor(fc.mtime);
-                    }
                     sink(TailEvent::Lost {
                         path: &fc.path,
                         offset: fc.offset,
                     });
                 }
             }
+            // The inode now holds other content: a new file, read from 0 (at the live path, by check_live).
+            if let Some((found, None)) = same {
+                if !found.at_live {
+                    let r = FileReader::open(&found.path, self.opts)?;
+                    self.remember(r.id, r.fp.clone());
+                    sink(TailEvent::Opened {
+                        path: &r.path,
+                        resumed_at: 0,
+                    });
+                    self.draining.push(r);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Where a saved file is now: the file with its inode (at the live path or a rotated sibling) with its
+    /// refreshed fingerprint if the content is still the same; and a copy of it (another inode, the same
+    /// fingerprint, at least as long as the saved offset), as copytruncate leaves.
+    #[allow(clippy::type_complexity)]
+    fn locate(
+        &self,
+        fc: &FileCheckpoint,
+    ) -> io::Result<(Option<(Found, Option<Fingerprint>)>, Option<(PathBuf, File, Fingerprint)>)> {
+        let mut same = None;
+        let mut copy = None;
+        let live = fs::metadata(&self.path).ok().map(|m| (self.path.clone(), m));
+        let candidates = live.into_iter().map(|c| (c, true));
+        let candidates = candidates.chain(self.siblings().into_iter().map(|c| (c, false)));
+        for ((path, meta), at_live) in candidates {
+            let id = FileId::of(&meta);
+            if self.is_open(id) || (id != fc.id && meta.len() < fc.offset) {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else { continue };
+            let fp = fc.fingerprint.check(&file)?;
+            if id == fc.id {
+                if same.is_none() {
+                    same = Some((
+                        Found {
+                            path,
+                            file,
+                            at_live,
+                        },
+                        fp,
+                    ));
+                }
+            } else if let (None, Some(fp)) = (&copy, fp) {
+                copy = Some((path, file, fp));
+            }
+        }
+        Ok((same, copy))
     }
 
     /// Moves the anchor (the mtime after which unseen rotated siblings are ours to read) forward.
@@ -327,8 +385,9 @@ impl Tailer {
     }
 
     fn remember(&mut self, id: FileId, fingerprint: Fingerprint) {
-        self.retired.retain(|r| r.id != id);
-        self.retired.push(RetiredFile { id, fingerprint });
+        let entry = RetiredFile { id, fingerprint };
+        self.retired.retain(|r| *r != entry);
+        self.retired.push(entry);
         if self.retired.len() > RETIRED_KEPT {
             self.retired.remove(0);
         }
@@ -366,7 +425,7 @@ impl Tailer {
 
     /// A rotated sibling holding the saved file: the same inode and fingerprint, else (a copy, as
     /// copytruncate makes) the same fingerprint and at least the saved offset long.
-    fn find_sibling(&self, fc: &FileCheckpoint) -> io::Result<Option<(PathBuf, File, Fingerprint)>> {
+    fn find_copy(&self, fc: &FileCheckpoint) -> io::Result<Option<(PathBuf, File, Fingerprint)>> {
         let mut fallback = None;
         for (path, meta) in self.siblings() {
             let id = FileId::of(&meta);
@@ -401,8 +460,9 @@ impl Tailer {
                 continue;
             }
             let Ok(file) = File::open(&path) else { continue };
+            // Read before: the same file, or a copy of one (copytruncate) whose content we have.
             let mut known = false;
-            for r in self.retired.iter().filter(|r| r.id == id) {
+            for r in &self.retired {
                 known |= r.fingerprint.check(&file)?.is_some();
             }
             if !known {
@@ -427,6 +487,31 @@ impl Tailer {
         Ok(())
     }
 
+    /// After copytruncate: if a rotated sibling is a copy of the truncated file with lines past where we
+    /// were, drain those lines from it.
+    fn drain_copy(&mut self, before: &FileCheckpoint, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
+        let Some((path, file, fp)) = self.find_copy(before)? else {
+            return Ok(());
+        };
+        let id = FileId::of(&file.metadata()?);
+        if id == before.id {
+            return Ok(());
+        }
+        // Read up to `before.offset` already: never discover it as an unread rotated file.
+        self.remember(id, fp.clone());
+        if file.metadata()?.len() <= before.offset {
+            return Ok(());
+        }
+        let r = FileReader::resume(&path, file, before, fp, self.opts);
+        info!(path = %r.path.display(), offset = r.offset, "draining the copy of a truncated file");
+        sink(TailEvent::Opened {
+            path: &r.path,
+            resumed_at: r.offset,
+        });
+        self.draining.push(r);
+        Ok(())
+    }
+
     /// Compares the file at the configured path with the one we follow.
     fn check_live(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
         let meta = match fs::metadata(&self.path) {
@@ -445,14 +530,17 @@ impl Tailer {
                 } else {
                     r.fp.check(&r.file)?
                 };
-                match fp {
-                    Some(fp) => r.fp = fp,
-                    None => {
-                        info!(path = %r.path.display(), "file truncated or replaced in place");
-                        sink(TailEvent::Truncated { path: &r.path });
-                        r.restart()?;
-                    }
-                }
+                let Some(fp) = fp else {
+                    info!(path = %r.path.display(), "file truncated or replaced in place");
+                    let before = r.checkpoint();
+                    sink(TailEvent::Truncated { path: &r.path });
+                    r.restart()?;
+                    // Copies made since we last read it (several copytruncates between two looks).
+                    self.retire_anchor(before.mtime);
+                    self.drain_copy(&before, sink)?;
+                    return self.discover(sink);
+                };
+                r.fp = fp;
                 return Ok(());
             }
         }
@@ -472,7 +560,17 @@ impl Tailer {
             if let Some(to) = to {
                 old.path = to;
             }
-            self.retire_anchor(mtime(&old_meta));
+            self.retire_anchor(old.seen_mtime);
+            let truncated = old_meta.len() < old.offset + old.buf.len() as u64
+                || old.fp.check(&old.file)?.is_none();
+            if truncated {
+                // Truncated in place before it was rotated: its old content may be in a copy.
+                let before = old.checkpoint();
+                self.remember(old.id, old.fp.clone());
+                sink(TailEvent::Truncated { path: &old.path });
+                old.restart()?;
+                self.drain_copy(&before, sink)?;
+            }
             self.remember(old.id, old.fp.clone());
             self.draining.push(old);
         }
