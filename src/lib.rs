@@ -1,4 +1,4 @@
 //! longconn
 pub mod config;
-pub mod zeek;
 pub mod tail;
+pub mod zeek;

@@ -44,6 +44,8 @@ const RETIRED_KEPT: usize = 64;
 const CHUNK: usize = 64 * 1024;
 
 /// What happened while polling, in file order.
+// Events go straight to the sink, never into a collection: boxing the record would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum TailEvent<'a> {
     /// A parsed record, at 1-based line `line_no` of `path`.
@@ -107,6 +109,14 @@ pub struct SourceCheckpoint {
     pub anchor: Option<(i64, i64)>,
 }
 
+/// A file about to be drained, ordered by its modification time.
+struct Pending {
+    mtime: (i64, i64),
+    reader: FileReader,
+    /// Emit `Opened` for it (not for the live file moving to the drain queue).
+    announce: bool,
+}
+
 /// A saved file found again.
 struct Found {
     path: PathBuf,
@@ -165,7 +175,16 @@ impl Tailer {
         if !self.started {
             self.started = true;
             match self.saved.take() {
-                Some(saved) => self.restore(saved, sink)?,
+                Some(saved) => {
+                    if let Err(e) = self.restore(saved.clone(), sink) {
+                        // Try again from the same checkpoint at the next poll.
+                        self.live = None;
+                        self.draining.clear();
+                        self.saved = Some(saved);
+                        self.started = false;
+                        return Err(e);
+                    }
+                }
                 None => self.first_open(sink)?,
             }
         }
@@ -264,13 +283,26 @@ impl Tailer {
         }
     }
 
-    /// Restart from a checkpoint: find each saved file again, by identity, wherever it went.
-    fn restore(&mut self, saved: SourceCheckpoint, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
+    /// Restart from a checkpoint: find each saved file again, by identity, wherever it went. Saved rotated
+    /// files come first, in their saved order; what the live file became, copies of it and rotated files we
+    /// never saw follow in modification-time order.
+    fn restore(
+        &mut self,
+        saved: SourceCheckpoint,
+        sink: &mut dyn FnMut(TailEvent),
+    ) -> io::Result<()> {
         self.retired = saved.retired;
         self.anchor = saved.anchor;
+        let mut files = Vec::new();
         let saved_live = saved.live.into_iter().map(|c| (c, true));
-        for (fc, is_live) in saved.draining.into_iter().map(|c| (c, false)).chain(saved_live) {
+        for (fc, is_live) in saved
+            .draining
+            .into_iter()
+            .map(|c| (c, false))
+            .chain(saved_live)
+        {
             let (same, copy) = self.locate(&fc)?;
+            let order = |m: &fs::Metadata| if is_live { mtime(m) } else { (i64::MIN, 0) };
             if let Some((found, Some(fp))) = same {
                 // The same file: resume it.
                 let meta = found.file.metadata()?;
@@ -295,11 +327,11 @@ impl Tailer {
                     self.retire_anchor(fc.mtime);
                 }
                 self.remember(r.id, r.fp.clone());
-                sink(TailEvent::Opened {
-                    path: &r.path,
-                    resumed_at: r.offset,
+                files.push(Pending {
+                    mtime: order(&meta),
+                    reader: r,
+                    announce: true,
                 });
-                self.draining.push(r);
                 continue;
             }
             if is_live {
@@ -309,13 +341,14 @@ impl Tailer {
             match copy {
                 Some((path, file, fp)) => {
                     sink(TailEvent::Truncated { path: &fc.path });
+                    let meta = file.metadata()?;
                     let r = FileReader::resume(&path, file, &fc, fp, self.opts);
                     self.remember(r.id, r.fp.clone());
-                    sink(TailEvent::Opened {
-                        path: &r.path,
-                        resumed_at: r.offset,
+                    files.push(Pending {
+                        mtime: order(&meta),
+                        reader: r,
+                        announce: true,
                     });
-                    self.draining.push(r);
                 }
                 None => {
                     warn!(path = %fc.path.display(), offset = fc.offset, "saved file not found again");
@@ -328,16 +361,19 @@ impl Tailer {
             // The inode now holds other content: a new file, read from 0 (at the live path, by check_live).
             if let Some((found, None)) = same {
                 if !found.at_live {
+                    let meta = found.file.metadata()?;
                     let r = FileReader::open(&found.path, self.opts)?;
                     self.remember(r.id, r.fp.clone());
-                    sink(TailEvent::Opened {
-                        path: &r.path,
-                        resumed_at: 0,
+                    files.push(Pending {
+                        mtime: order(&meta),
+                        reader: r,
+                        announce: true,
                     });
-                    self.draining.push(r);
                 }
             }
         }
+        files.extend(self.discover()?);
+        self.drain(files, sink);
         Ok(())
     }
 
@@ -348,10 +384,15 @@ impl Tailer {
     fn locate(
         &self,
         fc: &FileCheckpoint,
-    ) -> io::Result<(Option<(Found, Option<Fingerprint>)>, Option<(PathBuf, File, Fingerprint)>)> {
+    ) -> io::Result<(
+        Option<(Found, Option<Fingerprint>)>,
+        Option<(PathBuf, File, Fingerprint)>,
+    )> {
         let mut same = None;
         let mut copy = None;
-        let live = fs::metadata(&self.path).ok().map(|m| (self.path.clone(), m));
+        let live = fs::metadata(&self.path)
+            .ok()
+            .map(|m| (self.path.clone(), m));
         let candidates = live.into_iter().map(|c| (c, true));
         let candidates = candidates.chain(self.siblings().into_iter().map(|c| (c, false)));
         for ((path, meta), at_live) in candidates {
@@ -359,7 +400,9 @@ impl Tailer {
             if self.is_open(id) || (id != fc.id && meta.len() < fc.offset) {
                 continue;
             }
-            let Ok(file) = File::open(&path) else { continue };
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
             let fp = fc.fingerprint.check(&file)?;
             if id == fc.id {
                 if same.is_none() {
@@ -432,7 +475,9 @@ impl Tailer {
             if self.is_open(id) {
                 continue;
             }
-            let Ok(file) = File::open(&path) else { continue };
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
             let Some(fp) = fc.fingerprint.check(&file)? else {
                 continue;
             };
@@ -447,10 +492,10 @@ impl Tailer {
     }
 
     /// Rotated siblings that appeared after the last rotated live file and that we never read (several
-    /// rotations between two looks, or while stopped): drain them, oldest first.
-    fn discover(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
+    /// rotations or copytruncates between two looks, or while stopped), with their modification times.
+    fn discover(&mut self) -> io::Result<Vec<Pending>> {
         let Some(anchor) = self.anchor else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let live_id = fs::metadata(&self.path).ok().map(|m| FileId::of(&m));
         let mut found = Vec::new();
@@ -459,18 +504,17 @@ impl Tailer {
             if mtime(&meta) < anchor || self.is_open(id) || live_id == Some(id) {
                 continue;
             }
-            let Ok(file) = File::open(&path) else { continue };
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
             // Read before: the same file, or a copy of one (copytruncate) whose content we have.
             let mut known = false;
             for r in &self.retired {
                 known |= r.fingerprint.check(&file)?.is_some();
             }
-            if !known {
-                found.push((mtime(&meta), path));
+            if known {
+                continue;
             }
-        }
-        found.sort();
-        for (_, path) in found {
             let r = match FileReader::open(&path, self.opts) {
                 Ok(r) => r,
                 Err(e) if missing(&e) => continue,
@@ -478,38 +522,52 @@ impl Tailer {
             };
             info!(path = %r.path.display(), "rotated file found unread");
             self.remember(r.id, r.fp.clone());
-            sink(TailEvent::Opened {
-                path: &r.path,
-                resumed_at: 0,
+            found.push(Pending {
+                mtime: mtime(&meta),
+                reader: r,
+                announce: true,
             });
-            self.draining.push(r);
         }
-        Ok(())
+        Ok(found)
     }
 
-    /// After copytruncate: if a rotated sibling is a copy of the truncated file with lines past where we
-    /// were, drain those lines from it.
-    fn drain_copy(&mut self, before: &FileCheckpoint, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
+    /// After copytruncate: a rotated sibling that is a copy of the truncated file with lines past where we
+    /// were, to drain from where we stopped.
+    fn copy_of(&mut self, before: &FileCheckpoint) -> io::Result<Option<Pending>> {
         let Some((path, file, fp)) = self.find_copy(before)? else {
-            return Ok(());
+            return Ok(None);
         };
-        let id = FileId::of(&file.metadata()?);
+        let meta = file.metadata()?;
+        let id = FileId::of(&meta);
         if id == before.id {
-            return Ok(());
+            return Ok(None);
         }
         // Read up to `before.offset` already: never discover it as an unread rotated file.
         self.remember(id, fp.clone());
-        if file.metadata()?.len() <= before.offset {
-            return Ok(());
+        if meta.len() <= before.offset {
+            return Ok(None);
         }
         let r = FileReader::resume(&path, file, before, fp, self.opts);
         info!(path = %r.path.display(), offset = r.offset, "draining the copy of a truncated file");
-        sink(TailEvent::Opened {
-            path: &r.path,
-            resumed_at: r.offset,
-        });
-        self.draining.push(r);
-        Ok(())
+        Ok(Some(Pending {
+            mtime: mtime(&meta),
+            reader: r,
+            announce: true,
+        }))
+    }
+
+    /// Queues files to drain, oldest content (modification time) first.
+    fn drain(&mut self, mut files: Vec<Pending>, sink: &mut dyn FnMut(TailEvent)) {
+        files.sort_by_key(|p| p.mtime);
+        for p in files {
+            if p.announce {
+                sink(TailEvent::Opened {
+                    path: &p.reader.path,
+                    resumed_at: p.reader.offset,
+                });
+            }
+            self.draining.push(p.reader);
+        }
     }
 
     /// Compares the file at the configured path with the one we follow.
@@ -537,8 +595,10 @@ impl Tailer {
                     r.restart()?;
                     // Copies made since we last read it (several copytruncates between two looks).
                     self.retire_anchor(before.mtime);
-                    self.drain_copy(&before, sink)?;
-                    return self.discover(sink);
+                    let mut files: Vec<Pending> = self.copy_of(&before)?.into_iter().collect();
+                    files.extend(self.discover()?);
+                    self.drain(files, sink);
+                    return Ok(());
                 };
                 r.fp = fp;
                 return Ok(());
@@ -563,18 +623,27 @@ impl Tailer {
             self.retire_anchor(old.seen_mtime);
             let truncated = old_meta.len() < old.offset + old.buf.len() as u64
                 || old.fp.check(&old.file)?.is_none();
+            let mut files = Vec::new();
             if truncated {
                 // Truncated in place before it was rotated: its old content may be in a copy.
                 let before = old.checkpoint();
                 self.remember(old.id, old.fp.clone());
                 sink(TailEvent::Truncated { path: &old.path });
                 old.restart()?;
-                self.drain_copy(&before, sink)?;
+                files.extend(self.copy_of(&before)?);
             }
             self.remember(old.id, old.fp.clone());
-            self.draining.push(old);
+            files.push(Pending {
+                mtime: mtime(&old_meta),
+                reader: old,
+                announce: false,
+            });
+            files.extend(self.discover()?);
+            self.drain(files, sink);
+        } else {
+            let files = self.discover()?;
+            self.drain(files, sink);
         }
-        self.discover(sink)?;
         if meta.is_some() {
             match FileReader::open(&self.path, self.opts) {
                 Ok(r) if self.is_open(r.id) => {}

@@ -111,8 +111,14 @@ fn scenario_01_first_start_beginning_vs_end_with_rotated_siblings() {
     let dir = tempfile::tempdir().expect("tempdir");
     let live = dir.path().join("conn.log");
     let old = dir.path().join("conn.2024-01-01-00-00-00.log");
-    append(&old, &(header("2024-01-01-00-00-00") + &rows(&["OLD1"]) + CLOSE));
-    append(&live, &(header("2024-01-01-01-00-00") + &rows(&["A1", "A2"])));
+    append(
+        &old,
+        &(header("2024-01-01-00-00-00") + &rows(&["OLD1"]) + CLOSE),
+    );
+    append(
+        &live,
+        &(header("2024-01-01-01-00-00") + &rows(&["A1", "A2"])),
+    );
 
     // beginning: the whole live file, never the rotated siblings.
     let src = source(&live, StartAt::Beginning);
@@ -148,7 +154,10 @@ fn scenario_02_rename_rotation_same_inode() {
     let live = dir.path().join("conn.log");
     let rotated = dir.path().join("conn.2024-01-01-01-00-00.log");
     let src = source(&live, StartAt::Beginning);
-    append(&live, &(header("2024-01-01-00-00-00") + &rows(&["A1", "A2"])));
+    append(
+        &live,
+        &(header("2024-01-01-00-00-00") + &rows(&["A1", "A2"])),
+    );
     let mut t = tailer(&src);
     assert_eq!(uids(&mut t), strs(&["A1", "A2"]));
 
@@ -170,9 +179,15 @@ fn scenario_02_rename_rotation_same_inode() {
 
     // A rotated file without `#close` still written after the rename is drained during a grace poll.
     fs::rename(&live, dir.path().join("conn.2024-01-01-02-00-00.log")).expect("rename");
-    append(&dir.path().join("conn.2024-01-01-02-00-00.log"), &rows(&["B3"]));
+    append(
+        &dir.path().join("conn.2024-01-01-02-00-00.log"),
+        &rows(&["B3"]),
+    );
     assert_eq!(uids(&mut t), strs(&["B3"]));
-    append(&dir.path().join("conn.2024-01-01-02-00-00.log"), &rows(&["B4"]));
+    append(
+        &dir.path().join("conn.2024-01-01-02-00-00.log"),
+        &rows(&["B4"]),
+    );
     let ev = poll(&mut t);
     assert_eq!(ev, vec![Ev::Rec("B4".into())]);
     assert_eq!(poll(&mut t), vec![Ev::Finished]);
@@ -198,10 +213,18 @@ fn scenario_03_rotated_file_gzipped_elsewhere_and_deleted_before_drained() {
     fs::remove_file(&rotated).expect("delete");
     append(&live, &(header("h2") + &rows(&["B1"])));
     let ev = poll(&mut t);
-    let recs: Vec<_> = ev.iter().filter(|e| matches!(e, Ev::Rec(_))).cloned().collect();
+    let recs: Vec<_> = ev
+        .iter()
+        .filter(|e| matches!(e, Ev::Rec(_)))
+        .cloned()
+        .collect();
     assert_eq!(
         recs,
-        vec![Ev::Rec("A2".into()), Ev::Rec("A3".into()), Ev::Rec("B1".into())]
+        vec![
+            Ev::Rec("A2".into()),
+            Ev::Rec("A3".into()),
+            Ev::Rec("B1".into())
+        ]
     );
     assert!(ev.contains(&Ev::Finished));
     assert!(uids(&mut t).is_empty());
@@ -327,7 +350,10 @@ fn scenario_07_copytruncate_and_truncate_then_grow_past_offset() {
         .expect("open")
         .set_len(0)
         .expect("truncate");
-    append(&live, &(header("h3-longer-open-stamp") + &rows(&["C1", "C2", "C3", "C4"])));
+    append(
+        &live,
+        &(header("h3-longer-open-stamp") + &rows(&["C1", "C2", "C3", "C4"])),
+    );
     assert_eq!(uids(&mut t), strs(&["C1", "C2", "C3", "C4"]));
     assert!(uids(&mut t).is_empty());
 }
@@ -354,10 +380,18 @@ fn scenario_08_delete_recreate_and_inode_reuse() {
     append(&live, &(header("h3") + &rows(&["N1", "N2", "N3"])));
     let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved));
     let ev = poll(&mut t);
-    let recs: Vec<_> = ev.iter().filter(|e| matches!(e, Ev::Rec(_))).cloned().collect();
+    let recs: Vec<_> = ev
+        .iter()
+        .filter(|e| matches!(e, Ev::Rec(_)))
+        .cloned()
+        .collect();
     assert_eq!(
         recs,
-        vec![Ev::Rec("N1".into()), Ev::Rec("N2".into()), Ev::Rec("N3".into())]
+        vec![
+            Ev::Rec("N1".into()),
+            Ev::Rec("N2".into()),
+            Ev::Rec("N3".into())
+        ]
     );
 }
 
@@ -399,7 +433,10 @@ fn scenario_10_file_shorter_than_saved_offset_while_stopped() {
     assert_eq!(uids(&mut t).len(), 20);
     let saved = t.checkpoint();
     drop(t);
-    assert!(saved.live.as_ref().is_some_and(|l| l.fingerprint.len == 1024));
+    assert!(saved
+        .live
+        .as_ref()
+        .is_some_and(|l| l.fingerprint.len == 1024));
     // Cut to the end of some line past the fingerprint: same prefix, shorter than the offset.
     let cut = text
         .char_indices()
@@ -489,10 +526,16 @@ fn scenario_13_over_long_line_skipped_counted_and_reading_goes_on() {
     let live = dir.path().join("conn.log");
     let src = source(&live, StartAt::Beginning);
     let long = format!("{}\n", "x".repeat(5000));
-    append(&live, &(header("h1") + &rows(&["A1"]) + &long + &rows(&["A2"])));
+    append(
+        &live,
+        &(header("h1") + &rows(&["A1"]) + &long + &rows(&["A2"])),
+    );
     let mut t = tailer(&src).with_max_line(1000);
     let ev = poll(&mut t);
-    let data: Vec<_> = ev.into_iter().filter(|e| !matches!(e, Ev::Opened(_))).collect();
+    let data: Vec<_> = ev
+        .into_iter()
+        .filter(|e| !matches!(e, Ev::Opened(_)))
+        .collect();
     assert_eq!(
         data,
         vec![
@@ -527,8 +570,11 @@ fn scenario_14_several_rotations_between_two_looks() {
     for (i, (name, uid)) in [("02", "B1"), ("03", "C1")].into_iter().enumerate() {
         append(&live, &(header(name) + &rows(&[uid]) + CLOSE));
         set_mtime(&live, 1_200 + 100 * i as u64);
-        fs::rename(&live, dir.path().join(format!("conn.2024-01-01-{name}-00-00.log")))
-            .expect("rename");
+        fs::rename(
+            &live,
+            dir.path().join(format!("conn.2024-01-01-{name}-00-00.log")),
+        )
+        .expect("rename");
     }
     append(&live, &(header("04") + &rows(&["D1"])));
     assert_eq!(uids(&mut t), strs(&["A2", "B1", "C1", "D1"]));
@@ -641,9 +687,15 @@ fn rotated_names() {
     assert!(!is_rotated_name("conn.log", "conn.log"));
     assert!(!is_rotated_name("conn.log", "conn_long.log"));
     assert!(!is_rotated_name("conn.log", "conn.log.gz"));
-    assert!(!is_rotated_name("conn.log", "conn.2024-01-01-00-00-00.log.gz"));
+    assert!(!is_rotated_name(
+        "conn.log",
+        "conn.2024-01-01-00-00-00.log.gz"
+    ));
     assert!(!is_rotated_name("conn.log", "dns.2024-01-01-00-00-00.log"));
-    assert!(is_rotated_name("json_streaming_conn.log", "json_streaming_conn.log.3"));
+    assert!(is_rotated_name(
+        "json_streaming_conn.log",
+        "json_streaming_conn.log.3"
+    ));
 }
 
 /// One step of the property test.
@@ -676,9 +728,9 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
     #[test]
-    fn every_complete_line_is_emitted_exactly_once(ops in proptest::collection::vec(op(), 1..40)) {
+    fn every_complete_line_is_emitted_exactly_once(ops in proptest::collection::vec(op(), 1..60)) {
         let dir = tempfile::tempdir().expect("tempdir");
         let live = dir.path().join("conn.log");
         let src = source(&live, StartAt::Beginning);
