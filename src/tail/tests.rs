@@ -713,6 +713,13 @@ enum Op {
     CopyTruncate,
     Poll,
     Restart,
+    /// The writer truncates the file in place and starts it again (only when everything was read: what a
+    /// truncation removes unread is gone for any reader).
+    Truncate,
+    /// Save a checkpoint (the daemon's periodic one).
+    Checkpoint,
+    /// SIGKILL: start again from the last saved checkpoint; what was read since is read again.
+    Kill,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -724,6 +731,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::CopyTruncate),
         4 => Just(Op::Poll),
         1 => Just(Op::Restart),
+        1 => Just(Op::Checkpoint),
+        1 => Just(Op::Truncate),
+        1 => Just(Op::Kill),
     ]
 }
 
@@ -762,10 +772,15 @@ proptest! {
         // The tailer has polled since the live file was created and since its last restart.
         let mut held = true;
         let mut deleted_unread = false;
+        // Lines written that the current tailer has not polled yet.
+        let mut unread = false;
+        let mut saved = (t.checkpoint(), seen.len());
+        let mut deleted_since_saved = false;
         for op in ops {
             let exists = live.exists();
             match op {
                 Op::Write(n) => {
+                    unread = true;
                     let mut text = String::new();
                     if !exists {
                         files += 1;
@@ -781,6 +796,7 @@ proptest! {
                     put(&live, &text);
                 }
                 Op::Partial => {
+                    unread = true;
                     if partial.is_none() {
                         let mut text = String::new();
                         if !exists {
@@ -816,6 +832,7 @@ proptest! {
                             fs::rename(&live, &rotated).expect("rename");
                             fs::remove_file(&rotated).expect("delete");
                             deleted_unread = true;
+                            deleted_since_saved = true;
                         }
                         _ => fs::rename(&live, &rotated).expect("rename"),
                     }
@@ -824,7 +841,32 @@ proptest! {
                 Op::Poll => {
                     collect(&mut t, &mut seen);
                     deleted_unread = false;
+                    unread = false;
                     held = live.exists();
+                }
+                Op::Truncate => {
+                    if exists && !unread && partial.is_none() {
+                        OpenOptions::new().write(true).open(&live).expect("open").set_len(0).expect("trunc");
+                        files += 1;
+                        put(&live, &header(&format!("file-{files}")));
+                        // What the checkpoint points at is gone: a kill now cannot re-read it.
+                        deleted_since_saved = true;
+                    }
+                }
+                Op::Checkpoint => {
+                    saved = (t.checkpoint(), seen.len());
+                    // A deleted file not yet read stays at risk until a poll reads it.
+                    deleted_since_saved = deleted_unread;
+                }
+                Op::Kill => {
+                    // A file deleted since the checkpoint existed only in the killed process's handle.
+                    if !deleted_since_saved {
+                        drop(t);
+                        t = Tailer::new(&src, ParseOptions::default(), Some(saved.0.clone()));
+                        seen.truncate(saved.1);
+                        held = false;
+                        unread = true;
+                    }
                 }
                 Op::Restart => {
                     // A deleted file lives only in our open handle: a stop before reading it loses it,
