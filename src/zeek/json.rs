@@ -283,49 +283,14 @@ pub fn parse(line: &[u8], opts: &ParseOptions) -> Line {
         &obj.duration,
         rec.duration
     );
-    take!(
-        Field::OrigBytes,
-        |v| some(count(v)),
-        &obj.orig_bytes,
-        rec.orig_bytes
-    );
-    take!(
-        Field::RespBytes,
-        |v| some(count(v)),
-        &obj.resp_bytes,
-        rec.resp_bytes
-    );
-    take!(
-        Field::ConnState,
-        |v| some(text(v)),
-        &obj.conn_state,
-        rec.conn_state
-    );
+    take!(Field::OrigBytes, |v| some(count(v)), &obj.orig_bytes, rec.orig_bytes);
+    take!(Field::RespBytes, |v| some(count(v)), &obj.resp_bytes, rec.resp_bytes);
+    take!(Field::ConnState, |v| some(text(v)), &obj.conn_state, rec.conn_state);
     take!(Field::History, |v| some(text(v)), &obj.history, rec.history);
-    take!(
-        Field::LocalOrig,
-        |v| some(boolean(v)),
-        &obj.local_orig,
-        rec.local_orig
-    );
-    take!(
-        Field::LocalResp,
-        |v| some(boolean(v)),
-        &obj.local_resp,
-        rec.local_resp
-    );
-    take!(
-        Field::OrigPkts,
-        |v| some(count(v)),
-        &obj.orig_pkts,
-        rec.orig_pkts
-    );
-    take!(
-        Field::RespPkts,
-        |v| some(count(v)),
-        &obj.resp_pkts,
-        rec.resp_pkts
-    );
+    take!(Field::LocalOrig, |v| some(boolean(v)), &obj.local_orig, rec.local_orig);
+    take!(Field::LocalResp, |v| some(boolean(v)), &obj.local_resp, rec.local_resp);
+    take!(Field::OrigPkts, |v| some(count(v)), &obj.orig_pkts, rec.orig_pkts);
+    take!(Field::RespPkts, |v| some(count(v)), &obj.resp_pkts, rec.resp_pkts);
     take!(
         Field::CommunityId,
         |v| some(text(v)),

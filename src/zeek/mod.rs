@@ -225,10 +225,7 @@ impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SkipReason::ColumnCount { expected, found } => {
-                write!(
-                    f,
-                    "expected {expected} columns as #fields says, found {found}"
-                )
+                write!(f, "expected {expected} columns as #fields says, found {found}")
             }
             SkipReason::BadValue { field } => write!(f, "field {field}: unparsable value"),
             SkipReason::Missing { field } => write!(f, "field {field}: unset"),

@@ -4,9 +4,7 @@ use super::*;
 
 fn parse_all(text: &str) -> Vec<Line> {
     let mut p = LogParser::new(ParseOptions::default());
-    text.split('\n')
-        .map(|l| p.parse_line(l.as_bytes()))
-        .collect()
+    text.split('\n').map(|l| p.parse_line(l.as_bytes())).collect()
 }
 
 fn records(text: &str) -> Vec<ConnRecord> {
@@ -23,28 +21,21 @@ const HEADER: &str = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)
 
 #[test]
 fn edge_1_detect_tsv_json_headerless() {
-    let tsv = format!(
-        "{HEADER}1.5\tC1\t10.0.0.1\t1\t10.0.0.2\t80\ttcp\thttp\t2.5\t1\t2\tSF\tT\tF\tShAD\t3\t4\n"
-    );
+    let tsv = format!("{HEADER}1.5\tC1\t10.0.0.1\t1\t10.0.0.2\t80\ttcp\thttp\t2.5\t1\t2\tSF\tT\tF\tShAD\t3\t4\n");
     let r = records(&tsv);
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].duration, Some(2.5));
     assert_eq!(r[0].service.as_deref(), Some("http"));
     assert_eq!(r[0].local_orig, Some(true));
-    let json =
-        r#"{"ts":1.5,"uid":"C1","id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2","duration":3.0}"#;
+    let json = r#"{"ts":1.5,"uid":"C1","id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2","duration":3.0}"#;
     assert_eq!(records(json)[0].duration, Some(3.0));
     let headerless = "1.5\tC1\t10.0.0.1\t1\t10.0.0.2\t80\ttcp\t-\t1.0";
-    assert_eq!(
-        parse_all(headerless),
-        vec![Line::Skipped(SkipReason::NoHeader)]
-    );
+    assert_eq!(parse_all(headerless), vec![Line::Skipped(SkipReason::NoHeader)]);
 }
 
 #[test]
 fn edge_2_separator_forms_and_non_tab_separator() {
-    let quirk =
-        "#separator\t\\x09\n#fields\tid.orig_h\tid.resp_h\tduration\n10.0.0.1\t10.0.0.2\t4.0";
+    let quirk = "#separator\t\\x09\n#fields\tid.orig_h\tid.resp_h\tduration\n10.0.0.1\t10.0.0.2\t4.0";
     assert_eq!(records(quirk)[0].duration, Some(4.0));
     let comma = "#separator \\x2c\n#unset_field,-\n#fields,id.orig_h,id.resp_h,duration\n10.0.0.1,10.0.0.2,-\n10.0.0.1,10.0.0.2,5";
     let r = records(comma);
@@ -73,8 +64,7 @@ fn edge_4_unset_empty_and_escaped_literals() {
 
 #[test]
 fn edge_5_escapes_decoded() {
-    let text =
-        "#separator \\x09\n#fields\tid.orig_h\tid.resp_h\tuid\n10.0.0.1\t10.0.0.2\t\\x23C1\\x09x";
+    let text = "#separator \\x09\n#fields\tid.orig_h\tid.resp_h\tuid\n10.0.0.1\t10.0.0.2\t\\x23C1\\x09x";
     assert_eq!(records(text)[0].uid.as_str(), "#C1\tx");
 }
 
@@ -82,22 +72,14 @@ fn edge_5_escapes_decoded() {
 fn edge_7_truncated_and_column_count() {
     let text = format!("{HEADER}1.5\tC1\t10.0.0.1\t1\t10.0.0.2\t80\ttcp");
     let lines = parse_all(&text);
-    assert!(matches!(
-        lines.last(),
-        Some(Line::Skipped(SkipReason::ColumnCount {
-            expected: 17,
-            found: 7
-        }))
-    ));
+    assert!(matches!(lines.last(), Some(Line::Skipped(SkipReason::ColumnCount { expected: 17, found: 7 }))));
 }
 
 #[test]
 fn edge_8_times_in_json() {
     let r = records(r#"{"ts":1517336086165,"id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2"}"#);
     assert!((r[0].ts.unwrap() - 1517336086.165).abs() < 1e-6);
-    let r = records(
-        r#"{"ts":"2018-01-30T18:14:46.165021Z","id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2"}"#,
-    );
+    let r = records(r#"{"ts":"2018-01-30T18:14:46.165021Z","id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2"}"#);
     assert!((r[0].ts.unwrap() - 1517336086.165021).abs() < 1e-6);
     let r = records(r#"{"ts":null,"id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2","duration":null}"#);
     assert_eq!((r[0].ts, r[0].duration), (None, None));
@@ -105,14 +87,9 @@ fn edge_8_times_in_json() {
 
 #[test]
 fn edge_9_json_absent_null_arrays_extra_keys() {
-    let r = records(
-        r#"{"_path":"conn","@stream":"conn","service":["dns","http"],"id.resp_h":"10.0.0.2","id.orig_h":"10.0.0.1","tunnel_parents":[]}"#,
-    );
+    let r = records(r#"{"_path":"conn","@stream":"conn","service":["dns","http"],"id.resp_h":"10.0.0.2","id.orig_h":"10.0.0.1","tunnel_parents":[]}"#);
     assert_eq!(r[0].service.as_deref(), Some("dns,http"));
-    assert_eq!(
-        parse_all("{\"ts\":1.0,"),
-        vec![Line::Skipped(SkipReason::InvalidJson)]
-    );
+    assert_eq!(parse_all("{\"ts\":1.0,"), vec![Line::Skipped(SkipReason::InvalidJson)]);
 }
 
 #[test]
@@ -130,29 +107,20 @@ fn edge_11_ipv6_forms() {
     assert_eq!(r.orig_h, "2001:db8::1".parse().ok());
     assert_eq!(r.resp_h, "192.0.2.1".parse().ok());
     let bad = "#separator \\x09\n#fields\tid.orig_h\tid.resp_h\n2001:db8::g\t10.0.0.1";
-    assert_eq!(
-        parse_all(bad).last(),
-        Some(&Line::Skipped(SkipReason::BadValue {
-            field: Field::OrigH
-        }))
-    );
+    assert_eq!(parse_all(bad).last(), Some(&Line::Skipped(SkipReason::BadValue { field: Field::OrigH })));
 }
 
 #[test]
 fn edge_12_optional_counts_absent() {
     let text = "#separator \\x09\n#fields\tid.orig_h\tid.resp_h\torig_bytes\tresp_bytes\tlocal_orig\n10.0.0.1\t10.0.0.2\t-\t-\t-";
     let r = &records(text)[0];
-    assert_eq!(
-        (r.orig_bytes, r.resp_bytes, r.local_orig),
-        (None, None, None)
-    );
+    assert_eq!((r.orig_bytes, r.resp_bytes, r.local_orig), (None, None, None));
     assert_eq!(r.total_bytes(), 0);
 }
 
 #[test]
 fn edge_13_stray_cr() {
-    let text =
-        "#separator \\x09\r\n#fields\tid.orig_h\tid.resp_h\tduration\r\n10.0.0.1\t10.0.0.2\t1.25\r";
+    let text = "#separator \\x09\r\n#fields\tid.orig_h\tid.resp_h\tduration\r\n10.0.0.1\t10.0.0.2\t1.25\r";
     assert_eq!(records(text)[0].duration, Some(1.25));
 }
 

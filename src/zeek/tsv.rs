@@ -5,9 +5,7 @@
 //! anywhere in the stream (concatenated rotated logs) replaces the previous one. `#open`, `#close`, `#path`
 //! and any other `#` line carry nothing the reader needs.
 
-use super::value::{
-    parse_addr, parse_bool, parse_f64, parse_port, parse_time_text, parse_u64, unescape,
-};
+use super::value::{parse_addr, parse_bool, parse_f64, parse_port, parse_time_text, parse_u64, unescape};
 use super::{ConnRecord, Field, FieldSet, Line, ParseOptions, SkipReason};
 use compact_str::CompactString;
 

@@ -119,10 +119,7 @@ mod tests {
 
     #[test]
     fn times() {
-        assert_eq!(
-            parse_time_text(b"1517336086.165021"),
-            Some(1517336086.165021)
-        );
+        assert_eq!(parse_time_text(b"1517336086.165021"), Some(1517336086.165021));
         let iso = parse_time_text(b"2018-01-30T18:14:46.5Z").unwrap();
         assert!((iso - 1517336086.5).abs() < 1e-6);
         let off = parse_time_text(b"2018-01-30T19:14:46.5+01:00").unwrap();
@@ -136,10 +133,7 @@ mod tests {
         assert_eq!(parse_addr(b"10.0.0.1"), "10.0.0.1".parse().ok());
         assert_eq!(parse_addr(b"::ffff:10.0.0.1"), "10.0.0.1".parse().ok());
         assert_eq!(parse_addr(b"fe80::1"), "fe80::1".parse().ok());
-        assert_eq!(
-            parse_addr(b"2001:0db8:0:0:0:0:0:1"),
-            "2001:db8::1".parse().ok()
-        );
+        assert_eq!(parse_addr(b"2001:0db8:0:0:0:0:0:1"), "2001:db8::1".parse().ok());
         assert_eq!(parse_addr(b"10.0.0"), None);
         assert_eq!(parse_port(b"65536"), None);
         assert_eq!(parse_port(b"443"), Some(443));
