@@ -11,12 +11,19 @@
 //!   that we never saw (several rotations between two looks) are found in the same directory and drained in
 //!   between, oldest first.
 //! - the same inode, but shorter than our offset or with another fingerprint: truncated or replaced in place
-//!   (copytruncate): read again from 0.
+//!   (copytruncate): read again from 0. If a sibling is a copy of the old content (same fingerprint, another
+//!   inode, longer than our offset), the lines we had not read yet are drained from it first.
 //!
 //! [`Tailer::checkpoint`] saves the position (offset of the first unread line, line number, parser header
 //! state) of the live file and of every rotated file still being drained. On restart, a saved file no longer
 //! at the path is searched for among its rotated siblings by identity and fingerprint and finished first.
 //! Only the configured file name and its rotated forms (`conn.*.log`, `conn.log.N`) are ever read.
+//!
+//! Identity never depends on time. Only one heuristic does: rotated files we never had open (several
+//! rotations between two looks, or while stopped) are those whose modification time is at least that of the
+//! last file we read when we last read it, and which we do not remember reading (by inode and fingerprint);
+//! they are drained in modification-time order. A wall clock stepping back between two such unseen rotations
+//! can hide one of them; files we had open are never affected.
 
 mod file;
 pub mod watch;

@@ -890,3 +890,30 @@ proptest! {
         prop_assert_eq!(seen, written);
     }
 }
+
+#[test]
+fn start_at_end_uses_the_last_header_block_and_waits_for_a_partial_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    // A second header block mid-file reorders the columns.
+    let second = "#separator \\x09\n#fields\tuid\tid.resp_h\tid.orig_h\tduration\n";
+    append(
+        &live,
+        &(header("h1") + &rows(&["A1"]) + CLOSE + second + "B1\t10.0.0.2\t10.0.0.1\t7.0\nB2\t10.0"),
+    );
+    let src = source(&live, StartAt::End);
+    let mut t = tailer(&src);
+    assert!(uids(&mut t).is_empty());
+    append(&live, ".0.2\t10.0.0.1\t8.0\nB3\t10.0.0.2\t10.0.0.1\t9.0\n");
+    let mut got = Vec::new();
+    t.poll(&mut |e| {
+        if let TailEvent::Record { rec, .. } = e {
+            got.push((rec.uid.to_string(), rec.duration));
+        }
+    })
+    .expect("poll");
+    assert_eq!(
+        got,
+        vec![("B2".to_string(), Some(8.0)), ("B3".to_string(), Some(9.0))]
+    );
+}
