@@ -5,4 +5,5 @@ pub mod input;
 pub mod output;
 pub mod scan;
 pub mod signal;
+pub mod tail;
 pub mod zeek;

@@ -1,0 +1,419 @@
+//! One followed file: its identity and a line reader over an open handle.
+//!
+//! A file is identified by its (device, inode) together with a fingerprint of its first bytes, never by its
+//! path: Zeek and zeekctl rename, move and delete files under us, and inodes are reused once a file is gone.
+//! The reader works on the open handle with positioned reads (`read_at`), so a renamed or deleted file is
+//! still drained to its end. Its `offset` is always the start of the first line not yet consumed: a partial
+//! last line is held in memory until its newline arrives and is re-read after a restart.
+
+use super::{PollStats, TailEvent};
+use crate::zeek::{Line, LogParser, ParseOptions, SkipReason, TsvHeader};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// How many leading bytes of a file its fingerprint covers at most. Zeek TSV headers are identical between
+/// files up to `#open` (a few hundred bytes in), so this reaches past `#open` into the first rows.
+pub const FINGERPRINT_LEN: usize = 1024;
+
+/// Where a file lives on disk: stable across renames, reused after deletion (hence the fingerprint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// A file's modification time, (seconds, nanoseconds), used only to order rotated siblings.
+pub(super) fn mtime(meta: &Metadata) -> (i64, i64) {
+    (meta.mtime(), meta.mtime_nsec())
+}
+
+/// SHA-256 of the first `len` bytes of a file; `len` grows (up to [`FINGERPRINT_LEN`]) as the file does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub len: u64,
+    /// Lower-case hex.
+    pub sha256: String,
+}
+
+impl Fingerprint {
+    fn of_bytes(bytes: &[u8]) -> Fingerprint {
+        let digest = Sha256::digest(bytes);
+        let mut hex = String::with_capacity(64);
+        for b in digest {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        Fingerprint {
+            len: bytes.len() as u64,
+            sha256: hex,
+        }
+    }
+
+    /// The fingerprint of a file's current first bytes.
+    pub fn of_file(file: &File) -> io::Result<Fingerprint> {
+        Ok(Fingerprint::of_bytes(&read_prefix(file, FINGERPRINT_LEN)?))
+    }
+
+    /// If `file` starts with the bytes this fingerprint was taken from, the (possibly longer) fingerprint
+    /// of its current content; `None` if it is another file (or was truncated below the fingerprint).
+    pub fn check(&self, file: &File) -> io::Result<Option<Fingerprint>> {
+        let want = usize::try_from(self.len).unwrap_or(usize::MAX);
+        let prefix = read_prefix(file, FINGERPRINT_LEN.max(want))?;
+        if prefix.len() < want || Fingerprint::of_bytes(&prefix[..want]) != *self {
+            return Ok(None);
+        }
+        if prefix.len() == want {
+            return Ok(Some(self.clone()));
+        }
+        Ok(Some(Fingerprint::of_bytes(&prefix)))
+    }
+}
+
+fn read_prefix(file: &File, n: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// A header line saved in a checkpoint: text when it is UTF-8 (it always is for Zeek), else raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderLine {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl HeaderLine {
+    fn from_bytes(b: &[u8]) -> HeaderLine {
+        match std::str::from_utf8(b) {
+            Ok(s) => HeaderLine::Text(s.to_owned()),
+            Err(_) => HeaderLine::Bytes(b.to_vec()),
+        }
+    }
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            HeaderLine::Text(s) => s.into_bytes(),
+            HeaderLine::Bytes(b) => b,
+        }
+    }
+}
+
+/// The saved position in one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCheckpoint {
+    /// The path the file was last seen under (for messages; identity is `id` + `fingerprint`).
+    pub path: PathBuf,
+    pub id: FileId,
+    pub fingerprint: Fingerprint,
+    /// Start of the first line not yet consumed.
+    pub offset: u64,
+    /// Lines consumed so far (the next line is `line_no + 1`).
+    pub line_no: u64,
+    /// Inside an over-long line already reported: discard up to the next newline.
+    #[serde(default)]
+    pub skipping: bool,
+    /// Modification time when last read, (seconds, nanoseconds): rotated siblings and copies newer than
+    /// this were made after we last looked.
+    pub mtime: (i64, i64),
+    /// The parser's current TSV header block.
+    pub header: Vec<HeaderLine>,
+}
+
+/// An open file being read line by line.
+pub(super) struct FileReader {
+    pub path: PathBuf,
+    pub file: File,
+    pub id: FileId,
+    pub fp: Fingerprint,
+    pub offset: u64,
+    pub line_no: u64,
+    pub parser: LogParser,
+    /// Bytes of a partial line, from `offset` on.
+    pub buf: Vec<u8>,
+    pub skipping: bool,
+    /// A `#close` line was read: the writer is done with this file.
+    pub saw_close: bool,
+    /// Consecutive polls that found a rotated file at its end (a grace poll before finishing it).
+    pub eof_polls: u32,
+    /// The file's modification time when we last read from it: copies and rotations made later are newer.
+    pub seen_mtime: (i64, i64),
+}
+
+impl FileReader {
+    /// Opens `path` to read from its start.
+    pub fn open(path: &Path, opts: ParseOptions) -> io::Result<FileReader> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        let fp = Fingerprint::of_file(&file)?;
+        let seen_mtime = mtime(&meta);
+        Ok(FileReader {
+            path: path.to_path_buf(),
+            file,
+            id: FileId::of(&meta),
+            fp,
+            offset: 0,
+            line_no: 0,
+            parser: LogParser::new(opts),
+            buf: Vec::new(),
+            skipping: false,
+            saw_close: false,
+            eof_polls: 0,
+            seen_mtime,
+        })
+    }
+
+    /// Resumes a file already opened and recognised as `saved`.
+    pub fn resume(
+        path: &Path,
+        file: File,
+        saved: &FileCheckpoint,
+        fp: Fingerprint,
+        opts: ParseOptions,
+    ) -> FileReader {
+        let mut parser = LogParser::new(opts);
+        parser.set_header(TsvHeader::from_lines(
+            saved.header.iter().cloned().map(HeaderLine::into_bytes),
+        ));
+        // The inode of what we found (a copy made by copytruncate has another one).
+        let id = file.metadata().map(|m| FileId::of(&m)).unwrap_or(saved.id);
+        let seen_mtime = saved.mtime;
+        FileReader {
+            path: path.to_path_buf(),
+            file,
+            id,
+            fp,
+            offset: saved.offset,
+            line_no: saved.line_no,
+            parser,
+            buf: Vec::new(),
+            skipping: saved.skipping,
+            saw_close: false,
+            eof_polls: 0,
+            seen_mtime,
+        }
+    }
+
+    /// Forgets everything read: the file was truncated or replaced in place.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.fp = Fingerprint::of_file(&self.file)?;
+        self.offset = 0;
+        self.line_no = 0;
+        self.parser = LogParser::new(self.parser.options());
+        self.buf.clear();
+        self.skipping = false;
+        self.saw_close = false;
+        self.eof_polls = 0;
+        Ok(())
+    }
+
+    /// Skips to the end of the file's last complete line, reading only its header lines (`start_at = end`).
+    pub fn seek_to_end(&mut self, chunk: &mut [u8]) -> io::Result<()> {
+        let mut pos = 0u64;
+        let mut line_start = true;
+        let mut header_line: Option<Vec<u8>> = None;
+        loop {
+            let n = self.file.read_at(chunk, pos)?;
+            if n == 0 {
+                break;
+            }
+            for &b in &chunk[..n] {
+                if line_start && b == b'#' {
+                    header_line = Some(Vec::new());
+                }
+                if b == b'\n' {
+                    self.line_no += 1;
+                    if let Some(line) = header_line.take() {
+                        self.parser.parse_line(&line);
+                        if line.starts_with(b"#close") {
+                            self.saw_close = true;
+                        }
+                    }
+                    line_start = true;
+                    continue;
+                }
+                line_start = false;
+                if let Some(line) = header_line.as_mut() {
+                    if line.len() <= super::MAX_LINE {
+                        line.push(b);
+                    }
+                }
+            }
+            pos += n as u64;
+            // Offset: just after the last newline seen.
+            if let Some(i) = memchr::memrchr(b'\n', &chunk[..n]) {
+                self.offset = pos - n as u64 + i as u64 + 1;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn checkpoint(&self) -> FileCheckpoint {
+        FileCheckpoint {
+            path: self.path.clone(),
+            id: self.id,
+            fingerprint: self.fp.clone(),
+            offset: self.offset,
+            line_no: self.line_no,
+            skipping: self.skipping,
+            mtime: self.seen_mtime,
+            header: self
+                .parser
+                .header()
+                .lines()
+                .iter()
+                .map(|l| HeaderLine::from_bytes(l))
+                .collect(),
+        }
+    }
+
+    /// Reads every complete line available now. Returns true if any byte was read.
+    pub fn read(
+        &mut self,
+        chunk: &mut [u8],
+        max_line: usize,
+        sink: &mut dyn FnMut(TailEvent),
+        stats: &mut PollStats,
+    ) -> io::Result<bool> {
+        let mut any = false;
+        loop {
+            let pos = self.offset + self.buf.len() as u64;
+            let n = match self.file.read_at(chunk, pos) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                if any {
+                    self.seen_mtime = mtime(&self.file.metadata()?);
+                }
+                return Ok(any);
+            }
+            any = true;
+            stats.bytes += n as u64;
+            let mut data = &chunk[..n];
+            while !data.is_empty() {
+                if self.skipping {
+                    match memchr::memchr(b'\n', data) {
+                        Some(i) => {
+                            self.offset += i as u64 + 1;
+                            data = &data[i + 1..];
+                            self.skipping = false;
+                        }
+                        None => {
+                            self.offset += data.len() as u64;
+                            data = &[];
+                        }
+                    }
+                    continue;
+                }
+                match memchr::memchr(b'\n', data) {
+                    Some(i) => {
+                        let len = self.buf.len() + i;
+                        if len > max_line {
+                            self.buf.clear();
+                            self.skip_line(len as u64 + 1, SkipReason::TooLong, sink, stats);
+                        } else if self.buf.is_empty() {
+                            self.line(&data[..i], sink, stats);
+                        } else {
+                            let mut line = std::mem::take(&mut self.buf);
+                            line.extend_from_slice(&data[..i]);
+                            self.line(&line, sink, stats);
+                            line.clear();
+                            self.buf = line;
+                        }
+                        data = &data[i + 1..];
+                    }
+                    None => {
+                        let len = self.buf.len() + data.len();
+                        if len > max_line {
+                            self.buf.clear();
+                            self.skip_line(len as u64, SkipReason::TooLong, sink, stats);
+                            self.skipping = true;
+                        } else {
+                            self.buf.extend_from_slice(data);
+                        }
+                        data = &[];
+                    }
+                }
+            }
+        }
+    }
+
+    /// The file is done: a held partial line is counted as cut off.
+    pub fn finish(&mut self, sink: &mut dyn FnMut(TailEvent), stats: &mut PollStats) {
+        if !self.buf.is_empty() {
+            let len = self.buf.len() as u64;
+            self.buf.clear();
+            self.skip_line(len, SkipReason::Truncated, sink, stats);
+        }
+    }
+
+    fn skip_line(
+        &mut self,
+        consumed: u64,
+        reason: SkipReason,
+        sink: &mut dyn FnMut(TailEvent),
+        stats: &mut PollStats,
+    ) {
+        self.line_no += 1;
+        self.offset += consumed;
+        stats.lines += 1;
+        stats.skipped += 1;
+        sink(TailEvent::Skipped {
+            path: &self.path,
+            line_no: self.line_no,
+            reason,
+        });
+    }
+
+    fn line(&mut self, line: &[u8], sink: &mut dyn FnMut(TailEvent), stats: &mut PollStats) {
+        self.line_no += 1;
+        self.offset += line.len() as u64 + 1;
+        stats.lines += 1;
+        match self.parser.parse_line(line) {
+            Line::Record(rec, bad_values) => {
+                stats.records += 1;
+                sink(TailEvent::Record {
+                    rec,
+                    path: &self.path,
+                    line_no: self.line_no,
+                    bad_values,
+                });
+            }
+            Line::Skipped(reason) => {
+                stats.skipped += 1;
+                sink(TailEvent::Skipped {
+                    path: &self.path,
+                    line_no: self.line_no,
+                    reason,
+                });
+            }
+            Line::Meta => {
+                if line.starts_with(b"#close") {
+                    self.saw_close = true;
+                }
+            }
+        }
+    }
+}

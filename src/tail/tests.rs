@@ -1,0 +1,919 @@
+//! Tests for the follower, one per tailing scenario of ZEEK_NOTES.md that this layer handles, plus a
+//! property test of random write/rotate/truncate/restart sequences. Files are real Zeek TSV in temp dirs;
+//! `poll` is called directly, so nothing sleeps.
+
+use super::*;
+use crate::config::SourceKind;
+use proptest::prelude::*;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+fn header(open: &str) -> String {
+    format!(
+        "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#open\t{open}\n\
+         #fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\n\
+         #types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\n"
+    )
+}
+
+fn row(uid: &str) -> String {
+    format!("1700000000.000001\t{uid}\t10.0.0.1\t50000\t203.0.113.7\t443\ttcp\tssl\t3600.5\t100\t200\tSF\n")
+}
+
+fn rows(uids: &[&str]) -> String {
+    uids.iter().map(|u| row(u)).collect()
+}
+
+const CLOSE: &str = "#close\t2024-01-01-01-00-00\n";
+
+fn append(path: &Path, text: &str) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open for append");
+    f.write_all(text.as_bytes()).expect("append");
+}
+
+fn set_mtime(path: &Path, secs: u64) {
+    let f = OpenOptions::new().write(true).open(path).expect("open");
+    f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+        .expect("set mtime");
+}
+
+fn source(path: &Path, start_at: StartAt) -> Source {
+    Source {
+        path: path.to_path_buf(),
+        start_at,
+        kind: SourceKind::Conn,
+    }
+}
+
+/// An owned summary of an event, for assertions.
+#[derive(Debug, Clone, PartialEq)]
+enum Ev {
+    Rec(String),
+    Skip(SkipReason),
+    Rotated,
+    Opened(u64),
+    Truncated,
+    Finished,
+    Lost,
+}
+
+fn poll(t: &mut Tailer) -> Vec<Ev> {
+    let mut out = Vec::new();
+    t.poll(&mut |e| {
+        out.push(match e {
+            TailEvent::Record { rec, .. } => Ev::Rec(rec.uid.to_string()),
+            TailEvent::Skipped { reason, .. } => Ev::Skip(reason),
+            TailEvent::Rotated { .. } => Ev::Rotated,
+            TailEvent::Opened { resumed_at, .. } => Ev::Opened(resumed_at),
+            TailEvent::Truncated { .. } => Ev::Truncated,
+            TailEvent::Finished { .. } => Ev::Finished,
+            TailEvent::Lost { .. } => Ev::Lost,
+        })
+    })
+    .expect("poll");
+    out
+}
+
+/// The uids of the records of one poll.
+fn uids(t: &mut Tailer) -> Vec<String> {
+    poll(t)
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::Rec(u) => Some(u),
+            _ => None,
+        })
+        .collect()
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Stops a tailer and starts another from its checkpoint, through JSON as the daemon stores it.
+fn restart(t: Tailer, src: &Source) -> Tailer {
+    let json = serde_json::to_string(&t.checkpoint()).expect("serialize");
+    drop(t);
+    let saved: SourceCheckpoint = serde_json::from_str(&json).expect("deserialize");
+    Tailer::new(src, ParseOptions::default(), Some(saved))
+}
+
+fn tailer(src: &Source) -> Tailer {
+    Tailer::new(src, ParseOptions::default(), None)
+}
+
+#[test]
+fn scenario_01_first_start_beginning_vs_end_with_rotated_siblings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let old = dir.path().join("conn.2024-01-01-00-00-00.log");
+    append(
+        &old,
+        &(header("2024-01-01-00-00-00") + &rows(&["OLD1"]) + CLOSE),
+    );
+    append(
+        &live,
+        &(header("2024-01-01-01-00-00") + &rows(&["A1", "A2"])),
+    );
+
+    // beginning: the whole live file, never the rotated siblings.
+    let src = source(&live, StartAt::Beginning);
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1", "A2"]));
+
+    // end: nothing old, but the header block is known so new rows parse.
+    let src_end = source(&live, StartAt::End);
+    let mut e = tailer(&src_end);
+    assert_eq!(uids(&mut e), Vec::<String>::new());
+    append(&live, &row("A3"));
+    assert_eq!(uids(&mut e), strs(&["A3"]));
+    assert_eq!(uids(&mut t), strs(&["A3"]));
+
+    // end, and the live file does not exist yet: it is read from its start once it appears.
+    let later = dir.path().join("sub");
+    fs::create_dir(&later).expect("mkdir");
+    let src_later = source(&later.join("conn.log"), StartAt::End);
+    let mut l = tailer(&src_later);
+    assert!(poll(&mut l).is_empty());
+    append(&later.join("conn.log"), &(header("x") + &rows(&["N1"])));
+    assert_eq!(uids(&mut l), strs(&["N1"]));
+
+    // A checkpoint overrides start_at.
+    append(&later.join("conn.log"), &rows(&["N2"]));
+    let mut l = restart(l, &src_later);
+    assert_eq!(uids(&mut l), strs(&["N2"]));
+}
+
+#[test]
+fn scenario_02_rename_rotation_same_inode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let rotated = dir.path().join("conn.2024-01-01-01-00-00.log");
+    let src = source(&live, StartAt::Beginning);
+    append(
+        &live,
+        &(header("2024-01-01-00-00-00") + &rows(&["A1", "A2"])),
+    );
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1", "A2"]));
+
+    append(&live, &(rows(&["A3"]) + CLOSE));
+    fs::rename(&live, &rotated).expect("rename");
+    append(&live, &(header("2024-01-01-01-00-00") + &rows(&["B1"])));
+    let mut rotated_to = None;
+    let mut got = Vec::new();
+    t.poll(&mut |e| match e {
+        TailEvent::Rotated { to, .. } => rotated_to = to,
+        TailEvent::Record { rec, .. } => got.push(rec.uid.to_string()),
+        _ => {}
+    })
+    .expect("poll");
+    assert_eq!(got, strs(&["A3", "B1"]));
+    assert_eq!(rotated_to, Some(rotated.clone()));
+    append(&live, &rows(&["B2"]));
+    assert_eq!(uids(&mut t), strs(&["B2"]));
+
+    // A rotated file without `#close` still written after the rename is drained during a grace poll.
+    fs::rename(&live, dir.path().join("conn.2024-01-01-02-00-00.log")).expect("rename");
+    append(
+        &dir.path().join("conn.2024-01-01-02-00-00.log"),
+        &rows(&["B3"]),
+    );
+    assert_eq!(uids(&mut t), strs(&["B3"]));
+    append(
+        &dir.path().join("conn.2024-01-01-02-00-00.log"),
+        &rows(&["B4"]),
+    );
+    let ev = poll(&mut t);
+    assert_eq!(ev, vec![Ev::Rec("B4".into())]);
+    assert_eq!(poll(&mut t), vec![Ev::Finished]);
+    assert!(poll(&mut t).is_empty());
+}
+
+#[test]
+fn scenario_03_rotated_file_gzipped_elsewhere_and_deleted_before_drained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+
+    // zeekctl: rename, gzip into logs/DATE/ elsewhere, delete the rotated file: all before we look.
+    append(&live, &(rows(&["A2", "A3"]) + CLOSE));
+    let rotated = dir.path().join("conn.2024-01-01-01-00-00.log");
+    fs::rename(&live, &rotated).expect("rename");
+    let archive = dir.path().join("2024-01-01");
+    fs::create_dir(&archive).expect("mkdir");
+    fs::copy(&rotated, archive.join("conn.01:00:00-02:00:00.log.gz")).expect("copy");
+    fs::remove_file(&rotated).expect("delete");
+    append(&live, &(header("h2") + &rows(&["B1"])));
+    let ev = poll(&mut t);
+    let recs: Vec<_> = ev
+        .iter()
+        .filter(|e| matches!(e, Ev::Rec(_)))
+        .cloned()
+        .collect();
+    assert_eq!(
+        recs,
+        vec![
+            Ev::Rec("A2".into()),
+            Ev::Rec("A3".into()),
+            Ev::Rec("B1".into())
+        ]
+    );
+    assert!(ev.contains(&Ev::Finished));
+    assert!(uids(&mut t).is_empty());
+}
+
+#[test]
+fn scenario_04_daemon_down_across_several_rotations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    set_mtime(&live, 1_000);
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    let saved = t.checkpoint();
+    drop(t);
+
+    // While stopped: A finished and rotated, B written and rotated, C is live.
+    append(&live, &(rows(&["A2"]) + CLOSE));
+    set_mtime(&live, 1_100);
+    fs::rename(&live, dir.path().join("conn.2024-01-01-01-00-00.log")).expect("rename");
+    append(&live, &(header("h2") + &rows(&["B1", "B2"]) + CLOSE));
+    set_mtime(&live, 1_200);
+    fs::rename(&live, dir.path().join("conn.2024-01-01-02-00-00.log")).expect("rename");
+    append(&live, &(header("h3") + &rows(&["C1"])));
+    set_mtime(&live, 1_300);
+    // An older rotation nobody needs.
+    let older = dir.path().join("conn.2023-12-31-23-00-00.log");
+    append(&older, &(header("h0") + &rows(&["OLD"]) + CLOSE));
+    set_mtime(&older, 500);
+
+    let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved));
+    assert_eq!(uids(&mut t), strs(&["A2", "B1", "B2", "C1"]));
+    append(&live, &rows(&["C2"]));
+    assert_eq!(uids(&mut t), strs(&["C2"]));
+    let mut t = restart(t, &src);
+    assert!(uids(&mut t).is_empty());
+}
+
+#[test]
+fn scenario_05_live_path_missing_between_rotation_and_next_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    append(&live, &(rows(&["A2"]) + CLOSE));
+    fs::rename(&live, dir.path().join("conn.2024-01-01-01-00-00.log")).expect("rename");
+    assert_eq!(uids(&mut t), strs(&["A2"]));
+    assert!(poll(&mut t).is_empty());
+    // A restart while the path is missing must neither re-read A nor miss B.
+    let mut t = restart(t, &src);
+    assert!(uids(&mut t).is_empty());
+    append(&live, &(header("h2") + &rows(&["B1"])));
+    assert_eq!(uids(&mut t), strs(&["B1"]));
+}
+
+#[test]
+fn scenario_06_spool_dir_moved_and_recreated_symlink_repointed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    fs::create_dir(&spool).expect("mkdir");
+    let current = dir.path().join("current");
+    std::os::unix::fs::symlink(&spool, &current).expect("symlink");
+    let live = current.join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    let dirs = t.watch_dirs();
+    assert!(dirs.contains(&fs::canonicalize(&spool).expect("canon")));
+    assert!(dirs.contains(&fs::canonicalize(dir.path()).expect("canon")));
+
+    // zeekctl stop: the spool directory is moved away (with a last row) and recreated.
+    append(&live, &rows(&["A2"]));
+    fs::rename(&spool, dir.path().join("spool.old")).expect("move spool");
+    fs::create_dir(&spool).expect("recreate spool");
+    append(&live, &(header("h2") + &rows(&["B1"])));
+    assert_eq!(uids(&mut t), strs(&["A2", "B1"]));
+
+    // The symlink re-pointed to another spool directory.
+    let spool2 = dir.path().join("spool2");
+    fs::create_dir(&spool2).expect("mkdir");
+    append(&spool2.join("conn.log"), &(header("h3") + &rows(&["C1"])));
+    append(&live, &rows(&["B2"]));
+    fs::remove_file(&current).expect("unlink");
+    std::os::unix::fs::symlink(&spool2, &current).expect("symlink");
+    assert_eq!(uids(&mut t), strs(&["B2", "C1"]));
+    assert!(t
+        .watch_dirs()
+        .contains(&fs::canonicalize(&spool2).expect("canon")));
+}
+
+#[test]
+fn scenario_07_copytruncate_and_truncate_then_grow_past_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1", "A2"])));
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1", "A2"]));
+
+    // logrotate copytruncate, with a row written after our last look that only the copy holds.
+    append(&live, &rows(&["A3"]));
+    fs::copy(&live, dir.path().join("conn.log.1")).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(&live)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    append(&live, &(header("h2") + &rows(&["B1"])));
+    let ev = poll(&mut t);
+    assert!(ev.contains(&Ev::Truncated));
+    let recs: Vec<_> = ev.into_iter().filter(|e| matches!(e, Ev::Rec(_))).collect();
+    assert_eq!(recs, vec![Ev::Rec("A3".into()), Ev::Rec("B1".into())]);
+
+    // Truncated, then written past the old offset before we look again: the fingerprint tells.
+    OpenOptions::new()
+        .write(true)
+        .open(&live)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    append(
+        &live,
+        &(header("h3-longer-open-stamp") + &rows(&["C1", "C2", "C3", "C4"])),
+    );
+    assert_eq!(uids(&mut t), strs(&["C1", "C2", "C3", "C4"]));
+    assert!(uids(&mut t).is_empty());
+}
+
+#[test]
+fn scenario_08_delete_recreate_and_inode_reuse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    append(&live, &rows(&["A2"]));
+    fs::remove_file(&live).expect("delete");
+    append(&live, &(header("h2") + &rows(&["B1"])));
+    assert_eq!(uids(&mut t), strs(&["A2", "B1"]));
+
+    // Inode reuse while stopped: the same inode now holds other content, longer than our offset.
+    let saved = t.checkpoint();
+    drop(t);
+    let f = OpenOptions::new().write(true).open(&live).expect("open");
+    f.set_len(0).expect("truncate");
+    drop(f);
+    append(&live, &(header("h3") + &rows(&["N1", "N2", "N3"])));
+    let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved));
+    let ev = poll(&mut t);
+    let recs: Vec<_> = ev
+        .iter()
+        .filter(|e| matches!(e, Ev::Rec(_)))
+        .cloned()
+        .collect();
+    assert_eq!(
+        recs,
+        vec![
+            Ev::Rec("N1".into()),
+            Ev::Rec("N2".into()),
+            Ev::Rec("N3".into())
+        ]
+    );
+}
+
+#[test]
+fn scenario_09_new_file_with_the_same_first_lines_is_another_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    // Byte-identical beginnings, even the same #open and first row.
+    let start = header("2024-01-01-00-00-00") + &rows(&["SAME"]);
+    append(&live, &start);
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["SAME"]));
+    let saved = t.checkpoint();
+    drop(t);
+    append(&live, &(rows(&["A2"]) + CLOSE));
+    fs::rename(&live, dir.path().join("conn.2024-01-01-01-00-00.log")).expect("rename");
+    append(&live, &(start.clone() + &rows(&["B2"])));
+    let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved));
+    assert_eq!(uids(&mut t), strs(&["A2", "SAME", "B2"]));
+
+    // Live as well: a rotation to a file starting like the old one is read from 0.
+    append(&live, CLOSE);
+    fs::rename(&live, dir.path().join("conn.2024-01-01-02-00-00.log")).expect("rename");
+    append(&live, &(start + &rows(&["C2"])));
+    assert_eq!(uids(&mut t), strs(&["SAME", "C2"]));
+}
+
+#[test]
+fn scenario_10_file_shorter_than_saved_offset_while_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    let many: Vec<String> = (0..20).map(|i| format!("A{i:02}")).collect();
+    let many_ref: Vec<&str> = many.iter().map(String::as_str).collect();
+    let text = header("h1") + &rows(&many_ref);
+    append(&live, &text);
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t).len(), 20);
+    let saved = t.checkpoint();
+    drop(t);
+    assert!(saved
+        .live
+        .as_ref()
+        .is_some_and(|l| l.fingerprint.len == 1024));
+    // Cut to the end of some line past the fingerprint: same prefix, shorter than the offset.
+    let cut = text
+        .char_indices()
+        .filter(|(i, c)| *c == '\n' && *i > 1100)
+        .map(|(i, _)| i + 1)
+        .next()
+        .expect("a line end");
+    let kept = text[..cut].lines().filter(|l| !l.starts_with('#')).count();
+    OpenOptions::new()
+        .write(true)
+        .open(&live)
+        .expect("open")
+        .set_len(cut as u64)
+        .expect("truncate");
+    let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved));
+    let ev = poll(&mut t);
+    assert!(ev.contains(&Ev::Truncated));
+    assert!(ev.contains(&Ev::Opened(0)));
+    assert_eq!(ev.iter().filter(|e| matches!(e, Ev::Rec(_))).count(), kept);
+}
+
+#[test]
+fn scenario_11_partial_last_line_held_kept_across_restart_counted_if_rotated_away() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    let r2 = row("A2");
+    let (first, rest) = r2.split_at(20);
+    append(&live, &(header("h1") + &rows(&["A1"]) + first));
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    let cp = t.checkpoint();
+    let live_cp = cp.live.as_ref().expect("live");
+    assert_eq!(
+        live_cp.offset,
+        (header("h1") + &rows(&["A1"])).len() as u64,
+        "the offset points at the start of the partial line"
+    );
+    let mut t = restart(t, &src);
+    assert!(uids(&mut t).is_empty());
+    append(&live, rest);
+    assert_eq!(uids(&mut t), strs(&["A2"]));
+
+    // A partial line in a file rotated away (no newline ever comes): counted as cut off.
+    append(&live, "1700000000.0\tA3\t10.0");
+    assert!(uids(&mut t).is_empty());
+    fs::rename(&live, dir.path().join("conn.2024-01-01-01-00-00.log")).expect("rename");
+    append(&live, &(header("h2") + &rows(&["B1"])));
+    let ev = poll(&mut t);
+    assert_eq!(
+        ev,
+        vec![
+            Ev::Rotated,
+            Ev::Opened(0),
+            Ev::Skip(SkipReason::Truncated),
+            Ev::Finished,
+            Ev::Rec("B1".into())
+        ]
+    );
+}
+
+#[test]
+fn scenario_12_record_written_in_two_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    let r = row("A1");
+    let (first, rest) = r.split_at(r.len() / 2);
+    append(&live, &(header("h1") + first));
+    let mut t = tailer(&src);
+    assert!(uids(&mut t).is_empty());
+    append(&live, rest);
+    let mut dur = None;
+    t.poll(&mut |e| {
+        if let TailEvent::Record { rec, line_no, .. } = e {
+            assert_eq!(line_no, 9);
+            dur = rec.duration;
+        }
+    })
+    .expect("poll");
+    assert_eq!(dur, Some(3600.5));
+}
+
+#[test]
+fn scenario_13_over_long_line_skipped_counted_and_reading_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    let long = format!("{}\n", "x".repeat(5000));
+    append(
+        &live,
+        &(header("h1") + &rows(&["A1"]) + &long + &rows(&["A2"])),
+    );
+    let mut t = tailer(&src).with_max_line(1000);
+    let ev = poll(&mut t);
+    let data: Vec<_> = ev
+        .into_iter()
+        .filter(|e| !matches!(e, Ev::Opened(_)))
+        .collect();
+    assert_eq!(
+        data,
+        vec![
+            Ev::Rec("A1".into()),
+            Ev::Skip(SkipReason::TooLong),
+            Ev::Rec("A2".into())
+        ]
+    );
+
+    // An over-long line still being written, across polls and a restart: reported once.
+    append(&live, &"y".repeat(3000));
+    assert_eq!(poll(&mut t), vec![Ev::Skip(SkipReason::TooLong)]);
+    let mut t = restart(t, &src).with_max_line(1000);
+    append(&live, &"y".repeat(3000));
+    assert!(uids(&mut t).is_empty());
+    append(&live, &format!("yyy\n{}", row("A3")));
+    assert_eq!(poll(&mut t), vec![Ev::Rec("A3".into())]);
+}
+
+#[test]
+fn scenario_14_several_rotations_between_two_looks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    set_mtime(&live, 1_000);
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    append(&live, &(rows(&["A2"]) + CLOSE));
+    set_mtime(&live, 1_100);
+    fs::rename(&live, dir.path().join("conn.2024-01-01-01-00-00.log")).expect("rename");
+    for (i, (name, uid)) in [("02", "B1"), ("03", "C1")].into_iter().enumerate() {
+        append(&live, &(header(name) + &rows(&[uid]) + CLOSE));
+        set_mtime(&live, 1_200 + 100 * i as u64);
+        fs::rename(
+            &live,
+            dir.path().join(format!("conn.2024-01-01-{name}-00-00.log")),
+        )
+        .expect("rename");
+    }
+    append(&live, &(header("04") + &rows(&["D1"])));
+    assert_eq!(uids(&mut t), strs(&["A2", "B1", "C1", "D1"]));
+    assert!(uids(&mut t).is_empty());
+    // Nothing is picked up again after a restart either.
+    let mut t = restart(t, &src);
+    assert!(uids(&mut t).is_empty());
+}
+
+#[test]
+fn scenario_17_only_the_configured_log_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    set_mtime(&live, 1_000);
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    // Other logs, other loggers, compressed archives, all newer than conn.log.
+    for name in [
+        "dns.log",
+        "conn_long.log",
+        "conn_long.2024-01-01-01-00-00.log",
+        "conn-summary.log",
+        "conn.2024-01-01-01-00-00.log.gz",
+        "json_streaming_conn.log",
+        "json_streaming_conn.log.1",
+        "worker-1-conn.log",
+    ] {
+        let p = dir.path().join(name);
+        append(&p, &(header(name) + &rows(&["OTHER"])));
+        set_mtime(&p, 5_000);
+    }
+    append(&live, &(rows(&["A2"]) + CLOSE));
+    fs::rename(&live, dir.path().join("conn.2024-01-01-01-00-00.log")).expect("rename");
+    append(&live, &(header("h2") + &rows(&["B1"])));
+    assert_eq!(uids(&mut t), strs(&["A2", "B1"]));
+    let mut t = restart(t, &src);
+    assert!(uids(&mut t).is_empty());
+}
+
+#[test]
+fn scenario_21_clock_change_does_not_affect_identity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    set_mtime(&live, 2_000_000_000);
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    // The clock jumps back: the next file is "older" than the last one.
+    append(&live, &(rows(&["A2"]) + CLOSE));
+    fs::rename(&live, dir.path().join("conn.2033-05-18-03-33-20.log")).expect("rename");
+    append(&live, &(header("h2") + &rows(&["B1"])));
+    set_mtime(&live, 1_000);
+    assert_eq!(uids(&mut t), strs(&["A2", "B1"]));
+    // A file whose mtime moves backwards is the same file.
+    append(&live, &rows(&["B2"]));
+    set_mtime(&live, 10);
+    let mut t = restart(t, &src);
+    append(&live, &rows(&["B3"]));
+    assert_eq!(uids(&mut t), strs(&["B2", "B3"]));
+}
+
+#[test]
+fn checkpoint_survives_json_and_keeps_header_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    let cp = t.checkpoint();
+    let json = serde_json::to_string(&cp).expect("ser");
+    let back: SourceCheckpoint = serde_json::from_str(&json).expect("de");
+    assert_eq!(back, cp);
+    let live_cp = cp.live.expect("live");
+    assert_eq!(live_cp.line_no, 9);
+    assert!(live_cp
+        .header
+        .iter()
+        .any(|l| matches!(l, HeaderLine::Text(s) if s.starts_with("#fields"))));
+    // Before the first poll, a restored tailer hands back what it was given.
+    let t2 = Tailer::new(&src, ParseOptions::default(), Some(back.clone()));
+    assert_eq!(t2.checkpoint(), back);
+}
+
+#[test]
+fn lost_file_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    let saved = t.checkpoint();
+    drop(t);
+    fs::remove_file(&live).expect("delete");
+    append(&live, &(header("h2") + &rows(&["B1"])));
+    let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved));
+    let ev = poll(&mut t);
+    assert!(ev.contains(&Ev::Lost));
+    assert!(ev.contains(&Ev::Rec("B1".into())));
+}
+
+#[test]
+fn rotated_names() {
+    assert!(is_rotated_name("conn.log", "conn.2024-01-01-00-00-00.log"));
+    assert!(is_rotated_name("conn.log", "conn.log.1"));
+    assert!(!is_rotated_name("conn.log", "conn.log"));
+    assert!(!is_rotated_name("conn.log", "conn_long.log"));
+    assert!(!is_rotated_name("conn.log", "conn.log.gz"));
+    assert!(!is_rotated_name(
+        "conn.log",
+        "conn.2024-01-01-00-00-00.log.gz"
+    ));
+    assert!(!is_rotated_name("conn.log", "dns.2024-01-01-00-00-00.log"));
+    assert!(is_rotated_name(
+        "json_streaming_conn.log",
+        "json_streaming_conn.log.3"
+    ));
+}
+
+/// One step of the property test.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Append this many complete rows.
+    Write(u8),
+    /// Append the first part of a row (completed by the next Write or rotation).
+    Partial,
+    /// Zeek's rotation: finish the partial row, `#close`, rename; the new file appears at the next write.
+    Rotate,
+    /// zeekctl: like Rotate, then delete the rotated file (only while the tailer holds it open).
+    RotateDelete,
+    /// copytruncate: copy to conn.log.N, truncate in place.
+    CopyTruncate,
+    Poll,
+    Restart,
+    /// The writer truncates the file in place and starts it again (only when everything was read: what a
+    /// truncation removes unread is gone for any reader).
+    Truncate,
+    /// Save a checkpoint (the daemon's periodic one).
+    Checkpoint,
+    /// SIGKILL: start again from the last saved checkpoint; what was read since is read again.
+    Kill,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u8..4).prop_map(Op::Write),
+        1 => Just(Op::Partial),
+        1 => Just(Op::Rotate),
+        1 => Just(Op::RotateDelete),
+        1 => Just(Op::CopyTruncate),
+        4 => Just(Op::Poll),
+        1 => Just(Op::Restart),
+        1 => Just(Op::Checkpoint),
+        1 => Just(Op::Truncate),
+        1 => Just(Op::Kill),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn every_complete_line_is_emitted_exactly_once(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = dir.path().join("conn.log");
+        let src = source(&live, StartAt::Beginning);
+        let mut t = tailer(&src);
+        let mut written: Vec<String> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        let mut next = 0u32;
+        let mut files = 0u32;
+        let mut partial: Option<String> = None;
+        // A fake clock, so every write moves a file's mtime forward.
+        let clock = std::cell::Cell::new(1_000u64);
+        let put = |p: &Path, text: &str| {
+            append(p, text);
+            clock.set(clock.get() + 1);
+            set_mtime(p, clock.get());
+        };
+        let mut new_row = |written: &mut Vec<String>| {
+            next += 1;
+            let uid = format!("U{next}");
+            written.push(uid.clone());
+            row(&uid)
+        };
+        let collect = |t: &mut Tailer, seen: &mut Vec<String>| seen.extend(uids(t));
+        // The daemon starts while Zeek is writing: a first file exists and has been looked at.
+        files += 1;
+        let first = header("file-1") + &new_row(&mut written);
+        put(&live, &first);
+        collect(&mut t, &mut seen);
+        // The tailer has polled since the live file was created and since its last restart.
+        let mut held = true;
+        let mut deleted_unread = false;
+        // Lines written that the current tailer has not polled yet.
+        let mut unread = false;
+        let mut saved = (t.checkpoint(), seen.len());
+        let mut deleted_since_saved = false;
+        for op in ops {
+            let exists = live.exists();
+            match op {
+                Op::Write(n) => {
+                    unread = true;
+                    let mut text = String::new();
+                    if !exists {
+                        files += 1;
+                        text += &header(&format!("file-{files}"));
+                        held = false;
+                    }
+                    if let Some(rest) = partial.take() {
+                        text += &rest;
+                    }
+                    for _ in 0..n {
+                        text += &new_row(&mut written);
+                    }
+                    put(&live, &text);
+                }
+                Op::Partial => {
+                    unread = true;
+                    if partial.is_none() {
+                        let mut text = String::new();
+                        if !exists {
+                            files += 1;
+                            text += &header(&format!("file-{files}"));
+                            held = false;
+                        }
+                        let r = new_row(&mut written);
+                        let (a, b) = r.split_at(15);
+                        text += a;
+                        partial = Some(b.to_string());
+                        put(&live, &text);
+                    }
+                }
+                Op::Rotate | Op::RotateDelete | Op::CopyTruncate if exists => {
+                    let mut text = partial.take().unwrap_or_default();
+                    if !matches!(op, Op::CopyTruncate) {
+                        text += CLOSE;
+                    }
+                    put(&live, &text);
+                    let rotated = dir.path().join(format!("conn.r{:08}.log", clock.get()));
+                    match op {
+                        Op::CopyTruncate => {
+                            let copy = dir.path().join(format!("conn.log.{}", clock.get()));
+                            fs::copy(&live, &copy).expect("copy");
+                            put(&copy, "");
+                            OpenOptions::new().write(true).open(&live).expect("open").set_len(0).expect("trunc");
+                            // The writer reopens in place with a new header block.
+                            files += 1;
+                            put(&live, &header(&format!("file-{files}")));
+                        }
+                        Op::RotateDelete if held => {
+                            fs::rename(&live, &rotated).expect("rename");
+                            fs::remove_file(&rotated).expect("delete");
+                            deleted_unread = true;
+                            deleted_since_saved = true;
+                        }
+                        _ => fs::rename(&live, &rotated).expect("rename"),
+                    }
+                }
+                Op::Rotate | Op::RotateDelete | Op::CopyTruncate => {}
+                Op::Poll => {
+                    collect(&mut t, &mut seen);
+                    deleted_unread = false;
+                    unread = false;
+                    held = live.exists();
+                }
+                Op::Truncate => {
+                    if exists && !unread && partial.is_none() {
+                        OpenOptions::new().write(true).open(&live).expect("open").set_len(0).expect("trunc");
+                        files += 1;
+                        put(&live, &header(&format!("file-{files}")));
+                        // What the checkpoint points at is gone: a kill now cannot re-read it.
+                        deleted_since_saved = true;
+                    }
+                }
+                Op::Checkpoint => {
+                    saved = (t.checkpoint(), seen.len());
+                    // A deleted file not yet read stays at risk until a poll reads it.
+                    deleted_since_saved = deleted_unread;
+                }
+                Op::Kill => {
+                    // A file deleted since the checkpoint existed only in the killed process's handle.
+                    if !deleted_since_saved {
+                        drop(t);
+                        t = Tailer::new(&src, ParseOptions::default(), Some(saved.0.clone()));
+                        seen.truncate(saved.1);
+                        held = false;
+                        unread = true;
+                    }
+                }
+                Op::Restart => {
+                    // A deleted file lives only in our open handle: a stop before reading it loses it,
+                    // as it would any reader. Read it first.
+                    if deleted_unread {
+                        collect(&mut t, &mut seen);
+                        deleted_unread = false;
+                    }
+                    t = restart(t, &src);
+                    held = false;
+                }
+            }
+        }
+        // Finish: complete the partial line, then poll until quiet (rotated files take a grace poll).
+        if let Some(rest) = partial.take() {
+            put(&live, &rest);
+        }
+        for _ in 0..3 {
+            collect(&mut t, &mut seen);
+        }
+        prop_assert_eq!(seen, written);
+    }
+}
+
+#[test]
+fn start_at_end_uses_the_last_header_block_and_waits_for_a_partial_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    // A second header block mid-file reorders the columns.
+    let second = "#separator \\x09\n#fields\tuid\tid.resp_h\tid.orig_h\tduration\n";
+    append(
+        &live,
+        &(header("h1") + &rows(&["A1"]) + CLOSE + second + "B1\t10.0.0.2\t10.0.0.1\t7.0\nB2\t10.0"),
+    );
+    let src = source(&live, StartAt::End);
+    let mut t = tailer(&src);
+    assert!(uids(&mut t).is_empty());
+    append(&live, ".0.2\t10.0.0.1\t8.0\nB3\t10.0.0.2\t10.0.0.1\t9.0\n");
+    let mut got = Vec::new();
+    t.poll(&mut |e| {
+        if let TailEvent::Record { rec, .. } = e {
+            got.push((rec.uid.to_string(), rec.duration));
+        }
+    })
+    .expect("poll");
+    assert_eq!(
+        got,
+        vec![("B2".to_string(), Some(8.0)), ("B3".to_string(), Some(9.0))]
+    );
+}
