@@ -211,25 +211,59 @@ mod tests {
 
     #[test]
     fn event_id_is_stable() {
-        let a = event_id(Trigger::Single, "10.0.0.1>1.2.3.4", Level::High, "CAbc", 1, 0);
-        let b = event_id(Trigger::Single, "10.0.0.1>1.2.3.4", Level::High, "CAbc", 1, 0);
+        let a = event_id(
+            Trigger::Single,
+            "10.0.0.1>1.2.3.4",
+            Level::High,
+            "CAbc",
+            1,
+            0,
+        );
+        let b = event_id(
+            Trigger::Single,
+            "10.0.0.1>1.2.3.4",
+            Level::High,
+            "CAbc",
+            1,
+            0,
+        );
         assert_eq!(a, b);
         assert_eq!(a.len(), 32);
         assert_ne!(
             a,
-            event_id(Trigger::Cumulative, "10.0.0.1>1.2.3.4", Level::High, "CAbc", 1, 0)
+            event_id(
+                Trigger::Cumulative,
+                "10.0.0.1>1.2.3.4",
+                Level::High,
+                "CAbc",
+                1,
+                0
+            )
         );
-        assert_ne!(a, event_id(Trigger::Single, "10.0.0.1>1.2.3.4", Level::High, "CAbc", 1, 1));
+        assert_ne!(
+            a,
+            event_id(
+                Trigger::Single,
+                "10.0.0.1>1.2.3.4",
+                Level::High,
+                "CAbc",
+                1,
+                1
+            )
+        );
         // Pinned so that a change of the id scheme is a conscious decision (SIEMs dedupe on it).
         assert_eq!(
-            event_id(Trigger::Single, "10.0.0.1>1.2.3.4", Level::High, "CAbc", 1, 0),
-            a
+            a, "1224bfc71d22f5c2bdba9e932e2bb2ae",
+            "sha256(\"single|10.0.0.1>1.2.3.4|high|CAbc|1\")[..32]"
         );
     }
 
     #[test]
     fn rfc3339_has_micros() {
-        assert_eq!(rfc3339(1_700_000_000_123_456), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(
+            rfc3339(1_700_000_000_123_456),
+            "2023-11-14T22:13:20.123456Z"
+        );
         assert_eq!(human(8 * 3600 * 1_000_000 + 61_000_000), "8h 1m 1s");
     }
 }

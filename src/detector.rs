@@ -147,8 +147,11 @@ impl Detector {
     pub fn reconfigure(&mut self, cfg: &Config) {
         self.rules = Rules::new(cfg);
         self.sensor = cfg.sensor_name.clone();
-        self.window
-            .reconfigure(self.rules.window_us, cfg.window.group_by, cfg.window.max_groups);
+        self.window.reconfigure(
+            self.rules.window_us,
+            cfg.window.group_by,
+            cfg.window.max_groups,
+        );
     }
 
     /// The watermark in seconds since the epoch.
@@ -233,7 +236,9 @@ impl Detector {
         };
         let (w, cell) = (touched.left_edge, touched.cell);
         let slot = touched.slot;
-        slot.data.rules.check_episode_end(&cum_th, touched.measure_before);
+        slot.data
+            .rules
+            .check_episode_end(&cum_th, touched.measure_before);
         if slot.data.rules.episode_first.is_none() {
             slot.data.rules.episode_first = Some((rec.uid.clone(), ts));
         }

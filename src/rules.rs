@@ -124,6 +124,9 @@ impl Matcher {
     }
 }
 
+/// Levels an override replaces (indexed by `Level as usize`).
+type LevelPatch = [Option<std::time::Duration>; 4];
+
 /// The compiled filters and thresholds of one [`Config`].
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -133,7 +136,7 @@ pub struct Rules {
     always: Vec<IpNet>,
     ignore_states: Vec<CompactString>,
     allow: Vec<Matcher>,
-    overrides: Vec<(Matcher, [Option<std::time::Duration>; 4], [Option<std::time::Duration>; 4])>,
+    overrides: Vec<(Matcher, LevelPatch, LevelPatch)>,
     pub single: Thresholds,
     pub cumulative: Thresholds,
     pub realert_after: Option<i64>,
@@ -220,7 +223,12 @@ impl Rules {
     }
 
     /// (single, cumulative) thresholds for this record: the first matching override applied.
-    pub fn thresholds(&self, orig: IpAddr, resp: IpAddr, rec: &ConnRecord) -> (Thresholds, Thresholds) {
+    pub fn thresholds(
+        &self,
+        orig: IpAddr,
+        resp: IpAddr,
+        rec: &ConnRecord,
+    ) -> (Thresholds, Thresholds) {
         match self
             .overrides
             .iter()
@@ -257,7 +265,13 @@ pub enum CumulativeAlert {
 impl RuleState {
     /// Single rule for a record of duration `dur_us` at watermark `t`: the level to alert at, if any;
     /// records the alert when there is one.
-    pub fn single(&mut self, th: &Thresholds, dur_us: i64, t: i64, window_us: i64) -> Option<Level> {
+    pub fn single(
+        &mut self,
+        th: &Thresholds,
+        dur_us: i64,
+        t: i64,
+        window_us: i64,
+    ) -> Option<Level> {
         let level = th.level_for(dur_us)?;
         if let Some((last, at)) = self.single_last {
             if last >= level && t - at < window_us {

@@ -512,7 +512,7 @@ impl<T: Default> Window<T> {
             .iter()
             .map(|(k, s)| (*k, s.acc.state(), s.hold_until, state_of(&s.data)))
             .collect();
-        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        groups.sort_unstable_by_key(|g| g.0);
         WindowState {
             length_us: self.length,
             group_by: group_by_name(self.group_by).to_string(),

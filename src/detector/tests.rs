@@ -43,19 +43,43 @@ fn exactly_at_threshold_alerts_both_rules() {
     let a = run(&mut d, &[rec("C1", "10.0.0.1", "8.8.8.8", T0, H)]);
     assert_eq!(kinds(&a), vec![(S, Low), (C, Low)]);
     let mut d = Detector::new(&fixtures::config());
-    let a = run(&mut d, &[rec("C1", "10.0.0.1", "8.8.8.8", T0, H - 0.000_001)]);
+    let a = run(
+        &mut d,
+        &[rec("C1", "10.0.0.1", "8.8.8.8", T0, H - 0.000_001)],
+    );
     assert!(a.is_empty());
 }
 
 #[test]
 fn cumulative_escalation_table() {
     // (records as (start h, duration h), expected cumulative alert levels)
-    let cases: &[(&str, &[(f64, f64)], &[Level])] = &[
-        ("short pieces add up to low", &[(0.0, 0.5), (1.0, 0.5)], &[Low]),
-        ("escalates one level at a time", &[(0.0, 1.0), (1.0, 3.0), (4.0, 4.0)], &[Low, Medium, High]),
-        ("a jump alerts only the highest level", &[(0.0, 0.5), (1.0, 12.0)], &[Critical]),
-        ("no repeat at the same level", &[(0.0, 1.0), (1.0, 0.5), (2.0, 0.5)], &[Low]),
-        ("parallel connections add up", &[(0.0, 2.0), (0.0, 2.0)], &[Low, Medium]),
+    type Case = (&'static str, &'static [(f64, f64)], &'static [Level]);
+    let cases: &[Case] = &[
+        (
+            "short pieces add up to low",
+            &[(0.0, 0.5), (1.0, 0.5)],
+            &[Low],
+        ),
+        (
+            "escalates one level at a time",
+            &[(0.0, 1.0), (1.0, 3.0), (4.0, 4.0)],
+            &[Low, Medium, High],
+        ),
+        (
+            "a jump alerts only the highest level",
+            &[(0.0, 0.5), (1.0, 12.0)],
+            &[Critical],
+        ),
+        (
+            "no repeat at the same level",
+            &[(0.0, 1.0), (1.0, 0.5), (2.0, 0.5)],
+            &[Low],
+        ),
+        (
+            "parallel connections add up",
+            &[(0.0, 2.0), (0.0, 2.0)],
+            &[Low, Medium],
+        ),
     ];
     for (name, recs, want) in cases {
         let mut d = Detector::new(&no_single());
@@ -64,7 +88,10 @@ fn cumulative_escalation_table() {
             .enumerate()
             .map(|(i, &(s, dur))| rec(&format!("C{i}"), "10.0.0.1", "8.8.8.8", T0 + s * H, dur * H))
             .collect();
-        let got: Vec<Level> = run(&mut d, &recs).iter().map(|a| a.longconn.level).collect();
+        let got: Vec<Level> = run(&mut d, &recs)
+            .iter()
+            .map(|a| a.longconn.level)
+            .collect();
         assert_eq!(&got, want, "{name}");
     }
 }
@@ -78,9 +105,15 @@ fn clipping_at_the_window_edge() {
     let mut out = run(&mut d, &[rec("A", "10.0.0.1", "8.8.8.8", T0, 3.0 * H)]);
     assert_eq!(kinds(&out), vec![(C, Low)]);
     out.clear();
-    run(&mut d, &[rec("F", "127.0.0.1", "8.8.8.8", T0 + 12.0 * H, 0.0)]);
+    run(
+        &mut d,
+        &[rec("F", "127.0.0.1", "8.8.8.8", T0 + 12.0 * H, 0.0)],
+    );
     // Medium is 4h: 1h (clipped) + 3h new = exactly 4h.
-    let a = run(&mut d, &[rec("B", "10.0.0.1", "8.8.8.8", T0 + 9.0 * H, 3.0 * H)]);
+    let a = run(
+        &mut d,
+        &[rec("B", "10.0.0.1", "8.8.8.8", T0 + 9.0 * H, 3.0 * H)],
+    );
     assert_eq!(kinds(&a), vec![(C, Medium)]);
     assert_eq!(a[0].longconn.measure_seconds, 4.0 * H);
 }
@@ -91,11 +124,17 @@ fn episode_ends_below_lowest_level_then_realerts() {
     let a = run(&mut d, &[rec("A", "10.0.0.1", "8.8.8.8", T0, 2.0 * H)]);
     assert_eq!(kinds(&a), vec![(C, Low)]);
     // The first record still has 1.5h in the window: same episode, no alert.
-    let a = run(&mut d, &[rec("B", "10.0.0.1", "8.8.8.8", T0 + 24.0 * H, 0.5 * H)]);
+    let a = run(
+        &mut d,
+        &[rec("B", "10.0.0.1", "8.8.8.8", T0 + 24.0 * H, 0.5 * H)],
+    );
     assert!(a.is_empty());
     // Much later the measure fell to 0 before this record: new episode, new alert, new id.
     let first_id = d.snapshot().window.groups[0].3.rules.episode_first.clone();
-    let a = run(&mut d, &[rec("C", "10.0.0.1", "8.8.8.8", T0 + 60.0 * H, 1.0 * H)]);
+    let a = run(
+        &mut d,
+        &[rec("C", "10.0.0.1", "8.8.8.8", T0 + 60.0 * H, 1.0 * H)],
+    );
     assert_eq!(kinds(&a), vec![(C, Low)]);
     let st = d.snapshot();
     assert_ne!(st.window.groups[0].3.rules.episode_first, first_id);
@@ -113,7 +152,13 @@ fn realert_after_repeats_while_at_level() {
     let mut recs = Vec::new();
     // A 1h connection every 2h: the measure stays between 1h and 12h for two days.
     for i in 0..24 {
-        recs.push(rec(&format!("C{i}"), "10.0.0.1", "8.8.8.8", T0 + f64::from(i) * 2.0 * H, H));
+        recs.push(rec(
+            &format!("C{i}"),
+            "10.0.0.1",
+            "8.8.8.8",
+            T0 + f64::from(i) * 2.0 * H,
+            H,
+        ));
     }
     let a = run(&mut d, &recs);
     let ids: std::collections::HashSet<_> = a.iter().map(|x| x.event.id.clone()).collect();
@@ -139,7 +184,13 @@ fn single_alert_once_per_level_per_window() {
     let mut d = Detector::new(&no_cumulative());
     let mut recs = Vec::new();
     for i in 0..20 {
-        recs.push(rec(&format!("C{i}"), "10.0.0.1", "8.8.8.8", T0 + f64::from(i) * H, 9.0 * H));
+        recs.push(rec(
+            &format!("C{i}"),
+            "10.0.0.1",
+            "8.8.8.8",
+            T0 + f64::from(i) * H,
+            9.0 * H,
+        ));
     }
     recs.push(rec("X", "10.0.0.1", "8.8.8.8", T0 + 21.0 * H, 13.0 * H));
     recs.push(rec("Y", "10.0.0.1", "8.8.8.8", T0 + 22.0 * H, 9.0 * H));
@@ -162,7 +213,10 @@ fn out_of_order_records() {
     let a = run(&mut d, &recs);
     assert_eq!(kinds(&a), vec![(C, Low)]);
     assert_eq!(a[0].longconn.connection_count, 2);
-    assert_eq!(a[0].longconn.first_seen, alert::rfc3339(((T0 + 2.0 * H) * 1e6) as i64));
+    assert_eq!(
+        a[0].longconn.first_seen,
+        alert::rfc3339(((T0 + 2.0 * H) * 1e6) as i64)
+    );
     assert_eq!(d.watermark(), Some(T0 + 10.5 * H));
     // A late record entirely before the window adds nothing.
     let late = rec("D", "10.0.0.1", "8.8.8.8", T0 - 30.0 * H, 2.0 * H);
@@ -231,11 +285,21 @@ fn filters_overrides_and_allow_through_the_detector() {
     assert_eq!(a[0].longconn.threshold_seconds, 4.0 * H);
     let st = d.stats();
     assert_eq!(
-        (st.records_seen, st.records_used, st.skipped_no_ts, st.skipped_no_addr),
+        (
+            st.records_seen,
+            st.records_used,
+            st.skipped_no_ts,
+            st.skipped_no_addr
+        ),
         (6, 1, 1, 1)
     );
     assert_eq!(
-        (st.filtered_never, st.filtered_direction, st.filtered_state, st.filtered_allow),
+        (
+            st.filtered_never,
+            st.filtered_direction,
+            st.filtered_state,
+            st.filtered_allow
+        ),
         (1, 0, 1, 1)
     );
     assert_eq!(st.alerts_single[Medium as usize], 1);
@@ -248,7 +312,15 @@ fn eviction_is_counted() {
     cfg.window.max_groups = 16;
     let mut d = Detector::new(&cfg);
     let recs: Vec<_> = (0..40)
-        .map(|i| rec(&format!("C{i}"), &format!("10.0.0.{i}"), "8.8.8.8", T0, 60.0 + f64::from(i)))
+        .map(|i| {
+            rec(
+                &format!("C{i}"),
+                &format!("10.0.0.{i}"),
+                "8.8.8.8",
+                T0,
+                60.0 + f64::from(i),
+            )
+        })
         .collect();
     run(&mut d, &recs);
     let st = d.stats();
@@ -309,7 +381,13 @@ fn stream(n: u32) -> Vec<ConnRecord> {
             } else {
                 (next() % 1800) as f64 + 0.25
             };
-            let mut r = rec(&format!("C{i}"), &format!("10.0.{}.1", pair), "8.8.8.8", ts, dur);
+            let mut r = rec(
+                &format!("C{i}"),
+                &format!("10.0.{}.1", pair),
+                "8.8.8.8",
+                ts,
+                dur,
+            );
             r.resp_p = Some(if pair % 2 == 0 { 443 } else { 22 });
             r
         })
@@ -348,7 +426,14 @@ fn reconfigure_keeps_window_and_alert_state() {
     cfg.cumulative.levels = fixtures::levels(1, 3, 8, 12);
     cfg.sensor_name = "sensor02".into();
     d.reconfigure(&cfg);
-    let a = run(&mut d, &[rec("B", "10.0.0.1", "8.8.8.8", T0 + 2.0 * H, 1.0 * H)]);
-    assert_eq!(kinds(&a), vec![(C, Medium)], "2h kept + 1h reaches the new 3h medium");
+    let a = run(
+        &mut d,
+        &[rec("B", "10.0.0.1", "8.8.8.8", T0 + 2.0 * H, 1.0 * H)],
+    );
+    assert_eq!(
+        kinds(&a),
+        vec![(C, Medium)],
+        "2h kept + 1h reaches the new 3h medium"
+    );
     assert_eq!(a[0].observer.name, "sensor02");
 }

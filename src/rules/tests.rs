@@ -59,25 +59,105 @@ fn filters_table() {
 
     use FilterReason as F;
     let cases: Vec<(&str, &Config, ConnRecord, Result<(), FilterReason>)> = vec![
-        ("plain outbound passes", &base, r("10.0.0.1", "8.8.8.8"), Ok(())),
-        ("loopback orig is never", &base, r("127.0.0.1", "8.8.8.8"), Err(F::Never)),
-        ("multicast resp is never", &base, r("10.0.0.1", "224.0.0.251"), Err(F::Never)),
-        ("link-local v6 is never", &base, r("fe80::1", "fd00::2"), Err(F::Never)),
-        ("always rescues an address from never", &always, r("127.0.0.5", "8.8.8.8"), Ok(())),
-        ("always is per address", &always, r("127.0.0.6", "8.8.8.8"), Err(F::Never)),
-        ("outbound kept", &only_outbound, r("10.0.0.1", "8.8.8.8"), Ok(())),
-        ("inbound dropped", &only_outbound, r("8.8.8.8", "10.0.0.1"), Err(F::Direction)),
-        ("internal dropped", &only_outbound, r("10.0.0.1", "192.168.1.1"), Err(F::Direction)),
-        ("external dropped", &only_outbound, r("8.8.8.8", "1.1.1.1"), Err(F::Direction)),
-        ("ipv6 ula is internal", &only_outbound, r("fd00::1", "2001:db8::1"), Ok(())),
+        (
+            "plain outbound passes",
+            &base,
+            r("10.0.0.1", "8.8.8.8"),
+            Ok(()),
+        ),
+        (
+            "loopback orig is never",
+            &base,
+            r("127.0.0.1", "8.8.8.8"),
+            Err(F::Never),
+        ),
+        (
+            "multicast resp is never",
+            &base,
+            r("10.0.0.1", "224.0.0.251"),
+            Err(F::Never),
+        ),
+        (
+            "link-local v6 is never",
+            &base,
+            r("fe80::1", "fd00::2"),
+            Err(F::Never),
+        ),
+        (
+            "always rescues an address from never",
+            &always,
+            r("127.0.0.5", "8.8.8.8"),
+            Ok(()),
+        ),
+        (
+            "always is per address",
+            &always,
+            r("127.0.0.6", "8.8.8.8"),
+            Err(F::Never),
+        ),
+        (
+            "outbound kept",
+            &only_outbound,
+            r("10.0.0.1", "8.8.8.8"),
+            Ok(()),
+        ),
+        (
+            "inbound dropped",
+            &only_outbound,
+            r("8.8.8.8", "10.0.0.1"),
+            Err(F::Direction),
+        ),
+        (
+            "internal dropped",
+            &only_outbound,
+            r("10.0.0.1", "192.168.1.1"),
+            Err(F::Direction),
+        ),
+        (
+            "external dropped",
+            &only_outbound,
+            r("8.8.8.8", "1.1.1.1"),
+            Err(F::Direction),
+        ),
+        (
+            "ipv6 ula is internal",
+            &only_outbound,
+            r("fd00::1", "2001:db8::1"),
+            Ok(()),
+        ),
         ("ignored state", &states, s0, Err(F::State)),
-        ("other state passes", &states, r("10.0.0.1", "8.8.8.8"), Ok(())),
+        (
+            "other state passes",
+            &states,
+            r("10.0.0.1", "8.8.8.8"),
+            Ok(()),
+        ),
         ("no state passes", &states, no_state, Ok(())),
-        ("allow dst+port", &allow, r("10.0.0.1", "203.0.113.10"), Err(F::Allow)),
+        (
+            "allow dst+port",
+            &allow,
+            r("10.0.0.1", "203.0.113.10"),
+            Err(F::Allow),
+        ),
         ("allow needs every key", &allow, port80, Ok(())),
-        ("allow src+proto, any case", &allow_proto, udp, Err(F::Allow)),
-        ("allow src+proto: tcp passes", &allow_proto, r("10.1.2.3", "8.8.8.8"), Ok(())),
-        ("never comes before allow", &allow, r("127.0.0.1", "203.0.113.10"), Err(F::Never)),
+        (
+            "allow src+proto, any case",
+            &allow_proto,
+            udp,
+            Err(F::Allow),
+        ),
+        (
+            "allow src+proto: tcp passes",
+            &allow_proto,
+            r("10.1.2.3", "8.8.8.8"),
+            Ok(()),
+        ),
+        (
+            "never comes before allow",
+            &allow,
+            r("127.0.0.1", "203.0.113.10"),
+            Err(F::Never),
+        ),
     ];
     for (name, cfg, record, want) in cases {
         assert_eq!(filter_of(cfg, &record), want, "{name}");
@@ -87,9 +167,7 @@ fn filters_table() {
 #[test]
 fn directions() {
     let rules = Rules::new(&fixtures::config());
-    let d = |o: &str, r: &str| {
-        rules.direction(o.parse().expect("ip"), r.parse().expect("ip"))
-    };
+    let d = |o: &str, r: &str| rules.direction(o.parse().expect("ip"), r.parse().expect("ip"));
     assert_eq!(d("10.0.0.1", "8.8.8.8"), Direction::Outbound);
     assert_eq!(d("8.8.8.8", "172.16.0.1"), Direction::Inbound);
     assert_eq!(d("192.168.0.1", "10.0.0.1"), Direction::Internal);
@@ -125,8 +203,14 @@ fn overrides_first_match_replaces_given_levels() {
         rules.thresholds(a, b, &r)
     };
     let (s, c) = th("10.9.1.1");
-    assert_eq!(s.0, [Some(HOUR), Some(4 * HOUR), Some(24 * HOUR), Some(12 * HOUR)]);
-    assert_eq!(c, rules.cumulative, "first match wins, its cumulative is empty");
+    assert_eq!(
+        s.0,
+        [Some(HOUR), Some(4 * HOUR), Some(24 * HOUR), Some(12 * HOUR)]
+    );
+    assert_eq!(
+        c, rules.cumulative,
+        "first match wins, its cumulative is empty"
+    );
     let (s, _) = th("10.1.1.1");
     assert_eq!(s, rules.single);
 }
@@ -151,12 +235,12 @@ fn single_suppression_table() {
     // (duration h, watermark h, expected alert level)
     let steps: &[(i64, i64, Option<Level>)] = &[
         (8, 10, Some(Level::High)),
-        (9, 11, None),                      // same level within the window
-        (5, 12, None),                      // lower level within the window
-        (13, 13, Some(Level::Critical)),    // higher level alerts
-        (12, 36, None),                     // 23h after the critical: still suppressed
-        (8, 37, Some(Level::High)),         // 24h after: the critical is out of reach
-        (0, 38, None),                      // below every level
+        (9, 11, None),                   // same level within the window
+        (5, 12, None),                   // lower level within the window
+        (13, 13, Some(Level::Critical)), // higher level alerts
+        (12, 36, None),                  // 23h after the critical: still suppressed
+        (8, 37, Some(Level::High)),      // 24h after: the critical is out of reach
+        (0, 38, None),                   // below every level
     ];
     let mut st = RuleState::default();
     for (i, &(d, t, want)) in steps.iter().enumerate() {
@@ -169,15 +253,16 @@ fn cumulative_episode_table() {
     let th = Thresholds::from_levels(&fixtures::levels(1, 4, 8, 12));
     // (measure before, measure after, watermark h, realert_after h, expected)
     use CumulativeAlert::*;
-    let steps: &[(i64, i64, i64, Option<i64>, Option<CumulativeAlert>)] = &[
-        (0, 1, 1, None, Some(Escalation(Level::Low))),      // exactly at the threshold
-        (1, 2, 2, None, None),                              // same level: nothing
-        (2, 9, 9, None, Some(Escalation(Level::High))),     // jump: the highest level reached
-        (9, 5, 10, None, None),                             // fell to medium: no alert
-        (5, 8, 11, None, None),                             // back to high: already alerted
-        (0, 2, 40, None, Some(Escalation(Level::Low))),     // below low before: new episode
-        (2, 2, 50, Some(8), Some(Repeat(Level::Low, 1))),   // realert after 8h at the level
-        (2, 2, 57, Some(8), None),                          // 7h since the repeat
+    type Step = (i64, i64, i64, Option<i64>, Option<CumulativeAlert>);
+    let steps: &[Step] = &[
+        (0, 1, 1, None, Some(Escalation(Level::Low))), // exactly at the threshold
+        (1, 2, 2, None, None),                         // same level: nothing
+        (2, 9, 9, None, Some(Escalation(Level::High))), // jump: the highest level reached
+        (9, 5, 10, None, None),                        // fell to medium: no alert
+        (5, 8, 11, None, None),                        // back to high: already alerted
+        (0, 2, 40, None, Some(Escalation(Level::Low))), // below low before: new episode
+        (2, 2, 50, Some(8), Some(Repeat(Level::Low, 1))), // realert after 8h at the level
+        (2, 2, 57, Some(8), None),                     // 7h since the repeat
         (2, 2, 58, Some(8), Some(Repeat(Level::Low, 2))),
         (2, 4, 59, Some(8), Some(Escalation(Level::Medium))),
     ];

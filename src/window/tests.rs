@@ -29,16 +29,37 @@ fn brute(intervals: &[(i64, i64)], w: i64) -> i64 {
 #[test]
 fn measure_table() {
     // (records as (start h, end h) offsets from BASE, expected measure in h after the last one), 10h window
-    let cases: &[(&str, &[(i64, i64)], i64)] = &[
+    type Case = (&'static str, &'static [(i64, i64)], i64);
+    let cases: &[Case] = &[
         ("one interval", &[(0, 3)], 3),
         ("two in a row", &[(0, 3), (3, 5)], 5),
         ("parallel connections add up", &[(0, 4), (0, 4)], 8),
-        ("left edge clips a straddling interval", &[(0, 4), (12, 13)], 1 + 1),
-        ("interval ending exactly at the edge counts 0", &[(0, 2), (11, 12)], 1),
+        (
+            "left edge clips a straddling interval",
+            &[(0, 4), (12, 13)],
+            1 + 1,
+        ),
+        (
+            "interval ending exactly at the edge counts 0",
+            &[(0, 2), (11, 12)],
+            1,
+        ),
         ("one long interval longer than the window", &[(0, 30)], 10),
-        ("out of order: late record inside the window", &[(10, 12), (5, 6)], 3),
-        ("out of order: late record straddling the edge", &[(10, 12), (0, 4)], 2 + 2),
-        ("out of order: late record already out", &[(10, 12), (0, 1)], 2),
+        (
+            "out of order: late record inside the window",
+            &[(10, 12), (5, 6)],
+            3,
+        ),
+        (
+            "out of order: late record straddling the edge",
+            &[(10, 12), (0, 4)],
+            2 + 2,
+        ),
+        (
+            "out of order: late record already out",
+            &[(10, 12), (0, 1)],
+            2,
+        ),
         ("zero-length records count 0", &[(1, 1), (2, 2)], 0),
     ];
     for (name, recs, want) in cases {
@@ -68,7 +89,10 @@ fn expired_groups_are_reset_and_swept() {
     add(&mut w, key(1), BASE, BASE + 10);
     w.observe(BASE + 2 * HOUR);
     let t = w.touch(key(1)).expect("observed");
-    assert!(t.fresh, "a group whose intervals all left the window starts over");
+    assert!(
+        t.fresh,
+        "a group whose intervals all left the window starts over"
+    );
     assert_eq!(t.measure_before, 0);
     for i in 0..2000u32 {
         w.observe(BASE + 3 * HOUR + i64::from(i) * HOUR);
@@ -109,7 +133,7 @@ fn longer_length_on_reconfigure_keeps_what_is_inside() {
     w.reconfigure(20 * HOUR, GroupBy::Pair, 100);
     // The clipped part cannot come back; what was inside stays.
     assert_eq!(w.measure(&key(1)), Some(2 * HOUR));
-    w.reconfigure(1 * HOUR, GroupBy::Pair, 100);
+    w.reconfigure(HOUR, GroupBy::Pair, 100);
     assert_eq!(w.measure(&key(1)), Some(0));
 }
 
@@ -128,7 +152,10 @@ fn state_round_trip() {
     for k in [key(1), key(2)] {
         assert_eq!(r.measure(&k), w.measure(&k));
     }
-    assert_eq!(add(&mut r, key(2), BASE + 20 * HOUR, BASE + 21 * HOUR), HOUR);
+    assert_eq!(
+        add(&mut r, key(2), BASE + 20 * HOUR, BASE + 21 * HOUR),
+        HOUR
+    );
 }
 
 #[test]
@@ -169,7 +196,10 @@ fn approximate_beyond_the_exact_limit_within_the_documented_bound() {
             worst = worst.max((m - exact).abs() as f64 / exact as f64);
         }
     }
-    assert!(w.groups[&key(1)].acc.merged() > 0, "the approximation was used");
+    assert!(
+        w.groups[&key(1)].acc.merged() > 0,
+        "the approximation was used"
+    );
     // In practice the error stays far below the bound: under a percent of the measure here.
     assert!(worst < 0.01, "worst relative error {worst}");
 }
