@@ -17,6 +17,7 @@ use crate::window::{self, micros, GroupKey, Window, WindowState};
 use crate::zeek::ConnRecord;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
 /// Version of [`DetectorState`]'s layout.
 pub const STATE_VERSION: u32 = 1;
@@ -31,9 +32,43 @@ pub struct GroupData {
     pub total_bytes: u64,
     pub first_seen: i64,
     pub last_seen: i64,
-    /// Ring of the most recent uids (at most [`MAX_UIDS`]); `uid_next` is the slot written next.
-    pub uids: Vec<CompactString>,
-    pub uid_next: u8,
+    pub uids: Uids,
+}
+
+/// The most recent uids of a group, at most [`MAX_UIDS`]: the newest inline (most groups have one
+/// connection), older ones in a boxed queue allocated from the second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Uids {
+    pub newest: CompactString,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older: Option<Box<VecDeque<CompactString>>>,
+}
+
+impl Uids {
+    /// Adds a uid; `first` says the group had no uid yet.
+    fn push(&mut self, uid: &CompactString, first: bool) {
+        if first {
+            self.newest = uid.clone();
+            return;
+        }
+        let older = self.older.get_or_insert_with(Box::default);
+        older.push_back(std::mem::replace(&mut self.newest, uid.clone()));
+        if older.len() >= MAX_UIDS {
+            older.pop_front();
+        }
+    }
+
+    /// Oldest first.
+    fn in_order(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .older
+            .iter()
+            .flat_map(|o| o.iter())
+            .map(|u| u.to_string())
+            .collect();
+        v.push(self.newest.to_string());
+        v
+    }
 }
 
 impl GroupData {
@@ -48,26 +83,7 @@ impl GroupData {
         self.connections += 1;
         self.longest_us = self.longest_us.max(dur);
         self.total_bytes = self.total_bytes.saturating_add(rec.total_bytes());
-        if self.uids.len() < MAX_UIDS {
-            if self.uids.capacity() == 0 {
-                self.uids.reserve_exact(1);
-            }
-            self.uids.push(rec.uid.clone());
-        } else {
-            let i = usize::from(self.uid_next) % MAX_UIDS;
-            self.uids[i] = rec.uid.clone();
-            self.uid_next = ((i + 1) % MAX_UIDS) as u8;
-        }
-    }
-
-    /// Uids oldest first.
-    fn uids_in_order(&self) -> Vec<String> {
-        let k = usize::from(self.uid_next) % self.uids.len().max(1);
-        self.uids[k..]
-            .iter()
-            .chain(&self.uids[..k])
-            .map(|u| u.to_string())
-            .collect()
+        self.uids.push(&rec.uid, self.connections == 1);
     }
 }
 
@@ -446,7 +462,7 @@ impl Ctx<'_> {
             port,
             transport,
             lc,
-            g.uids_in_order(),
+            g.uids.in_order(),
         )
     }
 }

@@ -116,9 +116,160 @@ impl GroupKey {
     }
 }
 
-/// Lazily advanced interval sums for one group (see the module doc).
+/// Lazily advanced interval sums for one group (see the module doc). A group with one live interval,
+/// the common case, keeps it inline; heaps are allocated from the second.
 #[derive(Debug, Clone, Default)]
 pub struct Accumulator {
+    items: Items,
+    max_end: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+enum Items {
+    #[default]
+    Empty,
+    One(i64, i64),
+    Many(Box<Heaps>),
+}
+
+impl Accumulator {
+    /// Moves intervals whose state changed at left edge `w` (which must not be below any earlier `w`).
+    pub fn advance(&mut self, w: i64) {
+        match &mut self.items {
+            Items::Empty => {}
+            Items::One(_, e) => {
+                if *e <= w {
+                    self.items = Items::Empty;
+                }
+            }
+            Items::Many(h) => {
+                h.advance(w);
+                if h.len() == 0 {
+                    self.items = Items::Empty;
+                }
+            }
+        }
+    }
+
+    /// The measure at left edge `w`; the accumulator must have been advanced to `w`.
+    pub fn measure(&self, w: i64) -> i64 {
+        match &self.items {
+            Items::Empty => 0,
+            Items::One(s, e) => (*e - (*s).max(w)).max(0),
+            Items::Many(h) => h.measure(w),
+        }
+    }
+
+    /// Adds `[s, e]` at left edge `w` (advanced); compacts when the exact limit is passed.
+    pub fn insert(&mut self, w: i64, s: i64, e: i64, cell: i64) {
+        let s = s.min(e);
+        self.max_end = self.max_end.max(e);
+        if e <= w {
+            return;
+        }
+        match &mut self.items {
+            Items::Empty => self.items = Items::One(s, e),
+            Items::One(s0, e0) => {
+                let mut h = Box::<Heaps>::default();
+                h.push(w, *s0, *e0, 1);
+                h.push(w, s, e, 1);
+                self.items = Items::Many(h);
+            }
+            Items::Many(h) => {
+                h.push(w, s, e, 1);
+                if h.len() > EXACT_LIMIT {
+                    h.compact(w, cell);
+                }
+            }
+        }
+    }
+
+    /// Live items (merged items count once).
+    pub fn len(&self) -> usize {
+        match &self.items {
+            Items::Empty => 0,
+            Items::One(..) => 1,
+            Items::Many(h) => h.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Largest interval end ever inserted.
+    pub fn max_end(&self) -> i64 {
+        self.max_end
+    }
+
+    /// Connections held in merged items at the last compaction (0 while the group is exact).
+    pub fn merged(&self) -> u64 {
+        match &self.items {
+            Items::Many(h) => h.merged,
+            _ => 0,
+        }
+    }
+
+    fn unclip(&mut self, w_old: i64) {
+        self.advance(w_old);
+        match &mut self.items {
+            Items::Empty => {}
+            Items::One(s, _) => *s = (*s).max(w_old),
+            Items::Many(h) => h.unclip(w_old),
+        }
+    }
+
+    pub fn state(&self) -> AccumulatorState {
+        let (mut full, mut straddling, merged) = match &self.items {
+            Items::Empty => (Vec::new(), Vec::new(), 0),
+            Items::One(s, e) => (vec![(*s, *e, 1)], Vec::new(), 0),
+            Items::Many(h) => (
+                h.full.iter().map(|Reverse(x)| *x).collect(),
+                h.strad.iter().map(|Reverse(x)| *x).collect(),
+                h.merged,
+            ),
+        };
+        full.sort_unstable();
+        straddling.sort_unstable();
+        AccumulatorState {
+            full,
+            straddling,
+            max_end: self.max_end,
+            merged,
+        }
+    }
+
+    pub fn from_state(st: &AccumulatorState) -> Accumulator {
+        let items = match (st.full.as_slice(), st.straddling.as_slice()) {
+            ([], []) => Items::Empty,
+            ([(s, e, 1)], []) => Items::One((*s).min(*e), *e),
+            _ => {
+                let mut h = Box::new(Heaps {
+                    merged: st.merged,
+                    ..Heaps::default()
+                });
+                for &(s, e, n) in &st.full {
+                    h.full.push(Reverse((s.min(e), e, n)));
+                    h.full_len += i64::from(n) * (e - s.min(e));
+                }
+                for &(e, n) in &st.straddling {
+                    h.strad.push(Reverse((e, n)));
+                    h.strad_end += i128::from(n) * i128::from(e);
+                    h.strad_n += i64::from(n);
+                }
+                Items::Many(h)
+            }
+        };
+        Accumulator {
+            items,
+            max_end: st.max_end,
+        }
+    }
+}
+
+/// Interval heaps and running sums for a group with more than one live interval (see the module doc).
+#[derive(Debug, Clone, Default)]
+struct Heaps {
     /// (start, end, multiplicity) with start >= W, min-heap by start.
     full: BinaryHeap<Reverse<(i64, i64, u32)>>,
     /// (end, multiplicity) with start < W < end, min-heap by end.
@@ -126,7 +277,6 @@ pub struct Accumulator {
     full_len: i64,
     strad_end: i128,
     strad_n: i64,
-    max_end: i64,
     merged: u64,
 }
 
@@ -139,9 +289,8 @@ pub struct AccumulatorState {
     pub merged: u64,
 }
 
-impl Accumulator {
-    /// Moves intervals whose state changed at left edge `w` (which must not be below any earlier `w`).
-    pub fn advance(&mut self, w: i64) {
+impl Heaps {
+    fn advance(&mut self, w: i64) {
         while let Some(&Reverse((s, e, n))) = self.full.peek() {
             if s >= w {
                 break;
@@ -164,23 +313,9 @@ impl Accumulator {
         }
     }
 
-    /// The measure at left edge `w`; the accumulator must have been advanced to `w`.
-    pub fn measure(&self, w: i64) -> i64 {
+    fn measure(&self, w: i64) -> i64 {
         let strad = self.strad_end - i128::from(self.strad_n) * i128::from(w);
         self.full_len + strad as i64
-    }
-
-    /// Adds `[s, e]` at left edge `w` (advanced); compacts when the exact limit is passed.
-    pub fn insert(&mut self, w: i64, s: i64, e: i64, cell: i64) {
-        let s = s.min(e);
-        self.max_end = self.max_end.max(e);
-        if e <= w {
-            return;
-        }
-        self.push(w, s, e, 1);
-        if self.len() > EXACT_LIMIT {
-            self.compact(w, cell);
-        }
     }
 
     fn push(&mut self, w: i64, s: i64, e: i64, n: u32) {
@@ -194,23 +329,8 @@ impl Accumulator {
         }
     }
 
-    /// Live items (merged items count once).
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.full.len() + self.strad.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Largest interval end ever inserted.
-    pub fn max_end(&self) -> i64 {
-        self.max_end
-    }
-
-    /// Connections held in merged items at the last compaction (0 while the group is exact).
-    pub fn merged(&self) -> u64 {
-        self.merged
     }
 
     /// Merges items that share (start cell, end cell) on a grid of `cell` µs (see the module doc).
@@ -271,37 +391,6 @@ impl Accumulator {
             self.full_len += i64::from(n) * (e - w_old);
         }
     }
-
-    pub fn state(&self) -> AccumulatorState {
-        let mut full: Vec<_> = self.full.iter().map(|Reverse(x)| *x).collect();
-        full.sort_unstable();
-        let mut straddling: Vec<_> = self.strad.iter().map(|Reverse(x)| *x).collect();
-        straddling.sort_unstable();
-        AccumulatorState {
-            full,
-            straddling,
-            max_end: self.max_end,
-            merged: self.merged,
-        }
-    }
-
-    pub fn from_state(st: &AccumulatorState) -> Accumulator {
-        let mut a = Accumulator {
-            max_end: st.max_end,
-            merged: st.merged,
-            ..Accumulator::default()
-        };
-        for &(s, e, n) in &st.full {
-            a.full.push(Reverse((s.min(e), e, n)));
-            a.full_len += i64::from(n) * (e - s.min(e));
-        }
-        for &(e, n) in &st.straddling {
-            a.strad.push(Reverse((e, n)));
-            a.strad_end += i128::from(n) * i128::from(e);
-            a.strad_n += i64::from(n);
-        }
-        a
-    }
 }
 
 /// One tracked group: its interval sums and what the rules keep for it.
@@ -351,7 +440,7 @@ pub struct Window<T> {
     group_by: GroupBy,
     max_groups: usize,
     watermark: Option<i64>,
-    groups: FxHashMap<GroupKey, Slot<T>>,
+    groups: FxHashMap<GroupKey, Box<Slot<T>>>,
     evictions: u64,
     expired: u64,
     since_sweep: u64,
@@ -457,11 +546,11 @@ impl<T: Default> Window<T> {
         let mut fresh = false;
         let slot = self.groups.entry(key).or_insert_with(|| {
             fresh = true;
-            Slot::default()
+            Box::default()
         });
         slot.acc.advance(w);
         if !fresh && slot.expired(w) {
-            *slot = Slot::default();
+            **slot = Slot::default();
             fresh = true;
         }
         let measure_before = slot.acc.measure(w);
@@ -502,7 +591,7 @@ impl<T: Default> Window<T> {
 
     /// Iterates over groups (unordered).
     pub fn groups(&self) -> impl Iterator<Item = (&GroupKey, &Slot<T>)> {
-        self.groups.iter()
+        self.groups.iter().map(|(k, s)| (k, &**s))
     }
 
     /// Serializable state with groups sorted by key, `state_of` mapping each group's data.
@@ -544,11 +633,11 @@ impl<T: Default> Window<T> {
         for (k, acc, hold, data) in &st.groups {
             w.groups.insert(
                 *k,
-                Slot {
+                Box::new(Slot {
                     acc: Accumulator::from_state(acc),
                     hold_until: *hold,
                     data: data_of(data),
-                },
+                }),
             );
         }
         w
