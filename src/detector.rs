@@ -71,6 +71,15 @@ impl Uids {
     }
 }
 
+impl window::Hold for GroupData {
+    /// A group is kept while its last single alert still suppresses others.
+    fn hold_until(&self) -> i64 {
+        self.rules
+            .single_level
+            .map_or(i64::MIN, |_| self.rules.single_at)
+    }
+}
+
 impl GroupData {
     fn add(&mut self, rec: &ConnRecord, ts: i64, end: i64, dur: i64) {
         if self.connections == 0 {
@@ -270,7 +279,6 @@ impl Detector {
             window_us,
         };
         if let Some(level) = slot.data.rules.single(&single_th, dur, t, window_us) {
-            slot.hold_until = slot.hold_until.max(t);
             self.stats.alerts_single[level as usize] += 1;
             out.push(ctx.single(rec, level, &single_th, ts, end, dur));
         }

@@ -243,8 +243,10 @@ impl Rules {
 /// What the rules remember per group.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuleState {
-    /// The last single alert: level and watermark (µs) when it was raised.
-    pub single_last: Option<(Level, i64)>,
+    /// Level of the last single alert, if any.
+    pub single_level: Option<Level>,
+    /// Watermark (µs) when the last single alert was raised.
+    pub single_at: i64,
     /// Highest level alerted in the open episode (`None`: no alert yet in this episode).
     pub episode_level: Option<Level>,
     /// Watermark of the episode's last cumulative alert.
@@ -273,12 +275,13 @@ impl RuleState {
         window_us: i64,
     ) -> Option<Level> {
         let level = th.level_for(dur_us)?;
-        if let Some((last, at)) = self.single_last {
-            if last >= level && t - at < window_us {
+        if let Some(last) = self.single_level {
+            if last >= level && t - self.single_at < window_us {
                 return None;
             }
         }
-        self.single_last = Some((level, t));
+        self.single_level = Some(level);
+        self.single_at = t;
         Some(level)
     }
 

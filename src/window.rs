@@ -31,7 +31,7 @@
 //!
 //! ## Memory
 //! Groups whose measure is 0 (every interval ended at or before `W`) and that hold nothing else
-//! ([`Slot::hold_until`], used by the rules for single-alert suppression) are treated as new when their next
+//! ([`Hold::hold_until`], used by the rules for single-alert suppression) are treated as new when their next
 //! record arrives and are dropped by a sweep that runs after as many records as there are groups (amortized
 //! O(1) per record). When a new group would exceed `max_groups`, expired groups are swept and, if that is not
 //! enough, the groups with the smallest measure (ties: smallest key) are evicted down to `max_groups -
@@ -121,7 +121,6 @@ impl GroupKey {
 #[derive(Debug, Clone, Default)]
 pub struct Accumulator {
     items: Items,
-    max_end: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -163,7 +162,6 @@ impl Accumulator {
     /// Adds `[s, e]` at left edge `w` (advanced); compacts when the exact limit is passed.
     pub fn insert(&mut self, w: i64, s: i64, e: i64, cell: i64) {
         let s = s.min(e);
-        self.max_end = self.max_end.max(e);
         if e <= w {
             return;
         }
@@ -195,11 +193,6 @@ impl Accumulator {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Largest interval end ever inserted.
-    pub fn max_end(&self) -> i64 {
-        self.max_end
     }
 
     /// Connections held in merged items at the last compaction (0 while the group is exact).
@@ -234,7 +227,6 @@ impl Accumulator {
         AccumulatorState {
             full,
             straddling,
-            max_end: self.max_end,
             merged,
         }
     }
@@ -260,10 +252,7 @@ impl Accumulator {
                 Items::Many(h)
             }
         };
-        Accumulator {
-            items,
-            max_end: st.max_end,
-        }
+        Accumulator { items }
     }
 }
 
@@ -285,7 +274,6 @@ struct Heaps {
 pub struct AccumulatorState {
     pub full: Vec<(i64, i64, u32)>,
     pub straddling: Vec<(i64, u32)>,
-    pub max_end: i64,
     pub merged: u64,
 }
 
@@ -393,18 +381,27 @@ impl Heaps {
     }
 }
 
+/// What a group's data says about keeping the group after its measure fell to 0.
+pub trait Hold {
+    /// The group is kept (not expired) while this is after the left edge W, even with measure 0.
+    fn hold_until(&self) -> i64 {
+        i64::MIN
+    }
+}
+
+impl Hold for () {}
+
 /// One tracked group: its interval sums and what the rules keep for it.
 #[derive(Debug, Clone, Default)]
 pub struct Slot<T> {
     pub acc: Accumulator,
-    /// Keeps the group alive (not expired) while `hold_until > W`, even with measure 0.
-    pub hold_until: i64,
     pub data: T,
 }
 
-impl<T> Slot<T> {
+impl<T: Hold> Slot<T> {
+    /// Expired: nothing left in the window (the accumulator must be advanced to `w`) and nothing held.
     fn expired(&self, w: i64) -> bool {
-        self.acc.max_end() <= w && self.hold_until <= w
+        self.acc.is_empty() && self.data.hold_until() <= w
     }
 }
 
@@ -430,7 +427,7 @@ pub struct WindowState<S> {
     pub evictions: u64,
     pub expired: u64,
     pub since_sweep: u64,
-    pub groups: Vec<(GroupKey, AccumulatorState, i64, S)>,
+    pub groups: Vec<(GroupKey, AccumulatorState, S)>,
 }
 
 /// All groups, the watermark and the memory cap.
@@ -453,7 +450,7 @@ fn group_by_name(g: GroupBy) -> &'static str {
     }
 }
 
-impl<T: Default> Window<T> {
+impl<T: Default + Hold> Window<T> {
     /// A window of `length_us` µs; `max_groups` of 0 is read as 1.
     pub fn new(length_us: i64, group_by: GroupBy, max_groups: usize) -> Window<T> {
         Window {
@@ -599,7 +596,7 @@ impl<T: Default> Window<T> {
         let mut groups: Vec<_> = self
             .groups
             .iter()
-            .map(|(k, s)| (*k, s.acc.state(), s.hold_until, state_of(&s.data)))
+            .map(|(k, s)| (*k, s.acc.state(), state_of(&s.data)))
             .collect();
         groups.sort_unstable_by_key(|g| g.0);
         WindowState {
@@ -630,12 +627,11 @@ impl<T: Default> Window<T> {
         w.expired = st.expired;
         w.since_sweep = st.since_sweep;
         w.groups.reserve(st.groups.len());
-        for (k, acc, hold, data) in &st.groups {
+        for (k, acc, data) in &st.groups {
             w.groups.insert(
                 *k,
                 Box::new(Slot {
                     acc: Accumulator::from_state(acc),
-                    hold_until: *hold,
                     data: data_of(data),
                 }),
             );

@@ -130,16 +130,16 @@ fn episode_ends_below_lowest_level_then_realerts() {
     );
     assert!(a.is_empty());
     // Much later the measure fell to 0 before this record: new episode, new alert, new id.
-    let first_id = d.snapshot().window.groups[0].3.rules.episode_first.clone();
+    let first_id = d.snapshot().window.groups[0].2.rules.episode_first.clone();
     let a = run(
         &mut d,
         &[rec("C", "10.0.0.1", "8.8.8.8", T0 + 60.0 * H, 1.0 * H)],
     );
     assert_eq!(kinds(&a), vec![(C, Low)]);
     let st = d.snapshot();
-    assert_ne!(st.window.groups[0].3.rules.episode_first, first_id);
+    assert_ne!(st.window.groups[0].2.rules.episode_first, first_id);
     assert_eq!(
-        st.window.groups[0].3.rules.episode_first,
+        st.window.groups[0].2.rules.episode_first,
         Some(("C".into(), ((T0 + 60.0 * H) * 1e6) as i64))
     );
 }
