@@ -437,7 +437,11 @@ pub struct Window<T> {
     group_by: GroupBy,
     max_groups: usize,
     watermark: Option<i64>,
-    groups: FxHashMap<GroupKey, Box<Slot<T>>>,
+    /// Group key -> index into `slots`.
+    groups: FxHashMap<GroupKey, u32>,
+    /// Group storage; freed entries are reset to default and listed in `free` for reuse.
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
     evictions: u64,
     expired: u64,
     since_sweep: u64,
@@ -459,6 +463,8 @@ impl<T: Default + Hold> Window<T> {
             max_groups: max_groups.max(1),
             watermark: None,
             groups: FxHashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
             evictions: 0,
             expired: 0,
             since_sweep: 0,
@@ -506,11 +512,13 @@ impl<T: Default + Hold> Window<T> {
         let length_us = length_us.max(0);
         if group_by != self.group_by {
             self.groups.clear();
+            self.slots.clear();
+            self.free.clear();
             self.group_by = group_by;
         }
         if length_us != self.length {
             if let Some(w_old) = self.left_edge() {
-                for slot in self.groups.values_mut() {
+                for slot in &mut self.slots {
                     slot.acc.unclip(w_old);
                 }
             }
@@ -522,9 +530,22 @@ impl<T: Default + Hold> Window<T> {
     /// The measure of `key` at the current watermark, if tracked (advances the group).
     pub fn measure(&mut self, key: &GroupKey) -> Option<i64> {
         let w = self.left_edge()?;
-        let slot = self.groups.get_mut(key)?;
+        let i = *self.groups.get(key)?;
+        let slot = self.slots.get_mut(i as usize)?;
         slot.acc.advance(w);
         Some(slot.acc.measure(w))
+    }
+
+    /// The group of `key`, if tracked (not advanced).
+    pub fn get(&self, key: &GroupKey) -> Option<&Slot<T>> {
+        self.slots.get(*self.groups.get(key)? as usize)
+    }
+
+    fn release(&mut self, i: u32) {
+        if let Some(slot) = self.slots.get_mut(i as usize) {
+            *slot = Slot::default();
+            self.free.push(i);
+        }
     }
 
     /// Finds or creates the group for `key`, advanced to the current left edge. Call [`Window::observe`]
@@ -541,13 +562,25 @@ impl<T: Default + Hold> Window<T> {
             self.sweep(target);
         }
         let mut fresh = false;
-        let slot = self.groups.entry(key).or_insert_with(|| {
-            fresh = true;
-            Box::default()
-        });
+        let i = match self.groups.get(&key) {
+            Some(&i) => i as usize,
+            None => {
+                fresh = true;
+                let i = match self.free.pop() {
+                    Some(i) => i as usize,
+                    None => {
+                        self.slots.push(Slot::default());
+                        self.slots.len() - 1
+                    }
+                };
+                self.groups.insert(key, i as u32);
+                i
+            }
+        };
+        let slot = self.slots.get_mut(i)?;
         slot.acc.advance(w);
         if !fresh && slot.expired(w) {
-            **slot = Slot::default();
+            *slot = Slot::default();
             fresh = true;
         }
         let measure_before = slot.acc.measure(w);
@@ -565,9 +598,20 @@ impl<T: Default + Hold> Window<T> {
         self.since_sweep = 0;
         let Some(w) = self.left_edge() else { return };
         let before = self.groups.len();
-        self.groups.retain(|_, slot| {
-            slot.acc.advance(w);
-            !slot.expired(w)
+        let slots = &mut self.slots;
+        let free = &mut self.free;
+        self.groups.retain(|_, i| match slots.get_mut(*i as usize) {
+            Some(slot) => {
+                slot.acc.advance(w);
+                if slot.expired(w) {
+                    *slot = Slot::default();
+                    free.push(*i);
+                    false
+                } else {
+                    true
+                }
+            }
+            None => false,
         });
         self.expired += (before - self.groups.len()) as u64;
         if self.groups.len() <= target {
@@ -576,26 +620,32 @@ impl<T: Default + Hold> Window<T> {
         let mut by_measure: Vec<(i64, GroupKey)> = self
             .groups
             .iter()
-            .map(|(k, s)| (s.acc.measure(w), *k))
+            .map(|(k, i)| {
+                let m = self.slots.get(*i as usize).map_or(0, |s| s.acc.measure(w));
+                (m, *k)
+            })
             .collect();
         let n = self.groups.len() - target;
         by_measure.select_nth_unstable(n - 1);
         for (_, k) in &by_measure[..n] {
-            self.groups.remove(k);
+            if let Some(i) = self.groups.remove(k) {
+                self.release(i);
+            }
         }
         self.evictions += n as u64;
     }
 
     /// Iterates over groups (unordered).
     pub fn groups(&self) -> impl Iterator<Item = (&GroupKey, &Slot<T>)> {
-        self.groups.iter().map(|(k, s)| (k, &**s))
+        self.groups
+            .iter()
+            .filter_map(|(k, i)| Some((k, self.slots.get(*i as usize)?)))
     }
 
     /// Serializable state with groups sorted by key, `state_of` mapping each group's data.
     pub fn state<S>(&self, state_of: impl Fn(&T) -> S) -> WindowState<S> {
         let mut groups: Vec<_> = self
-            .groups
-            .iter()
+            .groups()
             .map(|(k, s)| (*k, s.acc.state(), state_of(&s.data)))
             .collect();
         groups.sort_unstable_by_key(|g| g.0);
@@ -627,14 +677,16 @@ impl<T: Default + Hold> Window<T> {
         w.expired = st.expired;
         w.since_sweep = st.since_sweep;
         w.groups.reserve(st.groups.len());
+        w.slots.reserve_exact(st.groups.len());
         for (k, acc, data) in &st.groups {
-            w.groups.insert(
-                *k,
-                Box::new(Slot {
-                    acc: Accumulator::from_state(acc),
-                    data: data_of(data),
-                }),
-            );
+            if w.groups.contains_key(k) {
+                continue;
+            }
+            w.groups.insert(*k, w.slots.len() as u32);
+            w.slots.push(Slot {
+                acc: Accumulator::from_state(acc),
+                data: data_of(data),
+            });
         }
         w
     }

@@ -184,7 +184,7 @@ fn approximate_beyond_the_exact_limit_within_the_documented_bound() {
         all.push((start, start + dur));
         let edge = w.left_edge().expect("observed");
         let exact = brute(&all, edge);
-        let acc = &w.groups[&key(1)].acc;
+        let acc = &w.get(&key(1)).expect("tracked").acc;
         assert!(acc.len() <= EXACT_LIMIT, "bounded memory: {}", acc.len());
         let folded = i64::try_from(all.len()).unwrap_or(i64::MAX);
         let bound = 2 * g * folded + folded;
@@ -197,7 +197,7 @@ fn approximate_beyond_the_exact_limit_within_the_documented_bound() {
         }
     }
     assert!(
-        w.groups[&key(1)].acc.merged() > 0,
+        w.get(&key(1)).expect("tracked").acc.merged() > 0,
         "the approximation was used"
     );
     // In practice the error stays far below the bound: under a percent of the measure here.
