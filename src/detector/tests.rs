@@ -437,3 +437,30 @@ fn reconfigure_keeps_window_and_alert_state() {
     );
     assert_eq!(a[0].observer.name, "sensor02");
 }
+
+#[test]
+fn session_ids_keep_the_latest_fifty() {
+    let mut d = Detector::new(&no_single());
+    let recs: Vec<_> = (0..120)
+        .map(|i| {
+            rec(
+                &format!("C{i}"),
+                "10.0.0.1",
+                "8.8.8.8",
+                T0 + f64::from(i) * 60.0,
+                59.0,
+            )
+        })
+        .collect();
+    let a = run(&mut d, &recs);
+    // 61 records of 59s reach 1h (3599s after 61), so the low alert comes with record 62 (index 61).
+    assert_eq!(kinds(&a), vec![(C, Low)]);
+    let ids = &a[0].zeek.session_id;
+    assert_eq!(ids.len(), 50);
+    assert_eq!(ids.first().map(String::as_str), Some("C12"));
+    assert_eq!(ids.last().map(String::as_str), Some("C61"));
+    assert_eq!(a[0].longconn.uids_total, 62);
+    assert_eq!(a[0].longconn.connection_count, 62);
+    assert_eq!(a[0].longconn.total_bytes, 62 * 300);
+    assert_eq!(a[0].longconn.longest_seconds, 59.0);
+}
