@@ -25,7 +25,7 @@
 //! | `longconn.threshold_seconds` | the threshold of that level that was reached |
 //! | `longconn.measure_seconds` | single: the duration; cumulative: the group's time inside the window |
 //! | `longconn.window_seconds` | the window length |
-//! | `longconn.connection_count` | connections the group took in since it was last empty (single: 1) |
+//! | `longconn.connection_count` | connections the group took in since it last had nothing inside the window (single: 1) |
 //! | `longconn.longest_seconds` | the longest of those connections |
 //! | `longconn.total_bytes` | their `orig_bytes + resp_bytes` |
 //! | `longconn.first_seen` / `longconn.last_seen` | earliest start and latest end of those connections |

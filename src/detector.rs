@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 pub const STATE_VERSION: u32 = 1;
 
 /// What the detector keeps per group besides its intervals: rule state and the figures alerts report,
-/// covering the connections taken in since the group was last empty.
+/// covering the connections taken in since the group last had nothing inside the window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GroupData {
     pub rules: RuleState,
@@ -261,6 +261,14 @@ impl Detector {
         };
         let (w, cell) = (touched.left_edge, touched.cell);
         let slot = touched.slot;
+        if slot.acc.is_empty() && slot.data.connections > 0 {
+            // Nothing left in the window (the group is only held for single-alert suppression): the
+            // figures alerts report start over, the rule state stays.
+            slot.data = GroupData {
+                rules: std::mem::take(&mut slot.data.rules),
+                ..GroupData::default()
+            };
+        }
         slot.data
             .rules
             .check_episode_end(&cum_th, touched.measure_before);

@@ -464,3 +464,31 @@ fn session_ids_keep_the_latest_fifty() {
     assert_eq!(a[0].longconn.total_bytes, 62 * 300);
     assert_eq!(a[0].longconn.longest_seconds, 59.0);
 }
+
+#[test]
+fn figures_start_over_when_the_window_emptied_but_suppression_holds() {
+    let mut d = Detector::new(&fixtures::config());
+    // The watermark is at T0+20h when a late 8h record (ending T0+8h) arrives: single high at T0+20h.
+    run(
+        &mut d,
+        &[rec("F", "127.0.0.1", "8.8.8.8", T0 + 20.0 * H, 0.0)],
+    );
+    let a = run(&mut d, &[rec("A", "10.0.0.1", "8.8.8.8", T0, 8.0 * H)]);
+    assert_eq!(kinds(&a), vec![(S, High), (C, High)]);
+    // At T0+33h, A has left the window, but the single alert (13h old) still holds the group.
+    let a = run(
+        &mut d,
+        &[rec("B", "10.0.0.1", "8.8.8.8", T0 + 28.0 * H, 5.0 * H)],
+    );
+    assert_eq!(
+        kinds(&a),
+        vec![(C, Medium)],
+        "single medium suppressed; new episode"
+    );
+    assert_eq!(a[0].longconn.connection_count, 1, "figures started over");
+    assert_eq!(a[0].zeek.session_id, vec!["B".to_string()]);
+    assert_eq!(
+        a[0].longconn.first_seen,
+        alert::rfc3339(((T0 + 28.0 * H) * 1e6) as i64)
+    );
+}
