@@ -492,3 +492,82 @@ fn figures_start_over_when_the_window_emptied_but_suppression_holds() {
         alert::rfc3339(((T0 + 28.0 * H) * 1e6) as i64)
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn restore_at_any_point_gives_the_same_alerts(
+        recs in proptest::collection::vec((0u8..5, 0u32..200_000, 0u32..30_000, proptest::bool::ANY), 1..150),
+        cut_frac in 0.0f64..1.0,
+        realert in proptest::option::of(1u64..20),
+        max_groups in 1usize..6,
+    ) {
+        let mut cfg = fixtures::config();
+        cfg.window.length = std::time::Duration::from_secs(10 * 3600);
+        cfg.window.max_groups = max_groups;
+        cfg.cumulative.realert_after = realert.map(|h| std::time::Duration::from_secs(h * 3600));
+        let recs: Vec<ConnRecord> = recs
+            .iter()
+            .enumerate()
+            .map(|(i, &(g, start, dur, port))| {
+                let mut r = rec(&format!("C{i}"), &format!("10.0.0.{g}"), "8.8.8.8", T0 + f64::from(start), f64::from(dur));
+                r.resp_p = Some(if port { 22 } else { 443 });
+                r
+            })
+            .collect();
+        let cut = ((recs.len() as f64) * cut_frac) as usize;
+        let mut whole = Detector::new(&cfg);
+        let all = run(&mut whole, &recs);
+        let mut first = Detector::new(&cfg);
+        let mut got = run(&mut first, &recs[..cut]);
+        let json = serde_json::to_string(&first.snapshot()).expect("serialize");
+        let state: DetectorState = serde_json::from_str(&json).expect("deserialize");
+        let mut second = Detector::restore(&cfg, state);
+        got.extend(run(&mut second, &recs[cut..]));
+        proptest::prop_assert_eq!(got, all);
+        proptest::prop_assert_eq!(second.stats(), whole.stats());
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+    /// The cumulative alerts equal those of a brute-force model of the semantics.
+    #[test]
+    fn cumulative_alerts_match_a_brute_force_model(
+        recs in proptest::collection::vec((0u8..3, 0u32..150_000, 0u32..20_000), 1..120),
+    ) {
+        let cfg = no_single();
+        let length = 24 * 3600 * 1_000_000i64;
+        let th = crate::rules::Thresholds::from_levels(&cfg.cumulative.levels);
+        let mut d = Detector::new(&cfg);
+        let mut got = Vec::new();
+        let mut want = Vec::new();
+        let mut t = i64::MIN;
+        let mut per: Vec<Vec<(i64, i64)>> = vec![Vec::new(); 3];
+        let mut episode: Vec<Option<Level>> = vec![None; 3];
+        for (i, &(g, start, dur)) in recs.iter().enumerate() {
+            let r = rec(&format!("C{i}"), &format!("10.0.0.{g}"), "8.8.8.8", T0 + f64::from(start), f64::from(dur));
+            let mut out = Vec::new();
+            d.process(&r, &mut out);
+            got.extend(out.iter().map(|a| (a.source.ip, a.longconn.level)));
+            // Model.
+            let s = ((T0 + f64::from(start)) * 1e6).round() as i64;
+            let e = s + i64::from(dur) * 1_000_000;
+            t = t.max(e);
+            let w = t - length;
+            let g = usize::from(g);
+            let measure = |ivs: &[(i64, i64)]| ivs.iter().map(|&(s, e)| (e - s.max(w)).max(0)).sum::<i64>();
+            if th.lowest().is_some_and(|low| measure(&per[g]) < low) {
+                episode[g] = None;
+            }
+            per[g].push((s, e));
+            if let Some(level) = th.level_for(measure(&per[g])) {
+                if episode[g].map_or(true, |e| level > e) {
+                    episode[g] = Some(level);
+                    want.push((r.orig_h.expect("ip"), level));
+                }
+            }
+        }
+        proptest::prop_assert_eq!(got, want);
+    }
+}
