@@ -1,3 +1,5 @@
+//! Throughput, resident memory per group and snapshot/restore time of the detector core on generated
+//! records: `cargo run --release --example core_bench -- RECORDS PAIRS` (PAIRS >= RECORDS: one group each).
 use longconn::config::*;
 use longconn::detector::Detector;
 use longconn::zeek::ConnRecord;

@@ -1,3 +1,5 @@
+//! Table and property tests for [`crate::detector`].
+
 use super::*;
 use crate::alert::Trigger;
 use crate::config::{GroupBy, Level};

@@ -1,3 +1,5 @@
+//! Table and property tests for [`crate::rules`].
+
 use super::*;
 use crate::config::{Allow, Direction, Override};
 use crate::fixtures::{self, hours, rec};

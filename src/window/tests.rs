@@ -1,3 +1,5 @@
+//! Table and property tests for [`crate::window`].
+
 use super::*;
 use proptest::prelude::*;
 
@@ -227,4 +229,27 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn exact_up_to_the_limit_then_compacted() {
+    let mut w: Window<()> = Window::new(24 * HOUR, GroupBy::Pair, 10);
+    let mut all = Vec::new();
+    for i in 0..EXACT_LIMIT as i64 {
+        let s = BASE + i * S;
+        add(&mut w, key(1), s, s + 7 * S + i % 3);
+        all.push((s, s + 7 * S + i % 3));
+    }
+    let acc = &w.get(&key(1)).expect("tracked").acc;
+    assert_eq!((acc.len(), acc.merged()), (EXACT_LIMIT, 0));
+    let edge = w.left_edge().expect("observed");
+    assert_eq!(w.measure(&key(1)), Some(brute(&all, edge)));
+    add(&mut w, key(1), BASE + 5000 * S, BASE + 5001 * S);
+    let acc = &w.get(&key(1)).expect("tracked").acc;
+    assert!(acc.len() <= 561 && acc.merged() > 0, "{} items", acc.len());
+    all.push((BASE + 5000 * S, BASE + 5001 * S));
+    // Every interval is inside the window: the merged measure keeps the total length (1 µs per item).
+    let edge = w.left_edge().expect("observed");
+    let m = w.measure(&key(1)).expect("tracked");
+    assert!((m - brute(&all, edge)).abs() <= 561, "{m}");
 }
