@@ -1,9 +1,15 @@
 //! longconn
+pub mod alert;
 pub mod checkpoint;
 pub mod config;
+pub mod detector;
+#[cfg(test)]
+mod fixtures;
 pub mod input;
 pub mod output;
+pub mod rules;
 pub mod scan;
 pub mod signal;
 pub mod tail;
+pub mod window;
 pub mod zeek;

@@ -1,0 +1,487 @@
+//! The detector: the pure core that turns [`ConnRecord`]s into [`Alert`]s by wiring the filters and
+//! thresholds of [`crate::rules`] to the sliding [`crate::window`]. No I/O, no clock, no tokio: the
+//! daemon, `replay` and tests all drive it the same way, record by record, so they raise the same alerts.
+//!
+//! Per record: count it; without `ts` it is skipped; its end advances the watermark (even if it is then
+//! filtered or has no addresses, since the watermark is over every parsed record); without both addresses it
+//! is skipped; filters may leave it out; otherwise its group is found (advanced to the current watermark),
+//! the cumulative episode is closed if the measure fell below the lowest level, the record is added, and the
+//! single and cumulative rules run. [`Detector::snapshot`] captures everything (window items, watermark,
+//! rule state, counters) so that [`Detector::restore`] continues exactly: the same later records give the
+//! same alerts with the same `event.id`s.
+
+use crate::alert::{self, Alert, Trigger, MAX_UIDS};
+use crate::config::{Config, GroupBy, Level};
+use crate::rules::{CumulativeAlert, FilterReason, RuleState, Rules, Thresholds};
+use crate::window::{self, micros, GroupKey, Window, WindowState};
+use crate::zeek::ConnRecord;
+use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Version of [`DetectorState`]'s layout.
+pub const STATE_VERSION: u32 = 1;
+
+/// What the detector keeps per group besides its intervals: rule state and the figures alerts report,
+/// covering the connections taken in since the group last had nothing inside the window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupData {
+    pub rules: RuleState,
+    pub connections: u64,
+    pub longest_us: i64,
+    pub total_bytes: u64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub uids: Uids,
+}
+
+/// The most recent uids of a group, at most [`MAX_UIDS`]: the newest inline (most groups have one
+/// connection), older ones in a boxed queue allocated from the second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Uids {
+    pub newest: CompactString,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older: Option<Box<VecDeque<CompactString>>>,
+}
+
+impl Uids {
+    /// Adds a uid; `first` says the group had no uid yet.
+    fn push(&mut self, uid: &CompactString, first: bool) {
+        if first {
+            self.newest = uid.clone();
+            return;
+        }
+        let older = self.older.get_or_insert_with(Box::default);
+        older.push_back(std::mem::replace(&mut self.newest, uid.clone()));
+        if older.len() >= MAX_UIDS {
+            older.pop_front();
+        }
+    }
+
+    /// Oldest first.
+    fn in_order(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .older
+            .iter()
+            .flat_map(|o| o.iter())
+            .map(|u| u.to_string())
+            .collect();
+        v.push(self.newest.to_string());
+        v
+    }
+}
+
+impl window::Hold for GroupData {
+    /// A group is kept while its last single alert still suppresses others.
+    fn hold_until(&self) -> i64 {
+        self.rules
+            .single_level
+            .map_or(i64::MIN, |_| self.rules.single_at)
+    }
+}
+
+impl GroupData {
+    fn add(&mut self, rec: &ConnRecord, ts: i64, end: i64, dur: i64) {
+        if self.connections == 0 {
+            self.first_seen = ts;
+            self.last_seen = end;
+        } else {
+            self.first_seen = self.first_seen.min(ts);
+            self.last_seen = self.last_seen.max(end);
+        }
+        self.connections += 1;
+        self.longest_us = self.longest_us.max(dur);
+        self.total_bytes = self.total_bytes.saturating_add(rec.total_bytes());
+        self.uids.push(&rec.uid, self.connections == 1);
+    }
+}
+
+/// Counters for logs and the `replay` summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DetectorStats {
+    pub records_seen: u64,
+    pub records_used: u64,
+    pub skipped_no_ts: u64,
+    pub skipped_no_addr: u64,
+    pub filtered_never: u64,
+    pub filtered_direction: u64,
+    pub filtered_state: u64,
+    pub filtered_allow: u64,
+    pub groups_tracked: u64,
+    pub groups_expired: u64,
+    pub evictions: u64,
+    /// Indexed by `Level as usize`.
+    pub alerts_single: [u64; 4],
+    pub alerts_cumulative: [u64; 4],
+}
+
+impl DetectorStats {
+    pub fn filtered(&self, r: FilterReason) -> u64 {
+        match r {
+            FilterReason::Never => self.filtered_never,
+            FilterReason::Direction => self.filtered_direction,
+            FilterReason::State => self.filtered_state,
+            FilterReason::Allow => self.filtered_allow,
+        }
+    }
+}
+
+/// Everything a restart needs to continue exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectorState {
+    pub version: u32,
+    pub window: WindowState<GroupData>,
+    pub stats: DetectorStats,
+}
+
+/// The streaming detector (see the module doc).
+#[derive(Debug, Clone)]
+pub struct Detector {
+    rules: Rules,
+    sensor: String,
+    window: Window<GroupData>,
+    stats: DetectorStats,
+}
+
+fn group_string(k: &GroupKey, by: GroupBy) -> String {
+    match by {
+        GroupBy::Pair => format!("{}>{}", k.orig, k.resp),
+        GroupBy::PairPort => format!(
+            "{}>{}:{}/{}",
+            k.orig,
+            k.resp,
+            k.port,
+            window::proto_name(k.proto)
+        ),
+    }
+}
+
+impl Detector {
+    pub fn new(cfg: &Config) -> Detector {
+        let rules = Rules::new(cfg);
+        Detector {
+            window: Window::new(rules.window_us, cfg.window.group_by, cfg.window.max_groups),
+            rules,
+            sensor: cfg.sensor_name.clone(),
+            stats: DetectorStats::default(),
+        }
+    }
+
+    /// Applies new thresholds, filters, sensor name and window settings (SIGHUP), keeping window contents
+    /// and alert state. A changed `group_by` empties the window (groups cannot be re-keyed).
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        self.rules = Rules::new(cfg);
+        self.sensor = cfg.sensor_name.clone();
+        self.window.reconfigure(
+            self.rules.window_us,
+            cfg.window.group_by,
+            cfg.window.max_groups,
+        );
+    }
+
+    /// The watermark in seconds since the epoch.
+    pub fn watermark(&self) -> Option<f64> {
+        self.window.watermark().map(alert::secs)
+    }
+
+    pub fn stats(&self) -> DetectorStats {
+        let mut s = self.stats.clone();
+        s.groups_tracked = self.window.len() as u64;
+        s.groups_expired = self.window.expired();
+        s.evictions = self.window.evictions();
+        s
+    }
+
+    pub fn snapshot(&self) -> DetectorState {
+        DetectorState {
+            version: STATE_VERSION,
+            window: self.window.state(GroupData::clone),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Rebuilds a detector from [`Detector::snapshot`] and applies `cfg` on top (as a reload would).
+    pub fn restore(cfg: &Config, state: DetectorState) -> Detector {
+        let rules = Rules::new(cfg);
+        let window = Window::from_state(&state.window, cfg.window.max_groups, GroupData::clone);
+        let mut d = Detector {
+            rules,
+            sensor: cfg.sensor_name.clone(),
+            window,
+            stats: state.stats,
+        };
+        d.reconfigure(cfg);
+        d
+    }
+
+    /// Feeds one record; alerts it raises are appended to `out`.
+    pub fn process(&mut self, rec: &ConnRecord, out: &mut Vec<Alert>) {
+        self.stats.records_seen += 1;
+        let Some(ts) = rec.ts.and_then(micros) else {
+            self.stats.skipped_no_ts += 1;
+            return;
+        };
+        let dur = rec
+            .duration
+            .and_then(micros)
+            .filter(|d| *d > 0)
+            .unwrap_or(0);
+        let end = ts.saturating_add(dur);
+        self.window.observe(end);
+        let (Some(orig), Some(resp)) = (rec.orig_h, rec.resp_h) else {
+            self.stats.skipped_no_addr += 1;
+            return;
+        };
+        if let Err(r) = self.rules.filter(orig, resp, rec) {
+            match r {
+                FilterReason::Never => self.stats.filtered_never += 1,
+                FilterReason::Direction => self.stats.filtered_direction += 1,
+                FilterReason::State => self.stats.filtered_state += 1,
+                FilterReason::Allow => self.stats.filtered_allow += 1,
+            }
+            return;
+        }
+        self.stats.records_used += 1;
+        let (single_th, cum_th) = self.rules.thresholds(orig, resp, rec);
+        let group_by = self.window.group_by();
+        let key = GroupKey::new(
+            group_by,
+            orig,
+            resp,
+            rec.resp_p.unwrap_or(0),
+            window::proto_number(&rec.proto),
+        );
+        let Some(t) = self.window.watermark() else {
+            return;
+        };
+        let window_us = self.rules.window_us;
+        let realert = self.rules.realert_after;
+        let Some(touched) = self.window.touch(key) else {
+            return;
+        };
+        let (w, cell) = (touched.left_edge, touched.cell);
+        let slot = touched.slot;
+        if slot.acc.is_empty() && slot.data.connections > 0 {
+            // Nothing left in the window (the group is only held for single-alert suppression): the
+            // figures alerts report start over, the rule state stays.
+            slot.data = GroupData {
+                rules: std::mem::take(&mut slot.data.rules),
+                ..GroupData::default()
+            };
+        }
+        slot.data
+            .rules
+            .check_episode_end(&cum_th, touched.measure_before);
+        if slot.data.rules.episode_first.is_none() {
+            slot.data.rules.episode_first = Some((rec.uid.clone(), ts));
+        }
+        slot.acc.insert(w, ts, end, cell);
+        let measure = slot.acc.measure(w);
+        slot.data.add(rec, ts, end, dur);
+
+        let ctx = Ctx {
+            key: &key,
+            group_by,
+            sensor: &self.sensor,
+            t,
+            window_us,
+        };
+        if let Some(level) = slot.data.rules.single(&single_th, dur, t, window_us) {
+            self.stats.alerts_single[level as usize] += 1;
+            out.push(ctx.single(rec, level, &single_th, ts, end, dur));
+        }
+        if let Some(c) = slot.data.rules.cumulative(&cum_th, realert, measure, t) {
+            let (level, repeat) = match c {
+                CumulativeAlert::Escalation(l) => (l, 0),
+                CumulativeAlert::Repeat(l, n) => (l, n),
+            };
+            self.stats.alerts_cumulative[level as usize] += 1;
+            out.push(ctx.cumulative(&slot.data, level, repeat, &cum_th, measure));
+        }
+    }
+}
+
+/// What every alert of one record shares.
+struct Ctx<'a> {
+    key: &'a GroupKey,
+    group_by: GroupBy,
+    sensor: &'a str,
+    t: i64,
+    window_us: i64,
+}
+
+impl Ctx<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn base(
+        &self,
+        trigger: Trigger,
+        level: Level,
+        id: String,
+        start: i64,
+        end: i64,
+        port: Option<u16>,
+        transport: Option<String>,
+        lc: alert::Longconn,
+        uids: Vec<String>,
+    ) -> Alert {
+        let rule = match trigger {
+            Trigger::Single => format!("longconn single connection {}", level.name()),
+            Trigger::Cumulative => format!("longconn cumulative {}", level.name()),
+        };
+        Alert {
+            timestamp: alert::rfc3339(self.t),
+            event: alert::Event {
+                kind: "alert".into(),
+                category: vec!["network".into()],
+                id,
+                severity: level.severity(),
+                duration: (end - start).saturating_mul(1000),
+                start: alert::rfc3339(start),
+                end: alert::rfc3339(end),
+            },
+            rule: alert::Rule { name: rule },
+            source: alert::Source { ip: self.key.orig },
+            destination: alert::Destination {
+                ip: self.key.resp,
+                port,
+            },
+            network: alert::Network { transport },
+            related: alert::Related {
+                ip: if self.key.orig == self.key.resp {
+                    vec![self.key.orig]
+                } else {
+                    vec![self.key.orig, self.key.resp]
+                },
+            },
+            observer: alert::Observer {
+                name: self.sensor.to_string(),
+            },
+            zeek: alert::Zeek { session_id: uids },
+            longconn: lc,
+        }
+    }
+
+    fn single(
+        &self,
+        rec: &ConnRecord,
+        level: Level,
+        th: &Thresholds,
+        ts: i64,
+        end: i64,
+        dur: i64,
+    ) -> Alert {
+        let group = group_string(self.key, self.group_by);
+        let id = alert::event_id(Trigger::Single, &group, level, &rec.uid, ts, 0);
+        let threshold = th.threshold(level).unwrap_or(0);
+        let transport = (!rec.proto.is_empty()).then(|| rec.proto.as_str().to_lowercase());
+        let port_text = rec.resp_p.map(|p| format!(":{p}")).unwrap_or_default();
+        let message = format!(
+            "One connection from {} to {}{} lasted {}, reaching the {} level ({}).",
+            self.key.orig,
+            self.key.resp,
+            port_text,
+            alert::human(dur),
+            level.name(),
+            alert::human(threshold)
+        );
+        let lc = alert::Longconn {
+            trigger: Trigger::Single,
+            level,
+            threshold_seconds: alert::secs(threshold),
+            measure_seconds: alert::secs(dur),
+            window_seconds: alert::secs(self.window_us),
+            connection_count: 1,
+            longest_seconds: alert::secs(dur),
+            total_bytes: rec.total_bytes(),
+            first_seen: alert::rfc3339(ts),
+            last_seen: alert::rfc3339(end),
+            uids_total: 1,
+            message,
+        };
+        self.base(
+            Trigger::Single,
+            level,
+            id,
+            ts,
+            end,
+            rec.resp_p,
+            transport,
+            lc,
+            vec![rec.uid.to_string()],
+        )
+    }
+
+    fn cumulative(
+        &self,
+        g: &GroupData,
+        level: Level,
+        repeat: u32,
+        th: &Thresholds,
+        measure: i64,
+    ) -> Alert {
+        let group = group_string(self.key, self.group_by);
+        let (first_uid, first_ts) = g
+            .rules
+            .episode_first
+            .as_ref()
+            .map_or(("", 0), |(u, t)| (u.as_str(), *t));
+        let id = alert::event_id(
+            Trigger::Cumulative,
+            &group,
+            level,
+            first_uid,
+            first_ts,
+            repeat,
+        );
+        let threshold = th.threshold(level).unwrap_or(0);
+        let (port, transport) = match self.group_by {
+            GroupBy::Pair => (None, None),
+            GroupBy::PairPort => (
+                Some(self.key.port),
+                Some(window::proto_name(self.key.proto).to_string()),
+            ),
+        };
+        let what = if repeat > 0 { "is still at" } else { "reached" };
+        let port_text = port.map(|p| format!(":{p}")).unwrap_or_default();
+        let message = format!(
+            "{} connections from {} to {}{} add up to {} in the last {}: the group {} the {} level ({}).",
+            g.connections,
+            self.key.orig,
+            self.key.resp,
+            port_text,
+            alert::human(measure),
+            alert::human(self.window_us),
+            what,
+            level.name(),
+            alert::human(threshold)
+        );
+        let lc = alert::Longconn {
+            trigger: Trigger::Cumulative,
+            level,
+            threshold_seconds: alert::secs(threshold),
+            measure_seconds: alert::secs(measure),
+            window_seconds: alert::secs(self.window_us),
+            connection_count: g.connections,
+            longest_seconds: alert::secs(g.longest_us),
+            total_bytes: g.total_bytes,
+            first_seen: alert::rfc3339(g.first_seen),
+            last_seen: alert::rfc3339(g.last_seen),
+            uids_total: g.connections,
+            message,
+        };
+        self.base(
+            Trigger::Cumulative,
+            level,
+            id,
+            g.first_seen,
+            g.last_seen,
+            port,
+            transport,
+            lc,
+            g.uids.in_order(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

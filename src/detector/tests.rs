@@ -1,0 +1,575 @@
+//! Table and property tests for [`crate::detector`].
+
+use super::*;
+use crate::alert::Trigger;
+use crate::config::{GroupBy, Level};
+use crate::fixtures::{self, rec};
+
+const H: f64 = 3600.0;
+const T0: f64 = 1_700_000_000.0;
+
+fn run(d: &mut Detector, recs: &[ConnRecord]) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for r in recs {
+        d.process(r, &mut out);
+    }
+    out
+}
+
+/// (trigger, level) of each alert, in order.
+fn kinds(alerts: &[Alert]) -> Vec<(Trigger, Level)> {
+    alerts
+        .iter()
+        .map(|a| (a.longconn.trigger, a.longconn.level))
+        .collect()
+}
+
+fn no_single() -> crate::config::Config {
+    let mut cfg = fixtures::config();
+    cfg.single.thresholds = [None; 4];
+    cfg
+}
+
+fn no_cumulative() -> crate::config::Config {
+    let mut cfg = fixtures::config();
+    cfg.cumulative.levels.thresholds = [None; 4];
+    cfg
+}
+
+use Level::*;
+use Trigger::{Cumulative as C, Single as S};
+
+#[test]
+fn exactly_at_threshold_alerts_both_rules() {
+    let mut d = Detector::new(&fixtures::config());
+    let a = run(&mut d, &[rec("C1", "10.0.0.1", "8.8.8.8", T0, H)]);
+    assert_eq!(kinds(&a), vec![(S, Low), (C, Low)]);
+    let mut d = Detector::new(&fixtures::config());
+    let a = run(
+        &mut d,
+        &[rec("C1", "10.0.0.1", "8.8.8.8", T0, H - 0.000_001)],
+    );
+    assert!(a.is_empty());
+}
+
+#[test]
+fn cumulative_escalation_table() {
+    // (records as (start h, duration h), expected cumulative alert levels)
+    type Case = (&'static str, &'static [(f64, f64)], &'static [Level]);
+    let cases: &[Case] = &[
+        (
+            "short pieces add up to low",
+            &[(0.0, 0.5), (1.0, 0.5)],
+            &[Low],
+        ),
+        (
+            "escalates one level at a time",
+            &[(0.0, 1.0), (1.0, 3.0), (4.0, 4.0)],
+            &[Low, Medium, High],
+        ),
+        (
+            "a jump alerts only the highest level",
+            &[(0.0, 0.5), (1.0, 12.0)],
+            &[Critical],
+        ),
+        (
+            "no repeat at the same level",
+            &[(0.0, 1.0), (1.0, 0.5), (2.0, 0.5)],
+            &[Low],
+        ),
+        (
+            "parallel connections add up",
+            &[(0.0, 2.0), (0.0, 2.0)],
+            &[Low, Medium],
+        ),
+    ];
+    for (name, recs, want) in cases {
+        let mut d = Detector::new(&no_single());
+        let recs: Vec<_> = recs
+            .iter()
+            .enumerate()
+            .map(|(i, &(s, dur))| rec(&format!("C{i}"), "10.0.0.1", "8.8.8.8", T0 + s * H, dur * H))
+            .collect();
+        let got: Vec<Level> = run(&mut d, &recs)
+            .iter()
+            .map(|a| a.longconn.level)
+            .collect();
+        assert_eq!(&got, want, "{name}");
+    }
+}
+
+#[test]
+fn clipping_at_the_window_edge() {
+    let mut cfg = no_single();
+    cfg.window.length = std::time::Duration::from_secs(10 * 3600);
+    let mut d = Detector::new(&cfg);
+    // 3h ending at T0+3h; a filtered record moves T to T0+12h: only 1h of it stays inside [T-10h, T].
+    let mut out = run(&mut d, &[rec("A", "10.0.0.1", "8.8.8.8", T0, 3.0 * H)]);
+    assert_eq!(kinds(&out), vec![(C, Low)]);
+    out.clear();
+    run(
+        &mut d,
+        &[rec("F", "127.0.0.1", "8.8.8.8", T0 + 12.0 * H, 0.0)],
+    );
+    // Medium is 4h: 1h (clipped) + 3h new = exactly 4h.
+    let a = run(
+        &mut d,
+        &[rec("B", "10.0.0.1", "8.8.8.8", T0 + 9.0 * H, 3.0 * H)],
+    );
+    assert_eq!(kinds(&a), vec![(C, Medium)]);
+    assert_eq!(a[0].longconn.measure_seconds, 4.0 * H);
+}
+
+#[test]
+fn episode_ends_below_lowest_level_then_realerts() {
+    let mut d = Detector::new(&no_single());
+    let a = run(&mut d, &[rec("A", "10.0.0.1", "8.8.8.8", T0, 2.0 * H)]);
+    assert_eq!(kinds(&a), vec![(C, Low)]);
+    // The first record still has 1.5h in the window: same episode, no alert.
+    let a = run(
+        &mut d,
+        &[rec("B", "10.0.0.1", "8.8.8.8", T0 + 24.0 * H, 0.5 * H)],
+    );
+    assert!(a.is_empty());
+    // Much later the measure fell to 0 before this record: new episode, new alert, new id.
+    let first_id = d.snapshot().window.groups[0].2.rules.episode_first.clone();
+    let a = run(
+        &mut d,
+        &[rec("C", "10.0.0.1", "8.8.8.8", T0 + 60.0 * H, 1.0 * H)],
+    );
+    assert_eq!(kinds(&a), vec![(C, Low)]);
+    let st = d.snapshot();
+    assert_ne!(st.window.groups[0].2.rules.episode_first, first_id);
+    assert_eq!(
+        st.window.groups[0].2.rules.episode_first,
+        Some(("C".into(), ((T0 + 60.0 * H) * 1e6) as i64))
+    );
+}
+
+#[test]
+fn realert_after_repeats_while_at_level() {
+    let mut cfg = no_single();
+    cfg.cumulative.realert_after = Some(std::time::Duration::from_secs(6 * 3600));
+    let mut d = Detector::new(&cfg);
+    let mut recs = Vec::new();
+    // A 1h connection every 2h: the measure stays between 1h and 12h for two days.
+    for i in 0..24 {
+        recs.push(rec(
+            &format!("C{i}"),
+            "10.0.0.1",
+            "8.8.8.8",
+            T0 + f64::from(i) * 2.0 * H,
+            H,
+        ));
+    }
+    let a = run(&mut d, &recs);
+    let ids: std::collections::HashSet<_> = a.iter().map(|x| x.event.id.clone()).collect();
+    assert_eq!(ids.len(), a.len(), "every repeat has its own id");
+    let times: Vec<_> = a.iter().map(|x| x.timestamp.clone()).collect();
+    assert!(a.len() > 6, "{times:?}");
+    // Escalations low(1h) medium(4h) high(8h) critical(12h); repeats every 6h of event time between.
+    let (repeats, escalations): (Vec<&Alert>, Vec<&Alert>) =
+        a.iter().partition(|x| x.longconn.message.contains("still"));
+    let levels: Vec<Level> = escalations.iter().map(|x| x.longconn.level).collect();
+    assert_eq!(levels, vec![Low, Medium, High, Critical]);
+    assert!(repeats.len() >= 3, "{times:?}");
+    for pair in a.windows(2) {
+        let gap = chrono::DateTime::parse_from_rfc3339(&pair[1].timestamp).expect("time")
+            - chrono::DateTime::parse_from_rfc3339(&pair[0].timestamp).expect("time");
+        let repeat = pair[1].longconn.message.contains("still");
+        assert!(!repeat || gap.num_seconds() >= 6 * 3600, "{times:?}");
+    }
+}
+
+#[test]
+fn single_alert_once_per_level_per_window() {
+    let mut d = Detector::new(&no_cumulative());
+    let mut recs = Vec::new();
+    for i in 0..20 {
+        recs.push(rec(
+            &format!("C{i}"),
+            "10.0.0.1",
+            "8.8.8.8",
+            T0 + f64::from(i) * H,
+            9.0 * H,
+        ));
+    }
+    recs.push(rec("X", "10.0.0.1", "8.8.8.8", T0 + 21.0 * H, 13.0 * H));
+    recs.push(rec("Y", "10.0.0.1", "8.8.8.8", T0 + 22.0 * H, 9.0 * H));
+    // The critical was at watermark 34h: at 56h still suppressed, at 59h high alerts again.
+    recs.push(rec("W", "10.0.0.1", "8.8.8.8", T0 + 47.0 * H, 9.0 * H));
+    recs.push(rec("Z", "10.0.0.1", "8.8.8.8", T0 + 50.0 * H, 9.0 * H));
+    let a = run(&mut d, &recs);
+    assert_eq!(kinds(&a), vec![(S, High), (S, Critical), (S, High)]);
+    assert_eq!(a[2].zeek.session_id, vec!["Z".to_string()]);
+}
+
+#[test]
+fn out_of_order_records() {
+    let mut d = Detector::new(&no_single());
+    let recs = [
+        rec("A", "10.0.0.1", "8.8.8.8", T0 + 10.0 * H, 0.5 * H),
+        rec("B", "10.0.0.1", "8.8.8.8", T0 + 2.0 * H, 0.5 * H),
+        rec("C", "10.0.0.1", "8.8.8.8", T0 + 5.0 * H, 0.5 * H),
+    ];
+    let a = run(&mut d, &recs);
+    assert_eq!(kinds(&a), vec![(C, Low)]);
+    assert_eq!(a[0].longconn.connection_count, 2);
+    assert_eq!(
+        a[0].longconn.first_seen,
+        alert::rfc3339(((T0 + 2.0 * H) * 1e6) as i64)
+    );
+    assert_eq!(d.watermark(), Some(T0 + 10.5 * H));
+    // A late record entirely before the window adds nothing.
+    let late = rec("D", "10.0.0.1", "8.8.8.8", T0 - 30.0 * H, 2.0 * H);
+    assert!(run(&mut d, &[late]).is_empty());
+}
+
+#[test]
+fn pair_versus_pair_port() {
+    let mut a = rec("A", "10.0.0.1", "8.8.8.8", T0, 0.6 * H);
+    a.resp_p = Some(443);
+    let mut b = rec("B", "10.0.0.1", "8.8.8.8", T0, 0.6 * H);
+    b.resp_p = Some(22);
+    let mut d = Detector::new(&no_single());
+    let out = run(&mut d, &[a.clone(), b.clone()]);
+    assert_eq!(kinds(&out), vec![(C, Low)]);
+    assert_eq!(out[0].destination.port, None);
+    assert_eq!(out[0].network.transport, None);
+    let mut cfg = no_single();
+    cfg.window.group_by = GroupBy::PairPort;
+    let mut d = Detector::new(&cfg);
+    assert!(run(&mut d, &[a.clone(), b]).is_empty());
+    assert_eq!(d.stats().groups_tracked, 2);
+    let out = run(&mut d, &[rec("C", "10.0.0.1", "8.8.8.8", T0 + H, 0.5 * H)]);
+    assert_eq!(kinds(&out), vec![(C, Low)]);
+    assert_eq!(out[0].destination.port, Some(443));
+    assert_eq!(out[0].network.transport.as_deref(), Some("tcp"));
+}
+
+#[test]
+fn filters_overrides_and_allow_through_the_detector() {
+    let mut cfg = fixtures::config();
+    cfg.filter.ignore_states = vec!["S0".into()];
+    cfg.allow = vec![crate::config::Allow {
+        matches: crate::config::Match {
+            dst: "203.0.113.10/32".parse().ok(),
+            ..Default::default()
+        },
+        comment: None,
+    }];
+    cfg.overrides = vec![crate::config::Override {
+        matches: crate::config::Match {
+            src: "10.9.0.0/16".parse().ok(),
+            ..Default::default()
+        },
+        single: [None, None, fixtures::hours(24), None],
+        cumulative: [fixtures::hours(2), None, None, None],
+    }];
+    let mut d = Detector::new(&cfg);
+    let mut s0 = rec("S", "10.0.0.1", "8.8.8.8", T0, 9.0 * H);
+    s0.conn_state = Some("S0".into());
+    let mut no_ts = rec("N", "10.0.0.1", "8.8.8.8", T0, 9.0 * H);
+    no_ts.ts = None;
+    let mut no_addr = rec("M", "10.0.0.1", "8.8.8.8", T0, 9.0 * H);
+    no_addr.resp_h = None;
+    let recs = [
+        rec("L", "127.0.0.1", "8.8.8.8", T0, 9.0 * H),
+        s0,
+        rec("A", "10.0.0.1", "203.0.113.10", T0, 9.0 * H),
+        no_ts,
+        no_addr,
+        rec("O", "10.9.0.1", "8.8.8.8", T0, 9.0 * H),
+    ];
+    let a = run(&mut d, &recs);
+    // Override: single high is 24h, so 9h is medium; cumulative low is 2h, medium 4h, high 8h.
+    assert_eq!(kinds(&a), vec![(S, Medium), (C, High)]);
+    assert_eq!(a[0].longconn.threshold_seconds, 4.0 * H);
+    let st = d.stats();
+    assert_eq!(
+        (
+            st.records_seen,
+            st.records_used,
+            st.skipped_no_ts,
+            st.skipped_no_addr
+        ),
+        (6, 1, 1, 1)
+    );
+    assert_eq!(
+        (
+            st.filtered_never,
+            st.filtered_direction,
+            st.filtered_state,
+            st.filtered_allow
+        ),
+        (1, 0, 1, 1)
+    );
+    assert_eq!(st.alerts_single[Medium as usize], 1);
+    assert_eq!(st.alerts_cumulative[High as usize], 1);
+}
+
+#[test]
+fn eviction_is_counted() {
+    let mut cfg = no_single();
+    cfg.window.max_groups = 16;
+    let mut d = Detector::new(&cfg);
+    let recs: Vec<_> = (0..40)
+        .map(|i| {
+            rec(
+                &format!("C{i}"),
+                &format!("10.0.0.{i}"),
+                "8.8.8.8",
+                T0,
+                60.0 + f64::from(i),
+            )
+        })
+        .collect();
+    run(&mut d, &recs);
+    let st = d.stats();
+    assert!(st.groups_tracked <= 16);
+    assert_eq!(st.groups_tracked + st.evictions, 40);
+}
+
+#[test]
+fn alert_json_shape() {
+    let mut d = Detector::new(&fixtures::config());
+    let a = run(&mut d, &[rec("CAbc1", "10.0.0.1", "8.8.8.8", T0, 8.0 * H)]);
+    let v: serde_json::Value = serde_json::from_str(&a[0].to_json()).expect("json");
+    assert_eq!(v["@timestamp"], "2023-11-15T06:13:20.000000Z");
+    assert_eq!(v["event"]["kind"], "alert");
+    assert_eq!(v["event"]["category"][0], "network");
+    assert_eq!(v["event"]["severity"], 3);
+    assert_eq!(v["event"]["duration"], 8u64 * 3600 * 1_000_000_000);
+    assert_eq!(v["event"]["start"], "2023-11-14T22:13:20.000000Z");
+    assert_eq!(v["rule"]["name"], "longconn single connection high");
+    assert_eq!(v["source"]["ip"], "10.0.0.1");
+    assert_eq!(v["destination"]["ip"], "8.8.8.8");
+    assert_eq!(v["destination"]["port"], 443);
+    assert_eq!(v["network"]["transport"], "tcp");
+    assert_eq!(v["related"]["ip"][1], "8.8.8.8");
+    assert_eq!(v["observer"]["name"], "sensor01");
+    assert_eq!(v["zeek"]["session_id"][0], "CAbc1");
+    assert_eq!(v["longconn"]["trigger"], "single");
+    assert_eq!(v["longconn"]["level"], "high");
+    assert_eq!(v["longconn"]["threshold_seconds"], 8.0 * H);
+    assert_eq!(v["longconn"]["total_bytes"], 300);
+    assert_eq!(v["event"]["id"].as_str().map(str::len), Some(32));
+    let back: Alert = serde_json::from_str(&a[0].to_json()).expect("round trip");
+    assert_eq!(back, a[0]);
+    // The id depends only on content: the same record through a fresh detector gives the same id.
+    let mut d2 = Detector::new(&fixtures::config());
+    let run2 = |d: &mut Detector| run(d, &[rec("X", "10.0.0.2", "8.8.8.8", T0 - 5.0 * H, 1.0)]);
+    run2(&mut d2);
+    let b = run(&mut d2, &[rec("CAbc1", "10.0.0.1", "8.8.8.8", T0, 8.0 * H)]);
+    assert_eq!(b[0].event.id, a[0].event.id);
+    assert_eq!(b[1].event.id, a[1].event.id);
+}
+
+/// A deterministic mixed stream: many pairs, short and long connections, some out of order.
+fn stream(n: u32) -> Vec<ConnRecord> {
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|i| {
+            let pair = next() % 12;
+            let ts = T0 + f64::from(i) * 300.0 - (next() % 3600) as f64;
+            let dur = if next() % 10 == 0 {
+                (next() % 14 * 3600) as f64
+            } else {
+                (next() % 1800) as f64 + 0.25
+            };
+            let mut r = rec(
+                &format!("C{i}"),
+                &format!("10.0.{}.1", pair),
+                "8.8.8.8",
+                ts,
+                dur,
+            );
+            r.resp_p = Some(if pair % 2 == 0 { 443 } else { 22 });
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn snapshot_restore_continues_exactly() {
+    let mut cfg = fixtures::config();
+    cfg.cumulative.realert_after = Some(std::time::Duration::from_secs(10 * 3600));
+    cfg.window.max_groups = 8;
+    let recs = stream(3000);
+    let mut whole = Detector::new(&cfg);
+    let all = run(&mut whole, &recs);
+    assert!(all.len() > 10, "the stream raises alerts: {}", all.len());
+    for cut in [1, 777, 1500, 2999] {
+        let mut first = Detector::new(&cfg);
+        let mut got = run(&mut first, &recs[..cut]);
+        let json = serde_json::to_string(&first.snapshot()).expect("serialize");
+        let state: DetectorState = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(state, first.snapshot());
+        let mut second = Detector::restore(&cfg, state);
+        got.extend(run(&mut second, &recs[cut..]));
+        assert_eq!(got, all, "cut at {cut}");
+        assert_eq!(second.stats(), whole.stats(), "cut at {cut}");
+        assert_eq!(second.watermark(), whole.watermark());
+    }
+}
+
+#[test]
+fn reconfigure_keeps_window_and_alert_state() {
+    let mut d = Detector::new(&no_single());
+    let a = run(&mut d, &[rec("A", "10.0.0.1", "8.8.8.8", T0, 2.0 * H)]);
+    assert_eq!(kinds(&a), vec![(C, Low)]);
+    let mut cfg = no_single();
+    cfg.cumulative.levels = fixtures::levels(1, 3, 8, 12);
+    cfg.sensor_name = "sensor02".into();
+    d.reconfigure(&cfg);
+    let a = run(
+        &mut d,
+        &[rec("B", "10.0.0.1", "8.8.8.8", T0 + 2.0 * H, 1.0 * H)],
+    );
+    assert_eq!(
+        kinds(&a),
+        vec![(C, Medium)],
+        "2h kept + 1h reaches the new 3h medium"
+    );
+    assert_eq!(a[0].observer.name, "sensor02");
+}
+
+#[test]
+fn session_ids_keep_the_latest_fifty() {
+    let mut d = Detector::new(&no_single());
+    let recs: Vec<_> = (0..120)
+        .map(|i| {
+            rec(
+                &format!("C{i}"),
+                "10.0.0.1",
+                "8.8.8.8",
+                T0 + f64::from(i) * 60.0,
+                59.0,
+            )
+        })
+        .collect();
+    let a = run(&mut d, &recs);
+    // 61 records of 59s reach 1h (3599s after 61), so the low alert comes with record 62 (index 61).
+    assert_eq!(kinds(&a), vec![(C, Low)]);
+    let ids = &a[0].zeek.session_id;
+    assert_eq!(ids.len(), 50);
+    assert_eq!(ids.first().map(String::as_str), Some("C12"));
+    assert_eq!(ids.last().map(String::as_str), Some("C61"));
+    assert_eq!(a[0].longconn.uids_total, 62);
+    assert_eq!(a[0].longconn.connection_count, 62);
+    assert_eq!(a[0].longconn.total_bytes, 62 * 300);
+    assert_eq!(a[0].longconn.longest_seconds, 59.0);
+}
+
+#[test]
+fn figures_start_over_when_the_window_emptied_but_suppression_holds() {
+    let mut d = Detector::new(&fixtures::config());
+    // The watermark is at T0+20h when a late 8h record (ending T0+8h) arrives: single high at T0+20h.
+    run(
+        &mut d,
+        &[rec("F", "127.0.0.1", "8.8.8.8", T0 + 20.0 * H, 0.0)],
+    );
+    let a = run(&mut d, &[rec("A", "10.0.0.1", "8.8.8.8", T0, 8.0 * H)]);
+    assert_eq!(kinds(&a), vec![(S, High), (C, High)]);
+    // At T0+33h, A has left the window, but the single alert (13h old) still holds the group.
+    let a = run(
+        &mut d,
+        &[rec("B", "10.0.0.1", "8.8.8.8", T0 + 28.0 * H, 5.0 * H)],
+    );
+    assert_eq!(
+        kinds(&a),
+        vec![(C, Medium)],
+        "single medium suppressed; new episode"
+    );
+    assert_eq!(a[0].longconn.connection_count, 1, "figures started over");
+    assert_eq!(a[0].zeek.session_id, vec!["B".to_string()]);
+    assert_eq!(
+        a[0].longconn.first_seen,
+        alert::rfc3339(((T0 + 28.0 * H) * 1e6) as i64)
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn restore_at_any_point_gives_the_same_alerts(
+        recs in proptest::collection::vec((0u8..5, 0u32..200_000, 0u32..30_000, proptest::bool::ANY), 1..150),
+        cut_frac in 0.0f64..1.0,
+        realert in proptest::option::of(1u64..20),
+        max_groups in 1usize..6,
+    ) {
+        let mut cfg = fixtures::config();
+        cfg.window.length = std::time::Duration::from_secs(10 * 3600);
+        cfg.window.max_groups = max_groups;
+        cfg.cumulative.realert_after = realert.map(|h| std::time::Duration::from_secs(h * 3600));
+        let recs: Vec<ConnRecord> = recs
+            .iter()
+            .enumerate()
+            .map(|(i, &(g, start, dur, port))| {
+                let mut r = rec(&format!("C{i}"), &format!("10.0.0.{g}"), "8.8.8.8", T0 + f64::from(start), f64::from(dur));
+                r.resp_p = Some(if port { 22 } else { 443 });
+                r
+            })
+            .collect();
+        let cut = ((recs.len() as f64) * cut_frac) as usize;
+        let mut whole = Detector::new(&cfg);
+        let all = run(&mut whole, &recs);
+        let mut first = Detector::new(&cfg);
+        let mut got = run(&mut first, &recs[..cut]);
+        let json = serde_json::to_string(&first.snapshot()).expect("serialize");
+        let state: DetectorState = serde_json::from_str(&json).expect("deserialize");
+        let mut second = Detector::restore(&cfg, state);
+        got.extend(run(&mut second, &recs[cut..]));
+        proptest::prop_assert_eq!(got, all);
+        proptest::prop_assert_eq!(second.stats(), whole.stats());
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+    /// The cumulative alerts equal those of a brute-force model of the semantics.
+    #[test]
+    fn cumulative_alerts_match_a_brute_force_model(
+        recs in proptest::collection::vec((0u8..3, 0u32..150_000, 0u32..20_000), 1..120),
+    ) {
+        let cfg = no_single();
+        let length = 24 * 3600 * 1_000_000i64;
+        let th = crate::rules::Thresholds::from_levels(&cfg.cumulative.levels);
+        let mut d = Detector::new(&cfg);
+        let mut got = Vec::new();
+        let mut want = Vec::new();
+        let mut t = i64::MIN;
+        let mut per: Vec<Vec<(i64, i64)>> = vec![Vec::new(); 3];
+        let mut episode: Vec<Option<Level>> = vec![None; 3];
+        for (i, &(g, start, dur)) in recs.iter().enumerate() {
+            let r = rec(&format!("C{i}"), &format!("10.0.0.{g}"), "8.8.8.8", T0 + f64::from(start), f64::from(dur));
+            let mut out = Vec::new();
+            d.process(&r, &mut out);
+            got.extend(out.iter().map(|a| (a.source.ip, a.longconn.level)));
+            // Model.
+            let s = ((T0 + f64::from(start)) * 1e6).round() as i64;
+            let e = s + i64::from(dur) * 1_000_000;
+            t = t.max(e);
+            let w = t - length;
+            let g = usize::from(g);
+            let measure = |ivs: &[(i64, i64)]| ivs.iter().map(|&(s, e)| (e - s.max(w)).max(0)).sum::<i64>();
+            if th.lowest().is_some_and(|low| measure(&per[g]) < low) {
+                episode[g] = None;
+            }
+            per[g].push((s, e));
+            if let Some(level) = th.level_for(measure(&per[g])) {
+                if episode[g].map_or(true, |e| level > e) {
+                    episode[g] = Some(level);
+                    want.push((r.orig_h.expect("ip"), level));
+                }
+            }
+        }
+        proptest::prop_assert_eq!(got, want);
+    }
+}

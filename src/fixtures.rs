@@ -1,0 +1,89 @@
+//! Test fixtures: [`Config`] values and [`ConnRecord`]s built in code, for the pure core's table tests
+//! (the TOML loader is tested on its own).
+
+use crate::config::*;
+use crate::zeek::ConnRecord;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const H: u64 = 3600;
+
+pub fn hours(h: u64) -> Option<Duration> {
+    Some(Duration::from_secs(h * H))
+}
+
+pub fn levels(low: u64, medium: u64, high: u64, critical: u64) -> Levels {
+    Levels {
+        thresholds: [hours(low), hours(medium), hours(high), hours(critical)],
+    }
+}
+
+/// The defaults: 24h window by pair, levels 1h/4h/8h/12h for both rules, RFC 1918 internal,
+/// every direction, the usual `never` list.
+pub fn config() -> Config {
+    let nets = |v: &[&str]| v.iter().filter_map(|s| s.parse().ok()).collect::<Vec<_>>();
+    Config {
+        sensor_name: "sensor01".into(),
+        sources: vec![Source {
+            path: PathBuf::from("/tmp/conn.log"),
+            start_at: StartAt::Beginning,
+            kind: SourceKind::Conn,
+        }],
+        state: StateConfig {
+            dir: PathBuf::from("/tmp/state"),
+            checkpoint_interval: Duration::from_secs(5),
+        },
+        window: WindowConfig {
+            length: Duration::from_secs(24 * H),
+            group_by: GroupBy::Pair,
+            max_groups: 1_000_000,
+        },
+        single: levels(1, 4, 8, 12),
+        cumulative: CumulativeConfig {
+            levels: levels(1, 4, 8, 12),
+            realert_after: None,
+        },
+        filter: FilterConfig {
+            internal: nets(&["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"]),
+            directions: vec![
+                Direction::Outbound,
+                Direction::Inbound,
+                Direction::Internal,
+                Direction::External,
+            ],
+            never: nets(&[
+                "127.0.0.0/8",
+                "::1/128",
+                "169.254.0.0/16",
+                "fe80::/10",
+                "224.0.0.0/4",
+                "ff00::/8",
+                "255.255.255.255/32",
+                "0.0.0.0/32",
+            ]),
+            always: vec![],
+            ignore_states: vec![],
+        },
+        allow: vec![],
+        overrides: vec![],
+        outputs: vec![Output::Stdout],
+    }
+}
+
+/// A TCP record `orig -> resp:443` starting at `ts` seconds, lasting `dur` seconds.
+pub fn rec(uid: &str, orig: &str, resp: &str, ts: f64, dur: f64) -> ConnRecord {
+    ConnRecord {
+        ts: Some(ts),
+        uid: uid.into(),
+        orig_h: orig.parse().ok(),
+        orig_p: Some(40000),
+        resp_h: resp.parse().ok(),
+        resp_p: Some(443),
+        proto: "tcp".into(),
+        duration: Some(dur),
+        orig_bytes: Some(100),
+        resp_bytes: Some(200),
+        conn_state: Some("SF".into()),
+        ..ConnRecord::default()
+    }
+}

@@ -1,0 +1,326 @@
+//! The rules: which records count (filters), which thresholds apply to them (overrides), and when a group
+//! raises an alert (the single-connection rule and the cumulative episode rule). Pure: time is event time
+//! in integer microseconds, handed in by the detector.
+//!
+//! Filters run in this order and the first that matches names the reason a record was left out:
+//! 1. `never`: an address inside a `never` CIDR and not inside an `always` CIDR;
+//! 2. `directions`: (orig internal?, resp internal?) gives outbound (internal -> external), inbound,
+//!    internal or external; directions not listed are left out;
+//! 3. `ignore_states`: the record's `conn_state` is listed (a record without `conn_state` passes);
+//! 4. `allow`: some `[[allow]]` entry matches (every key it gives matches: `src` CIDR on `id.orig_h`,
+//!    `dst` CIDR on `id.resp_h`, `port` on `id.resp_p`, `proto` case-insensitively).
+//!
+//! Overrides: the first matching `[[override]]` replaces the levels it gives, per record.
+//!
+//! Single rule: a record whose duration reaches a level raises one alert at the highest level reached,
+//! unless the group had a single alert at that level or higher less than `window.length` of event time ago.
+//! Keeping only the last single alert (level, time) is exact: a newer alert at a lower level is only raised
+//! once the older one is out of reach.
+//!
+//! Cumulative rule: an *episode* starts with the group's first record after the previous episode ended.
+//! After a record is added, if the measure reaches a level above the highest level alerted in this episode,
+//! one alert is raised at the highest level reached. The episode ends when the measure, checked at the
+//! watermark just before the group's next record is added, is below the lowest level. With
+//! `realert_after`, a group that still holds a level repeats the alert (at its current level) once that much
+//! event time has passed since its last alert.
+
+use crate::config::{Config, Direction, Level, Levels, Match};
+use crate::zeek::ConnRecord;
+use compact_str::CompactString;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Why a record was left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterReason {
+    Never,
+    Direction,
+    State,
+    Allow,
+}
+
+impl FilterReason {
+    pub const ALL: [FilterReason; 4] = [
+        FilterReason::Never,
+        FilterReason::Direction,
+        FilterReason::State,
+        FilterReason::Allow,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            FilterReason::Never => "never",
+            FilterReason::Direction => "direction",
+            FilterReason::State => "state",
+            FilterReason::Allow => "allow",
+        }
+    }
+}
+
+/// Thresholds in µs, indexed by `Level as usize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds(pub [Option<i64>; 4]);
+
+impl Thresholds {
+    pub fn from_levels(l: &Levels) -> Thresholds {
+        Thresholds(l.thresholds.map(|d| d.map(duration_us)))
+    }
+    /// The highest level whose threshold `us` reaches.
+    pub fn level_for(&self, us: i64) -> Option<Level> {
+        Level::ALL
+            .iter()
+            .rev()
+            .copied()
+            .find(|l| matches!(self.0[*l as usize], Some(t) if us >= t))
+    }
+    pub fn lowest(&self) -> Option<i64> {
+        self.0.iter().flatten().next().copied()
+    }
+    pub fn threshold(&self, l: Level) -> Option<i64> {
+        self.0[l as usize]
+    }
+    fn with(&self, over: &[Option<std::time::Duration>; 4]) -> Thresholds {
+        let mut t = *self;
+        for (slot, o) in t.0.iter_mut().zip(over) {
+            if let Some(d) = o {
+                *slot = Some(duration_us(*d));
+            }
+        }
+        t
+    }
+}
+
+/// A `Duration` in µs, saturating.
+pub fn duration_us(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[derive(Debug, Clone)]
+struct Matcher {
+    src: Option<IpNet>,
+    dst: Option<IpNet>,
+    port: Option<u16>,
+    proto: Option<String>,
+}
+
+impl Matcher {
+    fn new(m: &Match) -> Matcher {
+        Matcher {
+            src: m.src,
+            dst: m.dst,
+            port: m.port,
+            proto: m.proto.clone(),
+        }
+    }
+    fn matches(&self, orig: IpAddr, resp: IpAddr, rec: &ConnRecord) -> bool {
+        self.src.map_or(true, |n| n.contains(&orig))
+            && self.dst.map_or(true, |n| n.contains(&resp))
+            && self.port.map_or(true, |p| rec.resp_p == Some(p))
+            && self
+                .proto
+                .as_deref()
+                .map_or(true, |p| rec.proto.eq_ignore_ascii_case(p))
+    }
+}
+
+/// Levels an override replaces (indexed by `Level as usize`).
+type LevelPatch = [Option<std::time::Duration>; 4];
+
+/// The compiled filters and thresholds of one [`Config`].
+#[derive(Debug, Clone)]
+pub struct Rules {
+    internal: Vec<IpNet>,
+    directions: [bool; 4],
+    never: Vec<IpNet>,
+    always: Vec<IpNet>,
+    ignore_states: Vec<CompactString>,
+    allow: Vec<Matcher>,
+    overrides: Vec<(Matcher, LevelPatch, LevelPatch)>,
+    pub single: Thresholds,
+    pub cumulative: Thresholds,
+    pub realert_after: Option<i64>,
+    pub window_us: i64,
+}
+
+fn any_contains(nets: &[IpNet], a: IpAddr) -> bool {
+    nets.iter().any(|n| n.contains(&a))
+}
+
+fn direction_index(d: Direction) -> usize {
+    match d {
+        Direction::Outbound => 0,
+        Direction::Inbound => 1,
+        Direction::Internal => 2,
+        Direction::External => 3,
+    }
+}
+
+impl Rules {
+    pub fn new(cfg: &Config) -> Rules {
+        let mut directions = [false; 4];
+        for d in &cfg.filter.directions {
+            directions[direction_index(*d)] = true;
+        }
+        Rules {
+            internal: cfg.filter.internal.clone(),
+            directions,
+            never: cfg.filter.never.clone(),
+            always: cfg.filter.always.clone(),
+            ignore_states: cfg
+                .filter
+                .ignore_states
+                .iter()
+                .map(CompactString::from)
+                .collect(),
+            allow: cfg.allow.iter().map(|a| Matcher::new(&a.matches)).collect(),
+            overrides: cfg
+                .overrides
+                .iter()
+                .map(|o| (Matcher::new(&o.matches), o.single, o.cumulative))
+                .collect(),
+            single: Thresholds::from_levels(&cfg.single),
+            cumulative: Thresholds::from_levels(&cfg.cumulative.levels),
+            realert_after: cfg.cumulative.realert_after.map(duration_us),
+            window_us: duration_us(cfg.window.length),
+        }
+    }
+
+    /// The direction of a pair relative to `internal`.
+    pub fn direction(&self, orig: IpAddr, resp: IpAddr) -> Direction {
+        match (
+            any_contains(&self.internal, orig),
+            any_contains(&self.internal, resp),
+        ) {
+            (true, false) => Direction::Outbound,
+            (false, true) => Direction::Inbound,
+            (true, true) => Direction::Internal,
+            (false, false) => Direction::External,
+        }
+    }
+
+    fn is_never(&self, a: IpAddr) -> bool {
+        any_contains(&self.never, a) && !any_contains(&self.always, a)
+    }
+
+    /// `Err(reason)` if the record is left out.
+    pub fn filter(&self, orig: IpAddr, resp: IpAddr, rec: &ConnRecord) -> Result<(), FilterReason> {
+        if self.is_never(orig) || self.is_never(resp) {
+            return Err(FilterReason::Never);
+        }
+        if !self.directions[direction_index(self.direction(orig, resp))] {
+            return Err(FilterReason::Direction);
+        }
+        if let Some(st) = &rec.conn_state {
+            if self.ignore_states.iter().any(|s| s == st) {
+                return Err(FilterReason::State);
+            }
+        }
+        if self.allow.iter().any(|m| m.matches(orig, resp, rec)) {
+            return Err(FilterReason::Allow);
+        }
+        Ok(())
+    }
+
+    /// (single, cumulative) thresholds for this record: the first matching override applied.
+    pub fn thresholds(
+        &self,
+        orig: IpAddr,
+        resp: IpAddr,
+        rec: &ConnRecord,
+    ) -> (Thresholds, Thresholds) {
+        match self
+            .overrides
+            .iter()
+            .find(|(m, _, _)| m.matches(orig, resp, rec))
+        {
+            Some((_, s, c)) => (self.single.with(s), self.cumulative.with(c)),
+            None => (self.single, self.cumulative),
+        }
+    }
+}
+
+/// What the rules remember per group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuleState {
+    /// Level of the last single alert, if any.
+    pub single_level: Option<Level>,
+    /// Watermark (µs) when the last single alert was raised.
+    pub single_at: i64,
+    /// Highest level alerted in the open episode (`None`: no alert yet in this episode).
+    pub episode_level: Option<Level>,
+    /// Watermark of the episode's last cumulative alert.
+    pub last_alert_at: i64,
+    /// Repeats raised by `realert_after` since the last escalation.
+    pub repeats: u32,
+    /// The episode's first record: uid and ts (µs); `None` until the episode has one.
+    pub episode_first: Option<(CompactString, i64)>,
+}
+
+/// A decision of the cumulative rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CumulativeAlert {
+    Escalation(Level),
+    Repeat(Level, u32),
+}
+
+impl RuleState {
+    /// Single rule for a record of duration `dur_us` at watermark `t`: the level to alert at, if any;
+    /// records the alert when there is one.
+    pub fn single(
+        &mut self,
+        th: &Thresholds,
+        dur_us: i64,
+        t: i64,
+        window_us: i64,
+    ) -> Option<Level> {
+        let level = th.level_for(dur_us)?;
+        if let Some(last) = self.single_level {
+            if last >= level && t - self.single_at < window_us {
+                return None;
+            }
+        }
+        self.single_level = Some(level);
+        self.single_at = t;
+        Some(level)
+    }
+
+    /// Ends the episode if `measure_before` (at the current watermark, before the group's new record) is
+    /// below the lowest level.
+    pub fn check_episode_end(&mut self, th: &Thresholds, measure_before: i64) {
+        let below = th.lowest().map_or(true, |low| measure_before < low);
+        if below {
+            self.episode_level = None;
+            self.repeats = 0;
+            self.episode_first = None;
+        }
+    }
+
+    /// Cumulative rule after a record was added: `measure` at watermark `t`.
+    pub fn cumulative(
+        &mut self,
+        th: &Thresholds,
+        realert_after: Option<i64>,
+        measure: i64,
+        t: i64,
+    ) -> Option<CumulativeAlert> {
+        let level = th.level_for(measure)?;
+        if self.episode_level.map_or(true, |e| level > e) {
+            self.episode_level = Some(level);
+            self.last_alert_at = t;
+            self.repeats = 0;
+            return Some(CumulativeAlert::Escalation(level));
+        }
+        match realert_after {
+            Some(r) if t - self.last_alert_at >= r => {
+                self.last_alert_at = t;
+                self.repeats += 1;
+                Some(CumulativeAlert::Repeat(level, self.repeats))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,277 @@
+//! Table and property tests for [`crate::rules`].
+
+use super::*;
+use crate::config::{Allow, Direction, Override};
+use crate::fixtures::{self, hours, rec};
+
+const HOUR: i64 = 3_600_000_000;
+
+fn addrs(r: &ConnRecord) -> (IpAddr, IpAddr) {
+    (
+        r.orig_h.expect("test record has orig_h"),
+        r.resp_h.expect("test record has resp_h"),
+    )
+}
+
+fn filter_of(cfg: &Config, r: &ConnRecord) -> Result<(), FilterReason> {
+    let (o, d) = addrs(r);
+    Rules::new(cfg).filter(o, d, r)
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("test CIDR")
+}
+
+#[test]
+fn filters_table() {
+    let base = fixtures::config();
+    let mut only_outbound = base.clone();
+    only_outbound.filter.directions = vec![Direction::Outbound];
+    let mut always = base.clone();
+    always.filter.always = vec![net("127.0.0.5/32")];
+    let mut states = base.clone();
+    states.filter.ignore_states = vec!["S0".into(), "REJ".into()];
+    let mut allow = base.clone();
+    allow.allow = vec![Allow {
+        matches: Match {
+            dst: Some(net("203.0.113.10/32")),
+            port: Some(443),
+            ..Match::default()
+        },
+        comment: Some("backup".into()),
+    }];
+    let mut allow_proto = base.clone();
+    allow_proto.allow = vec![Allow {
+        matches: Match {
+            src: Some(net("10.1.0.0/16")),
+            proto: Some("udp".into()),
+            ..Match::default()
+        },
+        comment: None,
+    }];
+    let r = |o: &str, d: &str| rec("C1", o, d, 0.0, 1.0);
+    let mut s0 = r("10.0.0.1", "8.8.8.8");
+    s0.conn_state = Some("S0".into());
+    let mut no_state = r("10.0.0.1", "8.8.8.8");
+    no_state.conn_state = None;
+    let mut port80 = r("10.0.0.1", "203.0.113.10");
+    port80.resp_p = Some(80);
+    let mut udp = r("10.1.2.3", "8.8.8.8");
+    udp.proto = "UDP".into();
+
+    use FilterReason as F;
+    let cases: Vec<(&str, &Config, ConnRecord, Result<(), FilterReason>)> = vec![
+        (
+            "plain outbound passes",
+            &base,
+            r("10.0.0.1", "8.8.8.8"),
+            Ok(()),
+        ),
+        (
+            "loopback orig is never",
+            &base,
+            r("127.0.0.1", "8.8.8.8"),
+            Err(F::Never),
+        ),
+        (
+            "multicast resp is never",
+            &base,
+            r("10.0.0.1", "224.0.0.251"),
+            Err(F::Never),
+        ),
+        (
+            "link-local v6 is never",
+            &base,
+            r("fe80::1", "fd00::2"),
+            Err(F::Never),
+        ),
+        (
+            "always rescues an address from never",
+            &always,
+            r("127.0.0.5", "8.8.8.8"),
+            Ok(()),
+        ),
+        (
+            "always is per address",
+            &always,
+            r("127.0.0.6", "8.8.8.8"),
+            Err(F::Never),
+        ),
+        (
+            "outbound kept",
+            &only_outbound,
+            r("10.0.0.1", "8.8.8.8"),
+            Ok(()),
+        ),
+        (
+            "inbound dropped",
+            &only_outbound,
+            r("8.8.8.8", "10.0.0.1"),
+            Err(F::Direction),
+        ),
+        (
+            "internal dropped",
+            &only_outbound,
+            r("10.0.0.1", "192.168.1.1"),
+            Err(F::Direction),
+        ),
+        (
+            "external dropped",
+            &only_outbound,
+            r("8.8.8.8", "1.1.1.1"),
+            Err(F::Direction),
+        ),
+        (
+            "ipv6 ula is internal",
+            &only_outbound,
+            r("fd00::1", "2001:db8::1"),
+            Ok(()),
+        ),
+        ("ignored state", &states, s0, Err(F::State)),
+        (
+            "other state passes",
+            &states,
+            r("10.0.0.1", "8.8.8.8"),
+            Ok(()),
+        ),
+        ("no state passes", &states, no_state, Ok(())),
+        (
+            "allow dst+port",
+            &allow,
+            r("10.0.0.1", "203.0.113.10"),
+            Err(F::Allow),
+        ),
+        ("allow needs every key", &allow, port80, Ok(())),
+        (
+            "allow src+proto, any case",
+            &allow_proto,
+            udp,
+            Err(F::Allow),
+        ),
+        (
+            "allow src+proto: tcp passes",
+            &allow_proto,
+            r("10.1.2.3", "8.8.8.8"),
+            Ok(()),
+        ),
+        (
+            "never comes before allow",
+            &allow,
+            r("127.0.0.1", "203.0.113.10"),
+            Err(F::Never),
+        ),
+    ];
+    for (name, cfg, record, want) in cases {
+        assert_eq!(filter_of(cfg, &record), want, "{name}");
+    }
+}
+
+#[test]
+fn directions() {
+    let rules = Rules::new(&fixtures::config());
+    let d = |o: &str, r: &str| rules.direction(o.parse().expect("ip"), r.parse().expect("ip"));
+    assert_eq!(d("10.0.0.1", "8.8.8.8"), Direction::Outbound);
+    assert_eq!(d("8.8.8.8", "172.16.0.1"), Direction::Inbound);
+    assert_eq!(d("192.168.0.1", "10.0.0.1"), Direction::Internal);
+    assert_eq!(d("8.8.8.8", "1.1.1.1"), Direction::External);
+}
+
+#[test]
+fn overrides_first_match_replaces_given_levels() {
+    let mut cfg = fixtures::config();
+    let none = [None; 4];
+    cfg.overrides = vec![
+        Override {
+            matches: Match {
+                src: Some(net("10.9.0.0/16")),
+                ..Match::default()
+            },
+            single: [None, None, hours(24), None],
+            cumulative: none,
+        },
+        Override {
+            matches: Match {
+                src: Some(net("10.9.1.0/24")),
+                ..Match::default()
+            },
+            single: [hours(2), None, None, None],
+            cumulative: [None, None, None, hours(20)],
+        },
+    ];
+    let rules = Rules::new(&cfg);
+    let th = |o: &str| {
+        let r = rec("C", o, "8.8.8.8", 0.0, 1.0);
+        let (a, b) = addrs(&r);
+        rules.thresholds(a, b, &r)
+    };
+    let (s, c) = th("10.9.1.1");
+    assert_eq!(
+        s.0,
+        [Some(HOUR), Some(4 * HOUR), Some(24 * HOUR), Some(12 * HOUR)]
+    );
+    assert_eq!(
+        c, rules.cumulative,
+        "first match wins, its cumulative is empty"
+    );
+    let (s, _) = th("10.1.1.1");
+    assert_eq!(s, rules.single);
+}
+
+#[test]
+fn levels_boundaries() {
+    let th = Thresholds::from_levels(&fixtures::levels(1, 4, 8, 12));
+    assert_eq!(th.level_for(HOUR - 1), None);
+    assert_eq!(th.level_for(HOUR), Some(Level::Low));
+    assert_eq!(th.level_for(8 * HOUR - 1), Some(Level::Medium));
+    assert_eq!(th.level_for(8 * HOUR), Some(Level::High));
+    assert_eq!(th.level_for(100 * HOUR), Some(Level::Critical));
+    let off = Thresholds([None, Some(4 * HOUR), None, Some(12 * HOUR)]);
+    assert_eq!(off.level_for(5 * HOUR), Some(Level::Medium));
+    assert_eq!(off.lowest(), Some(4 * HOUR));
+}
+
+#[test]
+fn single_suppression_table() {
+    let th = Thresholds::from_levels(&fixtures::levels(1, 4, 8, 12));
+    let win = 24 * HOUR;
+    // (duration h, watermark h, expected alert level)
+    let steps: &[(i64, i64, Option<Level>)] = &[
+        (8, 10, Some(Level::High)),
+        (9, 11, None),                   // same level within the window
+        (5, 12, None),                   // lower level within the window
+        (13, 13, Some(Level::Critical)), // higher level alerts
+        (12, 36, None),                  // 23h after the critical: still suppressed
+        (8, 37, Some(Level::High)),      // 24h after: the critical is out of reach
+        (0, 38, None),                   // below every level
+    ];
+    let mut st = RuleState::default();
+    for (i, &(d, t, want)) in steps.iter().enumerate() {
+        assert_eq!(st.single(&th, d * HOUR, t * HOUR, win), want, "step {i}");
+    }
+}
+
+#[test]
+fn cumulative_episode_table() {
+    let th = Thresholds::from_levels(&fixtures::levels(1, 4, 8, 12));
+    // (measure before, measure after, watermark h, realert_after h, expected)
+    use CumulativeAlert::*;
+    type Step = (i64, i64, i64, Option<i64>, Option<CumulativeAlert>);
+    let steps: &[Step] = &[
+        (0, 1, 1, None, Some(Escalation(Level::Low))), // exactly at the threshold
+        (1, 2, 2, None, None),                         // same level: nothing
+        (2, 9, 9, None, Some(Escalation(Level::High))), // jump: the highest level reached
+        (9, 5, 10, None, None),                        // fell to medium: no alert
+        (5, 8, 11, None, None),                        // back to high: already alerted
+        (0, 2, 40, None, Some(Escalation(Level::Low))), // below low before: new episode
+        (2, 2, 50, Some(8), Some(Repeat(Level::Low, 1))), // realert after 8h at the level
+        (2, 2, 57, Some(8), None),                     // 7h since the repeat
+        (2, 2, 58, Some(8), Some(Repeat(Level::Low, 2))),
+        (2, 4, 59, Some(8), Some(Escalation(Level::Medium))),
+    ];
+    let mut st = RuleState::default();
+    for (i, &(before, after, t, re, want)) in steps.iter().enumerate() {
+        st.check_episode_end(&th, before * HOUR);
+        let got = st.cumulative(&th, re.map(|h| h * HOUR), after * HOUR, t * HOUR);
+        assert_eq!(got, want, "step {i}");
+    }
+}

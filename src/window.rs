@@ -1,0 +1,703 @@
+//! The per-group sliding window on event time: how much connection time each group (a host pair, or a pair
+//! plus port and protocol) has spent inside the last `length` of event time.
+//!
+//! Time is integer microseconds since the Unix epoch (Zeek's resolution), so sums are exact and a measure
+//! that lands exactly on a threshold compares equal to it. A record contributes the interval `[s, e]` with
+//! `s = ts` and `e = ts + duration`. The watermark `T` is the largest `e` given to [`Window::observe`] (every
+//! parsed record, filtered or not), and the window is `[W, T]` with `W = T - length`. Because every `e <= T`,
+//! an interval is never clipped on the right, so a group's measure is
+//! `sum over its intervals of max(0, e - max(s, W))`.
+//!
+//! ## How it stays cheap
+//! `W` only grows, so each interval moves through three states exactly once: *full* (`s >= W`, contributes
+//! `e - s`), *straddling* (`s < W < e`, contributes `e - W`) and *expired* (`e <= W`, contributes nothing).
+//! An [`Accumulator`] keeps full intervals in a min-heap by start and straddling ones in a min-heap by end,
+//! with running sums `Σ(e - s)` over full ones and `Σe`, count over straddling ones; the measure is then
+//! `full_len + straddle_end_sum - straddle_count * W`. Advancing a group to the current `W` pops only the
+//! intervals that change state, so a record costs O(log n) amortized for a group of n live intervals, and
+//! no record ever scans other groups. Groups are advanced lazily, when one of their records arrives.
+//!
+//! ## Exactness and the approximation beyond [`EXACT_LIMIT`]
+//! A group is exact while it holds at most [`EXACT_LIMIT`] (1,000) live intervals. When one more arrives,
+//! the group is *compacted*: starts are clipped to `W` (exact, since `W` never falls), the window is cut into a
+//! grid of cells of `g = length / GRID_CELLS` (32 cells), and all intervals whose (start cell, end cell) agree
+//! are replaced by one item of multiplicity `n` at their mean start and mean end. This keeps every
+//! connection's total length (up to 1 µs of rounding per item), and keeps each connection's start and end within
+//! `g` of its true values; since one connection's contribution is 1-Lipschitz in its start and in its end,
+//! **the measure error is at most `2g` (plus 1 µs) per connection that was folded into a merged item**, and
+//! it is zero for connections whose merged item lies wholly inside the window: the error only appears while
+//! merged items cross the left edge. At most 33·34/2 = 561 items survive a compaction, so memory per group
+//! is bounded by about 1,000 items (24 bytes each). The `approximate` tests check the bound.
+//!
+//! ## Memory
+//! Groups live in a slab (`Vec<Slot>`) indexed by a hash map from the compact [`GroupKey`] (38 bytes) to a
+//! `u32`; a freed slot is reset and reused. A group with one live interval keeps it inline (no heap), so a
+//! one-connection group costs its slot (152 bytes with the detector's data) plus its map entry: about 246
+//! bytes resident per group at 1 million groups (`examples/core_bench.rs`). Heaps are allocated from a
+//! group's second live interval; older uids from its second connection.
+//!
+//! Groups whose measure is 0 (every interval ended at or before `W`) and that hold nothing else
+//! ([`Hold::hold_until`], used by the rules for single-alert suppression) are treated as new when their next
+//! record arrives and are dropped by a sweep that runs after as many records as there are groups (amortized
+//! O(1) per record). When a new group would exceed `max_groups`, expired groups are swept and, if that is not
+//! enough, the groups with the smallest measure (ties: smallest key) are evicted down to `max_groups -
+//! max_groups/16` so that eviction is amortized; each eviction is counted. The slab does not shrink: its
+//! high-water mark is bounded by `max_groups`.
+
+use crate::config::GroupBy;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::IpAddr;
+
+/// A group holding more live intervals than this is compacted (approximate from then on).
+pub const EXACT_LIMIT: usize = 1000;
+/// Number of grid cells per window length used by compaction.
+pub const GRID_CELLS: i64 = 32;
+
+/// Seconds (f64) to whole microseconds; `None` for NaN, infinities and values out of range.
+pub fn micros(secs: f64) -> Option<i64> {
+    if !secs.is_finite() {
+        return None;
+    }
+    let v = (secs * 1e6).round();
+    if v.abs() < 9.0e18 {
+        Some(v as i64)
+    } else {
+        None
+    }
+}
+
+/// IANA protocol number for a Zeek transport name (0 when unknown).
+pub fn proto_number(name: &str) -> u8 {
+    if name.eq_ignore_ascii_case("tcp") {
+        6
+    } else if name.eq_ignore_ascii_case("udp") {
+        17
+    } else if name.eq_ignore_ascii_case("icmp") {
+        1
+    } else if name.eq_ignore_ascii_case("icmp6") || name.eq_ignore_ascii_case("ipv6-icmp") {
+        58
+    } else {
+        0
+    }
+}
+
+/// Zeek transport name for a protocol number ("unknown" for 0 and others).
+pub fn proto_name(n: u8) -> &'static str {
+    match n {
+        6 => "tcp",
+        17 => "udp",
+        1 => "icmp",
+        58 => "icmp6",
+        _ => "unknown",
+    }
+}
+
+/// The group a connection belongs to. With `group_by = "pair"`, `port` and `proto` are 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GroupKey {
+    pub orig: IpAddr,
+    pub resp: IpAddr,
+    pub port: u16,
+    pub proto: u8,
+}
+
+impl GroupKey {
+    pub fn new(group_by: GroupBy, orig: IpAddr, resp: IpAddr, port: u16, proto: u8) -> GroupKey {
+        match group_by {
+            GroupBy::Pair => GroupKey {
+                orig,
+                resp,
+                port: 0,
+                proto: 0,
+            },
+            GroupBy::PairPort => GroupKey {
+                orig,
+                resp,
+                port,
+                proto,
+            },
+        }
+    }
+}
+
+/// Lazily advanced interval sums for one group (see the module doc). A group with one live interval,
+/// the common case, keeps it inline; heaps are allocated from the second.
+#[derive(Debug, Clone, Default)]
+pub struct Accumulator {
+    items: Items,
+}
+
+#[derive(Debug, Clone, Default)]
+enum Items {
+    #[default]
+    Empty,
+    One(i64, i64),
+    Many(Box<Heaps>),
+}
+
+impl Accumulator {
+    /// Moves intervals whose state changed at left edge `w` (which must not be below any earlier `w`).
+    pub fn advance(&mut self, w: i64) {
+        match &mut self.items {
+            Items::Empty => {}
+            Items::One(_, e) => {
+                if *e <= w {
+                    self.items = Items::Empty;
+                }
+            }
+            Items::Many(h) => {
+                h.advance(w);
+                if h.len() == 0 {
+                    self.items = Items::Empty;
+                }
+            }
+        }
+    }
+
+    /// The measure at left edge `w`; the accumulator must have been advanced to `w`.
+    pub fn measure(&self, w: i64) -> i64 {
+        match &self.items {
+            Items::Empty => 0,
+            Items::One(s, e) => (*e - (*s).max(w)).max(0),
+            Items::Many(h) => h.measure(w),
+        }
+    }
+
+    /// Adds `[s, e]` at left edge `w` (advanced); compacts when the exact limit is passed.
+    pub fn insert(&mut self, w: i64, s: i64, e: i64, cell: i64) {
+        let s = s.min(e);
+        if e <= w {
+            return;
+        }
+        match &mut self.items {
+            Items::Empty => self.items = Items::One(s, e),
+            Items::One(s0, e0) => {
+                let mut h = Box::<Heaps>::default();
+                h.push(w, *s0, *e0, 1);
+                h.push(w, s, e, 1);
+                self.items = Items::Many(h);
+            }
+            Items::Many(h) => {
+                h.push(w, s, e, 1);
+                if h.len() > EXACT_LIMIT {
+                    h.compact(w, cell);
+                }
+            }
+        }
+    }
+
+    /// Live items (merged items count once).
+    pub fn len(&self) -> usize {
+        match &self.items {
+            Items::Empty => 0,
+            Items::One(..) => 1,
+            Items::Many(h) => h.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Connections held in merged items at the last compaction (0 while the group is exact).
+    pub fn merged(&self) -> u64 {
+        match &self.items {
+            Items::Many(h) => h.merged,
+            _ => 0,
+        }
+    }
+
+    fn unclip(&mut self, w_old: i64) {
+        self.advance(w_old);
+        match &mut self.items {
+            Items::Empty => {}
+            Items::One(s, _) => *s = (*s).max(w_old),
+            Items::Many(h) => h.unclip(w_old),
+        }
+    }
+
+    pub fn state(&self) -> AccumulatorState {
+        let (mut full, mut straddling, merged) = match &self.items {
+            Items::Empty => (Vec::new(), Vec::new(), 0),
+            Items::One(s, e) => (vec![(*s, *e, 1)], Vec::new(), 0),
+            Items::Many(h) => (
+                h.full.iter().map(|Reverse(x)| *x).collect(),
+                h.strad.iter().map(|Reverse(x)| *x).collect(),
+                h.merged,
+            ),
+        };
+        full.sort_unstable();
+        straddling.sort_unstable();
+        AccumulatorState {
+            full,
+            straddling,
+            merged,
+        }
+    }
+
+    pub fn from_state(st: &AccumulatorState) -> Accumulator {
+        let items = match (st.full.as_slice(), st.straddling.as_slice()) {
+            ([], []) => Items::Empty,
+            ([(s, e, 1)], []) => Items::One((*s).min(*e), *e),
+            _ => {
+                let mut h = Box::new(Heaps {
+                    merged: st.merged,
+                    ..Heaps::default()
+                });
+                for &(s, e, n) in &st.full {
+                    h.full.push(Reverse((s.min(e), e, n)));
+                    h.full_len += i64::from(n) * (e - s.min(e));
+                }
+                for &(e, n) in &st.straddling {
+                    h.strad.push(Reverse((e, n)));
+                    h.strad_end += i128::from(n) * i128::from(e);
+                    h.strad_n += i64::from(n);
+                }
+                Items::Many(h)
+            }
+        };
+        Accumulator { items }
+    }
+}
+
+/// Interval heaps and running sums for a group with more than one live interval (see the module doc).
+#[derive(Debug, Clone, Default)]
+struct Heaps {
+    /// (start, end, multiplicity) with start >= W, min-heap by start.
+    full: BinaryHeap<Reverse<(i64, i64, u32)>>,
+    /// (end, multiplicity) with start < W < end, min-heap by end.
+    strad: BinaryHeap<Reverse<(i64, u32)>>,
+    full_len: i64,
+    strad_end: i128,
+    strad_n: i64,
+    merged: u64,
+}
+
+/// The serialized form of an [`Accumulator`]: its items; sums are recomputed on restore.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccumulatorState {
+    pub full: Vec<(i64, i64, u32)>,
+    pub straddling: Vec<(i64, u32)>,
+    pub merged: u64,
+}
+
+impl Heaps {
+    fn advance(&mut self, w: i64) {
+        while let Some(&Reverse((s, e, n))) = self.full.peek() {
+            if s >= w {
+                break;
+            }
+            self.full.pop();
+            self.full_len -= i64::from(n) * (e - s);
+            if e > w {
+                self.strad.push(Reverse((e, n)));
+                self.strad_end += i128::from(n) * i128::from(e);
+                self.strad_n += i64::from(n);
+            }
+        }
+        while let Some(&Reverse((e, n))) = self.strad.peek() {
+            if e > w {
+                break;
+            }
+            self.strad.pop();
+            self.strad_end -= i128::from(n) * i128::from(e);
+            self.strad_n -= i64::from(n);
+        }
+    }
+
+    fn measure(&self, w: i64) -> i64 {
+        let strad = self.strad_end - i128::from(self.strad_n) * i128::from(w);
+        self.full_len + strad as i64
+    }
+
+    fn push(&mut self, w: i64, s: i64, e: i64, n: u32) {
+        if s >= w {
+            self.full.push(Reverse((s, e, n)));
+            self.full_len += i64::from(n) * (e - s);
+        } else {
+            self.strad.push(Reverse((e, n)));
+            self.strad_end += i128::from(n) * i128::from(e);
+            self.strad_n += i64::from(n);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.full.len() + self.strad.len()
+    }
+
+    /// Merges items that share (start cell, end cell) on a grid of `cell` µs (see the module doc).
+    fn compact(&mut self, w: i64, cell: i64) {
+        let cell = cell.max(1);
+        let mut cells: FxHashMap<(i64, i64), (i128, i128, u64)> = FxHashMap::default();
+        let items = self
+            .full
+            .drain()
+            .map(|Reverse(x)| x)
+            .chain(self.strad.drain().map(|Reverse((e, n))| (w, e, n)));
+        for (s, e, n) in items {
+            let s = s.max(w);
+            let c = cells
+                .entry((s.div_euclid(cell), e.div_euclid(cell)))
+                .or_default();
+            c.0 += i128::from(n) * i128::from(s);
+            c.1 += i128::from(n) * i128::from(e);
+            c.2 += u64::from(n);
+        }
+        self.full_len = 0;
+        self.strad_end = 0;
+        self.strad_n = 0;
+        let mut merged: Vec<(i64, i64, u64)> = cells
+            .into_values()
+            .map(|(ss, se, n)| {
+                let d = n as i128;
+                let s = ((ss + d / 2).div_euclid(d)) as i64;
+                let e = ((se + d / 2).div_euclid(d)) as i64;
+                (s.min(e), e, n)
+            })
+            .collect();
+        merged.sort_unstable();
+        let mut folded = 0;
+        for (s, e, n) in merged {
+            if n > 1 {
+                folded += n;
+            }
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(u64::from(u32::MAX)) as u32;
+                self.push(w, s, e, k);
+                left -= u64::from(k);
+            }
+        }
+        self.merged = folded;
+    }
+
+    /// Forgets the true starts of straddling intervals, setting them to `w_old`, so that a new window
+    /// length (an earlier left edge) can be applied; used only on reconfiguration.
+    fn unclip(&mut self, w_old: i64) {
+        self.advance(w_old);
+        let strad: Vec<(i64, u32)> = self.strad.drain().map(|Reverse(x)| x).collect();
+        self.strad_end = 0;
+        self.strad_n = 0;
+        for (e, n) in strad {
+            self.full.push(Reverse((w_old, e, n)));
+            self.full_len += i64::from(n) * (e - w_old);
+        }
+    }
+}
+
+/// What a group's data says about keeping the group after its measure fell to 0.
+pub trait Hold {
+    /// The group is kept (not expired) while this is after the left edge W, even with measure 0.
+    fn hold_until(&self) -> i64 {
+        i64::MIN
+    }
+}
+
+impl Hold for () {}
+
+/// One tracked group: its interval sums and what the rules keep for it.
+#[derive(Debug, Clone, Default)]
+pub struct Slot<T> {
+    pub acc: Accumulator,
+    pub data: T,
+}
+
+impl<T: Hold> Slot<T> {
+    /// Expired: nothing left in the window (the accumulator must be advanced to `w`) and nothing held.
+    fn expired(&self, w: i64) -> bool {
+        self.acc.is_empty() && self.data.hold_until() <= w
+    }
+}
+
+/// What [`Window::touch`] returns: the group, advanced to the current left edge.
+pub struct Touched<'a, T> {
+    pub slot: &'a mut Slot<T>,
+    /// Measure at the current watermark before the new record is added.
+    pub measure_before: i64,
+    /// True if the group was created (or had expired and was reset) by this call.
+    pub fresh: bool,
+    /// The current left edge W.
+    pub left_edge: i64,
+    /// Compaction cell size in µs.
+    pub cell: i64,
+}
+
+/// The serialized form of a [`Window`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowState<S> {
+    pub length_us: i64,
+    pub group_by: String,
+    pub watermark_us: Option<i64>,
+    pub evictions: u64,
+    pub expired: u64,
+    pub since_sweep: u64,
+    pub groups: Vec<(GroupKey, AccumulatorState, S)>,
+}
+
+/// All groups, the watermark and the memory cap.
+#[derive(Debug, Clone)]
+pub struct Window<T> {
+    length: i64,
+    group_by: GroupBy,
+    max_groups: usize,
+    watermark: Option<i64>,
+    /// Group key -> index into `slots`.
+    groups: FxHashMap<GroupKey, u32>,
+    /// Group storage; freed entries are reset to default and listed in `free` for reuse.
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
+    evictions: u64,
+    expired: u64,
+    since_sweep: u64,
+}
+
+fn group_by_name(g: GroupBy) -> &'static str {
+    match g {
+        GroupBy::Pair => "pair",
+        GroupBy::PairPort => "pair_port",
+    }
+}
+
+impl<T: Default + Hold> Window<T> {
+    /// A window of `length_us` µs; `max_groups` of 0 is read as 1.
+    pub fn new(length_us: i64, group_by: GroupBy, max_groups: usize) -> Window<T> {
+        Window {
+            length: length_us.max(0),
+            group_by,
+            max_groups: max_groups.max(1),
+            watermark: None,
+            groups: FxHashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            evictions: 0,
+            expired: 0,
+            since_sweep: 0,
+        }
+    }
+
+    pub fn group_by(&self) -> GroupBy {
+        self.group_by
+    }
+    pub fn length_us(&self) -> i64 {
+        self.length
+    }
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
+    }
+    /// `T - length`, once a record has been observed.
+    pub fn left_edge(&self) -> Option<i64> {
+        self.watermark.map(|t| t.saturating_sub(self.length))
+    }
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+    /// Groups dropped because their measure reached 0.
+    pub fn expired(&self) -> u64 {
+        self.expired
+    }
+    fn cell(&self) -> i64 {
+        (self.length / GRID_CELLS).max(1)
+    }
+
+    /// Advances the watermark to `end` if it is later.
+    pub fn observe(&mut self, end: i64) {
+        self.watermark = Some(self.watermark.map_or(end, |t| t.max(end)));
+    }
+
+    /// Applies a new length, group_by and cap (SIGHUP). A changed `group_by` empties the window; a longer
+    /// length cannot bring back intervals that already left the old window.
+    pub fn reconfigure(&mut self, length_us: i64, group_by: GroupBy, max_groups: usize) {
+        let length_us = length_us.max(0);
+        if group_by != self.group_by {
+            self.groups.clear();
+            self.slots.clear();
+            self.free.clear();
+            self.group_by = group_by;
+        }
+        if length_us != self.length {
+            if let Some(w_old) = self.left_edge() {
+                for slot in &mut self.slots {
+                    slot.acc.unclip(w_old);
+                }
+            }
+            self.length = length_us;
+        }
+        self.max_groups = max_groups.max(1);
+    }
+
+    /// The measure of `key` at the current watermark, if tracked (advances the group).
+    pub fn measure(&mut self, key: &GroupKey) -> Option<i64> {
+        let w = self.left_edge()?;
+        let i = *self.groups.get(key)?;
+        let slot = self.slots.get_mut(i as usize)?;
+        slot.acc.advance(w);
+        Some(slot.acc.measure(w))
+    }
+
+    /// The group of `key`, if tracked (not advanced).
+    pub fn get(&self, key: &GroupKey) -> Option<&Slot<T>> {
+        self.slots.get(*self.groups.get(key)? as usize)
+    }
+
+    fn release(&mut self, i: u32) {
+        if let Some(slot) = self.slots.get_mut(i as usize) {
+            *slot = Slot::default();
+            self.free.push(i);
+        }
+    }
+
+    /// Finds or creates the group for `key`, advanced to the current left edge. Call [`Window::observe`]
+    /// first; returns `None` only if no record was ever observed.
+    pub fn touch(&mut self, key: GroupKey) -> Option<Touched<'_, T>> {
+        let w = self.left_edge()?;
+        let cell = self.cell();
+        self.since_sweep += 1;
+        if self.since_sweep >= (self.groups.len() as u64).max(1024) {
+            self.sweep(usize::MAX);
+        }
+        if !self.groups.contains_key(&key) && self.groups.len() >= self.max_groups {
+            let target = self.max_groups - (self.max_groups / 16).max(1);
+            self.sweep(target);
+        }
+        let mut fresh = false;
+        let i = match self.groups.get(&key) {
+            Some(&i) => i as usize,
+            None => {
+                fresh = true;
+                let i = match self.free.pop() {
+                    Some(i) => i as usize,
+                    None => {
+                        self.slots.push(Slot::default());
+                        self.slots.len() - 1
+                    }
+                };
+                self.groups.insert(key, i as u32);
+                i
+            }
+        };
+        let slot = self.slots.get_mut(i)?;
+        slot.acc.advance(w);
+        if !fresh && slot.expired(w) {
+            *slot = Slot::default();
+            fresh = true;
+        }
+        let measure_before = slot.acc.measure(w);
+        Some(Touched {
+            slot,
+            measure_before,
+            fresh,
+            left_edge: w,
+            cell,
+        })
+    }
+
+    /// Drops expired groups, then evicts the smallest-measure groups until at most `target` remain.
+    fn sweep(&mut self, target: usize) {
+        self.since_sweep = 0;
+        let Some(w) = self.left_edge() else { return };
+        let before = self.groups.len();
+        let slots = &mut self.slots;
+        let free = &mut self.free;
+        self.groups.retain(|_, i| match slots.get_mut(*i as usize) {
+            Some(slot) => {
+                slot.acc.advance(w);
+                if slot.expired(w) {
+                    *slot = Slot::default();
+                    free.push(*i);
+                    false
+                } else {
+                    true
+                }
+            }
+            None => false,
+        });
+        self.expired += (before - self.groups.len()) as u64;
+        if self.groups.len() <= target {
+            return;
+        }
+        let mut by_measure: Vec<(i64, GroupKey)> = self
+            .groups
+            .iter()
+            .map(|(k, i)| {
+                let m = self.slots.get(*i as usize).map_or(0, |s| s.acc.measure(w));
+                (m, *k)
+            })
+            .collect();
+        let n = self.groups.len() - target;
+        by_measure.select_nth_unstable(n - 1);
+        for (_, k) in &by_measure[..n] {
+            if let Some(i) = self.groups.remove(k) {
+                self.release(i);
+            }
+        }
+        self.evictions += n as u64;
+    }
+
+    /// Iterates over groups (unordered).
+    pub fn groups(&self) -> impl Iterator<Item = (&GroupKey, &Slot<T>)> {
+        self.groups
+            .iter()
+            .filter_map(|(k, i)| Some((k, self.slots.get(*i as usize)?)))
+    }
+
+    /// Serializable state with groups sorted by key, `state_of` mapping each group's data.
+    pub fn state<S>(&self, state_of: impl Fn(&T) -> S) -> WindowState<S> {
+        let mut groups: Vec<_> = self
+            .groups()
+            .map(|(k, s)| (*k, s.acc.state(), state_of(&s.data)))
+            .collect();
+        groups.sort_unstable_by_key(|g| g.0);
+        WindowState {
+            length_us: self.length,
+            group_by: group_by_name(self.group_by).to_string(),
+            watermark_us: self.watermark,
+            evictions: self.evictions,
+            expired: self.expired,
+            since_sweep: self.since_sweep,
+            groups,
+        }
+    }
+
+    /// Rebuilds a window from [`Window::state`]; the caller applies the current config afterwards.
+    pub fn from_state<S>(
+        st: &WindowState<S>,
+        max_groups: usize,
+        data_of: impl Fn(&S) -> T,
+    ) -> Window<T> {
+        let group_by = if st.group_by == "pair_port" {
+            GroupBy::PairPort
+        } else {
+            GroupBy::Pair
+        };
+        let mut w = Window::new(st.length_us, group_by, max_groups);
+        w.watermark = st.watermark_us;
+        w.evictions = st.evictions;
+        w.expired = st.expired;
+        w.since_sweep = st.since_sweep;
+        w.groups.reserve(st.groups.len());
+        w.slots.reserve_exact(st.groups.len());
+        for (k, acc, data) in &st.groups {
+            if w.groups.contains_key(k) {
+                continue;
+            }
+            w.groups.insert(*k, w.slots.len() as u32);
+            w.slots.push(Slot {
+                acc: Accumulator::from_state(acc),
+                data: data_of(data),
+            });
+        }
+        w
+    }
+}
+
+#[cfg(test)]
+mod tests;
