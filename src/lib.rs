@@ -2,11 +2,13 @@
 pub mod alert;
 pub mod checkpoint;
 pub mod config;
+pub mod daemon;
 pub mod detector;
 #[cfg(test)]
 mod fixtures;
 pub mod input;
 pub mod output;
+pub mod replay;
 pub mod rules;
 pub mod scan;
 pub mod signal;

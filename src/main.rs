@@ -23,6 +23,49 @@ struct Cli {
 enum Command {
     /// One-shot report: the longest single connections and the most cumulative time per pair.
     Scan(ScanArgs),
+    /// The daemon: follow the configured conn.log files and raise alerts.
+    Run(RunArgs),
+    /// Validate a config: print every problem (exit 78) or the effective config (exit 0).
+    Check(ConfigArg),
+    /// Run the detector over archived logs and print the alerts it would have raised.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The TOML config file.
+    #[arg(long, short = 'c', default_value = longconn::config::DEFAULT_PATH)]
+    config: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    /// Log level (default: RUST_LOG, else info).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Ignore an existing checkpoint: read the sources as on a first start.
+    #[arg(long)]
+    fresh: bool,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Archived logs (TSV or JSON, gzip or not), replayed in the order given; `-` reads stdin.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -96,6 +139,106 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Scan(a) => run_scan(a),
+        Command::Run(a) => run_daemon(a),
+        Command::Check(a) => run_check(a),
+        Command::Replay(a) => run_replay(a),
+    }
+}
+
+/// EX_CONFIG from sysexits.h: what systemd and scripts expect for a bad config.
+const EXIT_CONFIG: u8 = 78;
+
+fn load_config(path: &std::path::Path, cmd: &str) -> Result<longconn::config::Config, ExitCode> {
+    longconn::config::Config::load(path).map_err(|e| {
+        eprintln!(
+            "longconn {cmd}: {}: invalid configuration:\n{e}",
+            path.display()
+        );
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn run_check(a: ConfigArg) -> ExitCode {
+    match load_config(&a.config, "check") {
+        Ok(cfg) => {
+            print!("{}", cfg.to_effective_toml());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn init_logging(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    // Under systemd (journald), no colours and no timestamps: the journal adds its own.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human if journald => builder.with_ansi(false).without_time().init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+fn run_daemon(a: RunArgs) -> ExitCode {
+    init_logging(a.log_format, a.log_level.as_deref());
+    let cfg = match load_config(&a.config.config, "run") {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("longconn run: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let opts = longconn::daemon::RunOptions { fresh: a.fresh };
+    match rt.block_on(longconn::daemon::run(&a.config.config, cfg, opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_replay(a: ReplayArgs) -> ExitCode {
+    let cfg = match load_config(&a.config.config, "replay") {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let inputs: Vec<InputPath> = a.files.iter().map(|f| InputPath::from_arg(f)).collect();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    let summary = match longconn::replay::replay(&cfg, &inputs, &mut out, &mut err) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(err, "longconn replay: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let _ = out.flush();
+    let _ = write!(err, "{}", longconn::replay::summary_table(&summary));
+    if summary.file_errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
