@@ -1,8 +1,10 @@
 //! Alert outputs: where alert JSON lines go. Each output is one [`Output`]; the daemon writes every alert to
 //! every output and flushes them all before it checkpoints, so an alert is never lost behind a checkpoint.
 
+mod deliver;
 mod file;
 
+pub use deliver::{Deliver, DeliverError, DeliverFuture, Spooled};
 pub use file::FileOutput;
 
 use crate::config::Output as OutputConfig;
