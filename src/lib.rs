@@ -12,6 +12,7 @@ pub mod replay;
 pub mod rules;
 pub mod scan;
 pub mod signal;
+pub mod spool;
 pub mod tail;
 pub mod window;
 pub mod zeek;
