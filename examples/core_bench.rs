@@ -64,6 +64,9 @@ fn main() {
         allow: vec![],
         overrides: vec![],
         outputs: vec![],
+        spool: longconn::config::SpoolConfig {
+            max_bytes: longconn::config::DEFAULT_SPOOL_MAX_BYTES,
+        },
     };
     let mut x: u64 = 88172645463325252;
     let mut next = move || {

@@ -3,6 +3,7 @@ pub mod alert;
 pub mod checkpoint;
 pub mod config;
 pub mod daemon;
+pub mod delivery;
 pub mod detector;
 #[cfg(test)]
 mod fixtures;

@@ -272,7 +272,10 @@ impl Spool {
     pub fn append_json(&mut self, json: &str) -> Result<u64, SpoolError> {
         let seq = self.next_seq;
         let line = format!("{seq}\t{json}\n");
-        let len_now = lock(&self.shared).segments.get(&self.active_first).map_or(0, |s| s.len);
+        let len_now = lock(&self.shared)
+            .segments
+            .get(&self.active_first)
+            .map_or(0, |s| s.len);
         if len_now > 0 && len_now + line.len() as u64 > self.shared.opts.segment_bytes {
             self.roll()?;
         }
@@ -482,10 +485,15 @@ impl SpoolReader {
                     None => break,
                 }
             }
-            let want = avail.min(((max - out.len()) as u64).saturating_mul(2048).max(64 * 1024));
+            let want = avail.min(
+                ((max - out.len()) as u64)
+                    .saturating_mul(2048)
+                    .max(64 * 1024),
+            );
             let mut buf = vec![0u8; want as usize];
             let path = self.shared.dir.join(segment_name(seg_first));
-            file.read_exact_at(&mut buf, *offset).map_err(io_err(&path))?;
+            file.read_exact_at(&mut buf, *offset)
+                .map_err(io_err(&path))?;
             let mut used = 0usize;
             while out.len() < max {
                 let Some(nl) = memchr::memchr(b'\n', &buf[used..]) else {
@@ -507,7 +515,8 @@ impl SpoolReader {
             if used == 0 && want < avail {
                 // A record longer than the buffer: read it whole next time.
                 let mut big = vec![0u8; avail as usize];
-                file.read_exact_at(&mut big, *offset).map_err(io_err(&path))?;
+                file.read_exact_at(&mut big, *offset)
+                    .map_err(io_err(&path))?;
                 if let Some(nl) = memchr::memchr(b'\n', &big) {
                     if let Some(r) = parse_record(&big[..nl]) {
                         if r.seq >= self.cursor {
@@ -575,8 +584,12 @@ impl SpoolReader {
         for first in doomed {
             let path = self.shared.dir.join(segment_name(first));
             match fs::remove_file(&path) {
-                Ok(()) => info!(segment = %path.display(), "spool segment delivered everywhere: deleted"),
-                Err(e) => warn!(segment = %path.display(), "spool: deleting a delivered segment failed: {e}"),
+                Ok(()) => {
+                    info!(segment = %path.display(), "spool segment delivered everywhere: deleted")
+                }
+                Err(e) => {
+                    warn!(segment = %path.display(), "spool: deleting a delivered segment failed: {e}")
+                }
             }
         }
         Ok(())
@@ -632,12 +645,18 @@ mod tests {
         s.sync().unwrap();
         assert!(segments(dir.path()).len() > 1, "segments rolled");
         let got = r.read(4).unwrap();
-        assert_eq!(got.iter().map(|x| x.seq).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert_eq!(
+            got.iter().map(|x| x.seq).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
         assert_eq!(got[0].event_id, "id0");
         assert_eq!(got[0].severity, 3);
         assert_eq!(&*got[1].json, alert_json(1));
         let rest = r.read(100).unwrap();
-        assert_eq!(rest.iter().map(|x| x.seq).collect::<Vec<_>>(), (4..10).collect::<Vec<_>>());
+        assert_eq!(
+            rest.iter().map(|x| x.seq).collect::<Vec<_>>(),
+            (4..10).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -653,7 +672,11 @@ mod tests {
         let before = segments(dir.path()).len();
         let got = a.read(100).unwrap();
         a.commit(got.last().unwrap().seq + 1).unwrap();
-        assert_eq!(segments(dir.path()).len(), before, "b has delivered nothing");
+        assert_eq!(
+            segments(dir.path()).len(),
+            before,
+            "b has delivered nothing"
+        );
         let got = b.read(5).unwrap();
         b.commit(5).unwrap();
         assert!(segments(dir.path()).len() < before);
@@ -681,14 +704,25 @@ mod tests {
         s.sync().unwrap();
         a.read(100).unwrap();
         a.commit(10).unwrap();
-        assert_eq!(segments(dir.path()).len(), 1, "only the active segment stays");
+        assert_eq!(
+            segments(dir.path()).len(),
+            1,
+            "only the active segment stays"
+        );
         drop((a, s));
         let mut s = Spool::open(dir.path(), opts()).unwrap();
         assert_eq!(s.next_seq(), 10);
         assert_eq!(s.append_json(&alert_json(10)).unwrap(), 10);
         s.sync().unwrap();
         let mut a = s.reader("a").unwrap();
-        assert_eq!(a.read(10).unwrap().iter().map(|x| x.seq).collect::<Vec<_>>(), vec![10]);
+        assert_eq!(
+            a.read(10)
+                .unwrap()
+                .iter()
+                .map(|x| x.seq)
+                .collect::<Vec<_>>(),
+            vec![10]
+        );
     }
 
     #[test]

@@ -1,0 +1,423 @@
+//! The syslog output: every alert as one RFC 5424 message,
+//! `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID ALERT - MSG`, MSG being the alert JSON, over UDP, TCP, TLS
+//! (rustls) or a unix datagram socket. TCP and TLS use RFC 6587 octet counting (`LEN SP MSG`) by default, or
+//! newline framing.
+//!
+//! - TIMESTAMP is the alert's `@timestamp` (event time, RFC 3339 with microseconds), so a message sent again
+//!   after a failure is byte for byte the same one; HOSTNAME is this machine's host name; PROCID is the pid.
+//! - PRI = facility * 8 + severity, with the severity from the alert level: low -> warning (4), medium ->
+//!   warning (4) (notice would rank a medium alert below a low one's usual handling), high -> error (3),
+//!   critical -> critical (2).
+//! - Connections are made on demand and dropped on any error; the delivery task retries the batch with
+//!   backoff, which is the reconnect backoff. Before writing on an existing TCP/TLS connection the socket is
+//!   peeked: a peer that closed it (a restarted rsyslog) is noticed before a batch is written into the void.
+//!   Plain syslog has no application-level acknowledgement: what sits in socket buffers when a receiver
+//!   crashes can be lost (use RELP or an HTTP output where that matters). UDP is fire and forget.
+//! - TLS: the server certificate must chain to `ca_file`; its name is checked against `server_name` unless
+//!   `verify_server_name = false`; an optional client certificate gives mutual TLS. Handshake failures are
+//!   logged as errors and retried (a fixed certificate starts delivery again; nothing is skipped).
+
+use super::{Deliver, DeliverError, DeliverFuture, Spooled};
+use crate::config::{Framing, SyslogConfig, SyslogTransport, TlsConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UdpSocket, UnixDatagram};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The syslog severity for an alert's `event.severity` (1 low .. 4 critical).
+pub fn syslog_severity(event_severity: u8) -> u8 {
+    match event_severity {
+        0..=2 => 4,
+        3 => 3,
+        _ => 2,
+    }
+}
+
+/// One RFC 5424 message (without framing).
+pub fn format_message(out: &mut Vec<u8>, facility: u8, header_rest: &str, alert: &Spooled) {
+    let pri = u16::from(facility) * 8 + u16::from(syslog_severity(alert.severity));
+    out.extend_from_slice(format!("<{pri}>1 {}", alert.timestamp).as_bytes());
+    out.extend_from_slice(header_rest.as_bytes());
+    out.extend_from_slice(alert.json.as_bytes());
+}
+
+enum Conn {
+    Udp(UdpSocket),
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Unix(UnixDatagram),
+}
+
+pub struct SyslogOutput {
+    name: String,
+    cfg: SyslogConfig,
+    /// ` HOSTNAME APP-NAME PROCID ALERT - `.
+    header_rest: String,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    conn: Option<Conn>,
+}
+
+/// RFC 5424 header fields are printable ASCII without spaces; anything else becomes `_`.
+fn header_field(text: &str, max: usize) -> String {
+    let s: String = text
+        .chars()
+        .take(max)
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .collect();
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        s
+    }
+}
+
+impl SyslogOutput {
+    pub fn new(name: String, cfg: &SyslogConfig) -> Result<SyslogOutput, String> {
+        let tls = match &cfg.transport {
+            SyslogTransport::Tls { tls, .. } => Some(tls_connector(tls)?),
+            _ => None,
+        };
+        let header_rest = format!(
+            " {} {} {} ALERT - ",
+            header_field(&crate::config::host_name(), 255),
+            header_field(&cfg.app_name, 48),
+            std::process::id()
+        );
+        Ok(SyslogOutput {
+            name,
+            cfg: cfg.clone(),
+            header_rest,
+            tls,
+            conn: None,
+        })
+    }
+
+    async fn connect(&self) -> Result<Conn, DeliverError> {
+        let transient = |what: &str, e: io::Error| DeliverError::Transient(format!("{what}: {e}"));
+        let timed = |fut| async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            }
+        };
+        match &self.cfg.transport {
+            SyslogTransport::Udp { address } => {
+                let target = tokio::net::lookup_host(address)
+                    .await
+                    .map_err(|e| transient(address, e))?
+                    .next()
+                    .ok_or_else(|| DeliverError::Transient(format!("{address}: no address")))?;
+                let bind = if target.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                };
+                let sock = UdpSocket::bind(bind)
+                    .await
+                    .map_err(|e| transient("udp bind", e))?;
+                sock.connect(target)
+                    .await
+                    .map_err(|e| transient(address, e))?;
+                Ok(Conn::Udp(sock))
+            }
+            SyslogTransport::Tcp { address } => {
+                let s = timed(TcpStream::connect(address.as_str()))
+                    .await
+                    .map_err(|e| transient(address, e))?;
+                let _ = s.set_nodelay(true);
+                Ok(Conn::Tcp(s))
+            }
+            SyslogTransport::Tls { address, .. } => {
+                let s = timed(TcpStream::connect(address.as_str()))
+                    .await
+                    .map_err(|e| transient(address, e))?;
+                let _ = s.set_nodelay(true);
+                let Some((connector, server_name)) = &self.tls else {
+                    return Err(DeliverError::Permanent("TLS not configured".into()));
+                };
+                let tls = match tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    connector.connect(server_name.clone(), s),
+                )
+                .await
+                {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::error!(output = %self.name, address = %address, "TLS handshake failed (check ca_file, server_name, client certificate): {e}");
+                        return Err(transient("TLS handshake", e));
+                    }
+                    Err(_) => {
+                        return Err(DeliverError::Transient(format!(
+                            "{address}: TLS handshake timed out"
+                        )))
+                    }
+                };
+                Ok(Conn::Tls(Box::new(tls)))
+            }
+            SyslogTransport::Unix { path } => {
+                let sock = UnixDatagram::unbound().map_err(|e| transient("unix socket", e))?;
+                sock.connect(path)
+                    .map_err(|e| transient(&path.display().to_string(), e))?;
+                Ok(Conn::Unix(sock))
+            }
+        }
+    }
+
+    async fn send(&mut self, batch: &[Spooled]) -> Result<(), DeliverError> {
+        // A stream whose peer closed it is replaced before anything is written on it.
+        let stale = match &self.conn {
+            Some(Conn::Tcp(s)) => peer_closed(s.as_raw_fd()),
+            Some(Conn::Tls(s)) => peer_closed(s.get_ref().0.as_raw_fd()),
+            _ => false,
+        };
+        if stale {
+            tracing::info!(output = %self.name, "syslog server closed the connection: reconnecting");
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let c = self.connect().await?;
+            tracing::info!(output = %self.name, "syslog connected");
+            self.conn = Some(c);
+        }
+        let facility = self.cfg.facility;
+        let framing = self.cfg.framing;
+        let header_rest = &self.header_rest;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(DeliverError::Transient("not connected".into()));
+        };
+        let fail = |e: io::Error| DeliverError::Transient(format!("syslog send: {e}"));
+        match conn {
+            Conn::Udp(_) | Conn::Unix(_) => {
+                let mut msg = Vec::with_capacity(4096);
+                for a in batch {
+                    msg.clear();
+                    format_message(&mut msg, facility, header_rest, a);
+                    let r = match conn {
+                        Conn::Udp(s) => s.send(&msg).await,
+                        Conn::Unix(s) => s.send(&msg).await,
+                        _ => Ok(0),
+                    };
+                    r.map_err(fail)?;
+                }
+                Ok(())
+            }
+            Conn::Tcp(_) | Conn::Tls(_) => {
+                let mut buf = Vec::with_capacity(batch.iter().map(|a| a.json.len() + 128).sum());
+                let mut msg = Vec::with_capacity(4096);
+                for a in batch {
+                    msg.clear();
+                    format_message(&mut msg, facility, header_rest, a);
+                    match framing {
+                        Framing::OctetCounting => {
+                            buf.extend_from_slice(format!("{} ", msg.len()).as_bytes());
+                            buf.extend_from_slice(&msg);
+                        }
+                        Framing::Newline => {
+                            buf.extend_from_slice(&msg);
+                            buf.push(b'\n');
+                        }
+                    }
+                }
+                let write = async {
+                    match conn {
+                        Conn::Tcp(s) => {
+                            s.write_all(&buf).await?;
+                            s.flush().await
+                        }
+                        Conn::Tls(s) => {
+                            s.write_all(&buf).await?;
+                            s.flush().await
+                        }
+                        _ => Ok(()),
+                    }
+                };
+                match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+                    Ok(r) => r.map_err(fail),
+                    Err(_) => Err(DeliverError::Transient("syslog write timed out".into())),
+                }
+            }
+        }
+    }
+}
+
+/// Whether the peer closed (or reset) the stream: a non-blocking peek that finds EOF, data (a TLS alert) or
+/// an error other than "would block".
+fn peer_closed(fd: i32) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: `fd` is an open socket owned by the caller for the duration of the call; `b` is a valid
+    // one-byte buffer.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        )
+    } else {
+        true
+    }
+}
+
+impl Deliver for SyslogOutput {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn deliver<'a>(&'a mut self, batch: &'a [Spooled]) -> DeliverFuture<'a> {
+        Box::pin(async move {
+            let r = self.send(batch).await;
+            if r.is_err() {
+                self.conn = None;
+            }
+            r
+        })
+    }
+}
+
+fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The TLS client for a config: CA roots from `ca_file`, optional client certificate, the server name.
+fn tls_connector(cfg: &TlsConfig) -> Result<(TlsConnector, ServerName<'static>), String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    let pem = read_pem(&cfg.ca_file)?;
+    let mut n = 0;
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("{}: {e}", cfg.ca_file.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", cfg.ca_file.display()))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(format!(
+            "{}: no PEM certificate in it",
+            cfg.ca_file.display()
+        ));
+    }
+    let roots = Arc::new(roots);
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = if cfg.verify_server_name {
+        builder.with_root_certificates(roots)
+    } else {
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| e.to_string())?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
+    };
+    let config = match &cfg.client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert_path, key_path)) => {
+            let pem = read_pem(cert_path)?;
+            let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+            let pem = read_pem(key_path)?;
+            let key = rustls_pemfile::private_key(&mut pem.as_slice())
+                .map_err(|e| format!("{}: {e}", key_path.display()))?
+                .ok_or_else(|| format!("{}: no private key in it", key_path.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))?
+        }
+    };
+    let server_name = ServerName::try_from(cfg.server_name.clone())
+        .map_err(|e| format!("server_name {:?}: {e}", cfg.server_name))?;
+    Ok((TlsConnector::from(Arc::new(config)), server_name))
+}
+
+/// `verify_server_name = false`: the chain must still lead to the CA; only the name check is waived.
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_layout_and_severity() {
+        let a = Spooled {
+            seq: 0,
+            event_id: "x".into(),
+            timestamp: "2024-01-01T00:00:00.000001Z".into(),
+            severity: 3,
+            json: Arc::from("{\"a\":1}"),
+        };
+        let mut out = Vec::new();
+        format_message(&mut out, 16, " host longconn 42 ALERT - ", &a);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "<131>1 2024-01-01T00:00:00.000001Z host longconn 42 ALERT - {\"a\":1}"
+        );
+        assert_eq!(
+            [1, 2, 3, 4].map(syslog_severity),
+            [4, 4, 3, 2],
+            "low, medium -> warning; high -> error; critical -> critical"
+        );
+        assert_eq!(header_field("a b", 10), "a_b");
+    }
+}
