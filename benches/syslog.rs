@@ -43,10 +43,7 @@ fn receive(listener: TcpListener, n: u64) -> u64 {
         bytes += k as u64;
         pending.extend_from_slice(&buf[..k]);
         let mut pos = 0;
-        loop {
-            let Some(sp) = pending[pos..].iter().position(|b| *b == b' ') else {
-                break;
-            };
+        while let Some(sp) = pending[pos..].iter().position(|b| *b == b' ') {
             let len: usize = std::str::from_utf8(&pending[pos..pos + sp])
                 .expect("utf8")
                 .parse()
