@@ -420,4 +420,88 @@ mod tests {
         );
         assert_eq!(header_field("a b", 10), "a_b");
     }
+
+    fn spooled(seq: u64) -> Spooled {
+        Spooled {
+            seq,
+            event_id: format!("e{seq}"),
+            timestamp: "2024-01-01T00:00:00.000000Z".into(),
+            severity: 4,
+            json: Arc::from(format!("{{\"n\":{seq}}}")),
+        }
+    }
+
+    fn config(transport: SyslogTransport, framing: Framing) -> SyslogConfig {
+        SyslogConfig {
+            transport,
+            facility: 1,
+            framing,
+            app_name: "longconn".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn unix_datagram_and_newline_framing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sock");
+        let rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let mut out = SyslogOutput::new(
+            "u".into(),
+            &config(SyslogTransport::Unix { path }, Framing::OctetCounting),
+        )
+        .unwrap();
+        out.deliver(&[spooled(1), spooled(2)]).await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = rx.recv(&mut buf).unwrap();
+        let msg = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(
+            msg.starts_with("<10>1 2024-01-01T00:00:00.000000Z "),
+            "{msg}"
+        );
+        assert!(msg.ends_with(" ALERT - {\"n\":1}"), "{msg}");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let mut out = SyslogOutput::new(
+            "t".into(),
+            &config(SyslogTransport::Tcp { address }, Framing::Newline),
+        )
+        .unwrap();
+        let accept = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            String::from_utf8(got).unwrap()
+        });
+        out.deliver(&[spooled(1), spooled(2)]).await.unwrap();
+        drop(out);
+        let got = accept.await.unwrap();
+        let lines: Vec<&str> = got.lines().collect();
+        assert_eq!(lines.len(), 2, "{got}");
+        assert!(lines[1].ends_with("{\"n\":2}"));
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_transient() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut out = SyslogOutput::new(
+            "t".into(),
+            &config(
+                SyslogTransport::Tcp {
+                    address: format!("127.0.0.1:{port}"),
+                },
+                Framing::OctetCounting,
+            ),
+        )
+        .unwrap();
+        assert!(matches!(
+            out.deliver(&[spooled(1)]).await,
+            Err(DeliverError::Transient(_))
+        ));
+    }
 }
