@@ -19,8 +19,9 @@
 //!   the active segment is never deleted, so its name keeps the next sequence number after a restart.
 //! - **Bounded.** [`Spool::is_full`] turns true when the segments take `max_bytes` or more; the daemon then
 //!   stops reading its sources (the log files are the buffer) until outputs catch up and segments are
-//!   deleted. Alerts of records already read are still appended, so the limit can be overshot by one read's
-//!   worth of alerts; nothing is ever dropped.
+//!   deleted. Alerts of records already read are still appended, so the limit is overshot by the alerts of
+//!   one poll (`Tailer::poll` reads everything available, which after a long stop can be a large backlog);
+//!   nothing is ever dropped.
 //! - Cursors are written atomically (temp file + rename) but not fsynced: a cursor lost in a crash falls back
 //!   to an older one (or to the oldest segment), which means redelivery, never loss.
 
