@@ -145,6 +145,8 @@ pub struct Tailer {
     retired: Vec<RetiredFile>,
     anchor: Option<(i64, i64)>,
     chunk: Vec<u8>,
+    /// Bytes of the live file read per poll at most, so a large backlog does not hold the caller for long.
+    budget: u64,
 }
 
 impl Tailer {
@@ -161,7 +163,15 @@ impl Tailer {
             retired: Vec::new(),
             anchor: None,
             chunk: vec![0; CHUNK],
+            budget: u64::MAX,
         }
+    }
+
+    /// Reads at most about `bytes` of the live file per poll (whole chunks; rotated files are always drained
+    /// whole). A poll that returns `PollStats::bytes >= bytes` may have more to read.
+    pub fn with_poll_budget(mut self, bytes: u64) -> Tailer {
+        self.budget = bytes.max(1);
+        self
     }
 
     /// Sets the longest line accepted (default [`MAX_LINE`]).
@@ -200,7 +210,7 @@ impl Tailer {
         let mut i = 0;
         while i < self.draining.len() {
             let r = &mut self.draining[i];
-            let any = r.read(&mut self.chunk, self.max_line, sink, &mut stats)?;
+            let any = r.read(&mut self.chunk, self.max_line, u64::MAX, sink, &mut stats)?;
             r.eof_polls = if any { 0 } else { r.eof_polls + 1 };
             let unlinked = r.file.metadata().map(|m| m.nlink() == 0).unwrap_or(true);
             // Finished: the writer closed it (`#close`), or it is deleted (nobody can write it), or a whole
@@ -215,7 +225,13 @@ impl Tailer {
             }
         }
         if let Some(r) = self.live.as_mut() {
-            r.read(&mut self.chunk, self.max_line, sink, &mut stats)?;
+            r.read(
+                &mut self.chunk,
+                self.max_line,
+                self.budget,
+                sink,
+                &mut stats,
+            )?;
         }
         Ok(stats)
     }
