@@ -39,6 +39,8 @@ fn main() {
         cumulative: CumulativeConfig {
             levels: lv(3600, 14400, 28800, 43200),
             realert_after: None,
+            measure: longconn::config::Measure::Sum,
+            interim_timeout: longconn::config::DEFAULT_INTERIM_TIMEOUT,
         },
         filter: FilterConfig {
             internal: nets(&["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"]),
@@ -126,7 +128,7 @@ fn main() {
     let mut out = Vec::new();
     let t = Instant::now();
     for r in &recs {
-        d.process(r, &mut out);
+        d.process(r, longconn::config::SourceKind::Conn, &mut out);
         out.clear();
     }
     let el = t.elapsed();

@@ -294,7 +294,12 @@ const SCHEMA: &[(&str, Shape)] = &[
     ("single", Shape::Table(&[("levels", LEVELS)])),
     (
         "cumulative",
-        Shape::Table(&[("levels", LEVELS), ("realert_after", Shape::Str)]),
+        Shape::Table(&[
+            ("levels", LEVELS),
+            ("realert_after", Shape::Str),
+            ("measure", Shape::Str),
+            ("interim_timeout", Shape::Str),
+        ]),
     ),
     (
         "filter",

@@ -11,7 +11,7 @@ const T0: f64 = 1_700_000_000.0;
 fn run(d: &mut Detector, recs: &[ConnRecord]) -> Vec<Alert> {
     let mut out = Vec::new();
     for r in recs {
-        d.process(r, &mut out);
+        d.process(r, SourceKind::Conn, &mut out);
     }
     out
 }
@@ -550,7 +550,7 @@ proptest::proptest! {
         for (i, &(g, start, dur)) in recs.iter().enumerate() {
             let r = rec(&format!("C{i}"), &format!("10.0.0.{g}"), "8.8.8.8", T0 + f64::from(start), f64::from(dur));
             let mut out = Vec::new();
-            d.process(&r, &mut out);
+            d.process(&r, SourceKind::Conn, &mut out);
             got.extend(out.iter().map(|a| (a.source.ip, a.longconn.level)));
             // Model.
             let s = ((T0 + f64::from(start)) * 1e6).round() as i64;
