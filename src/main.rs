@@ -293,9 +293,15 @@ fn run_scan(a: ScanArgs) -> ExitCode {
             by,
             min_duration: a.min_duration.unwrap_or(0.0),
             exclude: a.exclude,
+            measure: match a.measure {
+                MeasureArg::Sum => longconn::config::Measure::Sum,
+                MeasureArg::Covered => longconn::config::Measure::Covered,
+            },
+            interim_files: Vec::new(),
         },
         threads,
         progress: true,
+        kind: a.kind.map(KindArg::kind),
     };
     let inputs: Vec<InputPath> = a.files.iter().map(|f| InputPath::from_arg(f)).collect();
     let r = scan::scan(&inputs, &opts);

@@ -38,7 +38,7 @@ pub fn replay(
     for input in inputs {
         summary.files += 1;
         let name = input.display();
-        let file_kind = kind.unwrap_or_else(|| kind_of(input));
+        let file_kind = kind.unwrap_or_else(|| input.kind());
         let reader = match input::open(input, Default::default()) {
             Ok(r) => r,
             Err(e) => {
@@ -97,14 +97,6 @@ pub fn replay(
     }
     summary.stats = detector.stats();
     Ok(summary)
-}
-
-/// A file's kind from its name; stdin is a conn log.
-pub fn kind_of(input: &InputPath) -> SourceKind {
-    match input {
-        InputPath::File(p) => SourceKind::from_path(p),
-        _ => SourceKind::Conn,
-    }
 }
 
 /// The summary table for stderr.
