@@ -133,8 +133,7 @@ impl Interim {
         }
         self.since_sweep = 0;
         let before = self.open.len();
-        self.open
-            .retain(|_, o| t.saturating_sub(o.end) <= timeout);
+        self.open.retain(|_, o| t.saturating_sub(o.end) <= timeout);
         (before - self.open.len()) as u64
     }
 }
@@ -460,9 +459,7 @@ impl Detector {
             Measure::Sum => touched.measure_before,
             Measure::Covered => slot.acc.covered(w),
         };
-        slot.data
-            .rules
-            .check_episode_end(&cum_th, measure_before);
+        slot.data.rules.check_episode_end(&cum_th, measure_before);
         if slot.data.rules.episode_first.is_none() {
             slot.data.rules.episode_first = Some((rec.uid.clone(), ts));
         }

@@ -262,7 +262,13 @@ fn run_replay(a: ReplayArgs) -> ExitCode {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
-    let summary = match longconn::replay::replay(&cfg, &inputs, a.kind.map(KindArg::kind), &mut out, &mut err) {
+    let summary = match longconn::replay::replay(
+        &cfg,
+        &inputs,
+        a.kind.map(KindArg::kind),
+        &mut out,
+        &mut err,
+    ) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
         Err(e) => {

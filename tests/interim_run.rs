@@ -81,7 +81,10 @@ fn daemon_alerts_on_a_still_open_connection_from_open_conn_log() {
     let t0 = 1_704_067_200.0;
     append(&conn, &(header("conn") + &row("Cshort", t0, 5.0)));
     // The first hourly snapshot: the SSH session has been up 1h30m.
-    append(&open_conn, &(header("open_conn") + &row("Clong", t0, 5400.0)));
+    append(
+        &open_conn,
+        &(header("open_conn") + &row("Clong", t0, 5400.0)),
+    );
     let cfg = dir.join("longconn.toml");
     std::fs::write(
         &cfg,

@@ -103,9 +103,12 @@ fn uid_rule_tables(path: &Path) -> (String, String) {
                 .position(|c| c == name)
                 .and_then(|i| v.get(i).copied())
         };
-        let (Some(uid), Some(o), Some(r), Some(d)) =
-            (get("uid"), get("id.orig_h"), get("id.resp_h"), get("duration"))
-        else {
+        let (Some(uid), Some(o), Some(r), Some(d)) = (
+            get("uid"),
+            get("id.orig_h"),
+            get("id.resp_h"),
+            get("duration"),
+        ) else {
             continue;
         };
         let (Ok(o), Ok(r), Ok(d)) = (o.parse(), r.parse(), d.parse::<f64>()) else {
@@ -224,8 +227,15 @@ fn check_interim_file(dir: &Path, name: &str) -> Result<(), String> {
         rows(&out).iter().map(|r| ((r.0, r.1), r.2)).collect();
     let want: BTreeMap<(IpAddr, IpAddr), f64> =
         rows(&want_cum).iter().map(|r| ((r.0, r.1), r.2)).collect();
-    if got.len() != want.len() || got.iter().zip(&want).any(|(g, w)| g.0 != w.0 || !close(*g.1, *w.1)) {
-        return Err(format!("{name}: uid-rule cumulative {got:?}, expected {want:?}"));
+    if got.len() != want.len()
+        || got
+            .iter()
+            .zip(&want)
+            .any(|(g, w)| g.0 != w.0 || !close(*g.1, *w.1))
+    {
+        return Err(format!(
+            "{name}: uid-rule cumulative {got:?}, expected {want:?}"
+        ));
     }
     let got_total: f64 = got.values().sum();
     if got_total > literal_total + 1e-6 {
@@ -233,7 +243,10 @@ fn check_interim_file(dir: &Path, name: &str) -> Result<(), String> {
             "{name}: uid rule total {got_total} above the literal pipeline's {literal_total}"
         ));
     }
-    let (out, err, code) = scan(&path, &["--format", "tsv", "--only", "single", "--top", "10"]);
+    let (out, err, code) = scan(
+        &path,
+        &["--format", "tsv", "--only", "single", "--top", "10"],
+    );
     if code != 0 {
         return Err(format!("{name}: exit {code}: {err}"));
     }
@@ -283,17 +296,17 @@ fn shared_open_conn_sample_counts_the_connection_once() {
         .unwrap()
         .split('\t')
         .collect();
-    let last = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .last()
-        .unwrap();
+    let last = text.lines().rfind(|l| !l.starts_with('#')).unwrap();
     let mut cols: Vec<String> = last.split('\t').map(str::to_string).collect();
     let d = fields.iter().position(|f| *f == "duration").unwrap();
     cols[d] = "190000.000000".into();
     let tmp = tempfile::tempdir().unwrap();
     let conn = tmp.path().join("conn.log");
-    std::fs::write(&conn, format!("{}\n{}\n", header.join("\n"), cols.join("\t"))).unwrap();
+    std::fs::write(
+        &conn,
+        format!("{}\n{}\n", header.join("\n"), cols.join("\t")),
+    )
+    .unwrap();
     let out = Command::new(bin())
         .args(["scan", "--format", "tsv", "--only", "cumulative"])
         .arg(&file)

@@ -620,7 +620,13 @@ fn singles(alerts: &[Alert]) -> Vec<(Level, bool, f64)> {
     alerts
         .iter()
         .filter(|a| a.longconn.trigger == S)
-        .map(|a| (a.longconn.level, a.longconn.open, a.longconn.measure_seconds))
+        .map(|a| {
+            (
+                a.longconn.level,
+                a.longconn.open,
+                a.longconn.measure_seconds,
+            )
+        })
         .collect()
 }
 
@@ -634,7 +640,11 @@ fn interim_before_final_counts_once_and_alerts_at_first_snapshot_past_a_level() 
         singles(&a),
         vec![(Low, true, 1.5 * H), (Medium, true, 4.5 * H)]
     );
-    assert!(a[0].longconn.message.contains("still open"), "{}", a[0].longconn.message);
+    assert!(
+        a[0].longconn.message.contains("still open"),
+        "{}",
+        a[0].longconn.message
+    );
     assert_eq!(figures(&mut d), (5.5 * H, 5.5 * H, 1));
     // The final record at 6h: same level, no new alert; counted once with its own duration.
     let fin = rec("C1", "10.0.0.1", "8.8.8.8", T0, 6.0 * H);
@@ -757,12 +767,18 @@ fn parallel_connections_sum_and_covered_side_by_side() {
     assert_eq!(kinds(&a), vec![(C, Low), (C, Medium)]);
     let m = &a[1].longconn;
     // Medium (4h) is reached by the second connection: 4h summed while only 2h were covered.
-    assert_eq!((m.measure_seconds, m.sum_seconds, m.covered_seconds), (4.0 * H, 4.0 * H, 2.0 * H));
+    assert_eq!(
+        (m.measure_seconds, m.sum_seconds, m.covered_seconds),
+        (4.0 * H, 4.0 * H, 2.0 * H)
+    );
     cfg.cumulative.measure = crate::config::Measure::Covered;
     let a = run(&mut Detector::new(&cfg), &recs);
     assert_eq!(kinds(&a), vec![(C, Low)]);
     let m = &a[0].longconn;
-    assert_eq!((m.measure_seconds, m.sum_seconds, m.covered_seconds), (2.0 * H, 2.0 * H, 2.0 * H));
+    assert_eq!(
+        (m.measure_seconds, m.sum_seconds, m.covered_seconds),
+        (2.0 * H, 2.0 * H, 2.0 * H)
+    );
     let mut d = Detector::new(&cfg);
     run(&mut d, &recs);
     assert_eq!(figures(&mut d), (6.0 * H, 3.0 * H, 3));

@@ -396,8 +396,7 @@ impl Tally {
         for (uid, (file, rec)) in other.interim {
             let newer = match self.interim.get(&uid) {
                 Some((f0, old)) => {
-                    (rec.duration, std::cmp::Reverse(file))
-                        > (old.duration, std::cmp::Reverse(*f0))
+                    (rec.duration, std::cmp::Reverse(file)) > (old.duration, std::cmp::Reverse(*f0))
                 }
                 None => true,
             };
@@ -450,9 +449,7 @@ impl Tally {
             .into_iter()
             .map(|(key, mut agg)| {
                 if covered {
-                    let union = spans
-                        .remove(&key)
-                        .map_or(0, crate::window::union_length);
+                    let union = spans.remove(&key).map_or(0, crate::window::union_length);
                     agg.covered_ns = (union.max(0) as u64).saturating_add(agg.loose_ns);
                     agg.measure_ns = agg.covered_ns;
                 } else {

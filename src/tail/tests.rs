@@ -706,9 +706,18 @@ fn rotated_names() {
         "conn_long.2024-01-01-00-00-00.log"
     ));
     assert!(is_rotated_name("open_conn.log", "open_conn.log.1"));
-    assert!(!is_rotated_name("conn.log", "open_conn.2024-01-01-00-00-00.log"));
-    assert!(!is_rotated_name("conn.log", "conn_long.2024-01-01-00-00-00.log"));
-    assert!(!is_rotated_name("open_conn.log", "conn.2024-01-01-00-00-00.log"));
+    assert!(!is_rotated_name(
+        "conn.log",
+        "open_conn.2024-01-01-00-00-00.log"
+    ));
+    assert!(!is_rotated_name(
+        "conn.log",
+        "conn_long.2024-01-01-00-00-00.log"
+    ));
+    assert!(!is_rotated_name(
+        "open_conn.log",
+        "conn.2024-01-01-00-00-00.log"
+    ));
 }
 
 /// An open_conn.log source is followed through Zeek's rename rotation like conn.log, including while
@@ -723,7 +732,10 @@ fn open_conn_source_follows_rotations() {
         kind: SourceKind::from_path(&live),
     };
     assert_eq!(src.kind, SourceKind::OpenConn);
-    append(&dir.path().join("conn.log"), &(header("2024-01-01-00-00-00") + &rows(&["X1"])));
+    append(
+        &dir.path().join("conn.log"),
+        &(header("2024-01-01-00-00-00") + &rows(&["X1"])),
+    );
     append(&live, &(header("2024-01-01-00-00-00") + &rows(&["A1"])));
     let mut t = tailer(&src);
     assert_eq!(t.kind(), SourceKind::OpenConn);

@@ -288,9 +288,12 @@ fn replace_swaps_one_connection_interval() {
     w.observe(BASE + 5 * HOUR);
     let t = w.touch(key(1)).expect("observed");
     // The second connection's interim interval [0, 2h] grows to [0, 5h].
-    t.slot
-        .acc
-        .replace(t.left_edge, (BASE, BASE + 2 * HOUR), (BASE, BASE + 5 * HOUR), t.cell);
+    t.slot.acc.replace(
+        t.left_edge,
+        (BASE, BASE + 2 * HOUR),
+        (BASE, BASE + 5 * HOUR),
+        t.cell,
+    );
     assert_eq!(t.slot.acc.measure(t.left_edge), 6 * HOUR);
     assert_eq!(t.slot.acc.len(), 2);
     assert_eq!(t.slot.acc.covered(t.left_edge), 5 * HOUR);
