@@ -18,8 +18,10 @@
 //! older or equal one is ignored (running totals only grow, so re-reads and out-of-order files are
 //! harmless). The final conn record replaces the interim interval and closes the uid; interim records of a
 //! closed uid are ignored for `[cumulative] interim_timeout` of event time after the close. Closed uids are
-//! remembered when the uid was open or its final duration is at least [`CLOSED_MIN_US`] (interim logs only
-//! ever hold connections up for minutes), at most [`MAX_CLOSED`] of them, oldest forgotten first. An open uid
+//! remembered when the uid was open, or, when interim records are expected at all (an interim source is
+//! configured, one was seen, or replay has interim files), when its final duration is at least
+//! [`CLOSED_MIN_US`] (interim logs only ever hold connections up for minutes); at most [`MAX_CLOSED`] of
+//! them, oldest forgotten first. An open uid
 //! whose latest record ended more than `interim_timeout` (default 25h) before the watermark is forgotten (its
 //! last interval stays counted until it leaves the window). All of this is in [`DetectorState`].
 //!
@@ -287,6 +289,13 @@ pub struct Detector {
     window: Window<GroupData>,
     stats: DetectorStats,
     interim: Interim,
+    /// Interim records are expected (an interim source is configured, or replay was told so): final
+    /// records then remember their uid as closed. Without interim logs that would be memory for nothing.
+    expect_interim: bool,
+}
+
+fn expects_interim(cfg: &Config) -> bool {
+    cfg.sources.iter().any(|s| s.kind != SourceKind::Conn)
 }
 
 fn group_string(k: &GroupKey, by: GroupBy) -> String {
@@ -311,6 +320,7 @@ impl Detector {
             sensor: cfg.sensor_name.clone(),
             stats: DetectorStats::default(),
             interim: Interim::default(),
+            expect_interim: expects_interim(cfg),
         }
     }
 
@@ -319,11 +329,18 @@ impl Detector {
     pub fn reconfigure(&mut self, cfg: &Config) {
         self.rules = Rules::new(cfg);
         self.sensor = cfg.sensor_name.clone();
+        self.expect_interim = self.expect_interim || expects_interim(cfg);
         self.window.reconfigure(
             self.rules.window_us,
             cfg.window.group_by,
             cfg.window.max_groups,
         );
+    }
+
+    /// Tells the detector that interim records will come (replay of open_conn/conn_long files), so that
+    /// final records remember their uid as closed from the first record on.
+    pub fn expect_interim(&mut self) {
+        self.expect_interim = true;
     }
 
     /// The watermark in seconds since the epoch.
@@ -359,6 +376,7 @@ impl Detector {
             window,
             stats: state.stats,
             interim: Interim::from_state(&state.interim),
+            expect_interim: expects_interim(cfg),
         };
         d.reconfigure(cfg);
         d
@@ -416,7 +434,8 @@ impl Detector {
             }
         } else {
             let prev = self.interim.open.remove(&rec.uid);
-            if prev.is_some() || dur >= CLOSED_MIN_US {
+            let remember = self.expect_interim || self.stats.interim_records > 0;
+            if prev.is_some() || (remember && dur >= CLOSED_MIN_US) {
                 self.interim.close(&rec.uid, t);
             }
             prev

@@ -33,6 +33,12 @@ pub fn replay(
     err: &mut dyn Write,
 ) -> io::Result<ReplaySummary> {
     let mut detector = Detector::new(config);
+    if inputs
+        .iter()
+        .any(|i| kind.unwrap_or_else(|| i.kind()) != SourceKind::Conn)
+    {
+        detector.expect_interim();
+    }
     let mut summary = ReplaySummary::default();
     let mut alerts = Vec::new();
     for input in inputs {

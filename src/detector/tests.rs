@@ -660,7 +660,13 @@ fn interim_before_final_counts_once_and_alerts_at_first_snapshot_past_a_level() 
 
 #[test]
 fn final_before_a_late_interim_ignores_the_interim() {
-    let mut d = Detector::new(&no_single());
+    let mut cfg = no_single();
+    cfg.sources.push(crate::config::Source {
+        path: "/opt/zeek/logs/current/open_conn.log".into(),
+        start_at: crate::config::StartAt::Beginning,
+        kind: OPEN,
+    });
+    let mut d = Detector::new(&cfg);
     let a = feed(
         &mut d,
         &[
@@ -672,6 +678,14 @@ fn final_before_a_late_interim_ignores_the_interim() {
     assert_eq!(kinds(&a), vec![(C, Low)]);
     assert_eq!(figures(&mut d), (3.0 * H, 3.0 * H, 1));
     assert_eq!(d.stats().interim_ignored, 2);
+    assert!(d.snapshot().interim.closed.iter().any(|c| c.0 == "C1"));
+    // Without any interim source configured (nor seen), a final record leaves no trace.
+    let mut d = Detector::new(&no_single());
+    feed(
+        &mut d,
+        &[(CONN, rec("C1", "10.0.0.1", "8.8.8.8", T0, 3.0 * H))],
+    );
+    assert!(d.snapshot().interim.closed.is_empty());
 }
 
 #[test]
