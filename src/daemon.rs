@@ -148,10 +148,11 @@ impl Pipeline {
             let alerts = &mut self.alerts_buf;
             let skipped_logged = &mut self.skipped_logged;
             let mut records = 0u64;
+            let kind = self.tailers[i].kind();
             let result = self.tailers[i].poll(&mut |ev| match ev {
                 TailEvent::Record { rec, .. } => {
                     records += 1;
-                    detector.process(&rec, alerts);
+                    detector.process(&rec, kind, alerts);
                 }
                 TailEvent::Skipped {
                     path,

@@ -31,7 +31,7 @@ pub mod watch;
 #[cfg(test)]
 mod tests;
 
-use crate::config::{Source, StartAt};
+use crate::config::{Source, SourceKind, StartAt};
 use crate::zeek::{ConnRecord, ParseOptions, SkipReason};
 use file::{mtime, FileReader};
 pub use file::{FileCheckpoint, FileId, Fingerprint, HeaderLine, FINGERPRINT_LEN};
@@ -135,6 +135,7 @@ struct Found {
 pub struct Tailer {
     path: PathBuf,
     start_at: StartAt,
+    kind: SourceKind,
     opts: ParseOptions,
     max_line: usize,
     live: Option<FileReader>,
@@ -154,6 +155,7 @@ impl Tailer {
         Tailer {
             path: source.path.clone(),
             start_at: source.start_at,
+            kind: source.kind,
             opts,
             max_line: MAX_LINE,
             live: None,
@@ -178,6 +180,11 @@ impl Tailer {
     pub fn with_max_line(mut self, max_line: usize) -> Tailer {
         self.max_line = max_line.max(1);
         self
+    }
+
+    /// The kind of log this source is (conn, or an interim log); the detector needs it per record.
+    pub fn kind(&self) -> SourceKind {
+        self.kind
     }
 
     /// The configured path.
