@@ -222,8 +222,8 @@ impl Output {
     }
 }
 
-/// Batching of one output: at most `size` alerts per delivery; a smaller batch waits at most
-/// `flush_interval` for more.
+/// Batching of one output: at most `size` alerts per delivery; while alerts keep coming, a smaller batch
+/// waits until `flush_interval` after the previous delivery (an alert after a quiet spell goes at once).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Batching {
     pub size: usize,
@@ -232,7 +232,7 @@ pub struct Batching {
 
 pub const DEFAULT_BATCHING: Batching = Batching {
     size: 500,
-    flush_interval: Duration::from_millis(200),
+    flush_interval: Duration::from_millis(100),
 };
 
 /// When the file output calls fsync.

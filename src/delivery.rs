@@ -1,5 +1,6 @@
 //! Delivery: one tokio task per output, moving alerts from the spool to the output. Each task reads forward
-//! from its own cursor, batches (at most `batch_size`; a short batch waits up to `flush_interval` for more),
+//! from its own cursor, batches (at most `batch_size`; an alert after a quiet spell goes at once, while alerts
+//! keep coming a short batch waits until `flush_interval` after the previous delivery),
 //! calls [`Deliver::deliver`] and commits the cursor only when the batch is accepted.
 //!
 //! - `Transient` failures are retried with exponential backoff and full jitter (0.5 s doubling, capped at 60 s);
@@ -67,6 +68,7 @@ pub async fn run(
     let name = output.name().to_string();
     let mut rng = seed();
     let mut stopping = *stop.borrow();
+    let mut last_delivery = tokio::time::Instant::now() - batching.flush_interval;
     loop {
         let mut batch = match reader.read(batching.size) {
             Ok(b) => b,
@@ -89,8 +91,10 @@ pub async fn run(
             }
             continue;
         }
-        if batch.len() < batching.size && !stopping {
-            let deadline = tokio::time::Instant::now() + batching.flush_interval;
+        // An alert after a quiet spell goes out at once; while alerts keep coming, a short batch waits until
+        // `flush_interval` after the previous delivery, so a trickle becomes one batch per interval.
+        let deadline = last_delivery + batching.flush_interval;
+        if batch.len() < batching.size && !stopping && tokio::time::Instant::now() < deadline {
             while batch.len() < batching.size {
                 tokio::select! {
                     _ = reader.changed() => {
@@ -117,6 +121,7 @@ pub async fn run(
         {
             return;
         }
+        last_delivery = tokio::time::Instant::now();
         let next = batch.last().map_or(0, |s| s.seq + 1);
         if let Err(e) = reader.commit(next) {
             error!(output = %name, "saving the spool cursor failed (alerts may be sent again): {e}");

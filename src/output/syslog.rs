@@ -15,7 +15,9 @@
 //!   crashes can be lost (use RELP or an HTTP output where that matters). UDP is fire and forget.
 //! - TLS: the server certificate must chain to `ca_file`; its name is checked against `server_name` unless
 //!   `verify_server_name = false`; an optional client certificate gives mutual TLS. Handshake failures are
-//!   logged as errors and retried (a fixed certificate starts delivery again; nothing is skipped).
+//!   logged as errors and retried (a fixed certificate starts delivery again; nothing is skipped). With TLS 1.3
+//!   a server refuses a client certificate only after the client's handshake is done, so a new connection
+//!   is watched for 250 ms for such a refusal before anything is written on it.
 
 use super::{Deliver, DeliverError, DeliverFuture, Spooled};
 use crate::config::{Framing, SyslogConfig, SyslogTransport, TlsConfig};
@@ -28,13 +30,15 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket, UnixDatagram};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a new TLS connection is watched for a refusal of our client certificate (TLS 1.3).
+const TLS_SETTLE: Duration = Duration::from_millis(250);
 
 /// The syslog severity for an alert's `event.severity` (1 low .. 4 critical).
 pub fn syslog_severity(event_severity: u8) -> u8 {
@@ -164,6 +168,23 @@ impl SyslogOutput {
                         )))
                     }
                 };
+                // TLS 1.3: the server judges our client certificate after the client-side handshake is done
+                // and answers a refusal with an alert. Wait a moment for one, so a refused client does not
+                // write alerts into a connection the server is about to drop.
+                let mut tls = tls;
+                let mut buf = [0u8; 256];
+                match tokio::time::timeout(TLS_SETTLE, tls.read(&mut buf)).await {
+                    Err(_) | Ok(Ok(1..)) => {}
+                    Ok(Ok(0)) => {
+                        return Err(DeliverError::Transient(format!(
+                            "{address}: TLS server closed the connection after the handshake"
+                        )))
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(output = %self.name, address = %address, "TLS server refused us (check client_cert and client_key): {e}");
+                        return Err(transient("TLS", e));
+                    }
+                }
                 Ok(Conn::Tls(Box::new(tls)))
             }
             SyslogTransport::Unix { path } => {
@@ -177,9 +198,16 @@ impl SyslogOutput {
 
     async fn send(&mut self, batch: &[Spooled]) -> Result<(), DeliverError> {
         // A stream whose peer closed it is replaced before anything is written on it.
-        let stale = match &self.conn {
+        let stale = match &mut self.conn {
             Some(Conn::Tcp(s)) => peer_closed(s.as_raw_fd()),
-            Some(Conn::Tls(s)) => peer_closed(s.get_ref().0.as_raw_fd()),
+            Some(Conn::Tls(s)) => {
+                // One poll of a read: an alert or EOF is there now, or the server is quietly listening.
+                let mut buf = [0u8; 256];
+                matches!(
+                    tokio::time::timeout(Duration::ZERO, s.read(&mut buf)).await,
+                    Ok(Ok(0) | Err(_))
+                )
+            }
             _ => false,
         };
         if stale {
@@ -252,8 +280,8 @@ impl SyslogOutput {
     }
 }
 
-/// Whether the peer closed (or reset) the stream: a non-blocking peek that finds EOF, data (a TLS alert) or
-/// an error other than "would block".
+/// Whether the peer closed (or reset) a plain TCP stream: a non-blocking peek that finds EOF, data (a syslog
+/// server has nothing to say) or an error other than "would block".
 fn peer_closed(fd: i32) -> bool {
     let mut b = [0u8; 1];
     // SAFETY: `fd` is an open socket owned by the caller for the duration of the call; `b` is a valid
@@ -503,5 +531,132 @@ mod tests {
             out.deliver(&[spooled(1)]).await,
             Err(DeliverError::Transient(_))
         ));
+    }
+
+    /// CA, a server certificate for "localhost" and a client certificate, as PEM files in `dir`.
+    fn pki(dir: &std::path::Path) -> (rustls::ServerConfig, TlsConfig) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let srv_key = KeyPair::generate().unwrap();
+        let srv = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&srv_key, &ca, &ca_key)
+            .unwrap();
+        let cli_key = KeyPair::generate().unwrap();
+        let cli = CertificateParams::new(vec!["client".to_string()])
+            .unwrap()
+            .signed_by(&cli_key, &ca, &ca_key)
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("client.pem"), cli.pem()).unwrap();
+        std::fs::write(dir.join("client.key"), cli_key.serialize_pem()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(client_verifier)
+            .with_single_cert(
+                vec![srv.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(srv_key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let tls = TlsConfig {
+            ca_file: dir.join("ca.pem"),
+            client_cert: Some((dir.join("client.pem"), dir.join("client.key"))),
+            server_name: "localhost".into(),
+            verify_server_name: true,
+        };
+        (server, tls)
+    }
+
+    /// Mutual TLS against an in-process rustls server: delivered with the right name, refused with a wrong
+    /// one, accepted with a wrong one when `verify_server_name = false`, refused without a client certificate.
+    #[tokio::test]
+    async fn tls_mutual_and_server_name_check() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (server, tls) = pki(dir.path());
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut t) = acceptor.accept(s).await {
+                        let mut buf = vec![0u8; 4096];
+                        if let Ok(n) = t.read(&mut buf).await {
+                            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+                        }
+                    }
+                });
+            }
+        });
+        let with = |tls: TlsConfig| {
+            SyslogOutput::new(
+                "tls".into(),
+                &config(
+                    SyslogTransport::Tls {
+                        address: address.clone(),
+                        tls,
+                    },
+                    Framing::OctetCounting,
+                ),
+            )
+            .unwrap()
+        };
+        let mut ok = with(tls.clone());
+        ok.deliver(&[spooled(7)]).await.unwrap();
+        let got = rx.recv().await.unwrap();
+        assert!(got.ends_with(" ALERT - {\"n\":7}"), "{got}");
+        assert!(
+            got.split_once(' ').unwrap().0.parse::<usize>().is_ok(),
+            "octet count: {got}"
+        );
+
+        let wrong_name = TlsConfig {
+            server_name: "siem.example.org".into(),
+            ..tls.clone()
+        };
+        let r = with(wrong_name.clone()).deliver(&[spooled(8)]).await;
+        assert!(matches!(r, Err(DeliverError::Transient(_))), "{r:?}");
+
+        let mut lax = with(TlsConfig {
+            verify_server_name: false,
+            ..wrong_name
+        });
+        lax.deliver(&[spooled(9)]).await.unwrap();
+        assert!(rx.recv().await.unwrap().ends_with("{\"n\":9}"));
+
+        // Without a client certificate the server refuses the handshake; the write (or the next one) fails.
+        let mut anon = with(TlsConfig {
+            client_cert: None,
+            ..tls
+        });
+        let mut failed = false;
+        for i in 0..3 {
+            if anon.deliver(&[spooled(10 + i)]).await.is_err() {
+                failed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(failed, "a server requiring client certificates refused us");
     }
 }
