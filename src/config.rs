@@ -222,8 +222,10 @@ impl Output {
     }
 }
 
-/// Batching of one output: at most `size` alerts per delivery; while alerts keep coming, a smaller batch
-/// waits until `flush_interval` after the previous delivery (an alert after a quiet spell goes at once).
+/// Batching of one output: at most `size` alerts per delivery. With a non-zero `flush_interval`, while alerts
+/// keep coming a smaller batch waits until `flush_interval` after the previous delivery (an alert after a
+/// quiet spell goes at once). Zero (the default) delivers at once; alerts that arrive while a delivery is in
+/// flight form the next batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Batching {
     pub size: usize,
@@ -232,7 +234,7 @@ pub struct Batching {
 
 pub const DEFAULT_BATCHING: Batching = Batching {
     size: 500,
-    flush_interval: Duration::from_millis(100),
+    flush_interval: Duration::ZERO,
 };
 
 /// When the file output calls fsync.
@@ -1455,11 +1457,17 @@ impl Check {
                         DEFAULT_BATCHING.size
                     }
                 },
-                flush_interval: self.duration(
-                    &k("flush_interval"),
-                    o.flush_interval.as_ref(),
-                    DEFAULT_BATCHING.flush_interval,
-                ),
+                flush_interval: match &o.flush_interval {
+                    None => DEFAULT_BATCHING.flush_interval,
+                    Some(t) if t.trim() == "0" => Duration::ZERO,
+                    Some(t) => self
+                        .parse(&k("flush_interval"), t, |t| {
+                            humantime::parse_duration(t.trim()).map_err(|e| {
+                                format!("{t:?} is not a duration like \"200ms\" or \"1s\" ({e})")
+                            })
+                        })
+                        .unwrap_or(DEFAULT_BATCHING.flush_interval),
+                },
             };
             // Keys that only some types take.
             let file_keys: &[(&str, bool)] =
@@ -1751,7 +1759,11 @@ fn raw_output(o: &Output) -> RawOutput {
     let mut raw = RawOutput {
         name: Some(o.name().to_string()),
         batch_size: Some(batch.size as i64),
-        flush_interval: Some(format_duration(batch.flush_interval)),
+        flush_interval: Some(if batch.flush_interval.is_zero() {
+            "0s".to_string()
+        } else {
+            format_duration(batch.flush_interval)
+        }),
         ..RawOutput::default()
     };
     match o {

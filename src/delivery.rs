@@ -1,6 +1,7 @@
 //! Delivery: one tokio task per output, moving alerts from the spool to the output. Each task reads forward
-//! from its own cursor, batches (at most `batch_size`; an alert after a quiet spell goes at once, while alerts
-//! keep coming a short batch waits until `flush_interval` after the previous delivery),
+//! from its own cursor, batches (at most `batch_size`; what is there goes at once, and alerts arriving during a
+//! delivery form the next batch; with a non-zero `flush_interval`, while alerts keep coming a short batch
+//! waits until `flush_interval` after the previous delivery, so a trickle becomes one request per interval),
 //! calls [`Deliver::deliver`] and commits the cursor only when the batch is accepted.
 //!
 //! - `Transient` failures are retried with exponential backoff and full jitter (0.5 s doubling, capped at 60 s);
@@ -94,7 +95,11 @@ pub async fn run(
         // An alert after a quiet spell goes out at once; while alerts keep coming, a short batch waits until
         // `flush_interval` after the previous delivery, so a trickle becomes one batch per interval.
         let deadline = last_delivery + batching.flush_interval;
-        if batch.len() < batching.size && !stopping && tokio::time::Instant::now() < deadline {
+        if batch.len() < batching.size
+            && !stopping
+            && !batching.flush_interval.is_zero()
+            && tokio::time::Instant::now() < deadline
+        {
             while batch.len() < batching.size {
                 tokio::select! {
                     _ = reader.changed() => {
