@@ -70,7 +70,10 @@ pub enum Auth {
     /// `Authorization: Splunk TOKEN` (splunk_hec) or `Authorization: Bearer TOKEN` (ndjson).
     Token(Secret),
     /// `Authorization: Basic base64(user:password)`.
-    Basic { username: String, password: Secret },
+    Basic {
+        username: String,
+        password: Secret,
+    },
     /// `Authorization: ApiKey KEY` (Elasticsearch; the key is the base64 `id:api_key` Kibana shows).
     ApiKey(Secret),
 }
@@ -347,7 +350,9 @@ impl HttpConfig {
             }
             if !format_known {
                 // Unknown format: only report keys no format knows.
-                let any = FORMATS.iter().any(|(_, f)| keys_for(*f).contains(&name.as_str()));
+                let any = FORMATS
+                    .iter()
+                    .any(|(_, f)| keys_for(*f).contains(&name.as_str()));
                 if any {
                     continue;
                 }
@@ -397,10 +402,7 @@ impl HttpConfig {
             }
             Some(other) => {
                 let found = other.type_str();
-                r.push(
-                    "batch_size",
-                    format!("expected an integer, found {found}"),
-                );
+                r.push("batch_size", format!("expected an integer, found {found}"));
                 DEFAULT_BATCH_SIZE
             }
         };
@@ -450,10 +452,7 @@ impl HttpConfig {
             }
         });
         let elastic = (format == Format::Elasticsearch).then(|| ElasticConfig {
-            index: r
-                .text("index")
-                .unwrap_or(DEFAULT_ELASTIC_INDEX)
-                .to_string(),
+            index: r.text("index").unwrap_or(DEFAULT_ELASTIC_INDEX).to_string(),
         });
         if let Some(e) = &elastic {
             if let Err(reason) = check_index_name(&e.index) {
@@ -626,9 +625,9 @@ fn read_auth(r: &mut Reader<'_>, format: Format) -> Auth {
 /// Elasticsearch index and data stream names: lower case, no spaces or `\/*?"<>|,#:`, not `.`/`..`,
 /// not starting with `-_+`.
 fn check_index_name(name: &str) -> Result<(), String> {
-    let bad = name.chars().any(|c| {
-        c.is_uppercase() || c.is_whitespace() || "\\/*?\"<>|,#:".contains(c)
-    });
+    let bad = name
+        .chars()
+        .any(|c| c.is_uppercase() || c.is_whitespace() || "\\/*?\"<>|,#:".contains(c));
     if bad || name == "." || name == ".." || name.starts_with(['-', '_', '+']) {
         return Err(format!(
             "{name:?} is not a valid index name (lower case, no spaces or \\/*?\"<>|,#:)"
@@ -692,8 +691,7 @@ mod tests {
     }
 
     fn has(errs: &[ConfigError], key: &str, part: &str) -> bool {
-        errs.iter()
-            .any(|e| e.key == key && e.reason.contains(part))
+        errs.iter().any(|e| e.key == key && e.reason.contains(part))
     }
 
     #[test]
@@ -757,7 +755,8 @@ mod tests {
 
     #[test]
     fn every_error_at_once() {
-        let e = errs(r#"
+        let e = errs(
+            r#"
             url = "ftp://x"
             format = "elasticsearch"
             batch_size = 0
@@ -768,7 +767,8 @@ mod tests {
             api_key_env = "LONGCONN_TEST_UNSET_VARIABLE"
             index = "Bad Index"
             headers = { "Content-Type" = "text/plain", "X-Ok" = "1", "bad name" = "x" }
-        "#);
+        "#,
+        );
         for (key, part) in [
             ("output[2].url", "scheme"),
             ("output[2].batch_size", "out of range"),
@@ -791,9 +791,13 @@ mod tests {
         let e = errs("format = \"splunk_hec\"\n");
         assert!(has(&e, "output[2].url", "missing"), "{e:?}");
         assert!(has(&e, "output[2].token_file", "missing"), "{e:?}");
-        let e = errs("url = \"http://h\"\nformat = \"splunk_hec\"\ntoken = \"a\"\ntoken_file = \"/b\"\n");
+        let e = errs(
+            "url = \"http://h\"\nformat = \"splunk_hec\"\ntoken = \"a\"\ntoken_file = \"/b\"\n",
+        );
         assert!(has(&e, "output[2].token_file", "only one of"), "{e:?}");
-        let e = errs("url = \"http://h\"\nformat = \"elasticsearch\"\nusername = \"u\"\napi_key = \"k\"\n");
+        let e = errs(
+            "url = \"http://h\"\nformat = \"elasticsearch\"\nusername = \"u\"\napi_key = \"k\"\n",
+        );
         assert!(has(&e, "output[2]", "one way"), "{e:?}");
         let e = errs("url = \"http://h\"\nformat = \"elasticsearch\"\nusername = \"u\"\n");
         assert!(has(&e, "output[2].password_file", "missing"), "{e:?}");
@@ -803,7 +807,8 @@ mod tests {
         let e = errs("url = \"http://h\"\nformat = \"xml\"\ntoken = \"t\"\n");
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(has(&e, "output[2].format", "not one of"), "{e:?}");
-        let e = errs("url = \"http://h\"\nformat = \"splunk_hec\"\ntoken = \"t\"\nchannel = \"c\"\n");
+        let e =
+            errs("url = \"http://h\"\nformat = \"splunk_hec\"\ntoken = \"t\"\nchannel = \"c\"\n");
         assert!(has(&e, "output[2].channel", "ack = true"), "{e:?}");
     }
 

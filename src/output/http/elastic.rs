@@ -46,7 +46,11 @@ impl Bulk {
         for &i in items {
             let s = &chunk[i];
             body.extend_from_slice(self.action_prefix.as_bytes());
-            body.extend_from_slice(serde_json::Value::from(s.event_id.as_str()).to_string().as_bytes());
+            body.extend_from_slice(
+                serde_json::Value::from(s.event_id.as_str())
+                    .to_string()
+                    .as_bytes(),
+            );
             body.extend_from_slice(b"}}\n");
             body.extend_from_slice(s.json.as_bytes());
             body.push(b'\n');
@@ -94,7 +98,10 @@ pub fn read_answer(body: &[u8], sent: &[usize]) -> Result<Outcome, DeliverError>
     let answer: BulkAnswer = serde_json::from_slice(body).map_err(|e| {
         DeliverError::Transient(format!(
             "bulk answer is not a bulk response ({e}): {}",
-            String::from_utf8_lossy(body).chars().take(200).collect::<String>()
+            String::from_utf8_lossy(body)
+                .chars()
+                .take(200)
+                .collect::<String>()
         ))
     })?;
     if answer.items.len() != sent.len() {
@@ -186,7 +193,11 @@ pub(super) async fn deliver(out: &HttpOutput, chunk: &[Spooled]) -> Result<(), D
     }
     if !refused.is_empty() {
         refused.sort_unstable();
-        let seqs: Vec<String> = refused.iter().take(5).map(|i| chunk[*i].seq.to_string()).collect();
+        let seqs: Vec<String> = refused
+            .iter()
+            .take(5)
+            .map(|i| chunk[*i].seq.to_string())
+            .collect();
         return Err(DeliverError::Permanent(format!(
             "{} of {} bulk items refused (seq {}{}): {}",
             refused.len(),
@@ -220,7 +231,11 @@ mod tests {
         let cfg = ElasticConfig {
             index: "logs-longconn.alert-default".into(),
         };
-        for base in ["https://es:9200", "https://es:9200/", "https://es:9200/_bulk"] {
+        for base in [
+            "https://es:9200",
+            "https://es:9200/",
+            "https://es:9200/_bulk",
+        ] {
             let b = Bulk::new(&Url::parse(base).unwrap(), &cfg).unwrap();
             assert_eq!(b.bulk_url.as_str(), "https://es:9200/_bulk");
         }

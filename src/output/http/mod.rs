@@ -252,7 +252,8 @@ fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
         });
         if matches!(
             tls,
-            Some(rustls::Error::InvalidCertificate(_)) | Some(rustls::Error::NoCertificatesPresented)
+            Some(rustls::Error::InvalidCertificate(_))
+                | Some(rustls::Error::NoCertificatesPresented)
         ) {
             return true;
         }
@@ -290,8 +291,7 @@ fn auth_header(auth: &Auth, format: Format) -> Result<Option<HeaderValue>, Strin
 
 /// Standard base64 with padding, for basic auth (the one place we need it).
 mod base64_lite {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
     pub fn encode(input: &[u8]) -> String {
         let mut out = String::with_capacity(input.len().div_ceil(3) * 4);

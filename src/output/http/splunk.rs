@@ -169,7 +169,10 @@ pub(super) async fn deliver(out: &HttpOutput, chunk: &[Spooled]) -> Result<(), D
         return Ok(());
     };
     let parsed: EventAnswer = serde_json::from_slice(&answer.body).map_err(|e| {
-        DeliverError::Transient(format!("HEC answer is not JSON ({e}): {}", snippet(&answer)))
+        DeliverError::Transient(format!(
+            "HEC answer is not JSON ({e}): {}",
+            snippet(&answer)
+        ))
     })?;
     let Some(id) = parsed.ack_id else {
         return Err(DeliverError::Permanent(format!(
@@ -227,7 +230,10 @@ async fn wait_for_ack(
             Err(e) => return Err(e),
         }
         let acks: AckAnswer = serde_json::from_slice(&answer.body).map_err(|e| {
-            DeliverError::Transient(format!("HEC ack answer is not JSON ({e}): {}", snippet(&answer)))
+            DeliverError::Transient(format!(
+                "HEC ack answer is not JSON ({e}): {}",
+                snippet(&answer)
+            ))
         })?;
         if acks.acks.get(&key).copied().unwrap_or(false) {
             tracing::debug!(output = %out.name, ack_id = id, waited_ms = started.elapsed().as_millis() as u64,
@@ -238,7 +244,10 @@ async fn wait_for_ack(
 }
 
 fn snippet(answer: &Answer) -> String {
-    String::from_utf8_lossy(&answer.body).chars().take(200).collect()
+    String::from_utf8_lossy(&answer.body)
+        .chars()
+        .take(200)
+        .collect()
 }
 
 #[cfg(test)]
