@@ -395,15 +395,12 @@ async fn elasticsearch_failures() {
     let r = out.deliver(&more).await;
     assert!(is_transient(&r), "{r:?}");
     assert!(format!("{r:?}").contains("still rejected"), "{r:?}");
-    let st = rx.state();
-    assert_eq!(st.requests.len() - before, 4, "the batch, then 3 resends");
-    assert!(st.requests[before + 1..].iter().all(|r| r
-        .body
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        == 2));
-    drop(st);
+    {
+        let st = rx.state();
+        assert_eq!(st.requests.len() - before, 4, "the batch, then 3 resends");
+        let lines = |r: &support::receiver::Request| r.body.iter().filter(|b| **b == b'\n').count();
+        assert!(st.requests[before + 1..].iter().all(|r| lines(r) == 2));
+    }
 
     // A document Elasticsearch refuses (mapping error): permanent, the others are stored.
     let bad = alerts(200, 5);

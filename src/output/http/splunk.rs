@@ -327,7 +327,7 @@ mod tests {
         );
 
         let fixed = Hec::new(&Url::parse("http://s").unwrap(), &cfg(Some("h\"q"), None)).unwrap();
-        let body = fixed.body(&[s.clone()]).unwrap();
+        let body = fixed.body(std::slice::from_ref(&s)).unwrap();
         let env: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(env["host"], "h\"q");
         assert!(env.get("index").is_none());
