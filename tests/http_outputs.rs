@@ -430,3 +430,49 @@ async fn elasticsearch_wrong_credentials_are_permanent() {
     assert!(format!("{r:?}").contains("security_exception"), "{r:?}");
     assert!(rx.state().docs.is_empty());
 }
+
+/// The `[[output]]` examples of the documentation are valid configs (their secret and CA files do not
+/// exist here, so only "cannot read" on a `*_file` key is allowed). The section may have moved into the
+/// README.
+#[test]
+fn documented_examples_are_valid() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut text = String::new();
+    for name in ["docs-http-outputs.md", "README.md"] {
+        text.push_str(&std::fs::read_to_string(format!("{root}/{name}")).unwrap_or_default());
+    }
+    std::env::set_var("LONGCONN_ES_API_KEY", "a2V5OnNlY3JldA==");
+    std::env::set_var("LONGCONN_HEC_TOKEN", "t");
+    let mut checked = Vec::new();
+    for block in text.split("```toml").skip(1) {
+        let block = block.split("```").next().unwrap_or("");
+        let doc: toml::Table = block.parse().unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let Some(outputs) = doc.get("output").and_then(|o| o.as_array()) else {
+            continue;
+        };
+        for (i, o) in outputs.iter().enumerate() {
+            let table = o.as_table().expect("[[output]] table");
+            if table.get("type").and_then(|t| t.as_str()) != Some("http") {
+                continue;
+            }
+            if let Err(errs) = HttpConfig::from_raw(table, &format!("output[{i}]")) {
+                for e in errs {
+                    assert!(
+                        e.key.ends_with("_file") && e.reason.contains("cannot read"),
+                        "{e}\n{block}"
+                    );
+                }
+            }
+            checked.push(
+                table
+                    .get("format")
+                    .and_then(|f| f.as_str())
+                    .unwrap_or("ndjson")
+                    .to_string(),
+            );
+        }
+    }
+    checked.sort();
+    checked.dedup();
+    assert_eq!(checked, ["elasticsearch", "ndjson", "splunk_hec"]);
+}
