@@ -476,3 +476,71 @@ fn documented_examples_are_valid() {
     checked.dedup();
     assert_eq!(checked, ["elasticsearch", "ndjson", "splunk_hec"]);
 }
+
+/// A test CA and a server certificate it signed for `localhost`: (CA PEM, server TLS config).
+fn test_pki() -> (String, Arc<rustls::ServerConfig>) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "longconn test CA");
+    let ca =
+        rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().expect("key"))
+            .expect("CA");
+    let leaf_key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("leaf params")
+        .signed_by(&leaf_key, &ca)
+        .expect("leaf");
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .expect("server config");
+    (ca.as_ref().pem(), Arc::new(server))
+}
+
+#[tokio::test]
+async fn tls_with_a_ca_file() {
+    let (ca_pem, server) = test_pki();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).expect("write CA");
+    let rx = Receiver::start_tls(Mode::Elastic { auth: None }, server).await;
+    let ca = ca_file.display().to_string();
+
+    let mut out = output(&es_config_at(
+        &rx.https_url("localhost", ""),
+        &format!("ca_file = {ca:?}\n"),
+    ));
+    let batch = alerts(1, 30);
+    out.deliver(&batch).await.expect("delivered over TLS");
+    assert_docs(&rx, &batch, "logs-longconn.alert-default");
+
+    // The certificate names localhost, not 127.0.0.1: refused for good.
+    let mut out = output(&es_config_at(
+        &rx.https_url("127.0.0.1", ""),
+        &format!("ca_file = {ca:?}\n"),
+    ));
+    let r = out.deliver(&batch).await;
+    assert!(is_permanent(&r), "{r:?}");
+
+    // Without the CA (system roots only) the server is unknown: refused for good.
+    let cfg = config(&es_config_at(&rx.https_url("localhost", ""), ""));
+    match HttpOutput::new("no-ca".into(), &cfg) {
+        Ok(mut out) => {
+            let r = out.deliver(&batch).await;
+            assert!(is_permanent(&r), "{r:?}");
+        }
+        // A machine without a system CA bundle.
+        Err(e) => assert!(e.contains("ca_file"), "{e}"),
+    }
+}
+
+fn es_config_at(url: &str, extra: &str) -> String {
+    format!("url = {url:?}\nformat = \"elasticsearch\"\n{extra}")
+}

@@ -12,8 +12,8 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 
 /// Which receiver to play.
 #[derive(Debug, Clone)]
@@ -85,6 +85,15 @@ impl Drop for Receiver {
 
 impl Receiver {
     pub async fn start(mode: Mode) -> Receiver {
+        Receiver::start_inner(mode, None).await
+    }
+
+    /// The same over TLS, with the given server certificate.
+    pub async fn start_tls(mode: Mode, tls: Arc<rustls::ServerConfig>) -> Receiver {
+        Receiver::start_inner(mode, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_inner(mode: Mode, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State::default()));
@@ -96,8 +105,15 @@ impl Receiver {
                 };
                 let state = shared.clone();
                 let mode = mode.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = serve(stream, mode, state).await;
+                    let _ = match tls {
+                        None => serve(stream, mode, state).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => serve(stream, mode, state).await,
+                            Err(_) => Ok(()),
+                        },
+                    };
                 });
             }
         });
@@ -108,13 +124,21 @@ impl Receiver {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `https://HOST:PORT{path}`, for a receiver started with [`Receiver::start_tls`].
+    pub fn https_url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.addr.port())
+    }
+
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("receiver state")
     }
 }
 
-async fn serve(stream: TcpStream, mode: Mode, state: Arc<Mutex<State>>) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
+async fn serve<S>(stream: S, mode: Mode, state: Arc<Mutex<State>>) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (read, mut write) = tokio::io::split(stream);
     let mut read = BufReader::new(read);
     loop {
         let mut line = String::new();
@@ -184,7 +208,7 @@ async fn serve(stream: TcpStream, mode: Mode, state: Arc<Mutex<State>>) -> std::
 }
 
 async fn respond(
-    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    write: &mut (impl AsyncWrite + Unpin),
     status: u16,
     body: &str,
 ) -> std::io::Result<()> {

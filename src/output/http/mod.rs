@@ -245,19 +245,19 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
-        let tls = s.downcast_ref::<rustls::Error>().or_else(|| {
-            s.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
         if matches!(
-            tls,
-            Some(rustls::Error::InvalidCertificate(_))
-                | Some(rustls::Error::NoCertificatesPresented)
+            s.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
         ) {
             return true;
         }
-        source = s.source();
+        // `io::Error::source` skips the error it wraps (rustls' lives there), so descend by hand.
+        source = match s.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => s.source(),
+        };
     }
     false
 }
