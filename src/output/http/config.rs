@@ -43,19 +43,59 @@ impl Format {
     }
 }
 
-/// A credential. `Debug` prints `***`; the value is only reachable through [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A credential. `Debug` prints `***`; the value is only reachable through [`Secret::expose`]. Equality
+/// compares values only.
+#[derive(Clone)]
+pub struct Secret {
+    value: String,
+    origin: SecretOrigin,
+}
+
+/// Where a secret was read from, so the effective config can name the file or variable instead of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOrigin {
+    Inline,
+    File(PathBuf),
+    Env(String),
+}
 
 impl Secret {
+    /// An inline secret.
     pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
+        Secret::with_origin(value, SecretOrigin::Inline)
+    }
+    pub fn with_origin(value: impl Into<String>, origin: SecretOrigin) -> Secret {
+        Secret {
+            value: value.into(),
+            origin,
+        }
     }
     /// The value, for building a request header. Never log it.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+    pub fn origin(&self) -> &SecretOrigin {
+        &self.origin
+    }
+    /// `NAME_file = PATH`, `NAME_env = VAR`, or `NAME = "***"` for an inline secret.
+    fn to_toml(&self, name: &str, table: &mut toml::Table) {
+        match &self.origin {
+            SecretOrigin::Inline => table.insert(name.into(), "***".into()),
+            SecretOrigin::File(p) => {
+                table.insert(format!("{name}_file"), p.display().to_string().into())
+            }
+            SecretOrigin::Env(v) => table.insert(format!("{name}_env"), v.clone().into()),
+        };
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Eq for Secret {}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,7 +144,7 @@ pub struct ElasticConfig {
 }
 
 /// A validated `type = "http"` output.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
     /// As configured; [`super::HttpOutput`] derives the endpoint (`/_bulk`, `/services/collector/event`).
     pub url: Url,
@@ -290,7 +330,10 @@ impl<'t> Reader<'t> {
                     self.push(&file_key, format!("{path} is empty"));
                     None
                 }
-                Ok(s) => Some(Secret::new(s.trim())),
+                Ok(s) => Some(Secret::with_origin(
+                    s.trim(),
+                    SecretOrigin::File(PathBuf::from(path)),
+                )),
                 Err(e) => {
                     self.push(&file_key, format!("cannot read {path}: {e}"));
                     None
@@ -303,7 +346,10 @@ impl<'t> Reader<'t> {
                     self.push(&env_key, format!("environment variable {var} is empty"));
                     None
                 }
-                Ok(s) => Some(Secret::new(s.trim())),
+                Ok(s) => Some(Secret::with_origin(
+                    s.trim(),
+                    SecretOrigin::Env(var.to_string()),
+                )),
                 Err(_) => {
                     self.push(
                         &env_key,
@@ -477,6 +523,64 @@ impl HttpConfig {
             }),
             _ => Err(r.errs),
         }
+    }
+}
+
+impl HttpConfig {
+    /// The effective settings as an `[[output]]` table (`longconn check`), defaults filled in, `type`
+    /// and `name` left to the caller. Secrets appear as the file or variable they came from; inline
+    /// secrets and header values as `"***"`.
+    pub fn to_effective_toml(&self) -> toml::Table {
+        use crate::config::format_duration;
+        let mut t = toml::Table::new();
+        t.insert("url".into(), self.url.as_str().into());
+        t.insert("format".into(), self.format.name().into());
+        t.insert("batch_size".into(), (self.batch_size as i64).into());
+        t.insert(
+            "flush_interval".into(),
+            format_duration(self.flush_interval).into(),
+        );
+        t.insert("gzip".into(), self.gzip.into());
+        t.insert("timeout".into(), format_duration(self.timeout).into());
+        if let Some(p) = &self.ca_file {
+            t.insert("ca_file".into(), p.display().to_string().into());
+        }
+        if !self.headers.is_empty() {
+            let headers: toml::Table = self
+                .headers
+                .iter()
+                .map(|(k, _)| (k.as_str().to_string(), toml::Value::from("***")))
+                .collect();
+            t.insert("headers".into(), headers.into());
+        }
+        match &self.auth {
+            Auth::None => {}
+            Auth::Token(s) => s.to_toml("token", &mut t),
+            Auth::Basic { username, password } => {
+                t.insert("username".into(), username.clone().into());
+                password.to_toml("password", &mut t);
+            }
+            Auth::ApiKey(s) => s.to_toml("api_key", &mut t),
+        }
+        if let Some(s) = &self.splunk {
+            t.insert("sourcetype".into(), s.sourcetype.clone().into());
+            t.insert("source".into(), s.source.clone().into());
+            if let Some(i) = &s.index {
+                t.insert("index".into(), i.clone().into());
+            }
+            if let Some(h) = &s.host {
+                t.insert("host".into(), h.clone().into());
+            }
+            t.insert("ack".into(), s.ack.is_some().into());
+            if let Some(a) = &s.ack {
+                t.insert("channel".into(), a.channel.clone().into());
+                t.insert("ack_timeout".into(), format_duration(a.timeout).into());
+            }
+        }
+        if let Some(e) = &self.elastic {
+            t.insert("index".into(), e.index.clone().into());
+        }
+        t
     }
 }
 
@@ -817,6 +921,34 @@ mod tests {
         let e = errs("url = \"http://h\"\nformat = \"splunk_hec\"\ntoken = 12345\n");
         assert!(has(&e, "output[2].token", "expected a string"), "{e:?}");
         assert!(!format!("{e:?}").contains("12345"));
+    }
+
+    #[test]
+    fn effective_toml_reads_back_and_hides_secrets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        std::fs::write(&path, "the-api-key\n").expect("write");
+        std::env::set_var("LONGCONN_TEST_HEC_TOKEN_2", "hec-secret");
+        for text in [
+            format!(
+                "url = \"https://es:9200\"\nformat = \"elasticsearch\"\napi_key_file = {:?}\ngzip = true\n",
+                path.display().to_string()
+            ),
+            "url = \"https://s:8088\"\nformat = \"splunk_hec\"\ntoken_env = \"LONGCONN_TEST_HEC_TOKEN_2\"\nack = true\nindex = \"net\"\ntimeout = \"1m 30s\"\n".to_string(),
+            "url = \"http://h/in\"\nheaders = { X-A = \"secret-header\" }\nbatch_size = 7\n".to_string(),
+        ] {
+            let c = ok(&text);
+            let effective = c.to_effective_toml();
+            let shown = effective.to_string();
+            for secret in ["the-api-key", "hec-secret", "secret-header"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+            if c.headers.is_empty() {
+                assert_eq!(ok(&shown), c, "{shown}");
+            }
+        }
+        let inline = ok("url = \"http://h\"\ntoken = \"abc\"\n").to_effective_toml();
+        assert_eq!(inline.get("token").and_then(|v| v.as_str()), Some("***"));
     }
 
     #[test]

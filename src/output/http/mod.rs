@@ -18,8 +18,8 @@ pub mod elastic;
 pub mod splunk;
 
 pub use config::{
-    new_channel, AckConfig, Auth, ElasticConfig, Format, HttpConfig, Secret, SplunkConfig,
-    DEFAULT_BATCH_SIZE, DEFAULT_ELASTIC_INDEX, DEFAULT_SOURCE, DEFAULT_SOURCETYPE,
+    new_channel, AckConfig, Auth, ElasticConfig, Format, HttpConfig, Secret, SecretOrigin,
+    SplunkConfig, DEFAULT_BATCH_SIZE, DEFAULT_ELASTIC_INDEX, DEFAULT_SOURCE, DEFAULT_SOURCETYPE,
 };
 
 use super::{Deliver, DeliverError, DeliverFuture, Spooled};
