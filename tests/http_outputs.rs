@@ -484,13 +484,12 @@ fn test_pki() -> (String, Arc<rustls::ServerConfig>) {
     ca_params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "longconn test CA");
-    let ca =
-        rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().expect("key"))
-            .expect("CA");
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
     let leaf_key = rcgen::KeyPair::generate().expect("key");
     let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
         .expect("leaf params")
-        .signed_by(&leaf_key, &ca)
+        .signed_by(&leaf_key, &ca, &ca_key)
         .expect("leaf");
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
     let server = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -501,7 +500,7 @@ fn test_pki() -> (String, Arc<rustls::ServerConfig>) {
     .with_no_client_auth()
     .with_single_cert(vec![leaf.der().clone()], key)
     .expect("server config");
-    (ca.as_ref().pem(), Arc::new(server))
+    (ca.pem(), Arc::new(server))
 }
 
 #[tokio::test]

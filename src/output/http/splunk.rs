@@ -204,14 +204,20 @@ async fn wait_for_ack(
         }
         tokio::time::sleep(pause.min(left)).await;
         attempt += 1;
-        let answer = out
-            .post(
-                &hec.ack_url,
-                body.clone().into_bytes(),
-                "application/json",
-                Some(("X-Splunk-Request-Channel", channel)),
-            )
-            .await;
+        // A poll never runs past the deadline, whatever the request timeout.
+        let left = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(50));
+        let poll = out.post(
+            &hec.ack_url,
+            body.clone().into_bytes(),
+            "application/json",
+            Some(("X-Splunk-Request-Channel", channel)),
+        );
+        let answer = match tokio::time::timeout(left, poll).await {
+            Err(_) => continue,
+            Ok(a) => a,
+        };
         let answer = match answer {
             Ok(a) => a,
             // A poll that fails is retried until the deadline; the data may be indexed already.
