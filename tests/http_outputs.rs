@@ -543,3 +543,32 @@ async fn tls_with_a_ca_file() {
 fn es_config_at(url: &str, extra: &str) -> String {
     format!("url = {url:?}\nformat = \"elasticsearch\"\n{extra}")
 }
+
+/// The receiver goes down (connections dropped, port closed) and comes back on the same port: delivery
+/// fails as `Transient` meanwhile and resumes on the same `HttpOutput`; the batch sent again during the
+/// outage and after it is stored once.
+#[tokio::test]
+async fn receiver_outage_is_transient_and_delivery_resumes() {
+    let mode = Mode::Elastic { auth: None };
+    let rx = Receiver::start(mode.clone()).await;
+    let addr = rx.addr;
+    let mut out = output(&es_config(&rx, "timeout = \"2s\"\n"));
+    let first = alerts(1, 40);
+    out.deliver(&first).await.expect("delivered");
+    drop(rx);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let second = alerts(100, 40);
+    let r = out.deliver(&second).await;
+    assert!(is_transient(&r), "{r:?}");
+
+    let rx = Receiver::restart_on(addr, mode).await;
+    // The spool resends from its cursor: the failed batch, and here also the first one again.
+    out.deliver(&second)
+        .await
+        .expect("delivered after the outage");
+    out.deliver(&first).await.expect("resend accepted");
+    let st = rx.state();
+    assert_eq!((st.created, st.conflicts), (80, 0));
+    assert_eq!(st.docs.len(), 80);
+}

@@ -94,19 +94,36 @@ impl Receiver {
     }
 
     async fn start_inner(mode: Mode, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Receiver::start_at("127.0.0.1:0".parse().expect("addr"), mode, tls).await
+    }
+
+    /// A plain receiver on a given address (to come back on the port of one that was dropped).
+    pub async fn restart_on(addr: SocketAddr, mode: Mode) -> Receiver {
+        Receiver::start_at(addr, mode, None).await
+    }
+
+    async fn start_at(
+        addr: SocketAddr,
+        mode: Mode,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Receiver {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
         let task = tokio::spawn(async move {
+            // Connections live in the set, so dropping the receiver (aborting this task) closes them too,
+            // like a receiver that goes down.
+            let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                while connections.try_join_next().is_some() {}
                 let state = shared.clone();
                 let mode = mode.clone();
                 let tls = tls.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let _ = match tls {
                         None => serve(stream, mode, state).await,
                         Some(acceptor) => match acceptor.accept(stream).await {
