@@ -271,8 +271,10 @@ impl Pipeline {
     }
 
     fn run(mut self, ctrl: mpsc::Receiver<Control>) {
-        let interval = self.config.state.checkpoint_interval;
         let mut last_checkpoint = Instant::now();
+        // A large window makes a checkpoint slow (it holds every interval): never spend more than a tenth of
+        // the time writing them, whatever the configured interval.
+        let mut last_cost = Duration::ZERO;
         loop {
             // Pending alerts (the spool refused them) or a full spool: do not read, let outputs catch up.
             let n = if !self.alerts_buf.is_empty() {
@@ -287,9 +289,13 @@ impl Pipeline {
                 // Hand new alerts to the outputs now, not only at the next checkpoint.
                 self.sync_spool();
             }
+            let interval = self.config.state.checkpoint_interval.max(last_cost * 10);
             if last_checkpoint.elapsed() >= interval {
+                let started = Instant::now();
                 self.checkpoint();
                 last_checkpoint = Instant::now();
+                last_cost = started.elapsed();
+                debug!(seconds = last_cost.as_secs_f64(), "checkpoint written");
             }
             let wait = if n > 0 { Duration::ZERO } else { RECHECK };
             match ctrl.recv_timeout(wait) {

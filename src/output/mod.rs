@@ -5,10 +5,12 @@
 
 mod deliver;
 mod file;
+pub mod http;
 pub mod syslog;
 
 pub use deliver::{Deliver, DeliverError, DeliverFuture, Spooled};
 pub use file::FileOutput;
+pub use http::{HttpConfig, HttpOutput};
 pub use syslog::SyslogOutput;
 
 use crate::config::Output as OutputConfig;
