@@ -200,6 +200,11 @@ pub enum Output {
         syslog: SyslogConfig,
         batch: Batching,
     },
+    /// Splunk HEC, Elasticsearch bulk or an NDJSON webhook; see `crate::output::http`.
+    Http {
+        name: String,
+        http: Box<crate::output::http::HttpConfig>,
+    },
 }
 
 impl Output {
@@ -208,7 +213,8 @@ impl Output {
         match self {
             Output::Stdout { name, .. }
             | Output::File { name, .. }
-            | Output::Syslog { name, .. } => name,
+            | Output::Syslog { name, .. }
+            | Output::Http { name, .. } => name,
         }
     }
 
@@ -218,6 +224,10 @@ impl Output {
             Output::Stdout { batch, .. }
             | Output::File { batch, .. }
             | Output::Syslog { batch, .. } => *batch,
+            Output::Http { http, .. } => Batching {
+                size: http.batch_size,
+                flush_interval: http.flush_interval,
+            },
         }
     }
 }
@@ -1007,6 +1017,8 @@ impl SourceKind {
 /// Collects errors while converting; every method reports with the full key and returns None on error.
 struct Check {
     errs: Vec<ConfigError>,
+    /// `type = "http"` outputs by index, parsed from their raw tables before the schema check.
+    http: Vec<(usize, crate::output::http::HttpConfig)>,
 }
 
 impl Check {
@@ -1527,16 +1539,26 @@ impl Check {
                         self.push(&k("fsync"), "only a type = \"file\" output takes fsync");
                     }
                     if let Some(syslog) = self.syslog(o, &key) {
-                        outputs.push(Output::Syslog { name, syslog, batch });
+                        outputs.push(Output::Syslog {
+                            name,
+                            syslog,
+                            batch,
+                        });
                     }
                 }
-                "http" => self.push(
-                    &k("type"),
-                    "\"http\" outputs are not available in this build yet (syslog, file and stdout are)",
-                ),
+                "http" => {
+                    // Parsed (and its errors reported) from the raw table before the schema check.
+                    if let Some(pos) = self.http.iter().position(|(j, _)| *j == i) {
+                        let (_, http) = self.http.swap_remove(pos);
+                        outputs.push(Output::Http {
+                            name,
+                            http: Box::new(http),
+                        });
+                    }
+                }
                 other => self.push(
                     &k("type"),
-                    format!("{other:?} is not one of \"stdout\", \"file\", \"syslog\""),
+                    format!("{other:?} is not one of \"stdout\", \"file\", \"syslog\", \"http\""),
                 ),
             }
         }
@@ -1768,6 +1790,7 @@ fn raw_output(o: &Output) -> RawOutput {
     };
     match o {
         Output::Stdout { .. } => raw.kind = Some("stdout".to_string()),
+        Output::Http { .. } => raw.kind = Some("http".to_string()),
         Output::File { path, fsync, .. } => {
             raw.kind = Some("file".to_string());
             raw.path = Some(path.display().to_string());
@@ -1843,6 +1866,22 @@ impl Config {
             }
         })?;
         let mut errs = Vec::new();
+        // HTTP outputs have their own keys: parse them from the raw table, and leave only `type` and `name`
+        // for the shared checks.
+        let mut http = Vec::new();
+        if let Some(toml::Value::Array(outputs)) = table.get_mut("output") {
+            for (i, o) in outputs.iter_mut().enumerate() {
+                let Some(t) = o.as_table_mut() else { continue };
+                if t.get("type").and_then(toml::Value::as_str) != Some("http") {
+                    continue;
+                }
+                match crate::output::http::HttpConfig::from_raw(t, &format!("output[{i}]")) {
+                    Ok(cfg) => http.push((i, cfg)),
+                    Err(e) => errs.extend(e),
+                }
+                t.retain(|k, _| k == "type" || k == "name");
+            }
+        }
         check_table(&mut table, SCHEMA, "", &mut errs);
         // The schema check removed everything RawConfig cannot take, so this only fails if the two
         // disagree, which the tests rule out; report it rather than panic.
@@ -1853,7 +1892,7 @@ impl Config {
                 return Err(ConfigErrors { errors: errs });
             }
         };
-        let mut check = Check { errs };
+        let mut check = Check { errs, http };
         let config = check.convert(raw);
         if check.errs.is_empty() {
             Ok(config)
@@ -1947,7 +1986,20 @@ impl Config {
                 max_bytes: Some(i64::try_from(self.spool.max_bytes).unwrap_or(i64::MAX)),
             }),
         };
-        match toml::to_string(&raw) {
+        let mut value = match toml::Value::try_from(&raw) {
+            Ok(v) => v,
+            Err(e) => return format!("# cannot print the effective configuration: {e}\n"),
+        };
+        // HTTP outputs print their own settings.
+        if let Some(toml::Value::Array(list)) = value.get_mut("output") {
+            for (slot, o) in list.iter_mut().zip(&self.outputs) {
+                if let (Output::Http { http, .. }, Some(t)) = (o, slot.as_table_mut()) {
+                    t.retain(|k, _| k == "type" || k == "name");
+                    t.extend(http.to_effective_toml());
+                }
+            }
+        }
+        match toml::to_string(&value) {
             Ok(text) => {
                 format!("# longconn effective configuration (defaults filled in)\n\n{text}")
             }
@@ -2647,17 +2699,13 @@ mod tests {
             "output[2].framing",
             "output[2].ca_file",
             "output[2].name",
-            "output[3].type",
+            "output[3].url",
             "output[4].fsync",
             "output[5].name",
             "output[5].verify_server_name",
         ] {
             assert!(e.has_key(key), "{key} not reported in:\n{e}");
         }
-        assert!(
-            e.to_string().contains("\"http\" outputs are not available"),
-            "{e}"
-        );
     }
 
     #[test]

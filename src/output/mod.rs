@@ -82,6 +82,10 @@ pub fn build(
                     SyslogOutput::new(name.clone(), syslog)
                         .map_err(|e| format!("output {name}: {e}"))?,
                 ),
+                OutputConfig::Http { name, http } => Box::new(
+                    http::HttpOutput::new(name.clone(), http)
+                        .map_err(|e| format!("output {name}: {e}"))?,
+                ),
             })
         })
         .collect()

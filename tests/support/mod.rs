@@ -1,2 +1,3 @@
 //! Test support shared by the integration tests.
 pub mod receiver;
+pub mod zeek;
