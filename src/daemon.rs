@@ -8,6 +8,8 @@
 //! Backpressure: outputs are written synchronously, so a slow output slows reading (the log file is the
 //! buffer); nothing is dropped.
 
+mod health;
+
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
 use crate::detector::{Detector, DetectorState};
@@ -74,6 +76,8 @@ struct Pipeline {
     alerts_buf: Vec<crate::alert::Alert>,
     alerts_written: u64,
     records: u64,
+    /// sd_notify and metrics (`daemon/health.rs`).
+    health: health::Health,
 }
 
 impl Pipeline {
@@ -116,6 +120,7 @@ impl Pipeline {
             })
             .collect();
         let outputs = output::build(&config.outputs)?;
+        let health = health::Health::new(&config.sources);
         Ok(Pipeline {
             config,
             tailers,
@@ -126,6 +131,7 @@ impl Pipeline {
             alerts_buf: Vec::new(),
             alerts_written: 0,
             records: 0,
+            health,
         })
     }
 
@@ -143,17 +149,21 @@ impl Pipeline {
             let detector = &mut self.detector;
             let alerts = &mut self.alerts_buf;
             let skipped_logged = &mut self.skipped_logged;
+            let health = &mut self.health;
+            let before = detector.stats();
             let mut records = 0u64;
             let result = self.tailers[i].poll(&mut |ev| match ev {
                 TailEvent::Record { rec, .. } => {
                     records += 1;
                     detector.process(&rec, alerts);
+                    health.record();
                 }
                 TailEvent::Skipped {
                     path,
                     line_no,
                     reason,
                 } => {
+                    health.skipped(i, reason.kind());
                     let n = skipped_logged.entry(path.to_path_buf()).or_default();
                     *n += 1;
                     if *n <= SKIP_LOG_LIMIT {
@@ -181,6 +191,8 @@ impl Pipeline {
             if let Err(e) = result {
                 warn!(source = %self.tailers[i].path().display(), "reading failed, will retry: {e}");
             }
+            self.health
+                .polled(i, records, &before, &self.detector.stats());
             total += records;
             // Write alerts as they come, so a slow output slows reading.
             self.write_alerts();
@@ -215,8 +227,9 @@ impl Pipeline {
             sources: self.tailers.iter().map(Tailer::checkpoint).collect(),
             detector: self.detector.snapshot(),
         };
-        if let Err(e) = self.store.save(&state) {
-            error!(path = %self.store.path().display(), "writing checkpoint failed: {e}");
+        match self.store.save(&state) {
+            Ok(()) => self.health.checkpoint_saved(),
+            Err(e) => error!(path = %self.store.path().display(), "writing checkpoint failed: {e}"),
         }
     }
 
@@ -239,6 +252,9 @@ impl Pipeline {
                 }
             }
         }
+        if config.metrics != self.config.metrics {
+            warn!("changes to [metrics] take effect at the next restart");
+        }
         if config.sources != self.config.sources {
             warn!("changes to [[source]] take effect at the next restart");
         }
@@ -251,14 +267,19 @@ impl Pipeline {
         let mut last_checkpoint = Instant::now();
         loop {
             let n = self.poll_all();
+            self.report(); // READY=1 the first time, watchdog, status, gauges
             if last_checkpoint.elapsed() >= interval {
                 self.checkpoint();
                 last_checkpoint = Instant::now();
             }
             let wait = if n > 0 { Duration::ZERO } else { RECHECK };
+            let wait = self.health.max_wait(wait);
             match ctrl.recv_timeout(wait) {
                 Ok(Control::Wake) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Ok(Control::Reload(cfg)) => self.reload(*cfg),
+                Ok(Control::Reload(cfg)) => {
+                    self.reload(*cfg);
+                    self.health.reloaded(); // READY=1 after RELOADING=1
+                }
                 Ok(Control::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
@@ -277,6 +298,12 @@ impl Pipeline {
 /// running one kept.
 pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
+    // Before the pipeline resolves its metric handles.
+    let _metrics = match config.metrics.listen {
+        Some(addr) => Some(crate::metrics::serve(addr).await?),
+        None => None,
+    };
+    let notifier = crate::notify::Notifier::from_env();
     let pipeline = Pipeline::start(config, &opts)?;
     let (tx, rx) = mpsc::channel::<Control>();
     let wake_tx = tx.clone();
@@ -294,15 +321,20 @@ pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow
     let worker = tokio::task::spawn_blocking(move || pipeline.run(rx));
     loop {
         match signals.recv().await {
-            Signal::Reload => match Config::load(config_path) {
-                Ok(cfg) => {
-                    let _ = tx.send(Control::Reload(Box::new(cfg)));
+            Signal::Reload => {
+                notifier.reloading(); // the pipeline says READY=1 once it has applied it
+                match Config::load(config_path) {
+                    Ok(cfg) => {
+                        let _ = tx.send(Control::Reload(Box::new(cfg)));
+                    }
+                    Err(e) => {
+                        error!("reload refused, keeping the running configuration:\n{e}");
+                        notifier.ready();
+                    }
                 }
-                Err(e) => {
-                    error!("reload refused, keeping the running configuration:\n{e}");
-                }
-            },
+            }
             Signal::Terminate => {
+                notifier.stopping();
                 info!("stopping");
                 let _ = tx.send(Control::Stop);
                 break;
