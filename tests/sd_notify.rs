@@ -30,7 +30,10 @@ impl Listener {
         let mut buf = [0u8; 4096];
         let n = match self.sock.recv(&mut buf) {
             Ok(n) => n,
-            Err(e) => panic!("no notification within the timeout ({e}); seen: {:?}", self.seen),
+            Err(e) => panic!(
+                "no notification within the timeout ({e}); seen: {:?}",
+                self.seen
+            ),
         };
         let m = String::from_utf8_lossy(&buf[..n]).into_owned();
         self.seen.push(m.clone());
@@ -44,7 +47,10 @@ fn monotonic_usec() -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: a valid timespec to write into.
-    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) }, 0);
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
+        0
+    );
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
@@ -55,7 +61,10 @@ fn expect_reload(l: &mut Listener) {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("expected RELOADING=1 with MONOTONIC_USEC, got {m:?}"));
     let now = monotonic_usec();
-    assert!(usec <= now && now - usec < 10_000_000, "MONOTONIC_USEC {usec} vs now {now}");
+    assert!(
+        usec <= now && now - usec < 10_000_000,
+        "MONOTONIC_USEC {usec} vs now {now}"
+    );
     assert_eq!(l.next_event(), "READY=1", "after RELOADING");
 }
 
@@ -65,7 +74,8 @@ fn ready_reload_watchdog_stopping_in_order() {
     sensor.append(&row(1, "10.0.0.1", "198.51.100.7", 2.0 * 3600.0));
     let sock_path = sensor.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut l = Listener {
         sock,
         seen: Vec::new(),
@@ -100,7 +110,10 @@ fn ready_reload_watchdog_stopping_in_order() {
             pings += 1;
         }
     }
-    assert!(start.elapsed() < Duration::from_secs(3), "watchdog too slow");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "watchdog too slow"
+    );
     assert!(before + pings >= 3);
 
     let log = stop_and_drain(child, &mut l);
@@ -116,7 +129,14 @@ fn ready_reload_watchdog_stopping_in_order() {
         .collect();
     assert_eq!(
         events,
-        ["READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]
+        [
+            "READY=1",
+            "RELOADING=1",
+            "READY=1",
+            "RELOADING=1",
+            "READY=1",
+            "STOPPING=1"
+        ]
     );
 }
 
