@@ -30,6 +30,7 @@ fn main() {
             dir: "/tmp".into(),
             checkpoint_interval: Duration::from_secs(5),
         },
+        metrics: Default::default(),
         window: WindowConfig {
             length: Duration::from_secs(86400),
             group_by: GroupBy::Pair,

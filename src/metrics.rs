@@ -58,8 +58,11 @@ pub const OUTPUT_RETRIES: &str = "longconn_output_retries_total";
 /// Alerts waiting in the spool (label `output` if per output). For the spool code to set.
 pub const SPOOL_DEPTH: &str = "longconn_spool_depth";
 
+/// Reads one counter of [`DetectorStats`].
+type StatField = fn(&DetectorStats) -> u64;
+
 /// Detector reasons for not using a record, in the `reason` label.
-const DETECTOR_SKIPS: [(&str, fn(&DetectorStats) -> u64); 6] = [
+const DETECTOR_SKIPS: [(&str, StatField); 6] = [
     ("no_timestamp", |s| s.skipped_no_ts),
     ("no_address", |s| s.skipped_no_addr),
     ("filter_never", |s| s.filtered_never),
