@@ -207,15 +207,22 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<Endpoint> {
         .map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
     describe();
     info!(%addr, "metrics endpoint listening");
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
+                    // Bounded: past MAX_CLIENTS at once, new connections are closed unanswered.
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        debug!(%peer, "metrics: too many clients, connection closed");
+                        continue;
+                    };
                     let handle = handle.clone();
                     tokio::spawn(async move {
                         if let Err(e) = answer(stream, &handle).await {
                             debug!("metrics request failed: {e}");
                         }
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -228,6 +235,8 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<Endpoint> {
     Ok(Endpoint { addr })
 }
 
+/// Connections served at once.
+const MAX_CLIENTS: usize = 8;
 /// Longest request head read; a scrape's is a few hundred bytes.
 const MAX_REQUEST: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

@@ -121,6 +121,11 @@ impl Pipeline {
         if !self.health.ready {
             self.health.ready = true;
             self.health.notifier.ready();
+            self.health.notifier.status(&format!(
+                "running: {} source(s), {} records read at start",
+                self.tailers.len(),
+                self.records
+            ));
         }
         if self
             .health
