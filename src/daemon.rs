@@ -202,6 +202,9 @@ impl Pipeline {
     }
 
     fn write_alerts(&mut self) {
+        if self.alerts_buf.is_empty() {
+            return;
+        }
         for a in self.alerts_buf.drain(..) {
             let json = a.to_json();
             for o in self.outputs.iter_mut() {
@@ -210,6 +213,12 @@ impl Pipeline {
                 }
             }
             self.alerts_written += 1;
+        }
+        // Alerts are due now, not at the next checkpoint.
+        for o in self.outputs.iter_mut() {
+            if let Err(e) = o.flush() {
+                error!(output = %o.name(), "flushing alerts failed: {e}");
+            }
         }
     }
 

@@ -1,0 +1,235 @@
+//! Figures for the streaming detector (issue 3 targets), printed, never asserted:
+//! 1. records/s through the whole daemon (`longconn run`) tailing a generated conn.log from the beginning;
+//! 2. latency from a line being appended to the live log to its alert being in the alert file (p50, p99);
+//! 3. resident memory per tracked group, and the time to restore 1 million groups from a checkpoint.
+//!
+//! Run: `cargo bench --bench daemon`. `LONGCONN_BENCH_RECORDS` (default 2,000,000) sets the size of (1);
+//! `LONGCONN_BENCH_GROUPS` (default 1,000,000) the size of (3).
+
+use longconn::config::Config;
+use longconn::detector::{Detector, DetectorState};
+use longconn::zeek::ConnRecord;
+use std::fs::{self, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HEADER: &str = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#open\t2024-04-19-00-00-01\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\tlocal_orig\tlocal_resp\tmissed_bytes\thistory\torig_pkts\torig_ip_bytes\tresp_pkts\tresp_ip_bytes\ttunnel_parents\n#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\tbool\tbool\tcount\tstring\tcount\tcount\tcount\tcount\tset[string]\n";
+
+fn line(i: u64, ts: f64, dur: f64) -> String {
+    let o = i % 50_000;
+    format!(
+        "{ts:.6}\tC{i:017}\t10.{}.{}.{}\t{}\t203.0.{}.{}\t443\ttcp\tssl\t{dur:.6}\t{}\t{}\tSF\tT\tF\t0\tShADadFf\t12\t1500\t10\t9000\t-\n",
+        o >> 16 & 255,
+        o >> 8 & 255,
+        o & 255,
+        1024 + i % 60000,
+        o % 200,
+        1 + o % 250,
+        100 + i % 5000,
+        2000 + i % 90000
+    )
+}
+
+fn config(dir: &Path, single_low: &str) -> String {
+    format!(
+        r#"
+[sensor]
+name = "bench"
+[[source]]
+path = "{logs}/conn.log"
+start_at = "beginning"
+[state]
+dir = "{dir}/state"
+checkpoint_interval = "1s"
+[single]
+levels = {{ low = "{single_low}" }}
+[cumulative]
+levels = {{ low = "100d" }}
+[[output]]
+type = "file"
+path = "{dir}/alerts.json"
+"#,
+        logs = dir.join("logs").display(),
+        dir = dir.display()
+    )
+}
+
+fn rss_kib() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn start(bin: &str, cfg: &Path) -> Child {
+    Command::new(bin)
+        .args(["run", "--log-level", "warn", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start daemon")
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+/// (1) Whole-daemon throughput: time until the checkpoint covers the whole file.
+fn throughput(bin: &str, records: u64) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    fs::create_dir_all(dir.join("logs")).expect("mkdir");
+    let log = dir.join("logs/conn.log");
+    {
+        let mut w = BufWriter::new(fs::File::create(&log).expect("create"));
+        w.write_all(HEADER.as_bytes()).expect("write");
+        for i in 0..records {
+            let ts = 1_713_484_795.0 + i as f64 * 0.01;
+            let dur = (i * 7919 % 3_600_000) as f64 / 1000.0;
+            w.write_all(line(i, ts, dur).as_bytes()).expect("write");
+        }
+    }
+    let size = fs::metadata(&log).expect("stat").len();
+    let cfg = dir.join("longconn.toml");
+    fs::write(&cfg, config(dir, "30m")).expect("config");
+    let t0 = Instant::now();
+    let child = start(bin, &cfg);
+    let want = format!("\"offset\":{size}");
+    loop {
+        if let Ok(c) = fs::read_to_string(dir.join("state/checkpoint.json")) {
+            if c.contains(&want) {
+                break;
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            println!("daemon throughput: did not finish within 300 s");
+            stop(child);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The checkpoint is written every second: subtract up to that from the figure's precision.
+    let secs = t0.elapsed().as_secs_f64();
+    stop(child);
+    println!(
+        "daemon tailing throughput: {records} records ({:.0} MB) in {secs:.2} s = {:.2} M records/s (includes start-up and up to 1 s checkpoint cadence)",
+        size as f64 / 1e6,
+        records as f64 / secs / 1e6
+    );
+}
+
+/// (2) Append-to-alert latency: one alerting line at a time into the live log.
+fn latency(bin: &str, samples: usize) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    fs::create_dir_all(dir.join("logs")).expect("mkdir");
+    let log = dir.join("logs/conn.log");
+    fs::write(&log, HEADER).expect("header");
+    let cfg = dir.join("longconn.toml");
+    fs::write(&cfg, config(dir, "1h")).expect("config");
+    let child = start(bin, &cfg);
+    std::thread::sleep(Duration::from_millis(500));
+    let alerts = dir.join("alerts.json");
+    let count = || {
+        fs::read_to_string(&alerts)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let mut lat = Vec::with_capacity(samples);
+    for k in 0..samples as u64 {
+        // Each line is a new pair with a 2 h connection: one single alert each.
+        let rec = line(1_000_000 + k, 1_713_484_795.0 + k as f64 * 10.0, 7200.0);
+        let before = count();
+        let t = Instant::now();
+        {
+            let mut f = OpenOptions::new().append(true).open(&log).expect("open");
+            f.write_all(rec.as_bytes()).expect("append");
+        }
+        while count() == before {
+            if t.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    stop(child);
+    lat.sort_by(f64::total_cmp);
+    let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+    println!(
+        "append-to-alert latency over {samples} alerts: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        p(0.5),
+        p(0.99),
+        p(1.0)
+    );
+}
+
+/// (3) Memory per group and restore time, in process.
+fn groups(n: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config(dir.path(), "1h").replace("max_groups", "x");
+    let text = text.replace("[state]", "[window]\nmax_groups = 2000000\n[state]");
+    let cfg = Config::from_toml_str(&text).expect("config");
+    let mut det = Detector::new(&cfg);
+    let mut out = Vec::new();
+    let base = rss_kib();
+    let t = Instant::now();
+    for i in 0..n {
+        let rec = ConnRecord {
+            ts: Some(1_713_484_795.0 + i as f64 * 0.001),
+            uid: format!("C{i:017}").into(),
+            orig_h: Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i as u32))),
+            resp_h: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))),
+            resp_p: Some(443),
+            proto: "tcp".into(),
+            duration: Some(60.0),
+            orig_bytes: Some(100),
+            resp_bytes: Some(1000),
+            ..ConnRecord::default()
+        };
+        det.process(&rec, &mut out);
+        out.clear();
+    }
+    let feed = t.elapsed().as_secs_f64();
+    let per_group = (rss_kib().saturating_sub(base)) as f64 * 1024.0 / n as f64;
+    let groups = det.stats().groups_tracked;
+    println!(
+        "detector: {n} records into {groups} groups in {feed:.2} s ({:.2} M records/s on one core); resident memory {per_group:.0} bytes per group",
+        n as f64 / feed / 1e6
+    );
+    let state = det.snapshot();
+    let json = serde_json::to_vec(&state).expect("serialize");
+    drop(det);
+    let t = Instant::now();
+    let back: DetectorState = serde_json::from_slice(&json).expect("parse");
+    let restored = Detector::restore(&cfg, back);
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "restore {} groups from a {:.0} MB checkpoint: {secs:.2} s",
+        restored.stats().groups_tracked,
+        json.len() as f64 / 1e6
+    );
+}
+
+fn main() {
+    let env_u64 = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let bin = env!("CARGO_BIN_EXE_longconn");
+    groups(env_u64("LONGCONN_BENCH_GROUPS", 1_000_000));
+    throughput(bin, env_u64("LONGCONN_BENCH_RECORDS", 2_000_000));
+    latency(bin, 200);
+}

@@ -1,0 +1,477 @@
+//! End-to-end tests of `longconn run`: the real binary on temp directories, with a writer appending Zeek TSV
+//! records and rotating the log as Zeek and zeekctl do, restarts after SIGTERM and SIGKILL. Each test checks
+//! the exact alert set: the alerts written live must equal, line for line, what `longconn replay` raises on
+//! one file holding the same records in the same order (so the `event.id`s match too).
+//!
+//! Test names follow the tailing scenarios of `../shared/ZEEK_NOTES.md`.
+
+use std::collections::BTreeSet;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_longconn")
+}
+
+const HEADER_FIELDS: &str = "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\tlocal_orig\tlocal_resp\tmissed_bytes\thistory\torig_pkts\torig_ip_bytes\tresp_pkts\tresp_ip_bytes\ttunnel_parents\n#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\tbool\tbool\tcount\tstring\tcount\tcount\tcount\tcount\tset[string]\n";
+
+/// A Zeek TSV header block, as Zeek writes at the top of each new file.
+fn header(open: &str) -> String {
+    format!("#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#open\t{open}\n{HEADER_FIELDS}")
+}
+
+/// Record `i` of a deterministic stream: a few host pairs, some long connections, ts two minutes apart.
+fn record(i: u64) -> String {
+    let ts = 1_700_000_000 + i * 120;
+    let dur = if i % 11 == 0 {
+        600 + (i % 4) * 1500
+    } else {
+        (i % 50) * 10
+    };
+    let dur = if i % 13 == 5 {
+        "-".to_string()
+    } else {
+        format!("{dur}.{:06}", i * 7919 % 1_000_000)
+    };
+    format!(
+        "{ts}.{:06}\tC{i:017}\t10.0.0.{}\t{}\t198.51.100.{}\t443\ttcp\tssl\t{dur}\t{}\t{}\tSF\tT\tF\t0\tShADadFf\t10\t900\t10\t5000\t-\n",
+        i * 31 % 1_000_000,
+        i % 5 + 1,
+        40000 + i % 20000,
+        i % 3 + 1,
+        100 + i,
+        2000 + i
+    )
+}
+
+fn records(range: std::ops::Range<u64>) -> String {
+    range.map(record).collect()
+}
+
+const CONFIG: &str = r#"
+[sensor]
+name = "test-sensor"
+
+[[source]]
+path = "LOGDIR/conn.log"
+start_at = "beginning"
+
+[state]
+dir = "STATEDIR"
+checkpoint_interval = "200ms"
+
+[window]
+length = "6h"
+
+[single]
+levels = { low = "10m", medium = "30m", high = "1h", critical = "2h" }
+
+[cumulative]
+levels = { low = "30m", medium = "1h", high = "2h", critical = "4h" }
+
+[[output]]
+type = "file"
+path = "ALERTS"
+"#;
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    logs: PathBuf,
+    state: PathBuf,
+    alerts: PathBuf,
+    config: PathBuf,
+    stderr: PathBuf,
+    /// Every record written so far, in order, with its header: what `replay` reads.
+    joined: String,
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let logs = tmp.path().join("logs");
+        let state = tmp.path().join("state");
+        fs::create_dir_all(&logs).expect("mkdir logs");
+        let alerts = tmp.path().join("alerts.json");
+        let config = tmp.path().join("longconn.toml");
+        let text = CONFIG
+            .replace("LOGDIR", &logs.display().to_string())
+            .replace("STATEDIR", &state.display().to_string())
+            .replace("ALERTS", &alerts.display().to_string());
+        fs::write(&config, text).expect("write config");
+        Env {
+            stderr: tmp.path().join("stderr.log"),
+            _tmp: tmp,
+            logs,
+            state,
+            alerts,
+            config,
+            joined: header("2023-11-14-22-13-20"),
+        }
+    }
+
+    fn live(&self) -> PathBuf {
+        self.logs.join("conn.log")
+    }
+
+    /// Appends text to the live log (creating it), remembering the records for the replay.
+    fn append(&mut self, text: &str) {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.live())
+            .expect("open live log");
+        f.write_all(text.as_bytes()).expect("append");
+        self.joined.extend(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| format!("{l}\n")),
+        );
+    }
+
+    /// Starts a new live file with a header and some records.
+    fn new_file(&mut self, range: std::ops::Range<u64>) {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.live())
+            .expect("create live log");
+        f.write_all(header("2023-11-14-23-00-00").as_bytes())
+            .expect("header");
+        drop(f);
+        self.append(&records(range));
+    }
+
+    fn start(&self) -> Child {
+        let err = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr)
+            .expect("stderr file");
+        Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .args(["--log-level", "info"])
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("start longconn run")
+    }
+
+    /// What `replay` raises on the joined records.
+    fn expected(&self) -> Vec<String> {
+        let joined = self.logs.parent().expect("tmp").join("joined.log");
+        fs::write(&joined, &self.joined).expect("write joined");
+        let out = Command::new(bin())
+            .args(["replay", "--config"])
+            .arg(&self.config)
+            .arg(&joined)
+            .output()
+            .expect("replay");
+        assert!(
+            out.status.success(),
+            "replay failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn alerts(&self) -> Vec<String> {
+        fs::read_to_string(&self.alerts)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until the alerts written equal `want` as a sequence (or, with `dups_ok`, as a set).
+    fn wait_alerts(&self, want: &[String], dups_ok: bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.alerts();
+            let ok = if dups_ok {
+                let g: BTreeSet<&String> = got.iter().collect();
+                let w: BTreeSet<&String> = want.iter().collect();
+                g == w
+            } else {
+                got == want
+            };
+            if ok {
+                return;
+            }
+            if Instant::now() > deadline {
+                let log = fs::read_to_string(&self.stderr).unwrap_or_default();
+                panic!(
+                    "alerts differ after 20 s: got {} lines, want {}\nfirst difference: {:?}\ndaemon log:\n{log}",
+                    got.len(),
+                    want.len(),
+                    got.iter().zip(want).find(|(g, w)| g != w)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the checkpoint to cover everything written (all alerts present and no more to come).
+    fn settle(&self) {
+        let want = self.expected();
+        self.wait_alerts(&want, false);
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    let r = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(r, 0, "kill failed");
+}
+
+fn stop(mut child: Child) {
+    signal(&child, libc::SIGTERM);
+    let start = Instant::now();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "stopped within 10 s"
+    );
+}
+
+fn ids(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("alert is JSON");
+            v["event"]["id"].as_str().expect("event.id").to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn scenario_01_first_start_reads_from_beginning_and_alerts_match_replay() {
+    let mut env = Env::new();
+    env.new_file(0..40);
+    let child = env.start();
+    env.settle();
+    env.append(&records(40..80));
+    env.settle();
+    let want = env.expected();
+    assert!(want.len() >= 5, "the stream raises alerts: {}", want.len());
+    let all_ids = ids(&want);
+    let unique: BTreeSet<&String> = all_ids.iter().collect();
+    assert_eq!(unique.len(), all_ids.len(), "event ids are unique");
+    stop(child);
+}
+
+#[test]
+fn scenario_02_rename_rotation_same_inode() {
+    let mut env = Env::new();
+    env.new_file(0..30);
+    let child = env.start();
+    env.settle();
+    // Records written just before the rotation are drained from the renamed file.
+    env.append(&records(30..45));
+    fs::rename(env.live(), env.logs.join("conn.2023-11-14-23-00-00.log")).expect("rotate");
+    // scenario 5: the live path is missing for a while.
+    std::thread::sleep(Duration::from_millis(300));
+    env.new_file(45..90);
+    env.settle();
+    stop(child);
+}
+
+#[test]
+fn scenario_03_zeekctl_gzips_elsewhere_and_deletes() {
+    let mut env = Env::new();
+    env.new_file(0..30);
+    let child = env.start();
+    env.settle();
+    env.append(&records(30..50));
+    // zeekctl: rename, gzip into logs/DATE/, delete the rotated file.
+    let rotated = env.logs.join("conn.2023-11-14-23-00-00.log");
+    fs::rename(env.live(), &rotated).expect("rotate");
+    let archive = env.logs.join("2023-11-14");
+    fs::create_dir_all(&archive).expect("archive dir");
+    let data = fs::read(&rotated).expect("read rotated");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&data).expect("gzip");
+    fs::write(
+        archive.join("conn.22:00:00-23:00:00.log.gz"),
+        enc.finish().expect("gzip"),
+    )
+    .expect("write gz");
+    fs::remove_file(&rotated).expect("delete rotated");
+    env.new_file(50..90);
+    env.settle();
+    stop(child);
+}
+
+#[test]
+fn scenario_04_daemon_down_across_several_rotations_sigterm_restart() {
+    let mut env = Env::new();
+    env.new_file(0..30);
+    let child = env.start();
+    env.settle();
+    stop(child);
+    // While stopped: more records, then two rotations.
+    env.append(&records(30..40));
+    fs::rename(env.live(), env.logs.join("conn.2023-11-14-23-00-00.log")).expect("rotate 1");
+    env.new_file(40..60);
+    fs::rename(env.live(), env.logs.join("conn.2023-11-15-00-00-00.log")).expect("rotate 2");
+    env.new_file(60..90);
+    let before = env.alerts().len();
+    let child = env.start();
+    env.settle();
+    // SIGTERM then restart: nothing repeated (the sequence equals the replay exactly).
+    assert!(env.alerts().len() > before);
+    stop(child);
+}
+
+#[test]
+fn scenario_07_copytruncate() {
+    let mut env = Env::new();
+    env.new_file(0..40);
+    let child = env.start();
+    env.settle();
+    // logrotate copytruncate: copy, then truncate in place; the writer goes on in the same file.
+    fs::copy(env.live(), env.logs.join("conn.log.1")).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(env.live())
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(env.live())
+            .expect("open");
+        f.write_all(header("2023-11-15-01-00-00").as_bytes())
+            .expect("header");
+    }
+    env.append(&records(40..80));
+    env.settle();
+    stop(child);
+}
+
+#[test]
+fn scenario_08_delete_and_recreate() {
+    let mut env = Env::new();
+    env.new_file(0..30);
+    let child = env.start();
+    env.settle();
+    fs::remove_file(env.live()).expect("delete");
+    env.new_file(30..70);
+    env.settle();
+    stop(child);
+}
+
+#[test]
+fn scenario_11_partial_line_held_until_newline_across_restart() {
+    let mut env = Env::new();
+    env.new_file(0..30);
+    let child = env.start();
+    env.settle();
+    let line = record(30);
+    let (a, b) = line.split_at(line.len() / 2);
+    {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(env.live())
+            .expect("open");
+        f.write_all(a.as_bytes()).expect("first half");
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    stop(child);
+    {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(env.live())
+            .expect("open");
+        f.write_all(b.as_bytes()).expect("second half");
+    }
+    env.joined.push_str(&line);
+    env.append(&records(31..60));
+    let child = env.start();
+    env.settle();
+    stop(child);
+}
+
+#[test]
+fn scenario_18_kill_9_rereads_with_the_same_alert_ids() {
+    let mut env = Env::new();
+    env.new_file(0..40);
+    let child = env.start();
+    env.settle();
+    env.append(&records(40..120));
+    // Kill as soon as the first new alert lands: the checkpoint is likely behind.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = env.alerts().len();
+    while env.alerts().len() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut child = child;
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait();
+    env.append(&records(120..150));
+    let child = env.start();
+    let want = env.expected();
+    env.wait_alerts(&want, true);
+    // Duplicates are whole repeats: same line, same event.id.
+    let got = env.alerts();
+    let want_set: BTreeSet<&String> = want.iter().collect();
+    assert!(
+        got.iter().all(|l| want_set.contains(l)),
+        "every alert is one replay raises"
+    );
+    stop(child);
+}
+
+#[test]
+fn scenario_20_graceful_stop_checkpoints_and_restart_continues_exactly() {
+    let mut env = Env::new();
+    env.new_file(0..50);
+    let child = env.start();
+    env.settle();
+    stop(child);
+    assert!(env.state.join("checkpoint.json").exists());
+    env.append(&records(50..100));
+    let child = env.start();
+    env.settle();
+    stop(child);
+    // And a restart with nothing new raises nothing.
+    let n = env.alerts().len();
+    let child = env.start();
+    std::thread::sleep(Duration::from_millis(500));
+    stop(child);
+    assert_eq!(env.alerts().len(), n);
+}
+
+#[test]
+fn bad_config_is_rejected_with_every_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = tmp.path().join("bad.toml");
+    fs::write(
+        &cfg,
+        "[window]\nlenght = \"1h\"\n[single]\nlevels = { low = \"2h\", medium = \"1h\" }\n[filter]\ninternal = [\"10.0.0.0/33\"]\n",
+    )
+    .expect("write");
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "window.lenght",
+        "single.levels",
+        "filter.internal[0]",
+        "source",
+    ] {
+        assert!(err.contains(key), "names {key}: {err}");
+    }
+}
