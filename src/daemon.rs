@@ -7,6 +7,9 @@
 //! records since the last checkpoint are read again and raise the same alerts with the same `event.id`.
 //! Backpressure: outputs are written synchronously, so a slow output slows reading (the log file is the
 //! buffer); nothing is dropped.
+//!
+//! What the daemon tells systemd (readiness, reloads, the watchdog, a status line) and Prometheus lives in
+//! `daemon/health.rs`; the pipeline calls into it at a few marked points.
 
 mod health;
 

@@ -112,6 +112,23 @@ pub fn describe() {
     describe_counter!(OUTPUT_FAILURES, "Failed delivery attempts.");
     describe_counter!(OUTPUT_RETRIES, "Retried deliveries.");
     describe_gauge!(SPOOL_DEPTH, "Alerts waiting in the spool.");
+    describe_gauge!(
+        "process_cpu_seconds_total",
+        Unit::Seconds,
+        "User and system CPU time used."
+    );
+    describe_gauge!(
+        "process_resident_memory_bytes",
+        Unit::Bytes,
+        "Resident memory."
+    );
+    describe_gauge!("process_open_fds", "Open file descriptors.");
+    describe_gauge!("process_max_fds", "Limit on open file descriptors.");
+    describe_gauge!(
+        "process_start_time_seconds",
+        Unit::Seconds,
+        "Start time, seconds since the epoch."
+    );
 }
 
 /// The handles of one source, resolved once.

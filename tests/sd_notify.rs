@@ -152,10 +152,11 @@ fn stop_and_drain(child: std::process::Child, l: &mut Listener) -> String {
 }
 
 #[test]
-fn no_socket_no_effect() {
-    // Without NOTIFY_SOCKET the daemon runs and stops as usual.
+fn no_socket_no_effect_and_journald_friendly_logs() {
+    // Without NOTIFY_SOCKET the daemon runs and stops as usual. Under journald (JOURNAL_STREAM set) its
+    // lines carry no timestamp and no colour: the journal adds its own.
     let sensor = Sensor::new("");
-    let mut child = sensor.spawn(&[("WATCHDOG_USEC", "200000")]);
+    let mut child = sensor.spawn(&[("WATCHDOG_USEC", "200000"), ("JOURNAL_STREAM", "8:1234")]);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut log = String::new();
     while !log.contains("reading file") {
@@ -163,5 +164,12 @@ fn no_socket_no_effect() {
         std::thread::sleep(Duration::from_millis(20));
         log += &stderr_now(&mut child);
     }
-    stop(child);
+    let log = log + &stop(child);
+    assert!(!log.contains('\x1b'), "colours under journald:\n{log}");
+    for line in log.lines() {
+        assert!(
+            !line.starts_with(|c: char| c.is_ascii_digit()),
+            "timestamp under journald: {line}"
+        );
+    }
 }

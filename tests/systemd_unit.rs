@@ -115,3 +115,24 @@ fn parses_the_score_line() {
     );
     assert_eq!(exposure("nothing"), None);
 }
+
+#[test]
+fn check_quiet_is_silent_on_a_good_config_and_loud_on_a_bad_one() {
+    // What ExecStartPre and ExecReload run.
+    let dir = tempfile::tempdir().unwrap();
+    let run = |text: &str| {
+        let path = dir.path().join("longconn.toml");
+        std::fs::write(&path, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_longconn"))
+            .args(["check", "--quiet", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let good = run(include_str!("../config/longconn.toml"));
+    assert!(good.status.success());
+    assert!(good.stdout.is_empty() && good.stderr.is_empty());
+    let bad = run("[[source]]\npath = \"/x\"\n[metrics]\nlisten = \"nowhere\"\n");
+    assert_eq!(bad.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("metrics.listen"));
+}
