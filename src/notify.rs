@@ -5,7 +5,8 @@
 //! What the daemon says and when (see `daemon.rs`): `READY=1` once the config is loaded, the checkpoint
 //! restored, the file watches set and the first poll has opened the sources; around a SIGHUP reload
 //! `RELOADING=1` with `MONOTONIC_USEC` and then `READY=1` again; `STOPPING=1` on shutdown; `STATUS=` with a
-//! one-line summary every few seconds; and `WATCHDOG=1` from the pipeline loop itself, at half the
+//! one-line summary every few seconds; `EXTEND_TIMEOUT_USEC` while a first read of a large backlog delays
+//! `READY=1`; and `WATCHDOG=1` from the pipeline loop itself, at half the
 //! `WATCHDOG_USEC` interval, so that a wedged pipeline (not just a live process) gets restarted.
 //! Sending is best effort: a failed send is logged once at debug level and never stops the daemon.
 
@@ -36,7 +37,12 @@ pub struct Notifier {
     /// Half of `WATCHDOG_USEC`, when the watchdog is on and meant for this process.
     watchdog_every: Option<Duration>,
     last_watchdog: Option<Instant>,
+    last_extend: Option<Instant>,
 }
+
+/// While starting, how much longer each `EXTEND_TIMEOUT_USEC` asks for, and how often it is sent.
+const EXTEND_BY: Duration = Duration::from_secs(90);
+const EXTEND_EVERY: Duration = Duration::from_secs(10);
 
 impl Notifier {
     /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from the environment.
@@ -64,6 +70,7 @@ impl Notifier {
             watchdog_every: watchdog_every.filter(|_| socket.is_some()),
             socket,
             last_watchdog: None,
+            last_extend: None,
         }
     }
 
@@ -109,6 +116,21 @@ impl Notifier {
         }
         self.last_watchdog = Some(now);
         self.send("WATCHDOG=1");
+    }
+
+    /// Before `READY=1`, while a backlog is read: `EXTEND_TIMEOUT_USEC` (at most every 10 s) so that a long
+    /// first read is not killed by `TimeoutStartSec=` as long as it makes progress, with `progress` as the
+    /// status line.
+    pub fn starting(&mut self, progress: &str) {
+        let now = Instant::now();
+        if self.last_extend.is_some_and(|t| now - t < EXTEND_EVERY) {
+            return;
+        }
+        self.last_extend = Some(now);
+        self.send(&format!(
+            "EXTEND_TIMEOUT_USEC={}\nSTATUS={progress}",
+            EXTEND_BY.as_micros()
+        ));
     }
 
     fn send(&self, msg: &str) {
@@ -221,6 +243,7 @@ mod tests {
             })),
             watchdog_every: Some(Duration::from_secs(3600)),
             last_watchdog: None,
+            last_extend: None,
         };
         let mut buf = [0u8; 256];
         let mut next = || {
@@ -237,6 +260,11 @@ mod tests {
         n.status("a\nb");
         assert_eq!(next(), "WATCHDOG=1");
         assert_eq!(next(), "STATUS=ab");
+        n.starting("reading");
+        n.starting("reading"); // within 10 s: not sent
+        n.stopping();
+        assert_eq!(next(), "EXTEND_TIMEOUT_USEC=90000000\nSTATUS=reading");
+        assert_eq!(next(), "STOPPING=1");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The systemd notification protocol end to end: the real binary with `NOTIFY_SOCKET` pointing at a socket
-//! of this test. READY must come only once the source is open, then RELOADING (with MONOTONIC_USEC) and
+//! of this test. A backlog read before READY extends the start timeout; READY must come only once the
+//! source is open, then RELOADING (with MONOTONIC_USEC) and
 //! READY around each SIGHUP (a good and a refused config), WATCHDOG keeps arriving from the pipeline loop,
 //! and STOPPING on SIGTERM, in that order.
 
@@ -71,7 +72,11 @@ fn expect_reload(l: &mut Listener) {
 #[test]
 fn ready_reload_watchdog_stopping_in_order() {
     let sensor = Sensor::new("");
-    sensor.append(&row(1, "10.0.0.1", "198.51.100.7", 2.0 * 3600.0));
+    // A backlog of 5000 rows: more than the 4096 records after which the first read asks for more time.
+    let backlog: String = (1..=5000)
+        .map(|n| row(n, "10.0.0.1", "198.51.100.7", 60.0))
+        .collect();
+    sensor.append(&backlog);
     let sock_path = sensor.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
@@ -85,8 +90,13 @@ fn ready_reload_watchdog_stopping_in_order() {
         ("WATCHDOG_USEC", "200000"),
     ]);
 
-    // READY, and by then the source was opened and its first record read: the daemon logs "reading file"
-    // before sending READY, so the line is already in the pipe.
+    // EXTEND_TIMEOUT_USEC while the backlog is read, then READY, and by then the source was opened: the
+    // daemon logs "reading file" before sending READY, so the line is already in the pipe.
+    let m = l.next_event();
+    assert!(
+        m.starts_with("EXTEND_TIMEOUT_USEC=90000000\nSTATUS=starting"),
+        "{m:?}"
+    );
     assert_eq!(l.next_event(), "READY=1");
     let log = stderr_now(&mut child);
     assert!(
@@ -130,6 +140,7 @@ fn ready_reload_watchdog_stopping_in_order() {
     assert_eq!(
         events,
         [
+            "EXTEND_TIMEOUT_USEC=90000000",
             "READY=1",
             "RELOADING=1",
             "READY=1",

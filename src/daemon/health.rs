@@ -6,8 +6,10 @@
 //!
 //! Readiness: `READY=1` goes out after the first round of polls, i.e. once the config is loaded, the
 //! checkpoint restored, the tailers made, the file watches set (before the pipeline thread starts), and the
-//! first poll has opened (or found missing) every source. The watchdog is fed from the pipeline loop and,
-//! during a long backlog, from inside the record sink, so it stops only if the pipeline stops moving.
+//! first poll has opened (or found missing) every source and read what they already held. A first poll
+//! over a large backlog extends systemd's start timeout (`EXTEND_TIMEOUT_USEC`) while it makes progress.
+//! The watchdog is fed from the pipeline loop and, during a long backlog, from inside the record sink, so
+//! it stops only if the pipeline stops moving.
 //! Lag per source: bytes between our position and the end of each file we have open (and of a new file
 //! already at the path), and how long the source has not been read to its end.
 
@@ -72,11 +74,19 @@ impl Health {
         }
     }
 
-    /// Called for each record read: feeds the watchdog during a long backlog.
+    /// Called for each record read: during a long backlog, feeds the watchdog or, before `READY=1` (the
+    /// first poll reads everything already in the files), extends systemd's start timeout.
     pub(super) fn record(&mut self) {
         self.records_in_poll += 1;
         if self.records_in_poll % WATCHDOG_RECORDS == 0 {
-            self.notifier.watchdog();
+            if self.ready {
+                self.notifier.watchdog();
+            } else {
+                let n = self.records_in_poll;
+                self.notifier.starting(&format!(
+                    "starting: reading the backlog, {n} records so far"
+                ));
+            }
         }
     }
 
