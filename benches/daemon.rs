@@ -197,7 +197,7 @@ fn groups(n: u64) {
             resp_bytes: Some(1000),
             ..ConnRecord::default()
         };
-        det.process(&rec, &mut out);
+        det.process(&rec, longconn::config::SourceKind::Conn, &mut out);
         out.clear();
     }
     let feed = t.elapsed().as_secs_f64();

@@ -23,7 +23,10 @@
 //! | `longconn.trigger` | `"single"` or `"cumulative"` |
 //! | `longconn.level` | `low`, `medium`, `high` or `critical` |
 //! | `longconn.threshold_seconds` | the threshold of that level that was reached |
-//! | `longconn.measure_seconds` | single: the duration; cumulative: the group's time inside the window |
+//! | `longconn.measure_seconds` | single: the duration; cumulative: the group's time inside the window by the configured `[cumulative] measure` |
+//! | `longconn.sum_seconds` | cumulative: the summed connection time inside the window (single: the duration) |
+//! | `longconn.covered_seconds` | cumulative: the length of the union of the group's connection intervals inside the window (single: the duration) |
+//! | `longconn.open` | true when the record that raised the alert is an interim record (open_conn.log, conn_long.log): the connection was still open; the message says so too |
 //! | `longconn.window_seconds` | the window length |
 //! | `longconn.connection_count` | connections the group took in since it last had nothing inside the window (single: 1) |
 //! | `longconn.longest_seconds` | the longest of those connections |
@@ -116,6 +119,12 @@ pub struct Longconn {
     pub level: crate::config::Level,
     pub threshold_seconds: f64,
     pub measure_seconds: f64,
+    #[serde(default)]
+    pub sum_seconds: f64,
+    #[serde(default)]
+    pub covered_seconds: f64,
+    #[serde(default)]
+    pub open: bool,
     pub window_seconds: f64,
     pub connection_count: u64,
     pub longest_seconds: f64,

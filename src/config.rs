@@ -136,7 +136,25 @@ pub struct WindowConfig {
 pub struct CumulativeConfig {
     pub levels: Levels,
     pub realert_after: Option<Duration>,
+    /// What the cumulative levels are compared with (issue 6).
+    pub measure: Measure,
+    /// An open connection (seen only in interim logs) with no news for this long in event time is forgotten.
+    pub interim_timeout: Duration,
 }
+
+/// The cumulative measure: `sum` of connection time inside the window, or `covered`, the length of the
+/// union of the group's connection intervals inside the window (wall-clock time with a connection up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    #[default]
+    Sum,
+    Covered,
+}
+
+/// Default of `[cumulative] interim_timeout`: a day and an hour, so an hourly open_conn record or a daily
+/// conn_long record always comes before its connection is forgotten.
+pub const DEFAULT_INTERIM_TIMEOUT: Duration = Duration::from_secs(25 * 3600);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FilterConfig {
@@ -285,7 +303,12 @@ const SCHEMA: &[(&str, Shape)] = &[
     ("single", Shape::Table(&[("levels", LEVELS)])),
     (
         "cumulative",
-        Shape::Table(&[("levels", LEVELS), ("realert_after", Shape::Str)]),
+        Shape::Table(&[
+            ("levels", LEVELS),
+            ("realert_after", Shape::Str),
+            ("measure", Shape::Str),
+            ("interim_timeout", Shape::Str),
+        ]),
     ),
     (
         "filter",
@@ -561,6 +584,10 @@ struct RawCumulative {
     levels: Option<RawLevels>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     realert_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    measure: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interim_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
@@ -757,6 +784,7 @@ const KINDS: &[(&str, SourceKind)] = &[
     ("open_conn", SourceKind::OpenConn),
     ("conn_long", SourceKind::ConnLong),
 ];
+pub const MEASURES: &[(&str, Measure)] = &[("sum", Measure::Sum), ("covered", Measure::Covered)];
 const GROUP_BY: &[(&str, GroupBy)] = &[("pair", GroupBy::Pair), ("pair_port", GroupBy::PairPort)];
 const DIRECTIONS: &[(&str, Direction)] = &[
     ("outbound", Direction::Outbound),
@@ -1045,6 +1073,16 @@ impl Check {
                 .realert_after
                 .as_ref()
                 .and_then(|t| self.parse("cumulative.realert_after", t, parse_duration)),
+            measure: raw_cum
+                .measure
+                .as_ref()
+                .and_then(|t| self.parse("cumulative.measure", t, |t| one_of(t, MEASURES)))
+                .unwrap_or_default(),
+            interim_timeout: raw_cum
+                .interim_timeout
+                .as_ref()
+                .and_then(|t| self.parse("cumulative.interim_timeout", t, parse_duration))
+                .unwrap_or(DEFAULT_INTERIM_TIMEOUT),
         };
 
         let raw_filter = raw.filter.unwrap_or_default();
@@ -1305,6 +1343,8 @@ impl Config {
                     &self.cumulative.levels.thresholds,
                 )),
                 realert_after: self.cumulative.realert_after.map(format_duration),
+                measure: Some(name_of(self.cumulative.measure, MEASURES).to_string()),
+                interim_timeout: Some(format_duration(self.cumulative.interim_timeout)),
             }),
             filter: Some(RawFilter {
                 internal: nets(&self.filter.internal),
@@ -1410,6 +1450,29 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn cumulative_measure_and_interim_timeout() {
+        let c = load(MINIMAL);
+        assert_eq!(c.cumulative.measure, Measure::Sum);
+        assert_eq!(c.cumulative.interim_timeout, DEFAULT_INTERIM_TIMEOUT);
+        let c = load(&format!(
+            "{MINIMAL}[cumulative]\nmeasure = \"covered\"\ninterim_timeout = \"2h\"\n"
+        ));
+        assert_eq!(c.cumulative.measure, Measure::Covered);
+        assert_eq!(c.cumulative.interim_timeout, Duration::from_secs(7200));
+        assert_eq!(load(&c.to_effective_toml()), c);
+        assert_error(
+            &format!("{MINIMAL}[cumulative]\nmeasure = \"union\"\n"),
+            "cumulative.measure",
+            "not one of",
+        );
+        assert_error(
+            &format!("{MINIMAL}[cumulative]\ninterim_timeout = \"soon\"\n"),
+            "cumulative.interim_timeout",
+            "",
+        );
     }
 
     #[test]

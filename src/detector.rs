@@ -9,15 +9,136 @@
 //! single and cumulative rules run. [`Detector::snapshot`] captures everything (window items, watermark,
 //! rule state, counters) so that [`Detector::restore`] continues exactly: the same later records give the
 //! same alerts with the same `event.id`s.
+//!
+//! ## Interim records (open_conn.log, conn_long.log)
+//! [`Detector::process`] takes the record's [`SourceKind`]. Zeek's interim logs repeat a connection that is
+//! still open (same uid and ts as its final conn.log record) with a growing running duration. Per uid the
+//! detector keeps the latest interim record ([`OpenConn`]): a newer one (a later end) *replaces* the
+//! connection's interval in its group ([`crate::window::Accumulator::replace`]) and never adds to it; an
+//! older or equal one is ignored (running totals only grow, so re-reads and out-of-order files are
+//! harmless). The final conn record replaces the interim interval and closes the uid; interim records of a
+//! closed uid are ignored for `[cumulative] interim_timeout` of event time after the close. Closed uids are
+//! remembered when the uid was open, or, when interim records are expected at all (an interim source is
+//! configured, one was seen, or replay has interim files), when its final duration is at least
+//! [`CLOSED_MIN_US`] (interim logs only ever hold connections up for minutes); at most [`MAX_CLOSED`] of
+//! them, oldest forgotten first. An open uid
+//! whose latest record ended more than `interim_timeout` (default 25h) before the watermark is forgotten (its
+//! last interval stays counted until it leaves the window). All of this is in [`DetectorState`].
+//!
+//! A single alert fires at the first interim record whose duration reaches a level, with
+//! `longconn.open = true`; later records of the same connection (interim or final) alert only at a higher
+//! level than the connection already alerted at. A record without a uid gets no uid rules.
 
 use crate::alert::{self, Alert, Trigger, MAX_UIDS};
-use crate::config::{Config, GroupBy, Level};
+use crate::config::{Config, GroupBy, Level, Measure, SourceKind};
 use crate::rules::{CumulativeAlert, FilterReason, RuleState, Rules, Thresholds};
 use crate::window::{self, micros, GroupKey, Window, WindowState};
 use crate::zeek::ConnRecord;
 use compact_str::CompactString;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+
+/// Final records at least this long (µs) have their uid remembered as closed, so that a late interim
+/// record of the same connection is ignored (interim logs write connections only after minutes).
+pub const CLOSED_MIN_US: i64 = 60_000_000;
+/// At most this many closed uids are remembered (oldest forgotten first).
+pub const MAX_CLOSED: usize = 1_000_000;
+
+/// The latest interim record of a connection that is still open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenConn {
+    pub key: GroupKey,
+    pub ts: i64,
+    pub end: i64,
+    pub bytes: u64,
+    /// Highest single level alerted for this connection.
+    pub level: Option<Level>,
+}
+
+/// Interim-record bookkeeping: open uids and recently closed ones.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Interim {
+    open: FxHashMap<CompactString, OpenConn>,
+    /// Closed uid -> watermark at its close.
+    closed: FxHashMap<CompactString, i64>,
+    /// Closed uids in close order (the watermark only grows, so also in time order).
+    closed_order: VecDeque<(CompactString, i64)>,
+    since_sweep: u64,
+}
+
+/// The serialized form of the interim bookkeeping (sorted, so equal states serialize equally).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InterimState {
+    pub open: Vec<(CompactString, OpenConn)>,
+    pub closed: Vec<(CompactString, i64)>,
+    pub since_sweep: u64,
+}
+
+impl Interim {
+    fn state(&self) -> InterimState {
+        let mut open: Vec<_> = self
+            .open
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        open.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        InterimState {
+            open,
+            closed: self.closed_order.iter().cloned().collect(),
+            since_sweep: self.since_sweep,
+        }
+    }
+
+    fn from_state(st: &InterimState) -> Interim {
+        let mut i = Interim {
+            open: st.open.iter().cloned().collect(),
+            since_sweep: st.since_sweep,
+            ..Interim::default()
+        };
+        for (uid, at) in &st.closed {
+            i.close(uid, *at);
+        }
+        i
+    }
+
+    fn close(&mut self, uid: &CompactString, at: i64) {
+        if self.closed.insert(uid.clone(), at).is_none() {
+            self.closed_order.push_back((uid.clone(), at));
+        }
+        while self.closed_order.len() > MAX_CLOSED {
+            self.pop_closed();
+        }
+    }
+
+    fn pop_closed(&mut self) {
+        if let Some((uid, at)) = self.closed_order.pop_front() {
+            if self.closed.get(&uid) == Some(&at) {
+                self.closed.remove(&uid);
+            }
+        }
+    }
+
+    /// Forgets open uids with no news and closed uids older than `timeout` before watermark `t`;
+    /// amortized O(1) per record. Returns how many open uids were dropped.
+    fn sweep(&mut self, t: i64, timeout: i64) -> u64 {
+        while self
+            .closed_order
+            .front()
+            .is_some_and(|(_, at)| t.saturating_sub(*at) > timeout)
+        {
+            self.pop_closed();
+        }
+        self.since_sweep += 1;
+        if self.since_sweep < (self.open.len() as u64).max(1024) {
+            return 0;
+        }
+        self.since_sweep = 0;
+        let before = self.open.len();
+        self.open.retain(|_, o| t.saturating_sub(o.end) <= timeout);
+        (before - self.open.len()) as u64
+    }
+}
 
 /// Version of [`DetectorState`]'s layout.
 pub const STATE_VERSION: u32 = 1;
@@ -81,6 +202,17 @@ impl window::Hold for GroupData {
 }
 
 impl GroupData {
+    /// A newer record of a connection already counted: figures change, the connection count does not.
+    fn replace(&mut self, rec: &ConnRecord, ts: i64, end: i64, dur: i64, old_bytes: u64) {
+        self.first_seen = self.first_seen.min(ts);
+        self.last_seen = self.last_seen.max(end);
+        self.longest_us = self.longest_us.max(dur);
+        self.total_bytes = self
+            .total_bytes
+            .saturating_sub(old_bytes)
+            .saturating_add(rec.total_bytes());
+    }
+
     fn add(&mut self, rec: &ConnRecord, ts: i64, end: i64, dur: i64) {
         if self.connections == 0 {
             self.first_seen = ts;
@@ -113,6 +245,18 @@ pub struct DetectorStats {
     /// Indexed by `Level as usize`.
     pub alerts_single: [u64; 4],
     pub alerts_cumulative: [u64; 4],
+    /// Records from interim logs (open_conn, conn_long) that were used.
+    #[serde(default)]
+    pub interim_records: u64,
+    /// Interim records ignored: their connection was closed, or a newer record of it was already seen.
+    #[serde(default)]
+    pub interim_ignored: u64,
+    /// Open connections forgotten after `interim_timeout` without news.
+    #[serde(default)]
+    pub interim_expired: u64,
+    /// Open connections tracked now.
+    #[serde(default)]
+    pub interim_open: u64,
 }
 
 impl DetectorStats {
@@ -132,6 +276,9 @@ pub struct DetectorState {
     pub version: u32,
     pub window: WindowState<GroupData>,
     pub stats: DetectorStats,
+    /// Open and recently closed uids of interim logs (absent in checkpoints written before issue 6).
+    #[serde(default)]
+    pub interim: InterimState,
 }
 
 /// The streaming detector (see the module doc).
@@ -141,6 +288,14 @@ pub struct Detector {
     sensor: String,
     window: Window<GroupData>,
     stats: DetectorStats,
+    interim: Interim,
+    /// Interim records are expected (an interim source is configured, or replay was told so): final
+    /// records then remember their uid as closed. Without interim logs that would be memory for nothing.
+    expect_interim: bool,
+}
+
+fn expects_interim(cfg: &Config) -> bool {
+    cfg.sources.iter().any(|s| s.kind != SourceKind::Conn)
 }
 
 fn group_string(k: &GroupKey, by: GroupBy) -> String {
@@ -164,6 +319,8 @@ impl Detector {
             rules,
             sensor: cfg.sensor_name.clone(),
             stats: DetectorStats::default(),
+            interim: Interim::default(),
+            expect_interim: expects_interim(cfg),
         }
     }
 
@@ -172,11 +329,18 @@ impl Detector {
     pub fn reconfigure(&mut self, cfg: &Config) {
         self.rules = Rules::new(cfg);
         self.sensor = cfg.sensor_name.clone();
+        self.expect_interim = self.expect_interim || expects_interim(cfg);
         self.window.reconfigure(
             self.rules.window_us,
             cfg.window.group_by,
             cfg.window.max_groups,
         );
+    }
+
+    /// Tells the detector that interim records will come (replay of open_conn/conn_long files), so that
+    /// final records remember their uid as closed from the first record on.
+    pub fn expect_interim(&mut self) {
+        self.expect_interim = true;
     }
 
     /// The watermark in seconds since the epoch.
@@ -189,6 +353,7 @@ impl Detector {
         s.groups_tracked = self.window.len() as u64;
         s.groups_expired = self.window.expired();
         s.evictions = self.window.evictions();
+        s.interim_open = self.interim.open.len() as u64;
         s
     }
 
@@ -197,6 +362,7 @@ impl Detector {
             version: STATE_VERSION,
             window: self.window.state(GroupData::clone),
             stats: self.stats.clone(),
+            interim: self.interim.state(),
         }
     }
 
@@ -209,13 +375,15 @@ impl Detector {
             sensor: cfg.sensor_name.clone(),
             window,
             stats: state.stats,
+            interim: Interim::from_state(&state.interim),
+            expect_interim: expects_interim(cfg),
         };
         d.reconfigure(cfg);
         d
     }
 
-    /// Feeds one record; alerts it raises are appended to `out`.
-    pub fn process(&mut self, rec: &ConnRecord, out: &mut Vec<Alert>) {
+    /// Feeds one record of a log of `kind`; alerts it raises are appended to `out`.
+    pub fn process(&mut self, rec: &ConnRecord, kind: SourceKind, out: &mut Vec<Alert>) {
         self.stats.records_seen += 1;
         let Some(ts) = rec.ts.and_then(micros) else {
             self.stats.skipped_no_ts += 1;
@@ -241,7 +409,42 @@ impl Detector {
             }
             return;
         }
+        let Some(t) = self.window.watermark() else {
+            return;
+        };
+        self.stats.interim_expired += self.interim.sweep(t, self.rules.interim_timeout_us);
+
+        // Uid rules (see the module doc).
+        let is_interim = kind != SourceKind::Conn;
+        let has_uid = !rec.uid.is_empty();
+        let prev = if !has_uid {
+            None
+        } else if is_interim {
+            if self.interim.closed.contains_key(&rec.uid) {
+                self.stats.interim_ignored += 1;
+                return;
+            }
+            match self.interim.open.get(&rec.uid) {
+                Some(o) if end <= o.end => {
+                    self.stats.interim_ignored += 1;
+                    return;
+                }
+                Some(o) => Some(o.clone()),
+                None => None,
+            }
+        } else {
+            let prev = self.interim.open.remove(&rec.uid);
+            let remember = self.expect_interim || self.stats.interim_records > 0;
+            if prev.is_some() || (remember && dur >= CLOSED_MIN_US) {
+                self.interim.close(&rec.uid, t);
+            }
+            prev
+        };
         self.stats.records_used += 1;
+        if is_interim {
+            self.stats.interim_records += 1;
+        }
+
         let (single_th, cum_th) = self.rules.thresholds(orig, resp, rec);
         let group_by = self.window.group_by();
         let key = GroupKey::new(
@@ -251,11 +454,9 @@ impl Detector {
             rec.resp_p.unwrap_or(0),
             window::proto_number(&rec.proto),
         );
-        let Some(t) = self.window.watermark() else {
-            return;
-        };
         let window_us = self.rules.window_us;
         let realert = self.rules.realert_after;
+        let measure_kind = self.rules.measure;
         let Some(touched) = self.window.touch(key) else {
             return;
         };
@@ -269,15 +470,34 @@ impl Detector {
                 ..GroupData::default()
             };
         }
-        slot.data
-            .rules
-            .check_episode_end(&cum_th, touched.measure_before);
+        // A newer record of a connection this group already counts replaces it.
+        let replacing = prev
+            .as_ref()
+            .filter(|p| p.key == key && slot.data.connections > 0);
+        let measure_before = match measure_kind {
+            Measure::Sum => touched.measure_before,
+            Measure::Covered => slot.acc.covered(w),
+        };
+        slot.data.rules.check_episode_end(&cum_th, measure_before);
         if slot.data.rules.episode_first.is_none() {
             slot.data.rules.episode_first = Some((rec.uid.clone(), ts));
         }
-        slot.acc.insert(w, ts, end, cell);
-        let measure = slot.acc.measure(w);
-        slot.data.add(rec, ts, end, dur);
+        match replacing {
+            Some(p) => {
+                slot.acc.replace(w, (p.ts, p.end), (ts, end), cell);
+                slot.data.replace(rec, ts, end, dur, p.bytes);
+            }
+            None => {
+                slot.acc.insert(w, ts, end, cell);
+                slot.data.add(rec, ts, end, dur);
+            }
+        }
+        let sum = slot.acc.measure(w);
+        let covered = match measure_kind {
+            Measure::Covered => Some(slot.acc.covered(w)),
+            Measure::Sum => None,
+        };
+        let measure = covered.unwrap_or(sum);
 
         let ctx = Ctx {
             key: &key,
@@ -285,10 +505,17 @@ impl Detector {
             sensor: &self.sensor,
             t,
             window_us,
+            open: is_interim,
         };
-        if let Some(level) = slot.data.rules.single(&single_th, dur, t, window_us) {
-            self.stats.alerts_single[level as usize] += 1;
-            out.push(ctx.single(rec, level, &single_th, ts, end, dur));
+        // A connection alerts again only at a higher level than it already alerted at.
+        let conn_level = prev.as_ref().and_then(|p| p.level);
+        let mut alerted = conn_level;
+        if single_th.level_for(dur) > conn_level {
+            if let Some(level) = slot.data.rules.single(&single_th, dur, t, window_us) {
+                self.stats.alerts_single[level as usize] += 1;
+                alerted = alerted.max(Some(level));
+                out.push(ctx.single(rec, level, &single_th, ts, end, dur));
+            }
         }
         if let Some(c) = slot.data.rules.cumulative(&cum_th, realert, measure, t) {
             let (level, repeat) = match c {
@@ -296,9 +523,34 @@ impl Detector {
                 CumulativeAlert::Repeat(l, n) => (l, n),
             };
             self.stats.alerts_cumulative[level as usize] += 1;
-            out.push(ctx.cumulative(&slot.data, level, repeat, &cum_th, measure));
+            let covered = covered.unwrap_or_else(|| slot.acc.covered(w));
+            let figures = Figures {
+                measure,
+                sum,
+                covered,
+            };
+            out.push(ctx.cumulative(&slot.data, level, repeat, &cum_th, figures));
+        }
+        if is_interim && has_uid {
+            self.interim.open.insert(
+                rec.uid.clone(),
+                OpenConn {
+                    key,
+                    ts,
+                    end,
+                    bytes: rec.total_bytes(),
+                    level: alerted,
+                },
+            );
         }
     }
+}
+
+/// The cumulative figures of one alert, in µs.
+struct Figures {
+    measure: i64,
+    sum: i64,
+    covered: i64,
 }
 
 /// What every alert of one record shares.
@@ -308,6 +560,8 @@ struct Ctx<'a> {
     sensor: &'a str,
     t: i64,
     window_us: i64,
+    /// The record is an interim record: its connection is still open.
+    open: bool,
 }
 
 impl Ctx<'_> {
@@ -375,12 +629,16 @@ impl Ctx<'_> {
         let threshold = th.threshold(level).unwrap_or(0);
         let transport = (!rec.proto.is_empty()).then(|| rec.proto.as_str().to_lowercase());
         let port_text = rec.resp_p.map(|p| format!(":{p}")).unwrap_or_default();
+        let how = if self.open {
+            format!("has been up for {} and is still open", alert::human(dur))
+        } else {
+            format!("lasted {}", alert::human(dur))
+        };
         let message = format!(
-            "One connection from {} to {}{} lasted {}, reaching the {} level ({}).",
+            "One connection from {} to {}{} {how}, reaching the {} level ({}).",
             self.key.orig,
             self.key.resp,
             port_text,
-            alert::human(dur),
             level.name(),
             alert::human(threshold)
         );
@@ -389,6 +647,9 @@ impl Ctx<'_> {
             level,
             threshold_seconds: alert::secs(threshold),
             measure_seconds: alert::secs(dur),
+            sum_seconds: alert::secs(dur),
+            covered_seconds: alert::secs(dur),
+            open: self.open,
             window_seconds: alert::secs(self.window_us),
             connection_count: 1,
             longest_seconds: alert::secs(dur),
@@ -417,8 +678,9 @@ impl Ctx<'_> {
         level: Level,
         repeat: u32,
         th: &Thresholds,
-        measure: i64,
+        fig: Figures,
     ) -> Alert {
+        let measure = fig.measure;
         let group = group_string(self.key, self.group_by);
         let (first_uid, first_ts) = g
             .rules
@@ -443,14 +705,21 @@ impl Ctx<'_> {
         };
         let what = if repeat > 0 { "is still at" } else { "reached" };
         let port_text = port.map(|p| format!(":{p}")).unwrap_or_default();
+        let still_open = if self.open {
+            " (one of them still open)"
+        } else {
+            ""
+        };
         let message = format!(
-            "{} connections from {} to {}{} add up to {} in the last {}: the group {} the {} level ({}).",
+            "{} connections{} from {} to {}{} add up to {} in the last {} ({} covered): the group {} the {} level ({}).",
             g.connections,
+            still_open,
             self.key.orig,
             self.key.resp,
             port_text,
-            alert::human(measure),
+            alert::human(fig.sum),
             alert::human(self.window_us),
+            alert::human(fig.covered),
             what,
             level.name(),
             alert::human(threshold)
@@ -460,6 +729,9 @@ impl Ctx<'_> {
             level,
             threshold_seconds: alert::secs(threshold),
             measure_seconds: alert::secs(measure),
+            sum_seconds: alert::secs(fig.sum),
+            covered_seconds: alert::secs(fig.covered),
+            open: self.open,
             window_seconds: alert::secs(self.window_us),
             connection_count: g.connections,
             longest_seconds: alert::secs(g.longest_us),

@@ -43,6 +43,8 @@ pub fn config() -> Config {
         cumulative: CumulativeConfig {
             levels: levels(1, 4, 8, 12),
             realert_after: None,
+            measure: crate::config::Measure::Sum,
+            interim_timeout: crate::config::DEFAULT_INTERIM_TIMEOUT,
         },
         filter: FilterConfig {
             internal: nets(&["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"]),

@@ -17,6 +17,14 @@ pub enum InputPath {
 }
 
 impl InputPath {
+    /// The log kind from the file name, as for a `[[source]]` (stdin is a conn log).
+    pub fn kind(&self) -> crate::config::SourceKind {
+        match self {
+            InputPath::File(p) => crate::config::SourceKind::from_path(p),
+            InputPath::Stdin => crate::config::SourceKind::Conn,
+        }
+    }
+
     pub fn from_arg(arg: &Path) -> InputPath {
         if arg.as_os_str() == "-" {
             InputPath::Stdin

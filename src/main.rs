@@ -75,6 +75,34 @@ struct ReplayArgs {
     /// Archived logs (TSV or JSON, gzip or not), replayed in the order given; `-` reads stdin.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// The kind of every file (default: from each file name; `open_conn` or `conn_long` in the name is
+    /// that interim log, anything else is conn).
+    #[arg(long, value_enum)]
+    kind: Option<KindArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Conn,
+    OpenConn,
+    ConnLong,
+}
+
+impl KindArg {
+    fn kind(self) -> longconn::config::SourceKind {
+        use longconn::config::SourceKind;
+        match self {
+            KindArg::Conn => SourceKind::Conn,
+            KindArg::OpenConn => SourceKind::OpenConn,
+            KindArg::ConnLong => SourceKind::ConnLong,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MeasureArg {
+    Sum,
+    Covered,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -122,6 +150,15 @@ struct ScanArgs {
     /// Worker threads (default: the number of CPUs).
     #[arg(long)]
     threads: Option<usize>,
+    /// The kind of every file (default: from each file name). Records of interim logs (open_conn,
+    /// conn_long) count once per uid, with their largest duration, unless the uid's final conn record is
+    /// among the inputs (then that one counts).
+    #[arg(long, value_enum)]
+    kind: Option<KindArg>,
+    /// The cumulative measure: `sum` of durations, or `covered`, the length of the union of the group's
+    /// [ts, ts + duration] intervals (records without ts count as disjoint).
+    #[arg(long, value_enum, default_value_t = MeasureArg::Sum)]
+    measure: MeasureArg,
 }
 
 fn parse_duration_arg(s: &str) -> Result<f64, String> {
@@ -236,7 +273,13 @@ fn run_replay(a: ReplayArgs) -> ExitCode {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
-    let summary = match longconn::replay::replay(&cfg, &inputs, &mut out, &mut err) {
+    let summary = match longconn::replay::replay(
+        &cfg,
+        &inputs,
+        a.kind.map(KindArg::kind),
+        &mut out,
+        &mut err,
+    ) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
         Err(e) => {
@@ -267,9 +310,15 @@ fn run_scan(a: ScanArgs) -> ExitCode {
             by,
             min_duration: a.min_duration.unwrap_or(0.0),
             exclude: a.exclude,
+            measure: match a.measure {
+                MeasureArg::Sum => longconn::config::Measure::Sum,
+                MeasureArg::Covered => longconn::config::Measure::Covered,
+            },
+            interim_files: Vec::new(),
         },
         threads,
         progress: true,
+        kind: a.kind.map(KindArg::kind),
     };
     let inputs: Vec<InputPath> = a.files.iter().map(|f| InputPath::from_arg(f)).collect();
     let r = scan::scan(&inputs, &opts);

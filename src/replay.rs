@@ -2,8 +2,12 @@
 //! to stdout as JSON lines, a summary table to stderr. No state is read or written: this is how thresholds are
 //! tuned before they are deployed. It uses the same parser options and the same [`Detector`] as `run`, so
 //! the same records give the same alerts, with the same `event.id`.
+//!
+//! Each file's [`SourceKind`] (conn, or an interim log: open_conn, conn_long) comes from its name as for a
+//! `[[source]]` (`SourceKind::from_path`; stdin is conn), unless `kind` overrides it for every file. Give
+//! conn and interim files in event order (e.g. hour by hour) to see the alert timing the daemon would have.
 
-use crate::config::{Config, Level};
+use crate::config::{Config, Level, SourceKind};
 use crate::detector::{Detector, DetectorStats};
 use crate::input::{self, InputPath};
 use crate::zeek::{Line, LogParser, ParseOptions, SkipReason};
@@ -24,15 +28,23 @@ pub struct ReplaySummary {
 pub fn replay(
     config: &Config,
     inputs: &[InputPath],
+    kind: Option<SourceKind>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> io::Result<ReplaySummary> {
     let mut detector = Detector::new(config);
+    if inputs
+        .iter()
+        .any(|i| kind.unwrap_or_else(|| i.kind()) != SourceKind::Conn)
+    {
+        detector.expect_interim();
+    }
     let mut summary = ReplaySummary::default();
     let mut alerts = Vec::new();
     for input in inputs {
         summary.files += 1;
         let name = input.display();
+        let file_kind = kind.unwrap_or_else(|| input.kind());
         let reader = match input::open(input, Default::default()) {
             Ok(r) => r,
             Err(e) => {
@@ -68,7 +80,7 @@ pub fn replay(
             };
             match parser.parse_line(line) {
                 Line::Record(rec, _) => {
-                    detector.process(&rec, &mut alerts);
+                    detector.process(&rec, file_kind, &mut alerts);
                     for a in alerts.drain(..) {
                         writeln!(out, "{}", a.to_json())?;
                     }
@@ -124,6 +136,10 @@ pub fn summary_table(s: &ReplaySummary) -> String {
         } else {
             format!(" ({})", reasons.join(", "))
         }
+    ));
+    t.push_str(&format!(
+        "  interim records       {} used, {} ignored (closed or not newer), {} open, {} forgotten\n",
+        st.interim_records, st.interim_ignored, st.interim_open, st.interim_expired
     ));
     t.push_str(&format!(
         "  groups tracked        {} (evicted {})\n",

@@ -24,7 +24,7 @@
 //! `realert_after`, a group that still holds a level repeats the alert (at its current level) once that much
 //! event time has passed since its last alert.
 
-use crate::config::{Config, Direction, Level, Levels, Match};
+use crate::config::{Config, Direction, Level, Levels, Match, Measure};
 use crate::zeek::ConnRecord;
 use compact_str::CompactString;
 use ipnet::IpNet;
@@ -141,6 +141,10 @@ pub struct Rules {
     pub cumulative: Thresholds,
     pub realert_after: Option<i64>,
     pub window_us: i64,
+    /// What the cumulative levels compare with.
+    pub measure: Measure,
+    /// Open interim connections with no news for this long (µs, event time) are forgotten.
+    pub interim_timeout_us: i64,
 }
 
 fn any_contains(nets: &[IpNet], a: IpAddr) -> bool {
@@ -183,6 +187,8 @@ impl Rules {
             cumulative: Thresholds::from_levels(&cfg.cumulative.levels),
             realert_after: cfg.cumulative.realert_after.map(duration_us),
             window_us: duration_us(cfg.window.length),
+            measure: cfg.cumulative.measure,
+            interim_timeout_us: duration_us(cfg.cumulative.interim_timeout),
         }
     }
 

@@ -29,6 +29,16 @@
 //! merged items cross the left edge. At most 33·34/2 = 561 items survive a compaction, so memory per group
 //! is bounded by about 1,000 items (24 bytes each). The `approximate` tests check the bound.
 //!
+//! ## Replacing a connection, and the covered measure
+//! Zeek's interim logs (open_conn.log, conn_long.log) write the same connection (same uid) again and again
+//! with a growing duration. [`Accumulator::replace`] removes the connection's previous interval and adds
+//! the new one, so a connection is counted once with its latest interval; the uid -> interval map lives in
+//! the detector. Removal is exact while the group is exact; after a compaction, one unit is taken from the
+//! merged item nearest to the old interval (within the grid, so inside the `2g` bound above).
+//! [`Accumulator::covered`] is the length of the union of the live intervals clipped to the window (the
+//! wall-clock time during which the group had at least one connection up), computed on demand in
+//! O(n log n); it is exact within [`EXACT_LIMIT`] and off by at most `2g` per merged item beyond.
+//!
 //! ## Memory
 //! Groups live in a slab (`Vec<Slot>`) indexed by a hash map from the compact [`GroupKey`] (38 bytes) to a
 //! `u32`; a freed slot is reset and reused. A group with one live interval keeps it inline (no heap), so a
@@ -189,6 +199,73 @@ impl Accumulator {
         }
     }
 
+    /// Removes one connection's interval `[s, e]` at left edge `w` (advanced): the inverse of
+    /// [`Accumulator::insert`], used when a newer record of the same connection (same uid) replaces it.
+    /// Exact while the group is exact. After a compaction the connection may sit in a merged item: one
+    /// unit of multiplicity is taken from the item nearest to `[s, e]` (within the compaction grid of it),
+    /// so the error stays within the bound of the module doc. Returns false if nothing was removed (the
+    /// interval had already left the window).
+    pub fn remove(&mut self, w: i64, s: i64, e: i64) -> bool {
+        let s = s.min(e);
+        if e <= w {
+            return false;
+        }
+        match &mut self.items {
+            Items::Empty => false,
+            Items::One(s0, e0) => {
+                if *e0 == e && (*s0 == s || *s0 <= w) {
+                    self.items = Items::Empty;
+                    true
+                } else {
+                    false
+                }
+            }
+            Items::Many(h) => {
+                let done = h.remove(w, s, e);
+                if h.len() == 0 {
+                    self.items = Items::Empty;
+                }
+                done
+            }
+        }
+    }
+
+    /// Replaces a connection's interval `[s0, e0]` by `[s, e]` (a newer record of the same uid).
+    pub fn replace(&mut self, w: i64, old: (i64, i64), new: (i64, i64), cell: i64) {
+        self.remove(w, old.0, old.1);
+        self.insert(w, new.0, new.1, cell);
+    }
+
+    /// The live intervals clipped to the window `[w, ..]`, as (start, end, multiplicity).
+    fn clipped(&self, w: i64) -> Vec<(i64, i64)> {
+        match &self.items {
+            Items::Empty => Vec::new(),
+            Items::One(s, e) => {
+                if *e > w {
+                    vec![((*s).max(w), *e)]
+                } else {
+                    Vec::new()
+                }
+            }
+            Items::Many(h) => h
+                .full
+                .iter()
+                .map(|Reverse((s, e, _))| (*s, *e))
+                .chain(h.strad.iter().map(|Reverse((e, _))| (w, *e)))
+                .filter(|(_, e)| *e > w)
+                .collect(),
+        }
+    }
+
+    /// The *covered* measure at left edge `w` (advanced): the length of the union of the live intervals
+    /// inside the window, the wall-clock time during which at least one connection was up. O(n log n) for
+    /// n live items. Exact while the group is exact; after a compaction a merged item stands for its
+    /// connections at their mean start and end, all of which lie in the same start and end grid cells, so
+    /// the union is off by at most `2g` per merged item.
+    pub fn covered(&self, w: i64) -> i64 {
+        union_length(self.clipped(w))
+    }
+
     /// Live items (merged items count once).
     pub fn len(&self) -> usize {
         match &self.items {
@@ -328,6 +405,65 @@ impl Heaps {
         self.full.len() + self.strad.len()
     }
 
+    /// See [`Accumulator::remove`]. O(n): replacements are rare (one per interim record).
+    fn remove(&mut self, w: i64, s: i64, e: i64) -> bool {
+        self.advance(w);
+        let full: Vec<(i64, i64, u32)> = self.full.iter().map(|Reverse(x)| *x).collect();
+        let strad: Vec<(i64, u32)> = self.strad.iter().map(|Reverse(x)| *x).collect();
+        // The interval as the heaps hold it: full if it starts inside the window, else straddling.
+        let exact_full = (s >= w)
+            .then(|| full.iter().position(|x| x.0 == s && x.1 == e))
+            .flatten();
+        let exact_strad = (s < w)
+            .then(|| strad.iter().position(|x| x.0 == e))
+            .flatten();
+        let (in_full, idx) = match (exact_full, exact_strad) {
+            (Some(i), _) => (true, i),
+            (None, Some(i)) => (false, i),
+            (None, None) => {
+                // Approximate: the item nearest to [s, e] (merged by a compaction).
+                let s_c = s.max(w);
+                let best_full = full
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| ((x.0 - s_c).abs().saturating_add((x.1 - e).abs()), i))
+                    .min();
+                let best_strad = strad
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| ((w - s_c).abs().saturating_add((x.0 - e).abs()), i))
+                    .min();
+                match (best_full, best_strad) {
+                    (Some(f), Some(st)) if st.0 < f.0 => (false, st.1),
+                    (Some(f), _) => (true, f.1),
+                    (None, Some(st)) => (false, st.1),
+                    (None, None) => return false,
+                }
+            }
+        };
+        if in_full {
+            let (fs, fe, n) = full[idx];
+            let mut rest = full;
+            rest.swap_remove(idx);
+            if n > 1 {
+                rest.push((fs, fe, n - 1));
+            }
+            self.full_len -= fe - fs;
+            self.full = rest.into_iter().map(Reverse).collect();
+        } else {
+            let (se, n) = strad[idx];
+            let mut rest = strad;
+            rest.swap_remove(idx);
+            if n > 1 {
+                rest.push((se, n - 1));
+            }
+            self.strad_end -= i128::from(se);
+            self.strad_n -= 1;
+            self.strad = rest.into_iter().map(Reverse).collect();
+        }
+        true
+    }
+
     /// Merges items that share (start cell, end cell) on a grid of `cell` µs (see the module doc).
     fn compact(&mut self, w: i64, cell: i64) {
         let cell = cell.max(1);
@@ -386,6 +522,31 @@ impl Heaps {
             self.full_len += i64::from(n) * (e - w_old);
         }
     }
+}
+
+/// Length of the union of intervals `(start, end)` (brute force would give the same; see the tests).
+pub fn union_length(mut v: Vec<(i64, i64)>) -> i64 {
+    v.sort_unstable();
+    let mut total: i64 = 0;
+    let mut cur: Option<(i64, i64)> = None;
+    for (s, e) in v {
+        if e <= s {
+            continue;
+        }
+        match &mut cur {
+            Some((_, ce)) if s <= *ce => *ce = (*ce).max(e),
+            _ => {
+                if let Some((cs, ce)) = cur {
+                    total = total.saturating_add(ce - cs);
+                }
+                cur = Some((s, e));
+            }
+        }
+    }
+    if let Some((cs, ce)) = cur {
+        total = total.saturating_add(ce - cs);
+    }
+    total
 }
 
 /// What a group's data says about keeping the group after its measure fell to 0.

@@ -11,7 +11,7 @@ const T0: f64 = 1_700_000_000.0;
 fn run(d: &mut Detector, recs: &[ConnRecord]) -> Vec<Alert> {
     let mut out = Vec::new();
     for r in recs {
-        d.process(r, &mut out);
+        d.process(r, SourceKind::Conn, &mut out);
     }
     out
 }
@@ -550,7 +550,7 @@ proptest::proptest! {
         for (i, &(g, start, dur)) in recs.iter().enumerate() {
             let r = rec(&format!("C{i}"), &format!("10.0.0.{g}"), "8.8.8.8", T0 + f64::from(start), f64::from(dur));
             let mut out = Vec::new();
-            d.process(&r, &mut out);
+            d.process(&r, SourceKind::Conn, &mut out);
             got.extend(out.iter().map(|a| (a.source.ip, a.longconn.level)));
             // Model.
             let s = ((T0 + f64::from(start)) * 1e6).round() as i64;
@@ -572,4 +572,282 @@ proptest::proptest! {
         }
         proptest::prop_assert_eq!(got, want);
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Interim records (issue 6): open_conn / conn_long before, after and without the final conn record.
+
+const OPEN: SourceKind = SourceKind::OpenConn;
+const CONN: SourceKind = SourceKind::Conn;
+
+/// Feeds (kind, record) pairs.
+fn feed(d: &mut Detector, recs: &[(SourceKind, ConnRecord)]) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for (k, r) in recs {
+        d.process(r, *k, &mut out);
+    }
+    out
+}
+
+/// Hourly open_conn snapshots of one connection `uid` (start T0) at the given durations in hours.
+fn snapshots(uid: &str, hours: &[f64]) -> Vec<(SourceKind, ConnRecord)> {
+    hours
+        .iter()
+        .map(|h| (OPEN, rec(uid, "10.0.0.1", "8.8.8.8", T0, h * H)))
+        .collect()
+}
+
+/// The pair's (sum, covered, connections) inside the window now.
+fn figures(d: &mut Detector) -> (f64, f64, u64) {
+    let key = GroupKey::new(
+        GroupBy::Pair,
+        "10.0.0.1".parse().unwrap(),
+        "8.8.8.8".parse().unwrap(),
+        0,
+        0,
+    );
+    let w = d.window.left_edge().unwrap();
+    let sum = d.window.measure(&key).unwrap_or(0);
+    let slot = d.window.get(&key).unwrap();
+    (
+        alert::secs(sum),
+        alert::secs(slot.acc.covered(w)),
+        slot.data.connections,
+    )
+}
+
+fn singles(alerts: &[Alert]) -> Vec<(Level, bool, f64)> {
+    alerts
+        .iter()
+        .filter(|a| a.longconn.trigger == S)
+        .map(|a| {
+            (
+                a.longconn.level,
+                a.longconn.open,
+                a.longconn.measure_seconds,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn interim_before_final_counts_once_and_alerts_at_first_snapshot_past_a_level() {
+    let mut d = Detector::new(&no_cumulative());
+    let mut recs = snapshots("C1", &[0.5, 1.5, 2.5, 3.5, 4.5, 5.5]);
+    let a = feed(&mut d, &recs);
+    // Low (1h) at the 1.5h snapshot, medium (4h) at the 4.5h one; both say the connection is open.
+    assert_eq!(
+        singles(&a),
+        vec![(Low, true, 1.5 * H), (Medium, true, 4.5 * H)]
+    );
+    assert!(
+        a[0].longconn.message.contains("still open"),
+        "{}",
+        a[0].longconn.message
+    );
+    assert_eq!(figures(&mut d), (5.5 * H, 5.5 * H, 1));
+    // The final record at 6h: same level, no new alert; counted once with its own duration.
+    let fin = rec("C1", "10.0.0.1", "8.8.8.8", T0, 6.0 * H);
+    assert!(feed(&mut d, &[(CONN, fin.clone())]).is_empty());
+    assert_eq!(figures(&mut d), (6.0 * H, 6.0 * H, 1));
+    // A final record reaching a higher level alerts, not open.
+    let mut d = Detector::new(&no_cumulative());
+    recs.push((CONN, rec("C1", "10.0.0.1", "8.8.8.8", T0, 8.5 * H)));
+    let a = feed(&mut d, &recs);
+    assert_eq!(singles(&a).last(), Some(&(High, false, 8.5 * H)));
+    assert_eq!(figures(&mut d), (8.5 * H, 8.5 * H, 1));
+}
+
+#[test]
+fn final_before_a_late_interim_ignores_the_interim() {
+    let mut cfg = no_single();
+    cfg.sources.push(crate::config::Source {
+        path: "/opt/zeek/logs/current/open_conn.log".into(),
+        start_at: crate::config::StartAt::Beginning,
+        kind: OPEN,
+    });
+    let mut d = Detector::new(&cfg);
+    let a = feed(
+        &mut d,
+        &[
+            (CONN, rec("C1", "10.0.0.1", "8.8.8.8", T0, 3.0 * H)),
+            (OPEN, rec("C1", "10.0.0.1", "8.8.8.8", T0, 2.0 * H)),
+            (OPEN, rec("C1", "10.0.0.1", "8.8.8.8", T0, 1.0 * H)),
+        ],
+    );
+    assert_eq!(kinds(&a), vec![(C, Low)]);
+    assert_eq!(figures(&mut d), (3.0 * H, 3.0 * H, 1));
+    assert_eq!(d.stats().interim_ignored, 2);
+    assert!(d.snapshot().interim.closed.iter().any(|c| c.0 == "C1"));
+    // Without any interim source configured (nor seen), a final record leaves no trace.
+    let mut d = Detector::new(&no_single());
+    feed(
+        &mut d,
+        &[(CONN, rec("C1", "10.0.0.1", "8.8.8.8", T0, 3.0 * H))],
+    );
+    assert!(d.snapshot().interim.closed.is_empty());
+}
+
+#[test]
+fn interim_only_counts_the_latest_snapshot_and_replays_are_harmless() {
+    let mut d = Detector::new(&fixtures::config());
+    // Snapshots out of order and one read twice (a rotated file re-read): the largest counts, once.
+    let a = feed(&mut d, &snapshots("C1", &[1.0, 2.0, 2.0, 1.0, 4.0, 3.0]));
+    assert_eq!(figures(&mut d), (4.0 * H, 4.0 * H, 1));
+    assert_eq!(d.stats().interim_ignored, 3);
+    // Single: low at 1h, medium at 4h. Cumulative: low at 1h, medium at 4h: never from summing snapshots.
+    assert_eq!(
+        kinds(&a),
+        vec![(S, Low), (C, Low), (S, Medium), (C, Medium)]
+    );
+    // The summing pipeline would have reached 13h (critical); longconn stays at medium.
+    assert!(a.iter().all(|x| x.longconn.open));
+}
+
+#[test]
+fn rotation_between_interim_and_final_two_sources() {
+    // The daemon reads open_conn.log and conn.log in turns; a rotation of open_conn.log re-delivers the
+    // drained rotated file's last snapshot after the new file's first lines. Order as the tail gives it:
+    let mut d = Detector::new(&no_single());
+    feed(&mut d, &snapshots("C1", &[1.0, 2.0]));
+    feed(&mut d, &snapshots("C1", &[3.0]));
+    feed(&mut d, &snapshots("C1", &[2.0])); // late line of the rotated file
+    assert_eq!(figures(&mut d), (3.0 * H, 3.0 * H, 1));
+    feed(
+        &mut d,
+        &[(CONN, rec("C1", "10.0.0.1", "8.8.8.8", T0, 3.25 * H))],
+    );
+    feed(&mut d, &snapshots("C1", &[3.0])); // new open_conn.log still lists it once more
+    assert_eq!(figures(&mut d), (3.25 * H, 3.25 * H, 1));
+}
+
+#[test]
+fn restart_between_interim_and_final_via_snapshot() {
+    let cfg = fixtures::config();
+    let mut d = Detector::new(&cfg);
+    let before = feed(&mut d, &snapshots("C1", &[1.5, 4.5]));
+    assert_eq!(singles(&before).len(), 2);
+    let json = serde_json::to_string(&d.snapshot()).unwrap();
+    let mut d2 = Detector::restore(&cfg, serde_json::from_str(&json).unwrap());
+    assert_eq!(d2.snapshot(), d.snapshot());
+    // After the restart: a stale snapshot is ignored, the final record replaces the interim one, no repeat
+    // of the medium single alert, and the group still counts one connection.
+    let a = feed(
+        &mut d2,
+        &[
+            (OPEN, rec("C1", "10.0.0.1", "8.8.8.8", T0, 4.5 * H)),
+            (CONN, rec("C1", "10.0.0.1", "8.8.8.8", T0, 5.0 * H)),
+            (OPEN, rec("C1", "10.0.0.1", "8.8.8.8", T0, 4.75 * H)),
+        ],
+    );
+    assert!(singles(&a).is_empty(), "{a:?}");
+    assert_eq!(figures(&mut d2), (5.0 * H, 5.0 * H, 1));
+}
+
+#[test]
+fn open_uid_without_news_is_forgotten_after_interim_timeout() {
+    let mut cfg = no_single();
+    cfg.cumulative.interim_timeout = std::time::Duration::from_secs(2 * 3600);
+    let mut d = Detector::new(&cfg);
+    feed(&mut d, &snapshots("C1", &[1.0]));
+    assert_eq!(d.stats().interim_open, 1);
+    // Event time moves on 3h (other traffic, enough records for a sweep).
+    let others: Vec<_> = (0..1100)
+        .map(|i| {
+            (
+                CONN,
+                rec(&format!("X{i}"), "10.0.0.9", "8.8.4.4", T0 + 4.0 * H, 1.0),
+            )
+        })
+        .collect();
+    feed(&mut d, &others);
+    let st = d.stats();
+    assert_eq!((st.interim_open, st.interim_expired), (0, 1));
+    // Its interval stays counted; a later snapshot is then a new connection (documented limit).
+    assert_eq!(figures(&mut d).0, 1.0 * H);
+}
+
+#[test]
+fn parallel_connections_sum_and_covered_side_by_side() {
+    // Three 2h connections of one pair, overlapping: sum 6h, covered 3h. With measure = sum the pair
+    // reaches medium (4h); with covered it stays at low.
+    let recs = [
+        rec("A", "10.0.0.1", "8.8.8.8", T0, 2.0 * H),
+        rec("B", "10.0.0.1", "8.8.8.8", T0, 2.0 * H),
+        rec("C", "10.0.0.1", "8.8.8.8", T0 + H, 2.0 * H),
+    ];
+    let mut cfg = no_single();
+    let a = run(&mut Detector::new(&cfg), &recs);
+    assert_eq!(kinds(&a), vec![(C, Low), (C, Medium)]);
+    let m = &a[1].longconn;
+    // Medium (4h) is reached by the second connection: 4h summed while only 2h were covered.
+    assert_eq!(
+        (m.measure_seconds, m.sum_seconds, m.covered_seconds),
+        (4.0 * H, 4.0 * H, 2.0 * H)
+    );
+    cfg.cumulative.measure = crate::config::Measure::Covered;
+    let a = run(&mut Detector::new(&cfg), &recs);
+    assert_eq!(kinds(&a), vec![(C, Low)]);
+    let m = &a[0].longconn;
+    assert_eq!(
+        (m.measure_seconds, m.sum_seconds, m.covered_seconds),
+        (2.0 * H, 2.0 * H, 2.0 * H)
+    );
+    let mut d = Detector::new(&cfg);
+    run(&mut d, &recs);
+    assert_eq!(figures(&mut d), (6.0 * H, 3.0 * H, 3));
+}
+
+/// The shared 2-day open_conn sample (GPL, read in place, never copied): 48 hourly snapshots of one SSH
+/// connection. Counted once with its latest duration (183,601 s), single alerts at the first snapshot
+/// past each level, all saying the connection is open.
+#[test]
+fn shared_open_conn_sample_through_the_detector() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/zeek/rita_missing_host_2024-04-19_to_20.open_conn.log");
+    let Ok(text) = std::fs::read(&path) else {
+        assert!(
+            std::env::var("LONGCONN_REQUIRE_SHARED").as_deref() != Ok("1"),
+            "LONGCONN_REQUIRE_SHARED=1 but {} is missing",
+            path.display()
+        );
+        return;
+    };
+    let mut cfg = fixtures::config();
+    cfg.window.length = std::time::Duration::from_secs(72 * 3600);
+    let mut d = Detector::new(&cfg);
+    let mut parser = crate::zeek::LogParser::new(crate::zeek::ParseOptions::default());
+    let mut alerts = Vec::new();
+    let mut durations = Vec::new();
+    for line in text.split(|b| *b == b'\n') {
+        if let crate::zeek::Line::Record(r, _) = parser.parse_line(line) {
+            durations.push(r.duration.unwrap_or(0.0));
+            d.process(&r, SourceKind::OpenConn, &mut alerts);
+        }
+    }
+    assert_eq!(durations.len(), 48);
+    let key = GroupKey::new(
+        GroupBy::Pair,
+        "73.54.23.243".parse().unwrap(),
+        "64.225.56.201".parse().unwrap(),
+        0,
+        0,
+    );
+    let sum = d.window.measure(&key).unwrap();
+    assert_eq!(sum, 183_601_191_799);
+    assert_eq!(d.window.get(&key).unwrap().data.connections, 1);
+    // The first snapshot is already 4h (14,401 s): medium at once; high (8h) and critical (12h) at the
+    // first snapshots past them.
+    let s: Vec<(Level, bool, f64)> = singles(&alerts);
+    let first_past = |th: f64| durations.iter().copied().find(|x| *x >= th).unwrap();
+    assert_eq!(
+        s.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>(),
+        vec![(Medium, true), (High, true), (Critical, true)]
+    );
+    assert!((s[1].2 - first_past(8.0 * H)).abs() < 1e-6);
+    assert!((s[2].2 - first_past(12.0 * H)).abs() < 1e-6);
+    // Cumulative never exceeds the connection's own duration (no summing of snapshots).
+    assert!(alerts
+        .iter()
+        .all(|a| a.longconn.sum_seconds <= 183_601.2 && a.longconn.open));
 }

@@ -27,6 +27,8 @@ pub struct ScanOptions {
     pub threads: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// The kind of every input; `None`: each from its file name (`tally.interim_files` is filled from it).
+    pub kind: Option<crate::config::SourceKind>,
 }
 
 /// An input that could not be read, or that held no Zeek log.
@@ -78,7 +80,7 @@ pub const SCAN_FIELDS: FieldSet = FieldSet::of(&[
 
 /// The fields every record needs for the tallies and the summary counts; text fields (uid, proto, service)
 /// are parsed only for the few records that enter the single table.
-fn parse_options(by: GroupMode) -> (ParseOptions, ParseOptions) {
+fn parse_options(by: GroupMode, uids: bool) -> (ParseOptions, ParseOptions) {
     let mut tally_fields = FieldSet::of(&[
         Field::Ts,
         Field::OrigH,
@@ -91,6 +93,9 @@ fn parse_options(by: GroupMode) -> (ParseOptions, ParseOptions) {
     ]);
     if by == GroupMode::PairPort {
         tally_fields = tally_fields.with(Field::Proto);
+    }
+    if uids {
+        tally_fields = tally_fields.with(Field::Uid);
     }
     let full = ParseOptions {
         wanted: SCAN_FIELDS,
@@ -143,7 +148,16 @@ fn work(tally: &mut Tally, w: &Work, opts: &(ParseOptions, ParseOptions)) {
 /// Reads every input and builds the report.
 pub fn scan(inputs: &[InputPath], opts: &ScanOptions) -> ScanReport {
     let threads = opts.threads.max(1);
-    let parse_opts = parse_options(opts.tally.by);
+    let mut tally_opts = opts.tally.clone();
+    tally_opts.interim_files = inputs
+        .iter()
+        .map(|i| opts.kind.unwrap_or_else(|| i.kind()) != crate::config::SourceKind::Conn)
+        .collect();
+    let opts = &ScanOptions {
+        tally: tally_opts,
+        ..opts.clone()
+    };
+    let parse_opts = parse_options(opts.tally.by, opts.tally.any_interim());
     let (tx, rx) = crossbeam_channel::bounded::<Work>(threads * 4);
     let raw_bytes = Arc::new(AtomicU64::new(0));
     let total_bytes: u64 = inputs.iter().filter_map(InputPath::size).sum();
@@ -182,6 +196,7 @@ pub fn scan(inputs: &[InputPath], opts: &ScanOptions) -> ScanReport {
                 Err(p) => std::panic::resume_unwind(p),
             }
         }
+        total.finish();
         total
     });
     if let Some(p) = progress {

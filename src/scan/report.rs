@@ -117,7 +117,7 @@ fn write_tsv(out: &mut dyn Write, r: &ScanReport, tables: Tables, by: GroupMode)
             writeln!(
                 out,
                 "{}\t{}\t{}",
-                secs6(g.agg.total_ns),
+                secs6(g.agg.measure_ns),
                 g.agg.count,
                 secs6(g.agg.longest_ns)
             )?;
@@ -147,11 +147,15 @@ fn group_json(g: &GroupRow, by: GroupMode) -> serde_json::Value {
         "table": "cumulative",
         "orig_h": g.key.orig_h.to_string(),
         "resp_h": g.key.resp_h.to_string(),
-        "total_seconds": g.agg.total_ns as f64 / 1e9,
+        "total_seconds": g.agg.measure_ns as f64 / 1e9,
+        "sum_seconds": g.agg.total_ns as f64 / 1e9,
         "count": g.agg.count,
         "longest_seconds": g.agg.longest_ns as f64 / 1e9,
         "total_bytes": g.agg.bytes,
     });
+    if g.agg.covered_ns > 0 || g.agg.measure_ns != g.agg.total_ns {
+        v["covered_seconds"] = serde_json::json!(g.agg.covered_ns as f64 / 1e9);
+    }
     if by == GroupMode::PairPort {
         v["resp_p"] = serde_json::json!(g.key.resp_p);
         v["proto"] = serde_json::json!(g.key.proto.as_deref());
@@ -284,8 +288,8 @@ fn write_tables(
                     row.push(g.key.proto.as_deref().unwrap_or("-").to_string());
                 }
                 row.extend([
-                    human_duration(g.agg.total_ns as f64 / 1e9),
-                    format!("{:.3}", g.agg.total_ns as f64 / 1e9),
+                    human_duration(g.agg.measure_ns as f64 / 1e9),
+                    format!("{:.3}", g.agg.measure_ns as f64 / 1e9),
                     g.agg.count.to_string(),
                     human_duration(g.agg.longest_ns as f64 / 1e9),
                     human_bytes(g.agg.bytes),
@@ -334,6 +338,13 @@ pub fn summary(r: &ScanReport) -> String {
     if !c.skipped.is_empty() {
         let parts: Vec<String> = c.skipped.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         let _ = write!(s, " ({})", parts.join(", "));
+    }
+    if c.interim_read > 0 {
+        let _ = write!(
+            s,
+            ", {} interim records ({} connections counted once with their largest duration, {} replaced by their final conn record)",
+            c.interim_read, c.interim_used, c.interim_closed
+        );
     }
     if c.short > 0 {
         let _ = write!(s, ", {} below --min-duration", c.short);

@@ -3,11 +3,26 @@
 //!
 //! Durations are summed as integer nanoseconds, so the totals do not depend on the order in which threads
 //! saw the records: the same input always prints the same digits.
+//!
+//! ## Interim logs: one count per uid
+//! Records of an interim-kind file (open_conn.log, conn_long.log: Zeek's snapshots of connections still
+//! open, repeated with a growing running duration) are not summed as they come: per uid the record with the
+//! largest duration is kept, and [`Tally::finish`] folds it in only if no conn-kind input held the final
+//! record of that uid (the final one was counted instead). So a connection counts once, with its final
+//! duration if known, else its largest interim duration. Records without a uid get no uid rules.
+//!
+//! ## The covered measure
+//! With `measure = covered` the cumulative figure of a group is the length of the union of its
+//! `[ts, ts + duration]` intervals (the wall-clock time with at least one connection up), from the
+//! intervals kept per group (memory then grows with records, not groups). A record without a usable `ts`
+//! (unset, or masked as in Zeek's test baselines) cannot be placed in time: its duration is added as if it
+//! overlapped nothing (disjoint), so covered never drops below what such records alone give.
 
+use crate::config::Measure;
 use crate::zeek::{ConnRecord, SkipReason};
 use compact_str::CompactString;
 use ipnet::IpNet;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::IpAddr;
@@ -31,6 +46,20 @@ pub struct TallyOptions {
     pub min_duration: f64,
     /// Connections with either end inside one of these are ignored.
     pub exclude: Vec<IpNet>,
+    /// The cumulative figure the table is sorted by and prints.
+    pub measure: Measure,
+    /// Per input file index: true for an interim-kind file (uid rules apply). Empty: all conn.
+    pub interim_files: Vec<bool>,
+}
+
+impl TallyOptions {
+    fn is_interim(&self, file: usize) -> bool {
+        self.interim_files.get(file).copied().unwrap_or(false)
+    }
+    /// Some input is interim: conn records must note their uids.
+    pub fn any_interim(&self) -> bool {
+        self.interim_files.iter().any(|b| *b)
+    }
 }
 
 /// One row of the longest-connections table.
@@ -100,6 +129,12 @@ pub struct GroupKey {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroupAgg {
+    /// The configured measure (`sum` or `covered`), set by [`Tally::groups`].
+    pub measure_ns: u64,
+    /// Length of the union of the group's intervals (set by [`Tally::groups`] when measure = covered).
+    pub covered_ns: u64,
+    /// Summed durations of records without a usable ts (counted as disjoint by covered).
+    pub loose_ns: u64,
     pub total_ns: u64,
     pub count: u64,
     pub longest_ns: u64,
@@ -128,6 +163,12 @@ pub struct Counts {
     pub excluded: u64,
     /// Values that failed to parse in fields scan does not need (read as unset).
     pub bad_values: u64,
+    /// Interim records read (each connection's largest is kept, the others are not used).
+    pub interim_read: u64,
+    /// Connections of interim files counted (with their largest interim duration).
+    pub interim_used: u64,
+    /// Connections of interim files whose final conn record was among the inputs (that one counted).
+    pub interim_closed: u64,
     /// Lines skipped, by reason.
     pub skipped: BTreeMap<&'static str, u64>,
 }
@@ -158,6 +199,12 @@ pub struct Tally {
     pub issues: Vec<LineIssue>,
     /// Per file index: records used (to tell a headerless file from one with a bad line).
     pub records_per_file: BTreeMap<usize, u64>,
+    /// Interim records: per uid the one with the largest duration, with its file index.
+    interim: FxHashMap<CompactString, (usize, ConnRecord)>,
+    /// Uids of conn records (kept only when some input is interim).
+    finals: FxHashSet<CompactString>,
+    /// Per group, its [start, end] in ns (kept only for measure = covered).
+    spans: FxHashMap<GroupKey, Vec<(i64, i64)>>,
 }
 
 fn to_ns(seconds: f64) -> u64 {
@@ -175,6 +222,26 @@ impl Tally {
             counts: Counts::default(),
             issues: Vec::new(),
             records_per_file: BTreeMap::new(),
+            interim: FxHashMap::default(),
+            finals: FxHashSet::default(),
+            spans: FxHashMap::default(),
+        }
+    }
+
+    /// Folds in the interim records whose final record was not among the inputs; call once, after the
+    /// last merge.
+    pub fn finish(&mut self) {
+        let mut pending: Vec<(CompactString, (usize, ConnRecord))> =
+            std::mem::take(&mut self.interim).into_iter().collect();
+        pending.sort_by(|a, b| a.0.cmp(&b.0));
+        for (uid, (file, rec)) in pending {
+            if self.finals.contains(&uid) {
+                self.counts.interim_closed += 1;
+                continue;
+            }
+            self.counts.interim_used += 1;
+            let full = rec.clone();
+            self.fold(file, rec, || Some(full));
         }
     }
 
@@ -198,6 +265,28 @@ impl Tally {
         self.counts.read += 1;
         self.counts.bad_values += u64::from(bad_values);
         *self.records_per_file.entry(file).or_default() += 1;
+        if self.opts.is_interim(file) && !rec.uid.is_empty() && rec.duration.is_some() {
+            self.counts.interim_read += 1;
+            let dur = rec.duration.unwrap_or(0.0);
+            let keep = match self.interim.get(&rec.uid) {
+                Some((_, old)) => old.duration.is_some_and(|d| dur > d),
+                None => true,
+            };
+            if keep {
+                let full = details().unwrap_or(rec);
+                self.interim.insert(full.uid.clone(), (file, full));
+            }
+            return;
+        }
+        if !self.opts.is_interim(file) && self.opts.any_interim() && !rec.uid.is_empty() {
+            self.finals.insert(rec.uid.clone());
+        }
+        self.fold(file, rec, details);
+    }
+
+    /// Sums one record into the tables (after the uid rules).
+    fn fold(&mut self, file: usize, rec: ConnRecord, details: impl FnOnce() -> Option<ConnRecord>) {
+        let _ = file;
         let (Some(orig_h), Some(resp_h)) = (rec.orig_h, rec.resp_h) else {
             // The parser requires both addresses; a record without them cannot be grouped.
             *self.counts.skipped.entry("missing_value").or_default() += 1;
@@ -237,6 +326,23 @@ impl Tally {
                 proto: Some(rec.proto.clone()),
             },
         };
+        if self.opts.measure == Measure::Covered {
+            let start = rec.ts.and_then(|t| {
+                let v = (t * 1e9).round();
+                (v.is_finite() && v.abs() < 9.0e18).then_some(v as i64)
+            });
+            match start {
+                Some(s0) => self
+                    .spans
+                    .entry(key.clone())
+                    .or_default()
+                    .push((s0, s0.saturating_add(ns.min(i64::MAX as u64) as i64))),
+                None => {
+                    let g = self.groups.entry(key.clone()).or_default();
+                    g.loose_ns = g.loose_ns.saturating_add(ns);
+                }
+            }
+        }
         let g = self.groups.entry(key).or_default();
         g.total_ns = g.total_ns.saturating_add(ns);
         g.count += 1;
@@ -282,7 +388,23 @@ impl Tally {
             g.count += v.count;
             g.longest_ns = g.longest_ns.max(v.longest_ns);
             g.bytes = g.bytes.saturating_add(v.bytes);
+            g.loose_ns = g.loose_ns.saturating_add(v.loose_ns);
         }
+        for (k, mut v) in other.spans {
+            self.spans.entry(k).or_default().append(&mut v);
+        }
+        for (uid, (file, rec)) in other.interim {
+            let newer = match self.interim.get(&uid) {
+                Some((f0, old)) => {
+                    (rec.duration, std::cmp::Reverse(file)) > (old.duration, std::cmp::Reverse(*f0))
+                }
+                None => true,
+            };
+            if newer {
+                self.interim.insert(uid, (file, rec));
+            }
+        }
+        self.finals.extend(other.finals);
         for w in other.top {
             self.push_single(w.0);
         }
@@ -296,6 +418,9 @@ impl Tally {
         self.counts.short += c.short;
         self.counts.excluded += c.excluded;
         self.counts.bad_values += c.bad_values;
+        self.counts.interim_read += c.interim_read;
+        self.counts.interim_used += c.interim_used;
+        self.counts.interim_closed += c.interim_closed;
         for (k, v) in c.skipped {
             *self.counts.skipped.entry(k).or_default() += v;
         }
@@ -318,9 +443,20 @@ impl Tally {
 
     /// The groups with the most cumulative time, most first; ties by orig_h, resp_h (as text), resp_p, proto.
     pub fn groups(&mut self) -> Vec<GroupRow> {
+        let mut spans = std::mem::take(&mut self.spans);
+        let covered = self.opts.measure == Measure::Covered;
         let mut rows: Vec<GroupRow> = std::mem::take(&mut self.groups)
             .into_iter()
-            .map(|(key, agg)| GroupRow { key, agg })
+            .map(|(key, mut agg)| {
+                if covered {
+                    let union = spans.remove(&key).map_or(0, crate::window::union_length);
+                    agg.covered_ns = (union.max(0) as u64).saturating_add(agg.loose_ns);
+                    agg.measure_ns = agg.covered_ns;
+                } else {
+                    agg.measure_ns = agg.total_ns;
+                }
+                GroupRow { key, agg }
+            })
             .collect();
         // Text forms once, not per comparison.
         let mut keyed: Vec<(String, String, GroupRow)> = rows
@@ -329,8 +465,8 @@ impl Tally {
             .collect();
         keyed.sort_by(|a, b| {
             b.2.agg
-                .total_ns
-                .cmp(&a.2.agg.total_ns)
+                .measure_ns
+                .cmp(&a.2.agg.measure_ns)
                 .then_with(|| a.0.cmp(&b.0))
                 .then_with(|| a.1.cmp(&b.1))
                 .then_with(|| a.2.key.resp_p.cmp(&b.2.key.resp_p))
@@ -368,6 +504,8 @@ mod tests {
             by: GroupMode::Pair,
             min_duration: 0.0,
             exclude: vec![],
+            measure: Measure::Sum,
+            interim_files: vec![],
         }
     }
 

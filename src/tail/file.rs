@@ -292,11 +292,15 @@ impl FileReader {
         &mut self,
         chunk: &mut [u8],
         max_line: usize,
+        budget: u64,
         sink: &mut dyn FnMut(TailEvent),
         stats: &mut PollStats,
     ) -> io::Result<bool> {
         let mut any = false;
         loop {
+            if stats.bytes >= budget {
+                return Ok(any);
+            }
             let pos = self.offset + self.buf.len() as u64;
             let n = match self.file.read_at(chunk, pos) {
                 Ok(n) => n,

@@ -31,7 +31,7 @@ pub mod watch;
 #[cfg(test)]
 mod tests;
 
-use crate::config::{Source, StartAt};
+use crate::config::{Source, SourceKind, StartAt};
 use crate::zeek::{ConnRecord, ParseOptions, SkipReason};
 use file::{mtime, FileReader};
 pub use file::{FileCheckpoint, FileId, Fingerprint, HeaderLine, FINGERPRINT_LEN};
@@ -135,6 +135,7 @@ struct Found {
 pub struct Tailer {
     path: PathBuf,
     start_at: StartAt,
+    kind: SourceKind,
     opts: ParseOptions,
     max_line: usize,
     live: Option<FileReader>,
@@ -145,6 +146,8 @@ pub struct Tailer {
     retired: Vec<RetiredFile>,
     anchor: Option<(i64, i64)>,
     chunk: Vec<u8>,
+    /// Bytes of the live file read per poll at most, so a large backlog does not hold the caller for long.
+    budget: u64,
 }
 
 impl Tailer {
@@ -152,6 +155,7 @@ impl Tailer {
         Tailer {
             path: source.path.clone(),
             start_at: source.start_at,
+            kind: source.kind,
             opts,
             max_line: MAX_LINE,
             live: None,
@@ -161,13 +165,26 @@ impl Tailer {
             retired: Vec::new(),
             anchor: None,
             chunk: vec![0; CHUNK],
+            budget: u64::MAX,
         }
+    }
+
+    /// Reads at most about `bytes` of the live file per poll (whole chunks; rotated files are always drained
+    /// whole). A poll that returns `PollStats::bytes >= bytes` may have more to read.
+    pub fn with_poll_budget(mut self, bytes: u64) -> Tailer {
+        self.budget = bytes.max(1);
+        self
     }
 
     /// Sets the longest line accepted (default [`MAX_LINE`]).
     pub fn with_max_line(mut self, max_line: usize) -> Tailer {
         self.max_line = max_line.max(1);
         self
+    }
+
+    /// The kind of log this source is (conn, or an interim log); the detector needs it per record.
+    pub fn kind(&self) -> SourceKind {
+        self.kind
     }
 
     /// The configured path.
@@ -200,7 +217,7 @@ impl Tailer {
         let mut i = 0;
         while i < self.draining.len() {
             let r = &mut self.draining[i];
-            let any = r.read(&mut self.chunk, self.max_line, sink, &mut stats)?;
+            let any = r.read(&mut self.chunk, self.max_line, u64::MAX, sink, &mut stats)?;
             r.eof_polls = if any { 0 } else { r.eof_polls + 1 };
             let unlinked = r.file.metadata().map(|m| m.nlink() == 0).unwrap_or(true);
             // Finished: the writer closed it (`#close`), or it is deleted (nobody can write it), or a whole
@@ -215,7 +232,13 @@ impl Tailer {
             }
         }
         if let Some(r) = self.live.as_mut() {
-            r.read(&mut self.chunk, self.max_line, sink, &mut stats)?;
+            r.read(
+                &mut self.chunk,
+                self.max_line,
+                self.budget,
+                sink,
+                &mut stats,
+            )?;
         }
         Ok(stats)
     }

@@ -696,6 +696,68 @@ fn rotated_names() {
         "json_streaming_conn.log",
         "json_streaming_conn.log.3"
     ));
+    // Interim logs (issue 6) rotate like conn.log, and never take each other's files.
+    assert!(is_rotated_name(
+        "open_conn.log",
+        "open_conn.2024-01-01-00-00-00.log"
+    ));
+    assert!(is_rotated_name(
+        "conn_long.log",
+        "conn_long.2024-01-01-00-00-00.log"
+    ));
+    assert!(is_rotated_name("open_conn.log", "open_conn.log.1"));
+    assert!(!is_rotated_name(
+        "conn.log",
+        "open_conn.2024-01-01-00-00-00.log"
+    ));
+    assert!(!is_rotated_name(
+        "conn.log",
+        "conn_long.2024-01-01-00-00-00.log"
+    ));
+    assert!(!is_rotated_name(
+        "open_conn.log",
+        "conn.2024-01-01-00-00-00.log"
+    ));
+}
+
+/// An open_conn.log source is followed through Zeek's rename rotation like conn.log, including while
+/// stopped, and keeps its kind; conn.log and its rotations in the same directory are not its files.
+#[test]
+fn open_conn_source_follows_rotations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("open_conn.log");
+    let src = Source {
+        path: live.clone(),
+        start_at: StartAt::Beginning,
+        kind: SourceKind::from_path(&live),
+    };
+    assert_eq!(src.kind, SourceKind::OpenConn);
+    append(
+        &dir.path().join("conn.log"),
+        &(header("2024-01-01-00-00-00") + &rows(&["X1"])),
+    );
+    append(&live, &(header("2024-01-01-00-00-00") + &rows(&["A1"])));
+    let mut t = tailer(&src);
+    assert_eq!(t.kind(), SourceKind::OpenConn);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    append(&live, &(rows(&["A2"]) + CLOSE));
+    fs::rename(&live, dir.path().join("open_conn.2024-01-01-01-00-00.log")).expect("rename");
+    fs::rename(
+        dir.path().join("conn.log"),
+        dir.path().join("conn.2024-01-01-01-00-00.log"),
+    )
+    .expect("rename");
+    append(&live, &(header("2024-01-01-01-00-00") + &rows(&["B1"])));
+    assert_eq!(uids(&mut t), strs(&["A2", "B1"]));
+    // Stopped across a rotation: the rotated file is found by identity and finished first.
+    append(&live, &rows(&["B2"]));
+    let saved = t.checkpoint();
+    drop(t);
+    append(&live, &(rows(&["B3"]) + CLOSE));
+    fs::rename(&live, dir.path().join("open_conn.2024-01-01-02-00-00.log")).expect("rename");
+    append(&live, &(header("2024-01-01-02-00-00") + &rows(&["C1"])));
+    let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved));
+    assert_eq!(uids(&mut t), strs(&["B2", "B3", "C1"]));
 }
 
 /// One step of the property test.

@@ -253,3 +253,87 @@ fn exact_up_to_the_limit_then_compacted() {
     let m = w.measure(&key(1)).expect("tracked");
     assert!((m - brute(&all, edge)).abs() <= 561, "{m}");
 }
+
+/// Covered time by brute force: seconds `x` in the window for which some interval holds `[x, x+1)`.
+fn brute_covered(intervals: &[(i64, i64)], w: i64, t: i64) -> i64 {
+    let (w_s, t_s) = (w.div_euclid(S), t.div_euclid(S));
+    (w_s..t_s)
+        .filter(|x| {
+            intervals
+                .iter()
+                .any(|&(s, e)| s <= x * S && (x + 1) * S <= e)
+        })
+        .count() as i64
+        * S
+}
+
+#[test]
+fn covered_of_parallel_connections_side_by_side_with_sum() {
+    let mut w: Window<()> = Window::new(24 * HOUR, GroupBy::Pair, 10);
+    // Three 2h connections, two of them fully parallel, one overlapping by an hour.
+    let spans = [(0, 2), (0, 2), (1, 3)];
+    for (a, b) in spans {
+        add(&mut w, key(1), BASE + a * HOUR, BASE + b * HOUR);
+    }
+    let t = w.touch(key(1)).expect("observed");
+    assert_eq!(t.slot.acc.measure(t.left_edge), 6 * HOUR, "sum");
+    assert_eq!(t.slot.acc.covered(t.left_edge), 3 * HOUR, "covered");
+}
+
+#[test]
+fn replace_swaps_one_connection_interval() {
+    let mut w: Window<()> = Window::new(24 * HOUR, GroupBy::Pair, 10);
+    add(&mut w, key(1), BASE, BASE + HOUR);
+    add(&mut w, key(1), BASE, BASE + 2 * HOUR);
+    w.observe(BASE + 5 * HOUR);
+    let t = w.touch(key(1)).expect("observed");
+    // The second connection's interim interval [0, 2h] grows to [0, 5h].
+    t.slot.acc.replace(
+        t.left_edge,
+        (BASE, BASE + 2 * HOUR),
+        (BASE, BASE + 5 * HOUR),
+        t.cell,
+    );
+    assert_eq!(t.slot.acc.measure(t.left_edge), 6 * HOUR);
+    assert_eq!(t.slot.acc.len(), 2);
+    assert_eq!(t.slot.acc.covered(t.left_edge), 5 * HOUR);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    /// The covered measure equals a brute-force union (second by second) under inserts and replacements
+    /// (a connection's interval replaced by a longer one, as interim records do), with the window sliding.
+    #[test]
+    fn covered_equals_brute_force_union(
+        length_h in 1i64..12,
+        ops in proptest::collection::vec((0i64..40 * 3600, 1i64..6 * 3600, 0i64..4 * 3600, any::<bool>()), 1..60),
+    ) {
+        let length = length_h * HOUR;
+        let mut w: Window<()> = Window::new(length, GroupBy::Pair, 10);
+        let mut live: Vec<(i64, i64)> = Vec::new();
+        for (start_s, dur_s, grow_s, replace) in ops {
+            let s = BASE + start_s * S;
+            let e = s + dur_s * S;
+            let old = live.last().copied().filter(|_| replace);
+            // The new end is observed first, as the detector does (every end <= the watermark).
+            let new = match old {
+                Some((s0, e0)) => (s0, e0 + grow_s * S),
+                None => (s, e),
+            };
+            w.observe(new.1);
+            let top = w.watermark().expect("observed");
+            let t = w.touch(key(1)).expect("observed");
+            let edge = t.left_edge;
+            match old {
+                Some(o) => {
+                    t.slot.acc.replace(edge, o, new, t.cell);
+                    live.pop();
+                }
+                None => t.slot.acc.insert(edge, new.0, new.1, t.cell),
+            }
+            live.push(new);
+            prop_assert_eq!(t.slot.acc.covered(edge), brute_covered(&live, edge, top));
+            prop_assert_eq!(t.slot.acc.measure(edge), brute(&live, edge));
+        }
+    }
+}
