@@ -12,7 +12,13 @@ if ! command -v cargo-deb >/dev/null; then
   cargo install cargo-deb --locked --quiet
 fi
 deb=target/debian/longconn.deb
-cargo deb --quiet --output "$deb"
+# --reuse-build (from .ci/run, right after `cargo test --release`): package the release binary just built
+# rather than building it again (cargo test's feature set differs, so cargo deb would rebuild: ~1 min).
+if [ "${1:-}" = "--reuse-build" ] && [ -x target/release/longconn ]; then
+  cargo deb --quiet --no-build --output "$deb"
+else
+  cargo deb --quiet --output "$deb"
+fi
 [ -s "$deb" ] || fail "no package built"
 
 # A clean slate, and a zeek group (as on a sensor) so the membership path is exercised.

@@ -74,6 +74,15 @@ const DETECTOR_SKIPS: [(&str, StatField); 6] = [
 /// Milliseconds since the epoch of the last successful checkpoint; 0 before the first.
 static LAST_CHECKPOINT_MS: AtomicU64 = AtomicU64::new(0);
 
+/// When [`serve`] ran (the daemon's first step): the start time where /proc/stat is hidden (ProcSubset=pid).
+static SERVE_START_MS: AtomicU64 = AtomicU64::new(0);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Gives every series its help text (harmless without a recorder).
 pub fn describe() {
     use ::metrics::{describe_counter, describe_gauge, Unit};
@@ -201,10 +210,7 @@ pub fn detector(stats: &DetectorStats) {
 
 /// Notes a successful checkpoint, for `longconn_checkpoint_age_seconds`.
 pub fn checkpoint_saved() {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    LAST_CHECKPOINT_MS.store(ms, Ordering::Relaxed);
+    LAST_CHECKPOINT_MS.store(now_ms(), Ordering::Relaxed);
 }
 
 /// The running endpoint; dropping it does not stop the server (it ends with the runtime).
@@ -219,6 +225,7 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<Endpoint> {
         .await
         .map_err(|e| anyhow::anyhow!("metrics.listen {listen}: {e}"))?;
     let addr = listener.local_addr()?;
+    SERVE_START_MS.store(now_ms(), Ordering::Relaxed);
     let handle = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
@@ -335,7 +342,11 @@ fn process_figures() {
     if let Some(max) = p.max_fds {
         ::metrics::gauge!("process_max_fds").set(max as f64);
     }
-    if let Some(start) = p.start_time {
+    let served = SERVE_START_MS.load(Ordering::Relaxed);
+    let start = p
+        .start_time
+        .or_else(|| (served > 0).then(|| served as f64 / 1000.0));
+    if let Some(start) = start {
         ::metrics::gauge!("process_start_time_seconds").set(start);
     }
 }
