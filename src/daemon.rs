@@ -283,14 +283,20 @@ impl Pipeline {
     }
 
     fn run(mut self, ctrl: mpsc::Receiver<Control>) {
-        let interval = self.config.state.checkpoint_interval;
         let mut last_checkpoint = Instant::now();
+        // A large window makes a checkpoint slow (it holds every interval): never spend more than a tenth of
+        // the time writing them, whatever the configured interval.
+        let mut last_cost = Duration::ZERO;
         loop {
             let n = self.poll_all();
             self.report(); // READY=1 the first time, watchdog, status, gauges
+            let interval = self.config.state.checkpoint_interval.max(last_cost * 10);
             if last_checkpoint.elapsed() >= interval {
+                let started = Instant::now();
                 self.checkpoint();
                 last_checkpoint = Instant::now();
+                last_cost = started.elapsed();
+                debug!(seconds = last_cost.as_secs_f64(), "checkpoint written");
             }
             let wait = if n > 0 { Duration::ZERO } else { RECHECK };
             let wait = self.health.max_wait(wait);

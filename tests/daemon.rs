@@ -100,7 +100,9 @@ impl Env {
             .replace("LOGDIR", &logs.display().to_string())
             .replace("STATEDIR", &state.display().to_string())
             .replace("ALERTS", &alerts.display().to_string());
-        fs::write(&config, text).expect("write config");
+        fs::write(&config, &text).expect("write config");
+        // replay always uses the original config, whatever a test does to the daemon's.
+        fs::write(tmp.path().join("replay.toml"), &text).expect("write replay config");
         Env {
             stderr: tmp.path().join("stderr.log"),
             _tmp: tmp,
@@ -166,7 +168,7 @@ impl Env {
         fs::write(&joined, &self.joined).expect("write joined");
         let out = Command::new(bin())
             .args(["replay", "--config"])
-            .arg(&self.config)
+            .arg(self.logs.parent().expect("tmp").join("replay.toml"))
             .arg(&joined)
             .output()
             .expect("replay");
@@ -474,4 +476,55 @@ fn bad_config_is_rejected_with_every_key() {
     ] {
         assert!(err.contains(key), "names {key}: {err}");
     }
+}
+
+#[test]
+fn sighup_reload_applies_new_thresholds_and_keeps_old_on_bad_config() {
+    let mut env = Env::new();
+    env.new_file(0..40);
+    let child = env.start();
+    env.settle();
+    let before = env.alerts().len();
+
+    // A bad config on reload: logged, the running one kept (the next records alert as before).
+    let good = fs::read_to_string(&env.config).expect("read config");
+    fs::write(&env.config, good.replace("[window]", "[window]\nbogus = 1")).expect("write bad");
+    signal(&child, libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    env.append(&records(40..60));
+    env.settle();
+    let log = fs::read_to_string(&env.stderr).unwrap_or_default();
+    assert!(
+        log.contains("reload refused") && log.contains("window.bogus"),
+        "log says why: {log}"
+    );
+
+    // A good config with the single levels switched off: no new single alerts after the reload.
+    fs::write(&env.config, good.replace("[single]\nlevels = { low = \"10m\", medium = \"30m\", high = \"1h\", critical = \"2h\" }", "[single]\nlevels = {}")).expect("write good");
+    signal(&child, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(&env.stderr)
+        .unwrap_or_default()
+        .contains("configuration reloaded")
+    {
+        assert!(Instant::now() < deadline, "reload logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mid = env.alerts().len();
+    assert!(mid > before);
+    let mut w = OpenOptions::new()
+        .append(true)
+        .open(env.live())
+        .expect("open");
+    w.write_all(records(60..120).as_bytes()).expect("append");
+    drop(w);
+    std::thread::sleep(Duration::from_millis(800));
+    let after = env.alerts();
+    assert!(
+        after[mid..]
+            .iter()
+            .all(|l| l.contains("\"trigger\":\"cumulative\"")),
+        "only cumulative alerts after single levels were switched off"
+    );
+    stop(child);
 }

@@ -3,9 +3,11 @@
 
 mod deliver;
 mod file;
+pub mod http;
 
 pub use deliver::{Deliver, DeliverError, DeliverFuture, Spooled};
 pub use file::FileOutput;
+pub use http::{HttpConfig, HttpOutput};
 
 use crate::config::Output as OutputConfig;
 use std::io::{self, Write};

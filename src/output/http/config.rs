@@ -1,0 +1,958 @@
+//! The `[[output]]` table of `type = "http"`, checked into an [`HttpConfig`].
+//!
+//! Like the rest of the configuration, every problem is reported at once, each with its full key
+//! (`output[2].url`, `output[2].headers.X-Scope`). Secrets (`token`, `password`, `api_key`) may be given
+//! inline, but `*_file` (a file holding the secret, trailing newline dropped) or `*_env` (the name of an
+//! environment variable) are preferred so the config file can be world-readable; they are read here, so
+//! `longconn check` reports a missing file or variable. A [`Secret`] prints as `***` in `Debug`, and no log
+//! line ever carries one. Keys that belong to another format (`ack` with `elasticsearch`) are errors, not
+//! silently ignored.
+
+use crate::config::{parse_duration, ConfigError};
+use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::Url;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The body format an HTTP output speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Alert lines, `application/x-ndjson` (a generic webhook: Vector, Fluent Bit, Logstash http inputs).
+    Ndjson,
+    /// Splunk HTTP Event Collector, `/services/collector/event`.
+    SplunkHec,
+    /// Elasticsearch `_bulk` with `create` actions.
+    Elasticsearch,
+}
+
+const FORMATS: &[(&str, Format)] = &[
+    ("ndjson", Format::Ndjson),
+    ("splunk_hec", Format::SplunkHec),
+    ("elasticsearch", Format::Elasticsearch),
+];
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Ndjson => "ndjson",
+            Format::SplunkHec => "splunk_hec",
+            Format::Elasticsearch => "elasticsearch",
+        }
+    }
+}
+
+/// A credential. `Debug` prints `***`; the value is only reachable through [`Secret::expose`]. Equality
+/// compares values only.
+#[derive(Clone)]
+pub struct Secret {
+    value: String,
+    origin: SecretOrigin,
+}
+
+/// Where a secret was read from, so the effective config can name the file or variable instead of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOrigin {
+    Inline,
+    File(PathBuf),
+    Env(String),
+}
+
+impl Secret {
+    /// An inline secret.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret::with_origin(value, SecretOrigin::Inline)
+    }
+    pub fn with_origin(value: impl Into<String>, origin: SecretOrigin) -> Secret {
+        Secret {
+            value: value.into(),
+            origin,
+        }
+    }
+    /// The value, for building a request header. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+    pub fn origin(&self) -> &SecretOrigin {
+        &self.origin
+    }
+    /// `NAME_file = PATH`, `NAME_env = VAR`, or `NAME = "***"` for an inline secret.
+    fn to_toml(&self, name: &str, table: &mut toml::Table) {
+        match &self.origin {
+            SecretOrigin::Inline => table.insert(name.into(), "***".into()),
+            SecretOrigin::File(p) => {
+                table.insert(format!("{name}_file"), p.display().to_string().into())
+            }
+            SecretOrigin::Env(v) => table.insert(format!("{name}_env"), v.clone().into()),
+        };
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Eq for Secret {}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How requests authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    /// `Authorization: Splunk TOKEN` (splunk_hec) or `Authorization: Bearer TOKEN` (ndjson).
+    Token(Secret),
+    /// `Authorization: Basic base64(user:password)`.
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    /// `Authorization: ApiKey KEY` (Elasticsearch; the key is the base64 `id:api_key` Kibana shows).
+    ApiKey(Secret),
+}
+
+/// Splunk HEC settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplunkConfig {
+    pub sourcetype: String,
+    pub source: String,
+    pub index: Option<String>,
+    /// None: each alert's `observer.name`.
+    pub host: Option<String>,
+    /// Indexer acknowledgement: the channel and how long to wait for the ack before resending.
+    pub ack: Option<AckConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckConfig {
+    pub channel: String,
+    pub timeout: Duration,
+}
+
+/// Elasticsearch settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElasticConfig {
+    /// An index or a data stream (data streams need `create`, which is what we send).
+    pub index: String,
+}
+
+/// A validated `type = "http"` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// As configured; [`super::HttpOutput`] derives the endpoint (`/_bulk`, `/services/collector/event`).
+    pub url: Url,
+    pub format: Format,
+    /// The most alerts per request; a larger batch from the spool is sent in several requests.
+    pub batch_size: usize,
+    /// How long the spool may hold a partial batch before handing it over.
+    pub flush_interval: Duration,
+    pub gzip: bool,
+    /// For a whole request, connect to last byte of the answer.
+    pub timeout: Duration,
+    /// Extra trust anchors (PEM); with none, the system's roots are used.
+    pub ca_file: Option<PathBuf>,
+    pub ca_certs: Vec<CertificateDer<'static>>,
+    /// Extra headers; values are marked sensitive (they may be credentials).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub auth: Auth,
+    pub splunk: Option<SplunkConfig>,
+    pub elastic: Option<ElasticConfig>,
+}
+
+pub const DEFAULT_BATCH_SIZE: usize = 500;
+pub const MAX_BATCH_SIZE: usize = 100_000;
+pub const DEFAULT_ELASTIC_INDEX: &str = "logs-longconn.alert-default";
+pub const DEFAULT_SOURCETYPE: &str = "longconn:alert";
+pub const DEFAULT_SOURCE: &str = "longconn";
+
+/// Keys valid for every format (`type` and `name` belong to the generic output table).
+const COMMON_KEYS: &[&str] = &[
+    "type",
+    "name",
+    "url",
+    "format",
+    "batch_size",
+    "flush_interval",
+    "gzip",
+    "timeout",
+    "ca_file",
+    "headers",
+];
+const TOKEN_KEYS: &[&str] = &["token", "token_file", "token_env"];
+const BASIC_KEYS: &[&str] = &["username", "password", "password_file", "password_env"];
+const API_KEY_KEYS: &[&str] = &["api_key", "api_key_file", "api_key_env"];
+const SPLUNK_KEYS: &[&str] = &[
+    "sourcetype",
+    "source",
+    "index",
+    "host",
+    "ack",
+    "channel",
+    "ack_timeout",
+];
+const ELASTIC_KEYS: &[&str] = &["index"];
+
+/// Headers longconn sets itself; a `headers` entry may not replace them.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "x-splunk-request-channel",
+];
+
+fn keys_for(format: Format) -> Vec<&'static str> {
+    let mut keys: Vec<&str> = COMMON_KEYS.to_vec();
+    match format {
+        Format::Ndjson => {
+            keys.extend(TOKEN_KEYS);
+            keys.extend(BASIC_KEYS);
+        }
+        Format::SplunkHec => {
+            keys.extend(TOKEN_KEYS);
+            keys.extend(SPLUNK_KEYS);
+        }
+        Format::Elasticsearch => {
+            keys.extend(BASIC_KEYS);
+            keys.extend(API_KEY_KEYS);
+            keys.extend(ELASTIC_KEYS);
+        }
+    }
+    keys
+}
+
+/// Collects errors; each getter reports a wrong type with the full key and returns None.
+struct Reader<'t> {
+    table: &'t toml::Table,
+    prefix: &'t str,
+    errs: Vec<ConfigError>,
+}
+
+impl<'t> Reader<'t> {
+    fn key(&self, name: &str) -> String {
+        if name.is_empty() {
+            return self.prefix.to_string();
+        }
+        format!("{}.{name}", self.prefix)
+    }
+    fn push(&mut self, key: &str, reason: impl Into<String>) {
+        self.errs.push(ConfigError {
+            key: self.key(key),
+            reason: reason.into(),
+        });
+    }
+    fn str(&mut self, name: &str) -> Option<&'t str> {
+        match self.table.get(name)? {
+            toml::Value::String(s) => Some(s.as_str()),
+            other => {
+                let found = other.type_str();
+                self.push(name, format!("expected a string, found {found}"));
+                None
+            }
+        }
+    }
+    /// A string that must not be empty or blank.
+    fn text(&mut self, name: &str) -> Option<&'t str> {
+        let s = self.str(name)?;
+        if s.trim().is_empty() {
+            self.push(name, "is empty");
+            return None;
+        }
+        Some(s)
+    }
+    fn bool(&mut self, name: &str, default: bool) -> bool {
+        match self.table.get(name) {
+            None => default,
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(other) => {
+                let found = other.type_str();
+                self.push(name, format!("expected true or false, found {found}"));
+                default
+            }
+        }
+    }
+    fn duration(&mut self, name: &str, default: Duration) -> Duration {
+        let Some(text) = self.str(name) else {
+            return default;
+        };
+        match parse_duration(text) {
+            Ok(d) => d,
+            Err(reason) => {
+                self.push(name, reason);
+                default
+            }
+        }
+    }
+    /// One secret given in one of three ways (`NAME`, `NAME_file`, `NAME_env`); None if none is given.
+    fn secret(&mut self, name: &str) -> Option<Secret> {
+        let file_key = format!("{name}_file");
+        let env_key = format!("{name}_env");
+        let given: Vec<&str> = [name, file_key.as_str(), env_key.as_str()]
+            .into_iter()
+            .filter(|k| self.table.contains_key(*k))
+            .collect();
+        if given.len() > 1 {
+            let key = given[1].to_string();
+            self.push(
+                &key,
+                format!("give only one of {name}, {file_key}, {env_key}"),
+            );
+            return None;
+        }
+        if self.table.contains_key(name) {
+            // The value itself is never echoed in an error.
+            return match self.table.get(name) {
+                Some(toml::Value::String(s)) if !s.trim().is_empty() => Some(Secret::new(s.trim())),
+                Some(toml::Value::String(_)) => {
+                    self.push(name, "is empty");
+                    None
+                }
+                Some(other) => {
+                    let found = other.type_str();
+                    self.push(name, format!("expected a string, found {found}"));
+                    None
+                }
+                None => None,
+            };
+        }
+        if let Some(path) = self.text(&file_key) {
+            return match std::fs::read_to_string(path) {
+                Ok(s) if s.trim().is_empty() => {
+                    self.push(&file_key, format!("{path} is empty"));
+                    None
+                }
+                Ok(s) => Some(Secret::with_origin(
+                    s.trim(),
+                    SecretOrigin::File(PathBuf::from(path)),
+                )),
+                Err(e) => {
+                    self.push(&file_key, format!("cannot read {path}: {e}"));
+                    None
+                }
+            };
+        }
+        if let Some(var) = self.text(&env_key) {
+            return match std::env::var(var) {
+                Ok(s) if s.trim().is_empty() => {
+                    self.push(&env_key, format!("environment variable {var} is empty"));
+                    None
+                }
+                Ok(s) => Some(Secret::with_origin(
+                    s.trim(),
+                    SecretOrigin::Env(var.to_string()),
+                )),
+                Err(_) => {
+                    self.push(
+                        &env_key,
+                        format!("environment variable {var} is not set (or not UTF-8)"),
+                    );
+                    None
+                }
+            };
+        }
+        None
+    }
+}
+
+impl HttpConfig {
+    /// Checks one `[[output]]` table of `type = "http"`; `key` is its prefix (`output[2]`). Returns every
+    /// problem at once.
+    pub fn from_raw(table: &toml::Table, key: &str) -> Result<HttpConfig, Vec<ConfigError>> {
+        let mut r = Reader {
+            table,
+            prefix: key,
+            errs: Vec::new(),
+        };
+
+        let format = match r.str("format") {
+            None => Format::Ndjson,
+            Some(text) => match FORMATS.iter().find(|(n, _)| *n == text) {
+                Some((_, f)) => *f,
+                None => {
+                    let names: Vec<String> = FORMATS.iter().map(|f| format!("{:?}", f.0)).collect();
+                    r.push(
+                        "format",
+                        format!("{text:?} is not one of {}", names.join(", ")),
+                    );
+                    Format::Ndjson
+                }
+            },
+        };
+        let format_known = !r.errs.iter().any(|e| e.key == r.key("format"));
+
+        let known = keys_for(format);
+        for name in table.keys() {
+            if known.contains(&name.as_str()) {
+                continue;
+            }
+            if !format_known {
+                // Unknown format: only report keys no format knows.
+                let any = FORMATS
+                    .iter()
+                    .any(|(_, f)| keys_for(*f).contains(&name.as_str()));
+                if any {
+                    continue;
+                }
+            }
+            let owners: Vec<&str> = FORMATS
+                .iter()
+                .filter(|(_, f)| keys_for(*f).contains(&name.as_str()))
+                .map(|(n, _)| *n)
+                .collect();
+            let reason = if owners.is_empty() {
+                format!("unknown key (expected one of: {})", known.join(", "))
+            } else {
+                format!(
+                    "not a key of format = {:?} (only of {})",
+                    format.name(),
+                    owners.join(", ")
+                )
+            };
+            r.push(name, reason);
+        }
+
+        let url = match r.text("url") {
+            None => {
+                if !table.contains_key("url") {
+                    r.push("url", "missing: the receiver's http:// or https:// URL");
+                }
+                None
+            }
+            Some(text) => match parse_url(text) {
+                Ok(u) => Some(u),
+                Err(reason) => {
+                    r.push("url", reason);
+                    None
+                }
+            },
+        };
+
+        let batch_size = match table.get("batch_size") {
+            None => DEFAULT_BATCH_SIZE,
+            Some(toml::Value::Integer(n)) if *n >= 1 && *n <= MAX_BATCH_SIZE as i64 => *n as usize,
+            Some(toml::Value::Integer(n)) => {
+                r.push(
+                    "batch_size",
+                    format!("{n} is out of range (1 to {MAX_BATCH_SIZE})"),
+                );
+                DEFAULT_BATCH_SIZE
+            }
+            Some(other) => {
+                let found = other.type_str();
+                r.push("batch_size", format!("expected an integer, found {found}"));
+                DEFAULT_BATCH_SIZE
+            }
+        };
+        let flush_interval = r.duration("flush_interval", Duration::from_secs(1));
+        let gzip = r.bool("gzip", false);
+        let timeout = r.duration("timeout", Duration::from_secs(10));
+
+        let (ca_file, ca_certs) = match r.text("ca_file") {
+            None => (None, Vec::new()),
+            Some(path) => match read_certs(path) {
+                Ok(certs) => (Some(PathBuf::from(path)), certs),
+                Err(reason) => {
+                    r.push("ca_file", reason);
+                    (None, Vec::new())
+                }
+            },
+        };
+
+        let headers = read_headers(&mut r);
+
+        let auth = read_auth(&mut r, format);
+
+        let splunk = (format == Format::SplunkHec).then(|| {
+            let sourcetype = r.text("sourcetype").unwrap_or(DEFAULT_SOURCETYPE);
+            let source = r.text("source").unwrap_or(DEFAULT_SOURCE);
+            let index = r.text("index").map(str::to_string);
+            let host = r.text("host").map(str::to_string);
+            let ack = r.bool("ack", false);
+            let channel = r.text("channel").map(str::to_string);
+            let ack_timeout = r.duration("ack_timeout", Duration::from_secs(30));
+            if !ack {
+                for k in ["channel", "ack_timeout"] {
+                    if table.contains_key(k) {
+                        r.push(k, "only meaningful with ack = true");
+                    }
+                }
+            }
+            SplunkConfig {
+                sourcetype: sourcetype.to_string(),
+                source: source.to_string(),
+                index,
+                host,
+                ack: ack.then(|| AckConfig {
+                    channel: channel.unwrap_or_else(new_channel),
+                    timeout: ack_timeout,
+                }),
+            }
+        });
+        let elastic = (format == Format::Elasticsearch).then(|| ElasticConfig {
+            index: r.text("index").unwrap_or(DEFAULT_ELASTIC_INDEX).to_string(),
+        });
+        if let Some(e) = &elastic {
+            if let Err(reason) = check_index_name(&e.index) {
+                r.push("index", reason);
+            }
+        }
+
+        match (r.errs.is_empty(), url) {
+            (true, Some(url)) => Ok(HttpConfig {
+                url,
+                format,
+                batch_size,
+                flush_interval,
+                gzip,
+                timeout,
+                ca_file,
+                ca_certs,
+                headers,
+                auth,
+                splunk,
+                elastic,
+            }),
+            _ => Err(r.errs),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The effective settings as an `[[output]]` table (`longconn check`), defaults filled in, `type`
+    /// and `name` left to the caller. Secrets appear as the file or variable they came from; inline
+    /// secrets and header values as `"***"`.
+    pub fn to_effective_toml(&self) -> toml::Table {
+        use crate::config::format_duration;
+        let mut t = toml::Table::new();
+        t.insert("url".into(), self.url.as_str().into());
+        t.insert("format".into(), self.format.name().into());
+        t.insert("batch_size".into(), (self.batch_size as i64).into());
+        t.insert(
+            "flush_interval".into(),
+            format_duration(self.flush_interval).into(),
+        );
+        t.insert("gzip".into(), self.gzip.into());
+        t.insert("timeout".into(), format_duration(self.timeout).into());
+        if let Some(p) = &self.ca_file {
+            t.insert("ca_file".into(), p.display().to_string().into());
+        }
+        if !self.headers.is_empty() {
+            let headers: toml::Table = self
+                .headers
+                .iter()
+                .map(|(k, _)| (k.as_str().to_string(), toml::Value::from("***")))
+                .collect();
+            t.insert("headers".into(), headers.into());
+        }
+        match &self.auth {
+            Auth::None => {}
+            Auth::Token(s) => s.to_toml("token", &mut t),
+            Auth::Basic { username, password } => {
+                t.insert("username".into(), username.clone().into());
+                password.to_toml("password", &mut t);
+            }
+            Auth::ApiKey(s) => s.to_toml("api_key", &mut t),
+        }
+        if let Some(s) = &self.splunk {
+            t.insert("sourcetype".into(), s.sourcetype.clone().into());
+            t.insert("source".into(), s.source.clone().into());
+            if let Some(i) = &s.index {
+                t.insert("index".into(), i.clone().into());
+            }
+            if let Some(h) = &s.host {
+                t.insert("host".into(), h.clone().into());
+            }
+            t.insert("ack".into(), s.ack.is_some().into());
+            if let Some(a) = &s.ack {
+                t.insert("channel".into(), a.channel.clone().into());
+                t.insert("ack_timeout".into(), format_duration(a.timeout).into());
+            }
+        }
+        if let Some(e) = &self.elastic {
+            t.insert("index".into(), e.index.clone().into());
+        }
+        t
+    }
+}
+
+fn parse_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|e| format!("{text:?} is not a URL ({e})"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!(
+            "{text:?}: the scheme must be http or https, not {:?}",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("{text:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Credentials in the URL would end up in logs; refuse them without echoing the URL.
+        return Err(
+            "credentials in the URL are not allowed; use username and password_file".to_string(),
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?}: a query or fragment is not allowed"));
+    }
+    Ok(url)
+}
+
+fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{path} is not PEM ({e:?})"))?;
+    if certs.is_empty() {
+        return Err(format!("{path} holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+fn read_headers(r: &mut Reader<'_>) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    let table = match r.table.get("headers") {
+        None => return out,
+        Some(toml::Value::Table(t)) => t,
+        Some(other) => {
+            let found = other.type_str();
+            r.push(
+                "headers",
+                format!("expected a table like {{ X-Name = \"value\" }}, found {found}"),
+            );
+            return out;
+        }
+    };
+    for (name, value) in table {
+        let key = format!("headers.{name}");
+        let header = match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) => h,
+            Err(_) => {
+                r.push(&key, format!("{name:?} is not a valid header name"));
+                continue;
+            }
+        };
+        if RESERVED_HEADERS.contains(&header.as_str()) {
+            r.push(&key, "longconn sets this header itself");
+            continue;
+        }
+        let toml::Value::String(text) = value else {
+            let found = value.type_str();
+            r.push(&key, format!("expected a string, found {found}"));
+            continue;
+        };
+        match HeaderValue::from_str(text) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                out.push((header, v));
+            }
+            // The value may be a credential: not echoed.
+            Err(_) => r.push(&key, "not a valid header value (control characters?)"),
+        }
+    }
+    out
+}
+
+fn read_auth(r: &mut Reader<'_>, format: Format) -> Auth {
+    let has = |keys: &[&str]| keys.iter().any(|k| r.table.contains_key(*k));
+    let header_auth = r
+        .table
+        .get("headers")
+        .and_then(toml::Value::as_table)
+        .is_some_and(|t| t.keys().any(|k| k.eq_ignore_ascii_case("authorization")));
+    let token_given = has(TOKEN_KEYS) && format != Format::Elasticsearch;
+    let basic_given = has(BASIC_KEYS) && format != Format::SplunkHec;
+    let api_given = has(API_KEY_KEYS) && format == Format::Elasticsearch;
+    let given = [token_given, basic_given, api_given]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if given > 1 {
+        r.push(
+            "",
+            "give one way to authenticate: token, username + password, or api_key",
+        );
+        return Auth::None;
+    }
+    if given == 1 && header_auth {
+        r.push(
+            "headers.Authorization",
+            "conflicts with the configured credentials",
+        );
+    }
+    if token_given {
+        return r.secret("token").map(Auth::Token).unwrap_or(Auth::None);
+    }
+    if basic_given {
+        let username = r.text("username");
+        let password = r.secret("password");
+        return match (username, password) {
+            (Some(u), Some(p)) => Auth::Basic {
+                username: u.to_string(),
+                password: p,
+            },
+            (None, _) if !r.table.contains_key("username") => {
+                r.push("username", "missing: a password needs a username");
+                Auth::None
+            }
+            (Some(_), None) if !has(&BASIC_KEYS[1..]) => {
+                r.push(
+                    "password_file",
+                    "missing: username needs password_file, password_env or password",
+                );
+                Auth::None
+            }
+            _ => Auth::None,
+        };
+    }
+    if api_given {
+        return r.secret("api_key").map(Auth::ApiKey).unwrap_or(Auth::None);
+    }
+    if format == Format::SplunkHec {
+        r.push(
+            "token_file",
+            "missing: Splunk HEC needs token_file, token_env or token",
+        );
+    }
+    Auth::None
+}
+
+/// Elasticsearch index and data stream names: lower case, no spaces or `\/*?"<>|,#:`, not `.`/`..`,
+/// not starting with `-_+`.
+fn check_index_name(name: &str) -> Result<(), String> {
+    let bad = name
+        .chars()
+        .any(|c| c.is_uppercase() || c.is_whitespace() || "\\/*?\"<>|,#:".contains(c));
+    if bad || name == "." || name == ".." || name.starts_with(['-', '_', '+']) {
+        return Err(format!(
+            "{name:?} is not a valid index name (lower case, no spaces or \\/*?\"<>|,#:)"
+        ));
+    }
+    Ok(())
+}
+
+/// A fresh HEC channel id in the UUID shape Splunk requires (8-4-4-4-12 hex digits, version 4 bits set).
+pub fn new_channel() -> String {
+    use sha2::{Digest, Sha256};
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = Sha256::new();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    h.update(nanos.to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    let mut rs = std::collections::hash_map::RandomState::new().build_hasher();
+    rs.write_u128(nanos);
+    h.update(rs.finish().to_le_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    //! Config tables: defaults, every error at once with its key, secrets from file and env, and `Debug`
+    //! never showing a secret.
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        text.parse::<toml::Table>().expect("test TOML")
+    }
+
+    fn ok(text: &str) -> HttpConfig {
+        match HttpConfig::from_raw(&table(text), "output[2]") {
+            Ok(c) => c,
+            Err(e) => panic!("{text}\n{e:?}"),
+        }
+    }
+
+    fn errs(text: &str) -> Vec<ConfigError> {
+        match HttpConfig::from_raw(&table(text), "output[2]") {
+            Ok(c) => panic!("accepted: {text}\n{c:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn has(errs: &[ConfigError], key: &str, part: &str) -> bool {
+        errs.iter().any(|e| e.key == key && e.reason.contains(part))
+    }
+
+    #[test]
+    fn ndjson_defaults() {
+        let c = ok("type = \"http\"\nname = \"hook\"\nurl = \"http://127.0.0.1:9000/in\"\n");
+        assert_eq!(c.format, Format::Ndjson);
+        assert_eq!(c.batch_size, 500);
+        assert_eq!(c.flush_interval, Duration::from_secs(1));
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert!(!c.gzip);
+        assert_eq!(c.auth, Auth::None);
+        assert!(c.splunk.is_none() && c.elastic.is_none());
+    }
+
+    #[test]
+    fn splunk_defaults_and_secret_from_env() {
+        std::env::set_var("LONGCONN_TEST_HEC_TOKEN", "abc-123\n");
+        let c = ok(r#"
+            url = "https://splunk:8088"
+            format = "splunk_hec"
+            token_env = "LONGCONN_TEST_HEC_TOKEN"
+            ack = true
+            ack_timeout = "5s"
+        "#);
+        assert_eq!(c.auth, Auth::Token(Secret::new("abc-123")));
+        let s = c.splunk.as_ref().expect("splunk");
+        assert_eq!(s.sourcetype, "longconn:alert");
+        assert_eq!(s.source, "longconn");
+        assert_eq!(s.host, None);
+        let ack = s.ack.as_ref().expect("ack");
+        assert_eq!(ack.timeout, Duration::from_secs(5));
+        assert_eq!(ack.channel.len(), 36);
+        assert_eq!(ack.channel.matches('-').count(), 4);
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("abc-123"), "{debug}");
+        assert!(debug.contains("***"), "{debug}");
+    }
+
+    #[test]
+    fn elastic_secrets_from_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        let c = ok(&format!(
+            "url = \"https://es:9200\"\nformat = \"elasticsearch\"\nusername = \"longconn\"\npassword_file = {:?}\n",
+            path.display().to_string()
+        ));
+        assert_eq!(
+            c.auth,
+            Auth::Basic {
+                username: "longconn".into(),
+                password: Secret::new("s3cret")
+            }
+        );
+        assert_eq!(
+            c.elastic.as_ref().map(|e| e.index.as_str()),
+            Some(DEFAULT_ELASTIC_INDEX)
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn every_error_at_once() {
+        let e = errs(
+            r#"
+            url = "ftp://x"
+            format = "elasticsearch"
+            batch_size = 0
+            flush_interval = "soon"
+            gzip = "yes"
+            colour = "blue"
+            ack = true
+            api_key_env = "LONGCONN_TEST_UNSET_VARIABLE"
+            index = "Bad Index"
+            headers = { "Content-Type" = "text/plain", "X-Ok" = "1", "bad name" = "x" }
+        "#,
+        );
+        for (key, part) in [
+            ("output[2].url", "scheme"),
+            ("output[2].batch_size", "out of range"),
+            ("output[2].flush_interval", "not a duration"),
+            ("output[2].gzip", "true or false"),
+            ("output[2].colour", "unknown key"),
+            ("output[2].ack", "only of splunk_hec"),
+            ("output[2].api_key_env", "not set"),
+            ("output[2].index", "not a valid index"),
+            ("output[2].headers.Content-Type", "sets this header"),
+            ("output[2].headers.bad name", "not a valid header name"),
+        ] {
+            assert!(has(&e, key, part), "{key} ({part}) missing from {e:#?}");
+        }
+        assert_eq!(e.len(), 10, "{e:#?}");
+    }
+
+    #[test]
+    fn missing_and_conflicting() {
+        let e = errs("format = \"splunk_hec\"\n");
+        assert!(has(&e, "output[2].url", "missing"), "{e:?}");
+        assert!(has(&e, "output[2].token_file", "missing"), "{e:?}");
+        let e = errs(
+            "url = \"http://h\"\nformat = \"splunk_hec\"\ntoken = \"a\"\ntoken_file = \"/b\"\n",
+        );
+        assert!(has(&e, "output[2].token_file", "only one of"), "{e:?}");
+        let e = errs(
+            "url = \"http://h\"\nformat = \"elasticsearch\"\nusername = \"u\"\napi_key = \"k\"\n",
+        );
+        assert!(has(&e, "output[2]", "one way"), "{e:?}");
+        let e = errs("url = \"http://h\"\nformat = \"elasticsearch\"\nusername = \"u\"\n");
+        assert!(has(&e, "output[2].password_file", "missing"), "{e:?}");
+        let e = errs("url = \"http://user:pw@h\"\n");
+        assert!(has(&e, "output[2].url", "credentials"), "{e:?}");
+        assert!(!format!("{e:?}").contains("pw@"), "{e:?}");
+        let e = errs("url = \"http://h\"\nformat = \"xml\"\ntoken = \"t\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(has(&e, "output[2].format", "not one of"), "{e:?}");
+        let e =
+            errs("url = \"http://h\"\nformat = \"splunk_hec\"\ntoken = \"t\"\nchannel = \"c\"\n");
+        assert!(has(&e, "output[2].channel", "ack = true"), "{e:?}");
+    }
+
+    #[test]
+    fn inline_secret_is_not_echoed_in_errors() {
+        let e = errs("url = \"http://h\"\nformat = \"splunk_hec\"\ntoken = 12345\n");
+        assert!(has(&e, "output[2].token", "expected a string"), "{e:?}");
+        assert!(!format!("{e:?}").contains("12345"));
+    }
+
+    #[test]
+    fn effective_toml_reads_back_and_hides_secrets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        std::fs::write(&path, "the-api-key\n").expect("write");
+        std::env::set_var("LONGCONN_TEST_HEC_TOKEN_2", "hec-secret");
+        for text in [
+            format!(
+                "url = \"https://es:9200\"\nformat = \"elasticsearch\"\napi_key_file = {:?}\ngzip = true\n",
+                path.display().to_string()
+            ),
+            "url = \"https://s:8088\"\nformat = \"splunk_hec\"\ntoken_env = \"LONGCONN_TEST_HEC_TOKEN_2\"\nack = true\nindex = \"net\"\ntimeout = \"1m 30s\"\n".to_string(),
+            "url = \"http://h/in\"\nheaders = { X-A = \"secret-header\" }\nbatch_size = 7\n".to_string(),
+        ] {
+            let c = ok(&text);
+            let effective = c.to_effective_toml();
+            let shown = format!("{}\n{c:?}", effective);
+            for secret in ["the-api-key", "hec-secret", "secret-header"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+            if c.headers.is_empty() {
+                assert_eq!(ok(&effective.to_string()), c, "{shown}");
+            }
+        }
+        let inline = ok("url = \"http://h\"\ntoken = \"abc\"\n").to_effective_toml();
+        assert_eq!(inline.get("token").and_then(|v| v.as_str()), Some("***"));
+    }
+
+    #[test]
+    fn channels_differ() {
+        assert_ne!(new_channel(), new_channel());
+    }
+}
