@@ -189,11 +189,156 @@ pub struct Override {
     pub cumulative: [Option<Duration>; 4],
 }
 
+/// One `[[output]]`. Every output has a unique `name` (its cursor in the spool, and its label in logs).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    Stdout,
-    File { path: PathBuf },
+    Stdout {
+        name: String,
+        batch: Batching,
+    },
+    File {
+        name: String,
+        path: PathBuf,
+        fsync: FsyncPolicy,
+        batch: Batching,
+    },
+    Syslog {
+        name: String,
+        syslog: SyslogConfig,
+        batch: Batching,
+    },
 }
+
+impl Output {
+    /// The output's unique name.
+    pub fn name(&self) -> &str {
+        match self {
+            Output::Stdout { name, .. }
+            | Output::File { name, .. }
+            | Output::Syslog { name, .. } => name,
+        }
+    }
+
+    /// How alerts are grouped for delivery.
+    pub fn batching(&self) -> Batching {
+        match self {
+            Output::Stdout { batch, .. }
+            | Output::File { batch, .. }
+            | Output::Syslog { batch, .. } => *batch,
+        }
+    }
+}
+
+/// Batching of one output: at most `size` alerts per delivery. With a non-zero `flush_interval`, while alerts
+/// keep coming a smaller batch waits until `flush_interval` after the previous delivery (an alert after a
+/// quiet spell goes at once). Zero (the default) delivers at once; alerts that arrive while a delivery is in
+/// flight form the next batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Batching {
+    pub size: usize,
+    pub flush_interval: Duration,
+}
+
+pub const DEFAULT_BATCHING: Batching = Batching {
+    size: 500,
+    flush_interval: Duration::ZERO,
+};
+
+/// When the file output calls fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// After every alert.
+    Always,
+    /// After every delivered batch (default).
+    Batch,
+    /// Never (the OS writes back when it likes).
+    Never,
+}
+
+const FSYNC: &[(&str, FsyncPolicy)] = &[
+    ("always", FsyncPolicy::Always),
+    ("batch", FsyncPolicy::Batch),
+    ("never", FsyncPolicy::Never),
+];
+
+/// A syslog output (RFC 5424).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyslogConfig {
+    pub transport: SyslogTransport,
+    /// Facility number (local0 = 16).
+    pub facility: u8,
+    /// Framing for TCP and TLS.
+    pub framing: Framing,
+    pub app_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyslogTransport {
+    Udp { address: String },
+    Tcp { address: String },
+    Tls { address: String, tls: TlsConfig },
+    Unix { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub ca_file: PathBuf,
+    /// (certificate chain, private key) for mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub server_name: String,
+    pub verify_server_name: bool,
+}
+
+/// RFC 6587 framing on stream transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `LEN SP MSG` (default).
+    OctetCounting,
+    /// `MSG LF`.
+    Newline,
+}
+
+const FRAMING: &[(&str, Framing)] = &[
+    ("octet-counting", Framing::OctetCounting),
+    ("newline", Framing::Newline),
+];
+
+const TRANSPORTS: &[&str] = &["udp", "tcp", "tls", "unix"];
+
+/// Syslog facilities by name (RFC 5424 section 6.2.1).
+pub const FACILITIES: &[(&str, u8)] = &[
+    ("kern", 0),
+    ("user", 1),
+    ("mail", 2),
+    ("daemon", 3),
+    ("auth", 4),
+    ("syslog", 5),
+    ("lpr", 6),
+    ("news", 7),
+    ("uucp", 8),
+    ("cron", 9),
+    ("authpriv", 10),
+    ("ftp", 11),
+    ("local0", 16),
+    ("local1", 17),
+    ("local2", 18),
+    ("local3", 19),
+    ("local4", 20),
+    ("local5", 21),
+    ("local6", 22),
+    ("local7", 23),
+];
+
+/// The `[spool]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// Reading pauses when the spool takes this many bytes.
+    pub max_bytes: u64,
+}
+
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+/// The smallest `spool.max_bytes` accepted.
+pub const MIN_SPOOL_MAX_BYTES: u64 = 64 * 1024;
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -209,6 +354,7 @@ pub struct Config {
     pub allow: Vec<Allow>,
     pub overrides: Vec<Override>,
     pub outputs: Vec<Output>,
+    pub spool: SpoolConfig,
 }
 
 /// Where `run` and `check` look for the config when `--config` is not given.
@@ -263,6 +409,7 @@ impl ConfigErrors {
 enum Shape {
     Str,
     Int,
+    Bool,
     StrList,
     Table(&'static [(&'static str, Shape)]),
     TableList(&'static [(&'static str, Shape)]),
@@ -343,8 +490,26 @@ const SCHEMA: &[(&str, Shape)] = &[
     ),
     (
         "output",
-        Shape::TableList(&[("type", Shape::Str), ("path", Shape::Str)]),
+        Shape::TableList(&[
+            ("type", Shape::Str),
+            ("name", Shape::Str),
+            ("path", Shape::Str),
+            ("fsync", Shape::Str),
+            ("batch_size", Shape::Int),
+            ("flush_interval", Shape::Str),
+            ("transport", Shape::Str),
+            ("address", Shape::Str),
+            ("facility", Shape::Str),
+            ("framing", Shape::Str),
+            ("ca_file", Shape::Str),
+            ("client_cert", Shape::Str),
+            ("client_key", Shape::Str),
+            ("server_name", Shape::Str),
+            ("verify_server_name", Shape::Bool),
+            ("app_name", Shape::Str),
+        ]),
     ),
+    ("spool", Shape::Table(&[("max_bytes", Shape::Int)])),
 ];
 
 fn join_key(prefix: &str, key: &str) -> String {
@@ -394,7 +559,13 @@ fn check_value(
 ) -> bool {
     let found = value.type_str();
     match (shape, value) {
-        (Shape::Str, toml::Value::String(_)) | (Shape::Int, toml::Value::Integer(_)) => true,
+        (Shape::Str, toml::Value::String(_))
+        | (Shape::Int, toml::Value::Integer(_))
+        | (Shape::Bool, toml::Value::Boolean(_)) => true,
+        (Shape::Bool, _) => {
+            errs.push(err(path, format!("expected true or false, found {found}")));
+            false
+        }
         (Shape::Str, _) => {
             errs.push(err(path, format!("expected a string, found {found}")));
             false
@@ -494,6 +665,15 @@ struct RawConfig {
     overrides: Vec<RawOverride>,
     #[serde(default, rename = "output", skip_serializing_if = "Vec::is_empty")]
     outputs: Vec<RawOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    spool: Option<RawSpool>,
+}
+
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_bytes: Option<i64>,
 }
 
 #[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
@@ -643,7 +823,35 @@ struct RawOutput {
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fsync: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch_size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flush_interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    transport: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    facility: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    framing: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    server_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    verify_server_name: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    app_name: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -681,7 +889,7 @@ fn default_nets(list: &[&str]) -> Vec<IpNet> {
 }
 
 /// The host name, for `sensor.name`; "longconn" if it cannot be read.
-fn host_name() -> String {
+pub fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes, which is the length passed; gethostname
     // writes at most that many bytes and does not keep the pointer.
@@ -1193,39 +1401,8 @@ impl Check {
             })
             .collect();
 
-        let mut outputs = Vec::new();
-        for (i, o) in raw.outputs.iter().enumerate() {
-            let key = format!("output[{i}]");
-            match o.kind.as_deref() {
-                None => self.missing(&format!("{key}.type"), "missing: \"stdout\" or \"file\""),
-                Some("stdout") => {
-                    if o.path.is_some() {
-                        self.push(
-                            &format!("{key}.path"),
-                            "only a type = \"file\" output takes a path",
-                        );
-                    }
-                    outputs.push(Output::Stdout);
-                }
-                Some("file") => match &o.path {
-                    Some(p) if !p.trim().is_empty() => outputs.push(Output::File {
-                        path: PathBuf::from(p),
-                    }),
-                    Some(_) => self.push(&format!("{key}.path"), "is empty"),
-                    None => self.missing(
-                        &format!("{key}.path"),
-                        "missing: a type = \"file\" output needs the file to append alerts to",
-                    ),
-                },
-                Some(other) => self.push(
-                    &format!("{key}.type"),
-                    format!("{other:?} is not one of \"stdout\", \"file\""),
-                ),
-            }
-        }
-        if raw.outputs.is_empty() {
-            outputs.push(Output::Stdout);
-        }
+        let outputs = self.outputs(&raw.outputs);
+        let spool = self.spool(raw.spool.as_ref());
 
         Config {
             sensor_name,
@@ -1239,7 +1416,361 @@ impl Check {
             allow,
             overrides,
             outputs,
+            spool,
         }
+    }
+
+    fn spool(&mut self, raw: Option<&RawSpool>) -> SpoolConfig {
+        let max_bytes = match raw.and_then(|r| r.max_bytes) {
+            None => DEFAULT_SPOOL_MAX_BYTES,
+            Some(v) if v < MIN_SPOOL_MAX_BYTES as i64 => {
+                self.push(
+                    "spool.max_bytes",
+                    format!("{v} is too small; give at least {MIN_SPOOL_MAX_BYTES} (64 KiB)"),
+                );
+                DEFAULT_SPOOL_MAX_BYTES
+            }
+            Some(v) => v as u64,
+        };
+        SpoolConfig { max_bytes }
+    }
+
+    /// Converts every `[[output]]`; names are unique, defaulting to the type (`-2`, `-3`... on repeats).
+    fn outputs(&mut self, raw: &[RawOutput]) -> Vec<Output> {
+        let mut used: Vec<String> = Vec::new();
+        for (i, o) in raw.iter().enumerate() {
+            let Some(name) = &o.name else { continue };
+            let key = format!("output[{i}].name");
+            if name.is_empty()
+                || name == "."
+                || name == ".."
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                self.push(
+                    &key,
+                    format!("{name:?}: use letters, digits, '-', '_' and '.' only (it names a file in the spool)"),
+                );
+            } else if used.contains(name) {
+                self.push(
+                    &key,
+                    format!("{name:?} is used by another output; names must be unique"),
+                );
+            } else {
+                used.push(name.clone());
+            }
+        }
+        let mut outputs = Vec::new();
+        for (i, o) in raw.iter().enumerate() {
+            let key = format!("output[{i}]");
+            let k = |field: &str| format!("{key}.{field}");
+            let Some(kind) = o.kind.as_deref() else {
+                self.missing(&k("type"), "missing: \"stdout\", \"file\" or \"syslog\"");
+                continue;
+            };
+            let name = match &o.name {
+                Some(n) => n.clone(),
+                None => {
+                    let mut n = kind.to_string();
+                    let mut i = 2;
+                    while used.contains(&n) {
+                        n = format!("{kind}-{i}");
+                        i += 1;
+                    }
+                    used.push(n.clone());
+                    n
+                }
+            };
+            let batch = Batching {
+                size: match o.batch_size {
+                    None => DEFAULT_BATCHING.size,
+                    Some(n) if (1..=100_000).contains(&n) => n as usize,
+                    Some(n) => {
+                        self.push(&k("batch_size"), format!("{n} is out of range 1..=100000"));
+                        DEFAULT_BATCHING.size
+                    }
+                },
+                flush_interval: match &o.flush_interval {
+                    None => DEFAULT_BATCHING.flush_interval,
+                    Some(t) if t.trim() == "0" => Duration::ZERO,
+                    Some(t) => self
+                        .parse(&k("flush_interval"), t, |t| {
+                            humantime::parse_duration(t.trim()).map_err(|e| {
+                                format!("{t:?} is not a duration like \"200ms\" or \"1s\" ({e})")
+                            })
+                        })
+                        .unwrap_or(DEFAULT_BATCHING.flush_interval),
+                },
+            };
+            // Keys that only some types take.
+            let file_keys: &[(&str, bool)] =
+                &[("path", o.path.is_some()), ("fsync", o.fsync.is_some())];
+            let syslog_keys: &[(&str, bool)] = &[
+                ("transport", o.transport.is_some()),
+                ("address", o.address.is_some()),
+                ("facility", o.facility.is_some()),
+                ("framing", o.framing.is_some()),
+                ("ca_file", o.ca_file.is_some()),
+                ("client_cert", o.client_cert.is_some()),
+                ("client_key", o.client_key.is_some()),
+                ("server_name", o.server_name.is_some()),
+                ("verify_server_name", o.verify_server_name.is_some()),
+                ("app_name", o.app_name.is_some()),
+            ];
+            let refuse = |check: &mut Check, keys: &[(&str, bool)], owner: &str| {
+                for (field, given) in keys {
+                    // A unix syslog output takes `path` too.
+                    if *given && !(kind == "syslog" && *field == "path") {
+                        check.push(
+                            &k(field),
+                            format!("only a type = \"{owner}\" output takes {field}"),
+                        );
+                    }
+                }
+            };
+            match kind {
+                "stdout" => {
+                    refuse(self, file_keys, "file");
+                    refuse(self, syslog_keys, "syslog");
+                    outputs.push(Output::Stdout { name, batch });
+                }
+                "file" => {
+                    refuse(self, syslog_keys, "syslog");
+                    let fsync = o
+                        .fsync
+                        .as_ref()
+                        .and_then(|f| self.parse(&k("fsync"), f, |t| one_of(t, FSYNC)))
+                        .unwrap_or(FsyncPolicy::Batch);
+                    match &o.path {
+                        Some(p) if !p.trim().is_empty() => outputs.push(Output::File {
+                            name,
+                            path: PathBuf::from(p),
+                            fsync,
+                            batch,
+                        }),
+                        Some(_) => self.push(&k("path"), "is empty"),
+                        None => self.missing(
+                            &k("path"),
+                            "missing: a type = \"file\" output needs the file to append alerts to",
+                        ),
+                    }
+                }
+                "syslog" => {
+                    if o.fsync.is_some() {
+                        self.push(&k("fsync"), "only a type = \"file\" output takes fsync");
+                    }
+                    if let Some(syslog) = self.syslog(o, &key) {
+                        outputs.push(Output::Syslog { name, syslog, batch });
+                    }
+                }
+                "http" => self.push(
+                    &k("type"),
+                    "\"http\" outputs are not available in this build yet (syslog, file and stdout are)",
+                ),
+                other => self.push(
+                    &k("type"),
+                    format!("{other:?} is not one of \"stdout\", \"file\", \"syslog\""),
+                ),
+            }
+        }
+        if raw.is_empty() {
+            outputs.push(Output::Stdout {
+                name: "stdout".to_string(),
+                batch: DEFAULT_BATCHING,
+            });
+        }
+        outputs
+    }
+
+    fn syslog(&mut self, o: &RawOutput, key: &str) -> Option<SyslogConfig> {
+        let k = |field: &str| format!("{key}.{field}");
+        let facility = match &o.facility {
+            None => 16,
+            Some(f) => self
+                .parse(&k("facility"), f, |t| one_of(t, FACILITIES))
+                .unwrap_or(16),
+        };
+        let framing = o
+            .framing
+            .as_ref()
+            .and_then(|f| self.parse(&k("framing"), f, |t| one_of(t, FRAMING)))
+            .unwrap_or(Framing::OctetCounting);
+        let app_name = match &o.app_name {
+            None => "longconn".to_string(),
+            Some(a)
+                if a.is_empty() || a.len() > 48 || !a.bytes().all(|b| (33..=126).contains(&b)) =>
+            {
+                self.push(
+                    &k("app_name"),
+                    format!("{a:?}: 1 to 48 printable ASCII characters without spaces (RFC 5424)"),
+                );
+                "longconn".to_string()
+            }
+            Some(a) => a.clone(),
+        };
+        let transport = o.transport.as_deref();
+        let stream = matches!(transport, Some("tcp" | "tls"));
+        if o.framing.is_some() && !stream && transport.is_some() {
+            self.push(&k("framing"), "only tcp and tls transports take framing");
+        }
+        let is_tls = transport == Some("tls");
+        for (field, given) in [
+            ("ca_file", o.ca_file.is_some()),
+            ("client_cert", o.client_cert.is_some()),
+            ("client_key", o.client_key.is_some()),
+            ("server_name", o.server_name.is_some()),
+            ("verify_server_name", o.verify_server_name.is_some()),
+        ] {
+            if given && !is_tls && transport.is_some() {
+                self.push(&k(field), "only a transport = \"tls\" output takes it");
+            }
+        }
+        let address = |check: &mut Check| -> Option<(String, String)> {
+            match &o.address {
+                None => {
+                    check.missing(&k("address"), "missing: \"host:port\" of the syslog server");
+                    None
+                }
+                Some(a) => check.parse(&k("address"), a, |t| {
+                    split_host_port(t).map(|h| (t.to_string(), h))
+                }),
+            }
+        };
+        let transport = match transport {
+            None => {
+                self.missing(
+                    &k("transport"),
+                    "missing: \"udp\", \"tcp\", \"tls\" or \"unix\"",
+                );
+                None
+            }
+            Some("udp" | "tcp") => {
+                if o.path.is_some() {
+                    self.push(&k("path"), "only a transport = \"unix\" output takes path");
+                }
+                let a = address(self);
+                a.map(|(address, _)| {
+                    if transport == Some("udp") {
+                        SyslogTransport::Udp { address }
+                    } else {
+                        SyslogTransport::Tcp { address }
+                    }
+                })
+            }
+            Some("tls") => {
+                if o.path.is_some() {
+                    self.push(&k("path"), "only a transport = \"unix\" output takes path");
+                }
+                let a = address(self);
+                let ca_file = match &o.ca_file {
+                    Some(c) if !c.trim().is_empty() => Some(PathBuf::from(c)),
+                    Some(_) => {
+                        self.push(&k("ca_file"), "is empty");
+                        None
+                    }
+                    None => {
+                        self.missing(
+                            &k("ca_file"),
+                            "missing: the PEM file of the CA that signed the server's certificate",
+                        );
+                        None
+                    }
+                };
+                let client_cert = match (&o.client_cert, &o.client_key) {
+                    (Some(c), Some(key)) => Some((PathBuf::from(c), PathBuf::from(key))),
+                    (Some(_), None) => {
+                        self.missing(
+                            &k("client_key"),
+                            "missing: client_cert needs its client_key",
+                        );
+                        None
+                    }
+                    (None, Some(_)) => {
+                        self.missing(
+                            &k("client_cert"),
+                            "missing: client_key needs its client_cert",
+                        );
+                        None
+                    }
+                    (None, None) => None,
+                };
+                match (a, ca_file) {
+                    (Some((address, host)), Some(ca_file)) => Some(SyslogTransport::Tls {
+                        address,
+                        tls: TlsConfig {
+                            ca_file,
+                            client_cert,
+                            server_name: o.server_name.clone().unwrap_or(host),
+                            verify_server_name: o.verify_server_name.unwrap_or(true),
+                        },
+                    }),
+                    _ => None,
+                }
+            }
+            Some("unix") => {
+                if o.address.is_some() {
+                    self.push(
+                        &k("address"),
+                        "a transport = \"unix\" output takes path, not address",
+                    );
+                }
+                match &o.path {
+                    Some(p) if !p.trim().is_empty() => Some(SyslogTransport::Unix {
+                        path: PathBuf::from(p),
+                    }),
+                    Some(_) => {
+                        self.push(&k("path"), "is empty");
+                        None
+                    }
+                    None => {
+                        self.missing(
+                            &k("path"),
+                            "missing: the unix datagram socket, e.g. /dev/log",
+                        );
+                        None
+                    }
+                }
+            }
+            Some(other) => {
+                self.push(
+                    &k("transport"),
+                    format!(
+                        "{other:?} is not one of {}",
+                        TRANSPORTS
+                            .iter()
+                            .map(|t| format!("{t:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                None
+            }
+        }?;
+        Some(SyslogConfig {
+            transport,
+            facility,
+            framing,
+            app_name,
+        })
+    }
+}
+
+/// Checks `host:port` (`[v6]:port` for IPv6) and returns the host (without brackets).
+pub fn split_host_port(text: &str) -> Result<String, String> {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("{text:?} is not host:port"));
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.contains(' ') {
+        return Err(format!("{text:?}: the host is missing"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(host.to_string()),
+        _ => Err(format!("{text:?}: {port:?} is not a port number (1-65535)")),
     }
 }
 
@@ -1254,6 +1785,65 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
+}
+
+/// One output as the file would say it, every default filled in.
+fn raw_output(o: &Output) -> RawOutput {
+    let batch = o.batching();
+    let mut raw = RawOutput {
+        name: Some(o.name().to_string()),
+        batch_size: Some(batch.size as i64),
+        flush_interval: Some(if batch.flush_interval.is_zero() {
+            "0s".to_string()
+        } else {
+            format_duration(batch.flush_interval)
+        }),
+        ..RawOutput::default()
+    };
+    match o {
+        Output::Stdout { .. } => raw.kind = Some("stdout".to_string()),
+        Output::File { path, fsync, .. } => {
+            raw.kind = Some("file".to_string());
+            raw.path = Some(path.display().to_string());
+            raw.fsync = Some(name_of(*fsync, FSYNC).to_string());
+        }
+        Output::Syslog { syslog, .. } => {
+            raw.kind = Some("syslog".to_string());
+            raw.facility = FACILITIES
+                .iter()
+                .find(|f| f.1 == syslog.facility)
+                .map(|f| f.0.to_string());
+            raw.app_name = Some(syslog.app_name.clone());
+            match &syslog.transport {
+                SyslogTransport::Udp { address } => {
+                    raw.transport = Some("udp".to_string());
+                    raw.address = Some(address.clone());
+                }
+                SyslogTransport::Tcp { address } => {
+                    raw.transport = Some("tcp".to_string());
+                    raw.address = Some(address.clone());
+                    raw.framing = Some(name_of(syslog.framing, FRAMING).to_string());
+                }
+                SyslogTransport::Tls { address, tls } => {
+                    raw.transport = Some("tls".to_string());
+                    raw.address = Some(address.clone());
+                    raw.framing = Some(name_of(syslog.framing, FRAMING).to_string());
+                    raw.ca_file = Some(tls.ca_file.display().to_string());
+                    if let Some((c, k)) = &tls.client_cert {
+                        raw.client_cert = Some(c.display().to_string());
+                        raw.client_key = Some(k.display().to_string());
+                    }
+                    raw.server_name = Some(tls.server_name.clone());
+                    raw.verify_server_name = Some(tls.verify_server_name);
+                }
+                SyslogTransport::Unix { path } => {
+                    raw.transport = Some("unix".to_string());
+                    raw.path = Some(path.display().to_string());
+                }
+            }
+        }
+    }
+    raw
 }
 
 impl Config {
@@ -1389,20 +1979,10 @@ impl Config {
                     }
                 })
                 .collect(),
-            outputs: self
-                .outputs
-                .iter()
-                .map(|o| match o {
-                    Output::Stdout => RawOutput {
-                        kind: Some("stdout".to_string()),
-                        path: None,
-                    },
-                    Output::File { path } => RawOutput {
-                        kind: Some("file".to_string()),
-                        path: Some(path.display().to_string()),
-                    },
-                })
-                .collect(),
+            outputs: self.outputs.iter().map(raw_output).collect(),
+            spool: Some(RawSpool {
+                max_bytes: Some(i64::try_from(self.spool.max_bytes).unwrap_or(i64::MAX)),
+            }),
         };
         match toml::to_string(&raw) {
             Ok(text) => {
@@ -1515,7 +2095,14 @@ mod tests {
         assert!(c.filter.ignore_states.is_empty());
         assert!(c.allow.is_empty());
         assert!(c.overrides.is_empty());
-        assert_eq!(c.outputs, vec![Output::Stdout]);
+        assert_eq!(
+            c.outputs,
+            vec![Output::Stdout {
+                name: "stdout".into(),
+                batch: DEFAULT_BATCHING
+            }]
+        );
+        assert_eq!(c.spool.max_bytes, 1 << 30);
     }
 
     #[test]
@@ -1660,7 +2247,10 @@ mod tests {
         assert_eq!(
             c.outputs,
             vec![Output::File {
-                path: PathBuf::from("/var/log/longconn/alerts.json")
+                name: "file".into(),
+                path: PathBuf::from("/var/log/longconn/alerts.json"),
+                fsync: FsyncPolicy::Batch,
+                batch: DEFAULT_BATCHING,
             }]
         );
     }
@@ -1672,7 +2262,7 @@ mod tests {
         assert_eq!(c.sources.len(), 1);
         assert_eq!(c.allow.len(), 1);
         assert_eq!(c.overrides.len(), 1);
-        assert_eq!(c.outputs.len(), 2);
+        assert_eq!(c.outputs.len(), 3);
     }
 
     #[test]
@@ -2015,9 +2605,120 @@ mod tests {
             "not one of",
         );
         assert_error(
-            &format!("{MINIMAL}[[output]]\ntype = \"syslog\"\n"),
+            &format!("{MINIMAL}[[output]]\ntype = \"kafka\"\n"),
             "output[0].type",
             "not one of",
+        );
+    }
+
+    #[test]
+    fn syslog_outputs_names_and_spool() {
+        let c = load(&format!(
+            r#"{MINIMAL}
+            [spool]
+            max_bytes = 1048576
+            [[output]]
+            type = "syslog"
+            transport = "tcp"
+            address = "siem.example.org:6514"
+            [[output]]
+            type = "syslog"
+            transport = "tls"
+            address = "[::1]:6514"
+            ca_file = "/etc/ca.pem"
+            client_cert = "/etc/c.pem"
+            client_key = "/etc/k.pem"
+            facility = "local3"
+            framing = "newline"
+            [[output]]
+            type = "syslog"
+            name = "syslog-2"
+            transport = "unix"
+            path = "/dev/log"
+            [[output]]
+            type = "file"
+            path = "/a"
+            fsync = "always"
+            "#
+        ));
+        assert_eq!(c.spool.max_bytes, 1 << 20);
+        let names: Vec<&str> = c.outputs.iter().map(Output::name).collect();
+        assert_eq!(names, ["syslog", "syslog-3", "syslog-2", "file"]);
+        let Output::Syslog { syslog, .. } = &c.outputs[1] else {
+            panic!()
+        };
+        assert_eq!(syslog.facility, 19);
+        assert_eq!(syslog.framing, Framing::Newline);
+        assert_eq!(syslog.app_name, "longconn");
+        assert_eq!(
+            syslog.transport,
+            SyslogTransport::Tls {
+                address: "[::1]:6514".into(),
+                tls: TlsConfig {
+                    ca_file: "/etc/ca.pem".into(),
+                    client_cert: Some(("/etc/c.pem".into(), "/etc/k.pem".into())),
+                    server_name: "::1".into(),
+                    verify_server_name: true,
+                }
+            }
+        );
+        let printed = c.to_effective_toml();
+        assert_eq!(Config::from_toml_str(&printed).unwrap(), c, "{printed}");
+    }
+
+    #[test]
+    fn syslog_errors_at_once() {
+        let e = errors(&format!(
+            r#"{MINIMAL}
+            [spool]
+            max_bytes = 10
+            [[output]]
+            type = "syslog"
+            [[output]]
+            type = "syslog"
+            transport = "tls"
+            address = "nohost"
+            facility = "local9"
+            client_cert = "/c"
+            [[output]]
+            type = "syslog"
+            transport = "udp"
+            address = "h:1"
+            framing = "newline"
+            ca_file = "/x"
+            name = "a/b"
+            [[output]]
+            type = "http"
+            [[output]]
+            type = "stdout"
+            name = "dup"
+            fsync = "never"
+            [[output]]
+            type = "stdout"
+            name = "dup"
+            verify_server_name = "yes"
+            "#
+        ));
+        for key in [
+            "spool.max_bytes",
+            "output[0].transport",
+            "output[1].address",
+            "output[1].facility",
+            "output[1].ca_file",
+            "output[1].client_key",
+            "output[2].framing",
+            "output[2].ca_file",
+            "output[2].name",
+            "output[3].type",
+            "output[4].fsync",
+            "output[5].name",
+            "output[5].verify_server_name",
+        ] {
+            assert!(e.has_key(key), "{key} not reported in:\n{e}");
+        }
+        assert!(
+            e.to_string().contains("\"http\" outputs are not available"),
+            "{e}"
         );
     }
 

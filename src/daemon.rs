@@ -1,12 +1,17 @@
 //! The daemon (`longconn run`): wiring only. It restores the checkpoint, starts one [`Tailer`] per source, and
-//! runs the pipeline tail -> parse -> detector -> outputs on one blocking thread, while the async side turns
-//! signals and file-system notifications into control messages for it.
+//! runs the pipeline tail -> parse -> detector -> spool on one blocking thread; one delivery task per output
+//! (`crate::delivery`) carries alerts from the spool to the output, while the async side turns signals and
+//! file-system notifications into control messages.
 //!
-//! Ordering invariant: alerts are written and flushed to every output before the checkpoint that covers the
-//! records that raised them is saved. So after SIGTERM nothing is read twice or lost; after SIGKILL the
-//! records since the last checkpoint are read again and raise the same alerts with the same `event.id`.
-//! Backpressure: outputs are written synchronously, so a slow output slows reading (the log file is the
-//! buffer); nothing is dropped.
+//! At-least-once, the ordering invariant: every alert is appended to the spool and the spool is fsynced
+//! ([`Spool::sync`]) BEFORE the checkpoint that covers the records that raised it is saved. So an alert is
+//! either durable in the spool or its records are read again after a crash (and raise it again, with the same
+//! `event.id`). Outputs only see synced alerts and move their cursors only after a delivery is accepted, so
+//! a restart (SIGTERM or SIGKILL) resumes each output where it stood; what is sent twice shares `event.id`.
+//! Backpressure: when the spool reaches `[spool] max_bytes` the pipeline stops reading (the log files are the
+//! buffer) until outputs catch up; nothing is dropped.
+//! Stop: the pipeline stops reading, syncs the spool, saves the checkpoint; then the delivery tasks get
+//! [`DELIVERY_GRACE`] to flush what is in the spool; the rest waits there for the next start.
 //!
 //! What the daemon tells systemd (readiness, reloads, the watchdog, a status line) and Prometheus lives in
 //! `daemon/health.rs`; the pipeline calls into it at a few marked points.
@@ -15,15 +20,18 @@ mod health;
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
+use crate::delivery::{self, OutputStats};
 use crate::detector::{Detector, DetectorState};
-use crate::output::{self, Output};
+use crate::output::{self, ReopenGeneration};
 use crate::signal::{Signal, Signals};
+use crate::spool::{Spool, SpoolOptions, DEFAULT_SEGMENT_BYTES};
 use crate::tail::{SourceCheckpoint, TailEvent, Tailer};
 use crate::zeek::ParseOptions;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
@@ -45,6 +53,9 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Bytes read from one live file per poll: keeps a large backlog from delaying alerts, checkpoints and stop.
 const POLL_BUDGET: u64 = 16 * 1024 * 1024;
+
+/// How long delivery tasks may flush after the pipeline stopped.
+pub const DELIVERY_GRACE: Duration = Duration::from_secs(3);
 
 /// Skipped lines logged per source before going quiet (all are counted).
 const SKIP_LOG_LIMIT: u64 = 20;
@@ -76,7 +87,7 @@ struct Pipeline {
     config: Config,
     tailers: Vec<Tailer>,
     detector: Detector,
-    outputs: Vec<Box<dyn Output>>,
+    spool: Spool,
     store: CheckpointStore,
     skipped_logged: HashMap<PathBuf, u64>,
     alerts_buf: Vec<crate::alert::Alert>,
@@ -125,13 +136,20 @@ impl Pipeline {
                 Tailer::new(src, parse_options(), saved).with_poll_budget(POLL_BUDGET)
             })
             .collect();
-        let outputs = output::build(&config.outputs)?;
+        let spool_dir = config.state.dir.join("spool");
+        let spool = Spool::open(
+            &spool_dir,
+            SpoolOptions {
+                max_bytes: config.spool.max_bytes,
+                segment_bytes: DEFAULT_SEGMENT_BYTES.min(config.spool.max_bytes / 4),
+            },
+        )?;
         let health = health::Health::new(&config.sources);
         Ok(Pipeline {
             config,
             tailers,
             detector,
-            outputs,
+            spool,
             store,
             skipped_logged: HashMap::new(),
             alerts_buf: Vec::new(),
@@ -212,35 +230,38 @@ impl Pipeline {
         bytes
     }
 
+    /// Appends the pending alerts to the spool. Alerts that cannot be appended (disk full, I/O error) stay
+    /// pending: reading pauses and no checkpoint is saved until they are in.
     fn write_alerts(&mut self) {
-        if self.alerts_buf.is_empty() {
-            return;
-        }
-        for a in self.alerts_buf.drain(..) {
-            let json = a.to_json();
-            for o in self.outputs.iter_mut() {
-                if let Err(e) = o.write_alert(&json) {
-                    error!(output = %o.name(), "writing alert failed: {e}");
-                }
+        let mut done = 0;
+        for a in &self.alerts_buf {
+            if let Err(e) = self.spool.append(a) {
+                error!("appending an alert to the spool failed; reading paused, will retry: {e}");
+                break;
             }
-            self.alerts_written += 1;
+            done += 1;
         }
-        // Alerts are due now, not at the next checkpoint.
-        for o in self.outputs.iter_mut() {
-            if let Err(e) = o.flush() {
-                error!(output = %o.name(), "flushing alerts failed: {e}");
+        self.alerts_buf.drain(..done);
+        self.alerts_written += done as u64;
+    }
+
+    /// Makes appended alerts durable and visible to the outputs.
+    fn sync_spool(&mut self) -> bool {
+        match self.spool.sync() {
+            Ok(()) => true,
+            Err(e) => {
+                error!("syncing the spool failed: {e}");
+                false
             }
         }
     }
 
-    /// Flushes outputs, then saves positions and detector state together.
+    /// Syncs the spool, then saves positions and detector state together (the at-least-once ordering).
     fn checkpoint(&mut self) {
-        for o in self.outputs.iter_mut() {
-            if let Err(e) = o.flush() {
-                // Not saving keeps the records re-readable: their alerts are raised again after a restart.
-                error!(output = %o.name(), "flushing alerts failed, checkpoint skipped: {e}");
-                return;
-            }
+        if !self.alerts_buf.is_empty() || !self.sync_spool() {
+            // Not saving keeps the records re-readable: their alerts are raised again after a restart.
+            error!("alerts not yet in the spool: checkpoint skipped");
+            return;
         }
         let state = SavedState {
             version: STATE_VERSION,
@@ -255,22 +276,8 @@ impl Pipeline {
 
     fn reload(&mut self, config: Config) {
         self.detector.reconfigure(&config);
-        if config.outputs != self.config.outputs {
-            match output::build(&config.outputs) {
-                Ok(new) => {
-                    for o in self.outputs.iter_mut() {
-                        let _ = o.flush();
-                    }
-                    self.outputs = new;
-                }
-                Err(e) => error!("new outputs could not be opened, keeping the old ones: {e}"),
-            }
-        } else {
-            for o in self.outputs.iter_mut() {
-                if let Err(e) = o.reopen() {
-                    error!(output = %o.name(), "reopening failed: {e}");
-                }
-            }
+        if config.outputs != self.config.outputs || config.spool != self.config.spool {
+            warn!("changes to [[output]] and [spool] take effect at the next restart");
         }
         if config.metrics != self.config.metrics {
             warn!("changes to [metrics] take effect at the next restart");
@@ -288,7 +295,19 @@ impl Pipeline {
         // the time writing them, whatever the configured interval.
         let mut last_cost = Duration::ZERO;
         loop {
-            let n = self.poll_all();
+            // Pending alerts (the spool refused them) or a full spool: do not read, let outputs catch up.
+            let n = if !self.alerts_buf.is_empty() {
+                self.write_alerts();
+                0
+            } else if self.spool.is_full() {
+                0
+            } else {
+                self.poll_all()
+            };
+            if self.spool.has_unsynced() {
+                // Hand new alerts to the outputs now, not only at the next checkpoint.
+                self.sync_spool();
+            }
             self.report(); // READY=1 the first time, watchdog, status, gauges
             let interval = self.config.state.checkpoint_interval.max(last_cost * 10);
             if last_checkpoint.elapsed() >= interval {
@@ -331,6 +350,8 @@ pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow
     };
     let notifier = crate::notify::Notifier::from_env();
     let pipeline = Pipeline::start(config, &opts)?;
+    let reopen = ReopenGeneration::default();
+    let (stop_delivery, deliveries) = start_delivery(&pipeline, &reopen)?;
     let (tx, rx) = mpsc::channel::<Control>();
     let wake_tx = tx.clone();
     let dirs = pipeline.watch_dirs();
@@ -349,6 +370,8 @@ pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow
         match signals.recv().await {
             Signal::Reload => {
                 notifier.reloading(); // the pipeline says READY=1 once it has applied it
+                                      // File outputs reopen before their next batch (logrotate moved them away).
+                reopen.fetch_add(1, Ordering::Relaxed);
                 match Config::load(config_path) {
                     Ok(cfg) => {
                         let _ = tx.send(Control::Reload(Box::new(cfg)));
@@ -367,11 +390,70 @@ pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow
             }
         }
     }
-    match tokio::time::timeout(STOP_DEADLINE, worker).await {
+    let result = match tokio::time::timeout(STOP_DEADLINE, worker).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(anyhow::anyhow!("pipeline failed: {e}")),
         Err(_) => Err(anyhow::anyhow!(
             "pipeline did not stop within {STOP_DEADLINE:?}"
         )),
+    };
+    stop_deliveries(stop_delivery, deliveries).await;
+    result
+}
+
+/// One running output: its task and counters.
+struct DeliveryTask {
+    name: String,
+    handle: tokio::task::JoinHandle<()>,
+    stats: Arc<OutputStats>,
+}
+
+/// Builds the outputs and starts one delivery task per output, each reading the spool from its cursor.
+fn start_delivery(
+    pipeline: &Pipeline,
+    reopen: &ReopenGeneration,
+) -> anyhow::Result<(tokio::sync::watch::Sender<bool>, Vec<DeliveryTask>)> {
+    let outputs =
+        output::build(&pipeline.config.outputs, reopen).map_err(|e| anyhow::anyhow!(e))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for (out, cfg) in outputs.into_iter().zip(&pipeline.config.outputs) {
+        let reader = pipeline.spool.reader(cfg.name())?;
+        let stats = Arc::new(OutputStats::default());
+        let handle = tokio::spawn(delivery::run(
+            out,
+            reader,
+            cfg.batching(),
+            stop_rx.clone(),
+            stats.clone(),
+        ));
+        tasks.push(DeliveryTask {
+            name: cfg.name().to_string(),
+            handle,
+            stats,
+        });
+    }
+    Ok((stop_tx, tasks))
+}
+
+/// Lets delivery tasks flush for [`DELIVERY_GRACE`], then drops them (their cursors are saved per batch).
+async fn stop_deliveries(stop: tokio::sync::watch::Sender<bool>, tasks: Vec<DeliveryTask>) {
+    let _ = stop.send(true);
+    let deadline = tokio::time::Instant::now() + DELIVERY_GRACE;
+    for mut t in tasks {
+        let finished = tokio::time::timeout_at(deadline, &mut t.handle)
+            .await
+            .is_ok();
+        if !finished {
+            t.handle.abort();
+            warn!(output = %t.name, "output did not finish within the grace period; its undelivered alerts stay in the spool");
+        }
+        info!(
+            output = %t.name,
+            delivered = t.stats.delivered.load(Ordering::Relaxed),
+            transient_failures = t.stats.transient_failures.load(Ordering::Relaxed),
+            permanently_failed = t.stats.permanently_failed.load(Ordering::Relaxed),
+            "output stopped"
+        );
     }
 }

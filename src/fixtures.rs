@@ -69,7 +69,13 @@ pub fn config() -> Config {
         },
         allow: vec![],
         overrides: vec![],
-        outputs: vec![Output::Stdout],
+        outputs: vec![Output::Stdout {
+            name: "stdout".into(),
+            batch: crate::config::DEFAULT_BATCHING,
+        }],
+        spool: crate::config::SpoolConfig {
+            max_bytes: crate::config::DEFAULT_SPOOL_MAX_BYTES,
+        },
     }
 }
 

@@ -3,6 +3,7 @@ pub mod alert;
 pub mod checkpoint;
 pub mod config;
 pub mod daemon;
+pub mod delivery;
 pub mod detector;
 #[cfg(test)]
 mod fixtures;
@@ -14,6 +15,7 @@ pub mod replay;
 pub mod rules;
 pub mod scan;
 pub mod signal;
+pub mod spool;
 pub mod tail;
 pub mod window;
 pub mod zeek;
