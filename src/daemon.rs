@@ -352,6 +352,14 @@ pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow
     let pipeline = Pipeline::start(config, &opts)?;
     let reopen = ReopenGeneration::default();
     let (stop_delivery, deliveries) = start_delivery(&pipeline, &reopen)?;
+    if _metrics.is_some() {
+        crate::metrics::outputs(
+            deliveries
+                .iter()
+                .map(|d| (d.name.clone(), d.stats.clone()))
+                .collect(),
+        );
+    }
     let (tx, rx) = mpsc::channel::<Control>();
     let wake_tx = tx.clone();
     let dirs = pipeline.watch_dirs();

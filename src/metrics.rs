@@ -23,11 +23,13 @@
 //! | `longconn_checkpoint_age_seconds` | gauge | | time since the last successful checkpoint |
 //! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds` | | | from `/proc/self` |
 //!
-//! For the output and spool code (not counted here, so not exported until that code counts them): use the
-//! `metrics` macros with the names below, e.g.
-//! `::metrics::counter!(metrics::OUTPUT_DELIVERIES, "output" => name).increment(1)` or
-//! `::metrics::gauge!(metrics::SPOOL_DEPTH).set(depth as f64)`. [`describe`] already gives them their help
-//! text; a series appears on the endpoint the first time it is touched, so nothing is ever reported that
+//! | `longconn_output_deliveries_total` | counter | output | alerts the output accepted |
+//! | `longconn_output_failures_total` | counter | output, kind | `transient`: failed attempts (retried with backoff); `permanent`: alerts set aside |
+//! | `longconn_spool_bytes` | gauge | | bytes the spool's segments take |
+//!
+//! The output figures are copied every second from each delivery task's `OutputStats` ([`outputs`]); new
+//! figures elsewhere use the `metrics` macros (`::metrics::counter!(NAME, "label" => value)`) and a line in
+//! [`describe`]. A series appears on the endpoint the first time it is touched, so nothing is reported that
 //! was not counted.
 
 use crate::detector::DetectorStats;
@@ -49,14 +51,13 @@ pub const GROUPS_EXPIRED: &str = "longconn_groups_expired_total";
 pub const GROUPS_EVICTED: &str = "longconn_groups_evicted_total";
 pub const ALERTS: &str = "longconn_alerts_total";
 pub const CHECKPOINT_AGE: &str = "longconn_checkpoint_age_seconds";
-/// Alerts an output accepted (label `output`). For the output code to count.
+/// Alerts an output accepted (label `output`), from the delivery task's `OutputStats`.
 pub const OUTPUT_DELIVERIES: &str = "longconn_output_deliveries_total";
-/// Failed delivery attempts (label `output`). For the output code to count.
+/// Failed deliveries (labels `output`, `kind`): `transient` attempts are retried with backoff, `permanent`
+/// counts alerts set aside after a permanent refusal.
 pub const OUTPUT_FAILURES: &str = "longconn_output_failures_total";
-/// Retried deliveries (label `output`). For the output code to count.
-pub const OUTPUT_RETRIES: &str = "longconn_output_retries_total";
-/// Alerts waiting in the spool (label `output` if per output). For the spool code to set.
-pub const SPOOL_DEPTH: &str = "longconn_spool_depth";
+/// Bytes the spool's segments take (alerts not yet delivered to every output, until a segment is freed).
+pub const SPOOL_BYTES: &str = "longconn_spool_bytes";
 
 /// Reads one counter of [`DetectorStats`].
 type StatField = fn(&DetectorStats) -> u64;
@@ -118,9 +119,11 @@ pub fn describe() {
         "Time since the last successful checkpoint."
     );
     describe_counter!(OUTPUT_DELIVERIES, "Alerts an output accepted.");
-    describe_counter!(OUTPUT_FAILURES, "Failed delivery attempts.");
-    describe_counter!(OUTPUT_RETRIES, "Retried deliveries.");
-    describe_gauge!(SPOOL_DEPTH, "Alerts waiting in the spool.");
+    describe_counter!(
+        OUTPUT_FAILURES,
+        "Failed deliveries: transient (retried) attempts, permanent (set aside) alerts."
+    );
+    describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes the spool's segments take.");
     describe_gauge!(
         "process_cpu_seconds_total",
         Unit::Seconds,
@@ -206,6 +209,26 @@ pub fn detector(stats: &DetectorStats) {
                 .absolute(counts[i]);
         }
     }
+}
+
+/// Copies each output's delivery counters (name, stats) into the metrics every second, for as long as the
+/// runtime runs. Does nothing without a recorder.
+pub fn outputs(outputs: Vec<(String, std::sync::Arc<crate::delivery::OutputStats>)>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            for (name, stats) in &outputs {
+                let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                ::metrics::counter!(OUTPUT_DELIVERIES, "output" => name.clone())
+                    .absolute(get(&stats.delivered));
+                ::metrics::counter!(OUTPUT_FAILURES, "output" => name.clone(), "kind" => "transient")
+                    .absolute(get(&stats.transient_failures));
+                ::metrics::counter!(OUTPUT_FAILURES, "output" => name.clone(), "kind" => "permanent")
+                    .absolute(get(&stats.permanently_failed));
+            }
+        }
+    });
 }
 
 /// Notes a successful checkpoint, for `longconn_checkpoint_age_seconds`.

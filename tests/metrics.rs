@@ -1,6 +1,7 @@
 //! The Prometheus endpoint end to end: the real binary with `[metrics] listen` on a free port, known rows
 //! written to its conn.log (some malformed, one filtered, one long enough to alert), scraped with a plain
-//! HTTP GET; the counters must equal what was written, before and after more rows are appended live.
+//! HTTP GET; the counters must equal what was written, before and after more rows are appended live, and
+//! the alert must show as delivered by the file output.
 
 mod common;
 
@@ -118,8 +119,6 @@ fn counters_match_what_was_written() {
         "{body}"
     );
     assert!(v("process_cpu_seconds_total", &[]).is_some(), "{body}");
-    // Nothing the daemon does not count yet is reported.
-    assert!(!body.contains("longconn_output_deliveries_total"), "{body}");
 
     // Batch 2, appended while running: 3 good rows (one new pair) and 1 malformed.
     let mut text = String::new();
@@ -154,6 +153,23 @@ fn counters_match_what_was_written() {
     assert!(v("longconn_checkpoint_age_seconds", &[]).is_some_and(|a| a < 10.0));
     assert!(
         body.contains("# HELP longconn_records_read_total"),
+        "{body}"
+    );
+    // The one alert went through the spool to the file output.
+    let body = scrape_until(port, "the alert delivered", |b| {
+        value(b, "longconn_output_deliveries_total", &[("output", "file")]) == Some(1.0)
+    });
+    let v = |name: &str, labels: &[(&str, &str)]| value(&body, name, labels);
+    let failures = |kind| {
+        v(
+            "longconn_output_failures_total",
+            &[("output", "file"), ("kind", kind)],
+        )
+    };
+    assert_eq!(failures("transient"), Some(0.0));
+    assert_eq!(failures("permanent"), Some(0.0));
+    assert!(
+        v("longconn_spool_bytes", &[]).is_some_and(|b| b > 0.0),
         "{body}"
     );
 

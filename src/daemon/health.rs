@@ -147,6 +147,7 @@ impl Pipeline {
         self.health.last_report = Some(now);
         let stats = self.detector.stats();
         metrics::detector(&stats);
+        ::metrics::gauge!(metrics::SPOOL_BYTES).set(self.spool.bytes() as f64);
         for (tailer, s) in self.tailers.iter().zip(self.health.sources.iter_mut()) {
             s.lag_bytes = lag_bytes(tailer);
             if s.lag_bytes == 0 {
