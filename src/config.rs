@@ -118,6 +118,13 @@ pub struct StateConfig {
     pub checkpoint_interval: Duration,
 }
 
+/// `[metrics]`: the optional Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics`; None (the default) serves nothing.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowConfig {
     pub length: Duration,
@@ -349,6 +356,7 @@ pub struct Config {
     pub sensor_name: String,
     pub sources: Vec<Source>,
     pub state: StateConfig,
+    pub metrics: MetricsConfig,
     pub window: WindowConfig,
     pub single: Levels,
     pub cumulative: CumulativeConfig,
@@ -440,6 +448,7 @@ const SCHEMA: &[(&str, Shape)] = &[
         "state",
         Shape::Table(&[("dir", Shape::Str), ("checkpoint_interval", Shape::Str)]),
     ),
+    ("metrics", Shape::Table(&[("listen", Shape::Str)])),
     (
         "window",
         Shape::Table(&[
@@ -651,6 +660,8 @@ struct RawConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     state: Option<RawState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    metrics: Option<RawMetrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     window: Option<RawWindow>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     single: Option<RawSingle>,
@@ -700,6 +711,13 @@ struct RawState {
     dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     checkpoint_interval: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
@@ -934,6 +952,14 @@ pub fn format_duration(d: Duration) -> String {
     } else {
         text.join(" ")
     }
+}
+
+/// `metrics.listen`: an IP address and port ("127.0.0.1:9787", "[::1]:9787"); no host names, so that what
+/// is checked is what gets bound.
+pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!("{text:?} is not an address and port like \"127.0.0.1:9787\" or \"[::1]:9787\"")
+    })
 }
 
 /// A CIDR ("10.0.0.0/8") or a bare address (a /32 or /128). Host bits must be zero.
@@ -1217,6 +1243,13 @@ impl Check {
             ),
         };
 
+        let metrics = MetricsConfig {
+            listen: raw
+                .metrics
+                .and_then(|m| m.listen)
+                .and_then(|t| self.parse("metrics.listen", &t, parse_listen)),
+        };
+
         let raw_window = raw.window.unwrap_or_default();
         let window = WindowConfig {
             length: self.duration(
@@ -1387,6 +1420,7 @@ impl Check {
             sensor_name,
             sources,
             state,
+            metrics,
             window,
             single,
             cumulative,
@@ -1922,6 +1956,9 @@ impl Config {
                 dir: Some(self.state.dir.display().to_string()),
                 checkpoint_interval: Some(format_duration(self.state.checkpoint_interval)),
             }),
+            metrics: self.metrics.listen.map(|a| RawMetrics {
+                listen: Some(a.to_string()),
+            }),
             window: Some(RawWindow {
                 length: Some(format_duration(self.window.length)),
                 group_by: Some(name_of(self.window.group_by, GROUP_BY).to_string()),
@@ -2386,6 +2423,31 @@ mod tests {
         assert_eq!(e.errors[0].key, "");
         assert!(e.errors[0].reason.contains("line 3"), "{e}");
         assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn metrics_listen_is_optional_and_checked() {
+        assert_eq!(load(MINIMAL).metrics.listen, None);
+        let c = load(&format!(
+            "{MINIMAL}[metrics]\nlisten = \"127.0.0.1:9787\"\n"
+        ));
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9787".parse().unwrap()));
+        let back = Config::from_toml_str(&c.to_effective_toml()).unwrap();
+        assert_eq!(back, c);
+        let c = load(&format!("{MINIMAL}[metrics]\nlisten = \"[::1]:9787\"\n"));
+        assert_eq!(c.metrics.listen, Some("[::1]:9787".parse().unwrap()));
+        for bad in ["localhost:9787", "127.0.0.1", "", "127.0.0.1:99999"] {
+            let e = errors(&format!(
+                "{MINIMAL}[metrics]\nlisten = \"{bad}\"\n[window]\nlength = \"x\"\n"
+            ));
+            assert!(e.has_key("metrics.listen"), "{bad}: {e}");
+            assert!(e.has_key("window.length"), "every error at once: {e}");
+        }
+        let e = errors(&format!("{MINIMAL}[metrics]\nlisten = 9787\nport = 1\n"));
+        assert!(
+            e.has_key("metrics.listen") && e.has_key("metrics.port"),
+            "{e}"
+        );
     }
 
     #[test]

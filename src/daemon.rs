@@ -12,6 +12,11 @@
 //! buffer) until outputs catch up; nothing is dropped.
 //! Stop: the pipeline stops reading, syncs the spool, saves the checkpoint; then the delivery tasks get
 //! [`DELIVERY_GRACE`] to flush what is in the spool; the rest waits there for the next start.
+//!
+//! What the daemon tells systemd (readiness, reloads, the watchdog, a status line) and Prometheus lives in
+//! `daemon/health.rs`; the pipeline calls into it at a few marked points.
+
+mod health;
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
@@ -88,6 +93,8 @@ struct Pipeline {
     alerts_buf: Vec<crate::alert::Alert>,
     alerts_written: u64,
     records: u64,
+    /// sd_notify and metrics (`daemon/health.rs`).
+    health: health::Health,
 }
 
 impl Pipeline {
@@ -137,6 +144,7 @@ impl Pipeline {
                 segment_bytes: DEFAULT_SEGMENT_BYTES.min(config.spool.max_bytes / 4),
             },
         )?;
+        let health = health::Health::new(&config.sources);
         Ok(Pipeline {
             config,
             tailers,
@@ -147,6 +155,7 @@ impl Pipeline {
             alerts_buf: Vec::new(),
             alerts_written: 0,
             records: 0,
+            health,
         })
     }
 
@@ -165,18 +174,22 @@ impl Pipeline {
             let detector = &mut self.detector;
             let alerts = &mut self.alerts_buf;
             let skipped_logged = &mut self.skipped_logged;
+            let health = &mut self.health;
+            let before = detector.stats();
             let mut records = 0u64;
             let kind = self.tailers[i].kind();
             let result = self.tailers[i].poll(&mut |ev| match ev {
                 TailEvent::Record { rec, .. } => {
                     records += 1;
                     detector.process(&rec, kind, alerts);
+                    health.record();
                 }
                 TailEvent::Skipped {
                     path,
                     line_no,
                     reason,
                 } => {
+                    health.skipped(i, reason.kind());
                     let n = skipped_logged.entry(path.to_path_buf()).or_default();
                     *n += 1;
                     if *n <= SKIP_LOG_LIMIT {
@@ -207,6 +220,8 @@ impl Pipeline {
                     warn!(source = %self.tailers[i].path().display(), "reading failed, will retry: {e}")
                 }
             }
+            self.health
+                .polled(i, records, &before, &self.detector.stats());
             total += records;
             // Write alerts as they come, so a slow output slows reading.
             self.write_alerts();
@@ -253,8 +268,9 @@ impl Pipeline {
             sources: self.tailers.iter().map(Tailer::checkpoint).collect(),
             detector: self.detector.snapshot(),
         };
-        if let Err(e) = self.store.save(&state) {
-            error!(path = %self.store.path().display(), "writing checkpoint failed: {e}");
+        match self.store.save(&state) {
+            Ok(()) => self.health.checkpoint_saved(),
+            Err(e) => error!(path = %self.store.path().display(), "writing checkpoint failed: {e}"),
         }
     }
 
@@ -262,6 +278,9 @@ impl Pipeline {
         self.detector.reconfigure(&config);
         if config.outputs != self.config.outputs || config.spool != self.config.spool {
             warn!("changes to [[output]] and [spool] take effect at the next restart");
+        }
+        if config.metrics != self.config.metrics {
+            warn!("changes to [metrics] take effect at the next restart");
         }
         if config.sources != self.config.sources {
             warn!("changes to [[source]] take effect at the next restart");
@@ -289,6 +308,7 @@ impl Pipeline {
                 // Hand new alerts to the outputs now, not only at the next checkpoint.
                 self.sync_spool();
             }
+            self.report(); // READY=1 the first time, watchdog, status, gauges
             let interval = self.config.state.checkpoint_interval.max(last_cost * 10);
             if last_checkpoint.elapsed() >= interval {
                 let started = Instant::now();
@@ -298,9 +318,13 @@ impl Pipeline {
                 debug!(seconds = last_cost.as_secs_f64(), "checkpoint written");
             }
             let wait = if n > 0 { Duration::ZERO } else { RECHECK };
+            let wait = self.health.max_wait(wait);
             match ctrl.recv_timeout(wait) {
                 Ok(Control::Wake) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Ok(Control::Reload(cfg)) => self.reload(*cfg),
+                Ok(Control::Reload(cfg)) => {
+                    self.reload(*cfg);
+                    self.health.reloaded(); // READY=1 after RELOADING=1
+                }
                 Ok(Control::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
@@ -319,9 +343,23 @@ impl Pipeline {
 /// running one kept.
 pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
+    // Before the pipeline resolves its metric handles.
+    let _metrics = match config.metrics.listen {
+        Some(addr) => Some(crate::metrics::serve(addr).await?),
+        None => None,
+    };
+    let notifier = crate::notify::Notifier::from_env();
     let pipeline = Pipeline::start(config, &opts)?;
     let reopen = ReopenGeneration::default();
     let (stop_delivery, deliveries) = start_delivery(&pipeline, &reopen)?;
+    if _metrics.is_some() {
+        crate::metrics::outputs(
+            deliveries
+                .iter()
+                .map(|d| (d.name.clone(), d.stats.clone()))
+                .collect(),
+        );
+    }
     let (tx, rx) = mpsc::channel::<Control>();
     let wake_tx = tx.clone();
     let dirs = pipeline.watch_dirs();
@@ -339,7 +377,8 @@ pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow
     loop {
         match signals.recv().await {
             Signal::Reload => {
-                // File outputs reopen before their next batch (logrotate moved them away).
+                notifier.reloading(); // the pipeline says READY=1 once it has applied it
+                                      // File outputs reopen before their next batch (logrotate moved them away).
                 reopen.fetch_add(1, Ordering::Relaxed);
                 match Config::load(config_path) {
                     Ok(cfg) => {
@@ -347,10 +386,12 @@ pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow
                     }
                     Err(e) => {
                         error!("reload refused, keeping the running configuration:\n{e}");
+                        notifier.ready();
                     }
                 }
             }
             Signal::Terminate => {
+                notifier.stopping();
                 info!("stopping");
                 let _ = tx.send(Control::Stop);
                 break;

@@ -33,6 +33,7 @@ pub fn config() -> Config {
             dir: PathBuf::from("/tmp/state"),
             checkpoint_interval: Duration::from_secs(5),
         },
+        metrics: Default::default(),
         window: WindowConfig {
             length: Duration::from_secs(24 * H),
             group_by: GroupBy::Pair,

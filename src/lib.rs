@@ -8,6 +8,8 @@ pub mod detector;
 #[cfg(test)]
 mod fixtures;
 pub mod input;
+pub mod metrics;
+pub mod notify;
 pub mod output;
 pub mod replay;
 pub mod rules;

@@ -26,7 +26,7 @@ enum Command {
     /// The daemon: follow the configured conn.log files and raise alerts.
     Run(RunArgs),
     /// Validate a config: print every problem (exit 78) or the effective config (exit 0).
-    Check(ConfigArg),
+    Check(CheckArgs),
     /// Run the detector over archived logs and print the alerts it would have raised.
     Replay(ReplayArgs),
 }
@@ -36,6 +36,15 @@ struct ConfigArg {
     /// The TOML config file.
     #[arg(long, short = 'c', default_value = longconn::config::DEFAULT_PATH)]
     config: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print nothing when the config is valid (for systemd's ExecStartPre and ExecReload).
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -195,10 +204,12 @@ fn load_config(path: &std::path::Path, cmd: &str) -> Result<longconn::config::Co
     })
 }
 
-fn run_check(a: ConfigArg) -> ExitCode {
-    match load_config(&a.config, "check") {
+fn run_check(a: CheckArgs) -> ExitCode {
+    match load_config(&a.config.config, "check") {
         Ok(cfg) => {
-            print!("{}", cfg.to_effective_toml());
+            if !a.quiet {
+                print!("{}", cfg.to_effective_toml());
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
