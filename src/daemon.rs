@@ -26,7 +26,6 @@ use crate::output::{self, ReopenGeneration};
 use crate::signal::{Signal, Signals};
 use crate::spool::{Spool, SpoolOptions, DEFAULT_SEGMENT_BYTES};
 use crate::tail::{SourceCheckpoint, TailEvent, Tailer};
-use crate::zeek::ParseOptions;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -76,10 +75,6 @@ pub enum Control {
 pub struct RunOptions {
     /// Ignore (and later overwrite) an existing checkpoint.
     pub fresh: bool,
-}
-
-fn parse_options() -> ParseOptions {
-    ParseOptions::default()
 }
 
 /// The pipeline: everything between the files and the outputs, on one thread.
@@ -133,7 +128,8 @@ impl Pipeline {
                     .iter()
                     .position(|c| c.path == src.path)
                     .map(|i| saved_sources.swap_remove(i));
-                Tailer::new(src, parse_options(), saved).with_poll_budget(POLL_BUDGET)
+                Tailer::new(src, crate::detector::parse_options(), saved)
+                    .with_poll_budget(POLL_BUDGET)
             })
             .collect();
         let spool_dir = config.state.dir.join("spool");

@@ -33,7 +33,7 @@ use crate::alert::{self, Alert, Trigger, MAX_UIDS};
 use crate::config::{Config, GroupBy, Level, Measure, SourceKind};
 use crate::rules::{CumulativeAlert, FilterReason, RuleState, Rules, Thresholds};
 use crate::window::{self, micros, GroupKey, Window, WindowState};
-use crate::zeek::ConnRecord;
+use crate::zeek::{ConnRecord, Field, FieldSet, ParseOptions};
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -142,6 +142,29 @@ impl Interim {
 
 /// Version of [`DetectorState`]'s layout.
 pub const STATE_VERSION: u32 = 1;
+
+/// The record fields the detector reads; `run` and `replay` parse only these (the rest of a line is skipped
+/// over), so both see the same records.
+pub const FIELDS: FieldSet = FieldSet::of(&[
+    Field::Ts,
+    Field::Uid,
+    Field::OrigH,
+    Field::RespH,
+    Field::RespP,
+    Field::Proto,
+    Field::Duration,
+    Field::OrigBytes,
+    Field::RespBytes,
+    Field::ConnState,
+]);
+
+/// How `run` and `replay` parse records for the detector.
+pub fn parse_options() -> ParseOptions {
+    ParseOptions {
+        wanted: FIELDS,
+        ..ParseOptions::default()
+    }
+}
 
 /// What the detector keeps per group besides its intervals: rule state and the figures alerts report,
 /// covering the connections taken in since the group last had nothing inside the window.

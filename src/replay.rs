@@ -10,7 +10,7 @@
 use crate::config::{Config, Level, SourceKind};
 use crate::detector::{Detector, DetectorStats};
 use crate::input::{self, InputPath};
-use crate::zeek::{Line, LogParser, ParseOptions, SkipReason};
+use crate::zeek::{Line, LogParser, SkipReason};
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Write};
 
@@ -54,7 +54,7 @@ pub fn replay(
             }
         };
         let mut reader = BufReader::with_capacity(256 * 1024, reader);
-        let mut parser = LogParser::new(ParseOptions::default());
+        let mut parser = LogParser::new(crate::detector::parse_options());
         let mut buf = Vec::with_capacity(1024);
         let mut line_no = 0u64;
         let mut logged = 0;
