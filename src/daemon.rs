@@ -59,6 +59,42 @@ pub const DELIVERY_GRACE: Duration = Duration::from_secs(3);
 /// Skipped lines logged per source before going quiet (all are counted).
 const SKIP_LOG_LIMIT: u64 = 20;
 
+/// How often the directories to watch are recomputed.
+const WATCH_REFRESH: Duration = Duration::from_secs(2);
+
+/// The file-system watches: directories only, events are wake-ups; the periodic re-check finds everything
+/// when notifications are lost or unavailable.
+struct Watches {
+    watcher: Option<notify::RecommendedWatcher>,
+    dirs: Vec<PathBuf>,
+    wake: mpsc::Sender<Control>,
+}
+
+impl Watches {
+    /// Watches `dirs` if they differ from what is watched now.
+    fn refresh(&mut self, dirs: Vec<PathBuf>) {
+        if dirs == self.dirs && self.watcher.is_some() {
+            return;
+        }
+        let wake = self.wake.clone();
+        self.watcher = match crate::tail::watch::watch(&dirs, move || {
+            let _ = wake.send(Control::Wake);
+        }) {
+            Ok(w) => {
+                debug!(dirs = ?dirs, "watching");
+                Some(w)
+            }
+            Err(e) => {
+                if self.dirs.is_empty() {
+                    warn!("file notifications unavailable, polling every {RECHECK:?}: {e}");
+                }
+                None
+            }
+        };
+        self.dirs = dirs;
+    }
+}
+
 /// Messages from the async side to the pipeline thread.
 #[derive(Debug)]
 pub enum Control {
@@ -285,8 +321,9 @@ impl Pipeline {
         info!("configuration reloaded");
     }
 
-    fn run(mut self, ctrl: mpsc::Receiver<Control>) {
+    fn run(mut self, ctrl: mpsc::Receiver<Control>, mut watches: Watches) {
         let mut last_checkpoint = Instant::now();
+        let mut last_watch_check = Instant::now();
         // A large window makes a checkpoint slow (it holds every interval): never spend more than a tenth of
         // the time writing them, whatever the configured interval.
         let mut last_cost = Duration::ZERO;
@@ -312,6 +349,11 @@ impl Pipeline {
                 last_checkpoint = Instant::now();
                 last_cost = started.elapsed();
                 debug!(seconds = last_cost.as_secs_f64(), "checkpoint written");
+            }
+            if last_watch_check.elapsed() >= WATCH_REFRESH {
+                // A rotation or a re-pointed `current` symlink can move the directories to watch.
+                watches.refresh(self.watch_dirs());
+                last_watch_check = Instant::now();
             }
             let wait = if n > 0 { Duration::ZERO } else { RECHECK };
             let wait = self.health.max_wait(wait);
@@ -357,19 +399,14 @@ pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow
         );
     }
     let (tx, rx) = mpsc::channel::<Control>();
-    let wake_tx = tx.clone();
-    let dirs = pipeline.watch_dirs();
-    let _watcher = match crate::tail::watch::watch(&dirs, move || {
-        let _ = wake_tx.send(Control::Wake);
-    }) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            warn!("file notifications unavailable, polling every {RECHECK:?}: {e}");
-            None
-        }
+    let mut watches = Watches {
+        watcher: None,
+        dirs: Vec::new(),
+        wake: tx.clone(),
     };
+    watches.refresh(pipeline.watch_dirs());
     info!(sources = pipeline.tailers.len(), "longconn running");
-    let worker = tokio::task::spawn_blocking(move || pipeline.run(rx));
+    let worker = tokio::task::spawn_blocking(move || pipeline.run(rx, watches));
     loop {
         match signals.recv().await {
             Signal::Reload => {
