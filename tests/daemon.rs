@@ -48,6 +48,8 @@ path = "ALERTS"
 struct Env {
     _tmp: tempfile::TempDir,
     logs: PathBuf,
+    /// The path the daemon follows.
+    live: PathBuf,
     state: PathBuf,
     alerts: PathBuf,
     config: PathBuf,
@@ -72,6 +74,7 @@ impl Env {
         // replay always uses the original config, whatever a test does to the daemon's.
         fs::write(tmp.path().join("replay.toml"), &text).expect("write replay config");
         Env {
+            live: logs.join("conn.log"),
             stderr: tmp.path().join("stderr.log"),
             _tmp: tmp,
             logs,
@@ -83,7 +86,21 @@ impl Env {
     }
 
     fn live(&self) -> PathBuf {
-        self.logs.join("conn.log")
+        self.live.clone()
+    }
+
+    /// Lays the logs out as zeekctl does: `logs/current` is a symlink to the spool directory
+    /// `spool/worker`, and the daemon follows `logs/current/conn.log`. Returns the spool directory.
+    fn zeekctl_layout(&mut self) -> PathBuf {
+        let spool = self.logs.join("spool/worker");
+        fs::create_dir_all(&spool).expect("spool dir");
+        std::os::unix::fs::symlink("spool/worker", self.logs.join("current")).expect("symlink");
+        let cfg = fs::read_to_string(&self.config).expect("config");
+        let live = self.logs.join("conn.log").display().to_string();
+        let via = self.logs.join("current/conn.log").display().to_string();
+        fs::write(&self.config, cfg.replace(&live, &via)).expect("config");
+        self.live = self.logs.join("current/conn.log");
+        spool
     }
 
     /// Appends text to the live log (creating it), remembering the records for the replay.
@@ -494,5 +511,29 @@ fn sighup_reload_applies_new_thresholds_and_keeps_old_on_bad_config() {
             .all(|l| l.contains("\"trigger\":\"cumulative\"")),
         "only cumulative alerts after single levels were switched off"
     );
+    stop(child);
+}
+
+#[test]
+fn scenario_06_spool_dir_moved_away_and_recreated_under_current_symlink() {
+    let mut env = Env::new();
+    let spool = env.zeekctl_layout();
+    env.new_file(0..40);
+    let child = env.start();
+    env.settle();
+    env.append(&records(40..50));
+    // zeekctl after a crash: the whole spool directory is moved away and a new one made in its place.
+    let crashed = env.logs.join("2023-11-14-crash");
+    fs::rename(&spool, &crashed).expect("move spool away");
+    fs::create_dir_all(&spool).expect("recreate spool");
+    env.new_file(50..100);
+    env.settle();
+    // And the symlink re-pointed to another spool directory.
+    let other = env.logs.join("spool/worker2");
+    fs::create_dir_all(&other).expect("second spool");
+    fs::remove_file(env.logs.join("current")).expect("unlink current");
+    std::os::unix::fs::symlink("spool/worker2", env.logs.join("current")).expect("re-point");
+    env.new_file(100..150);
+    env.settle();
     stop(child);
 }
