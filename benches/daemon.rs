@@ -100,7 +100,8 @@ fn throughput(bin: &str, records: u64) {
         }
         // The sentinel: a 100-day connection, alerting at once (the file's last record).
         let end = 1_713_484_795.0 + records as f64 * 0.01;
-        let sentinel = line(records, end, 8_640_000.0).replace(&format!("C{records:017}"), "CSENTINEL00000000");
+        let sentinel = line(records, end, 8_640_000.0)
+            .replace(&format!("C{records:017}"), "CSENTINEL00000000");
         w.write_all(sentinel.as_bytes()).expect("write");
     }
     let size = fs::metadata(&log).expect("stat").len();

@@ -205,6 +205,28 @@ pub struct Tally {
     finals: FxHashSet<CompactString>,
     /// Per group, its [start, end] in ns (kept only for measure = covered).
     spans: FxHashMap<GroupKey, Vec<(i64, i64)>>,
+    /// The common case kept compact (by = pair, measure = sum, two IPv4 ends): key `orig << 32 | resp`.
+    /// Entries are a third the size of `groups`' ones, so far more of the map stays in cache; folded into
+    /// `groups` by [`Tally::groups`].
+    pairs4: FxHashMap<u64, PairAgg>,
+}
+
+/// The sums of one IPv4 pair (see `Tally::pairs4`).
+#[derive(Debug, Clone, Copy, Default)]
+struct PairAgg {
+    total_ns: u64,
+    count: u64,
+    longest_ns: u64,
+    bytes: u64,
+}
+
+impl PairAgg {
+    fn add_to(self, g: &mut GroupAgg) {
+        g.total_ns = g.total_ns.saturating_add(self.total_ns);
+        g.count += self.count;
+        g.longest_ns = g.longest_ns.max(self.longest_ns);
+        g.bytes = g.bytes.saturating_add(self.bytes);
+    }
 }
 
 fn to_ns(seconds: f64) -> u64 {
@@ -225,6 +247,7 @@ impl Tally {
             interim: FxHashMap::default(),
             finals: FxHashSet::default(),
             spans: FxHashMap::default(),
+            pairs4: FxHashMap::default(),
         }
     }
 
@@ -312,6 +335,44 @@ impl Tally {
         }
         self.counts.used += 1;
         let ns = to_ns(duration);
+        if let (GroupMode::Pair, Measure::Sum, IpAddr::V4(o), IpAddr::V4(r)) =
+            (self.opts.by, self.opts.measure, orig_h, resp_h)
+        {
+            let g = self
+                .pairs4
+                .entry(u64::from(u32::from(o)) << 32 | u64::from(u32::from(r)))
+                .or_default();
+            g.total_ns = g.total_ns.saturating_add(ns);
+            g.count += 1;
+            g.longest_ns = g.longest_ns.max(ns);
+            g.bytes = g.bytes.saturating_add(rec.total_bytes());
+        } else {
+            self.fold_group(&rec, orig_h, resp_h, ns);
+        }
+
+        if self.opts.top > 0
+            && self.top.len() >= self.opts.top
+            && self.top.peek().is_some_and(|w| w.0.duration_ns > ns)
+        {
+            return; // cannot enter the table: no need to build the row
+        }
+        let full = details().unwrap_or(rec);
+        let row = SingleRow {
+            duration_ns: ns,
+            orig_h,
+            resp_h,
+            orig_p: full.orig_p,
+            resp_p: full.resp_p,
+            proto: full.proto,
+            service: full.service,
+            uid: full.uid,
+            ts: full.ts,
+        };
+        self.push_single(row);
+    }
+
+    /// Sums one used record into `groups` (and `spans` for measure = covered).
+    fn fold_group(&mut self, rec: &ConnRecord, orig_h: IpAddr, resp_h: IpAddr, ns: u64) {
         let key = match self.opts.by {
             GroupMode::Pair => GroupKey {
                 orig_h,
@@ -348,26 +409,6 @@ impl Tally {
         g.count += 1;
         g.longest_ns = g.longest_ns.max(ns);
         g.bytes = g.bytes.saturating_add(rec.total_bytes());
-
-        if self.opts.top > 0
-            && self.top.len() >= self.opts.top
-            && self.top.peek().is_some_and(|w| w.0.duration_ns > ns)
-        {
-            return; // cannot enter the table: no need to build the row
-        }
-        let full = details().unwrap_or(rec);
-        let row = SingleRow {
-            duration_ns: ns,
-            orig_h,
-            resp_h,
-            orig_p: full.orig_p,
-            resp_p: full.resp_p,
-            proto: full.proto,
-            service: full.service,
-            uid: full.uid,
-            ts: full.ts,
-        };
-        self.push_single(row);
     }
 
     fn push_single(&mut self, row: SingleRow) {
@@ -382,6 +423,17 @@ impl Tally {
     }
 
     pub fn merge(&mut self, other: Tally) {
+        if self.pairs4.is_empty() {
+            self.pairs4 = other.pairs4;
+        } else {
+            for (k, v) in other.pairs4 {
+                let g = self.pairs4.entry(k).or_default();
+                g.total_ns = g.total_ns.saturating_add(v.total_ns);
+                g.count += v.count;
+                g.longest_ns = g.longest_ns.max(v.longest_ns);
+                g.bytes = g.bytes.saturating_add(v.bytes);
+            }
+        }
         for (k, v) in other.groups {
             let g = self.groups.entry(k).or_default();
             g.total_ns = g.total_ns.saturating_add(v.total_ns);
@@ -445,6 +497,15 @@ impl Tally {
     pub fn groups(&mut self) -> Vec<GroupRow> {
         let mut spans = std::mem::take(&mut self.spans);
         let covered = self.opts.measure == Measure::Covered;
+        for (k, v) in std::mem::take(&mut self.pairs4) {
+            let key = GroupKey {
+                orig_h: IpAddr::V4(std::net::Ipv4Addr::from((k >> 32) as u32)),
+                resp_h: IpAddr::V4(std::net::Ipv4Addr::from(k as u32)),
+                resp_p: None,
+                proto: None,
+            };
+            v.add_to(self.groups.entry(key).or_default());
+        }
         let mut rows: Vec<GroupRow> = std::mem::take(&mut self.groups)
             .into_iter()
             .map(|(key, mut agg)| {
