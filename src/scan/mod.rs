@@ -244,6 +244,39 @@ fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
+/// Chunk buffers handed out to the workers, taken back for the next chunks once every worker is done with
+/// them: no allocation, page faults or zero-filling per chunk.
+#[derive(Default)]
+struct BufPool {
+    /// Buffers sent, oldest first (our reference keeps them alive for reuse).
+    sent: std::collections::VecDeque<Arc<Vec<u8>>>,
+}
+
+impl BufPool {
+    /// Buffers kept in flight before the oldest is let go (more than the channel holds).
+    const MAX: usize = 32;
+
+    /// A buffer of at least `len` bytes (contents arbitrary).
+    fn get(&mut self, len: usize) -> Vec<u8> {
+        let free = self.sent.iter().position(|b| Arc::strong_count(b) == 1);
+        let mut buf = free
+            .and_then(|i| self.sent.remove(i))
+            .and_then(|b| Arc::try_unwrap(b).ok())
+            .unwrap_or_default();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        buf
+    }
+
+    fn sent(&mut self, buf: &Arc<Vec<u8>>) {
+        if self.sent.len() >= Self::MAX {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(buf.clone());
+    }
+}
+
 /// Reads one input into chunks for the workers, applying header lines in order.
 fn read_input(
     file: usize,
@@ -255,57 +288,64 @@ fn read_input(
     let mut reader = input::open(input, raw_bytes.clone())?;
     let mut header = Arc::new(TsvHeader::default());
     let mut carry: Vec<u8> = Vec::new();
+    let mut pool = BufPool::default();
     let mut line_no: u64 = 1;
     loop {
-        let mut buf = Vec::with_capacity(CHUNK + carry.len() + 64 * 1024);
-        buf.append(&mut carry);
+        // Each chunk: the partial line carried over, then CHUNK more bytes (or up to the end).
+        let want = carry.len() + CHUNK;
+        let mut buf = pool.get(want);
+        buf[..carry.len()].copy_from_slice(&carry);
+        let mut filled = carry.len();
+        carry.clear();
         let mut eof = false;
-        while buf.len() < CHUNK {
-            let before = buf.len();
-            let n = (&mut reader)
-                .take((CHUNK + 64 * 1024 - before) as u64)
-                .read_to_end(&mut buf)?;
-            if n == 0 {
-                eof = true;
-                break;
+        while filled < want {
+            match reader.read(&mut buf[filled..want]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         if let Some(p) = progress {
             p.set_position(raw_bytes.load(Ordering::Relaxed));
         }
+        let data = &buf[..filled];
         let cut = if eof {
-            buf.len()
+            filled
         } else {
-            match memchr::memrchr(b'\n', &buf) {
+            match memchr::memrchr(b'\n', data) {
                 Some(p) => p + 1,
-                None => buf.len(), // one enormous line: keep reading into it
+                None => {
+                    // one enormous line: keep reading into it
+                    carry.extend_from_slice(data);
+                    continue;
+                }
             }
         };
-        if !eof && cut == buf.len() && buf.last() != Some(&b'\n') {
-            carry = buf;
-            continue;
-        }
-        carry.extend_from_slice(&buf[cut..]);
-        buf.truncate(cut);
-        let unterminated = eof && buf.last().is_some_and(|b| *b != b'\n');
-        dispatch(file, buf, &mut header, &mut line_no, unterminated, tx);
+        carry.extend_from_slice(&data[cut..]);
+        let unterminated = eof && data[..cut].last().is_some_and(|b| *b != b'\n');
+        let buf = Arc::new(buf);
+        dispatch(file, &buf, cut, &mut header, &mut line_no, unterminated, tx);
+        pool.sent(&buf);
         if eof {
             return Ok(());
         }
     }
 }
 
-/// Splits a chunk at header lines: rows go to workers, header lines update `header`.
+/// Splits `buf[..len]` at header lines: rows go to workers, header lines update `header`.
 fn dispatch(
     file: usize,
-    buf: Vec<u8>,
+    buf: &Arc<Vec<u8>>,
+    len: usize,
     header: &mut Arc<TsvHeader>,
     line_no: &mut u64,
     unterminated: bool,
     tx: &crossbeam_channel::Sender<Work>,
 ) {
-    let buf = Arc::new(buf);
-    let len = buf.len();
     let mut seg_start = 0usize;
     let send =
         |start: usize, end: usize, header: &Arc<TsvHeader>, line_no: &mut u64, last: bool| {
@@ -326,16 +366,16 @@ fn dispatch(
             *line_no += lines;
         };
     let mut header_starts: Vec<usize> = Vec::new();
-    if buf.first() == Some(&b'#') {
+    if len > 0 && buf[0] == b'#' {
         header_starts.push(0);
     }
-    header_starts.extend(memchr::memmem::find_iter(&buf[..], b"\n#").map(|p| p + 1));
+    header_starts.extend(memchr::memmem::find_iter(&buf[..len], b"\n#").map(|p| p + 1));
     for h in header_starts {
         if h < seg_start {
             continue;
         }
         send(seg_start, h, header, line_no, false);
-        let eol = memchr::memchr(b'\n', &buf[h..]).map_or(len, |p| h + p);
+        let eol = memchr::memchr(b'\n', &buf[h..len]).map_or(len, |p| h + p);
         let mut line = &buf[h..eol];
         if line.last() == Some(&b'\r') {
             line = &line[..line.len() - 1];
