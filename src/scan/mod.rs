@@ -5,11 +5,12 @@
 //! worker threads together with the header they need. Workers parse and fold records into their own
 //! [`tally::Tally`]; the tallies merge at the end. Memory grows with the number of groups, not of records.
 
+mod pairs;
 pub mod report;
 pub mod tally;
 
 use crate::input::{self, InputPath};
-use crate::zeek::{Field, FieldSet, LogParser, ParseOptions, SkipReason, TsvHeader};
+use crate::zeek::{ConnRecord, Field, FieldSet, LogParser, ParseOptions, SkipReason, TsvHeader};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -115,33 +116,47 @@ fn work(tally: &mut Tally, w: &Work, opts: &(ParseOptions, ParseOptions)) {
     let bytes = &w.buf[w.start..w.end];
     let mut line_no = w.first_line;
     let mut start = 0;
-    let mut handle =
-        |line: &[u8], line_no: u64, last_unterminated: bool| match LogParser::parse_with(
-            &w.header, opts, line,
-        ) {
-            crate::zeek::Line::Record(rec, bad) => tally.add(w.file, rec, bad, || {
-                match LogParser::parse_with(&w.header, full, line) {
-                    crate::zeek::Line::Record(r, _) => Some(r),
-                    _ => None,
+    // Each record is added one line late: its group's slot is prefetched first, and loads from memory
+    // while the next line parses (the group table is far larger than the cache). Record order is kept.
+    let mut pending: Option<(ConnRecord, u32, &[u8])> = None;
+    let add = |tally: &mut Tally, (rec, bad, line): (ConnRecord, u32, &[u8])| {
+        tally.add(w.file, rec, bad, || {
+            match LogParser::parse_with(&w.header, full, line) {
+                crate::zeek::Line::Record(r, _) => Some(r),
+                _ => None,
+            }
+        })
+    };
+    let mut handle = |tally: &mut Tally, from: usize, to: usize, line_no: u64, last: bool| {
+        let line = &bytes[from..to];
+        match LogParser::parse_with(&w.header, opts, line) {
+            crate::zeek::Line::Record(rec, bad) => {
+                tally.prefetch(&rec);
+                if let Some(prev) = pending.replace((rec, bad, line)) {
+                    add(tally, prev);
                 }
-            }),
+            }
             crate::zeek::Line::Meta => {}
             crate::zeek::Line::Skipped(reason) => {
-                let reason = if last_unterminated && reason != SkipReason::NoHeader {
+                let reason = if last && reason != SkipReason::NoHeader {
                     SkipReason::Truncated
                 } else {
                     reason
                 };
                 tally.skip(w.file, line_no, reason)
             }
-        };
+        }
+    };
     for nl in memchr::memchr_iter(b'\n', bytes) {
-        handle(&bytes[start..nl], line_no, false);
+        handle(tally, start, nl, line_no, false);
         line_no += 1;
         start = nl + 1;
     }
     if start < bytes.len() {
-        handle(&bytes[start..], line_no, w.unterminated_last);
+        handle(tally, start, bytes.len(), line_no, w.unterminated_last);
+    }
+    if let Some(prev) = pending.take() {
+        add(tally, prev);
     }
 }
 

@@ -18,6 +18,7 @@
 //! (unset, or masked as in Zeek's test baselines) cannot be placed in time: its duration is added as if it
 //! overlapped nothing (disjoint), so covered never drops below what such records alone give.
 
+use super::pairs::{PairAgg, PairTable};
 use crate::config::Measure;
 use crate::zeek::{ConnRecord, SkipReason};
 use compact_str::CompactString;
@@ -206,27 +207,20 @@ pub struct Tally {
     /// Per group, its [start, end] in ns (kept only for measure = covered).
     spans: FxHashMap<GroupKey, Vec<(i64, i64)>>,
     /// The common case kept compact (by = pair, measure = sum, two IPv4 ends): key `orig << 32 | resp`.
-    /// Entries are a third the size of `groups`' ones, so far more of the map stays in cache; folded into
+    /// Entries are a third the size of `groups`' ones and a lookup touches one cache line; folded into
     /// `groups` by [`Tally::groups`].
-    pairs4: FxHashMap<u64, PairAgg>,
+    pairs4: PairTable,
 }
 
-/// The sums of one IPv4 pair (see `Tally::pairs4`).
-#[derive(Debug, Clone, Copy, Default)]
-struct PairAgg {
-    total_ns: u64,
-    count: u64,
-    longest_ns: u64,
-    bytes: u64,
+fn pair_key(o: std::net::Ipv4Addr, r: std::net::Ipv4Addr) -> u64 {
+    u64::from(u32::from(o)) << 32 | u64::from(u32::from(r))
 }
 
-impl PairAgg {
-    fn add_to(self, g: &mut GroupAgg) {
-        g.total_ns = g.total_ns.saturating_add(self.total_ns);
-        g.count += self.count;
-        g.longest_ns = g.longest_ns.max(self.longest_ns);
-        g.bytes = g.bytes.saturating_add(self.bytes);
-    }
+fn add_pair(p: PairAgg, g: &mut GroupAgg) {
+    g.total_ns = g.total_ns.saturating_add(p.total_ns);
+    g.count += p.count;
+    g.longest_ns = g.longest_ns.max(p.longest_ns);
+    g.bytes = g.bytes.saturating_add(p.bytes);
 }
 
 fn to_ns(seconds: f64) -> u64 {
@@ -247,7 +241,7 @@ impl Tally {
             interim: FxHashMap::default(),
             finals: FxHashSet::default(),
             spans: FxHashMap::default(),
-            pairs4: FxHashMap::default(),
+            pairs4: PairTable::default(),
         }
     }
 
@@ -273,6 +267,16 @@ impl Tally {
         *self.counts.skipped.entry(reason.kind()).or_default() += 1;
         if self.issues.len() < MAX_ISSUES {
             self.issues.push(LineIssue { file, line, reason });
+        }
+    }
+
+    /// A hint that `rec` will be added next: starts loading its group's slot (see `work` in `scan`).
+    #[inline]
+    pub fn prefetch(&self, rec: &ConnRecord) {
+        if let (GroupMode::Pair, Measure::Sum, Some(IpAddr::V4(o)), Some(IpAddr::V4(r))) =
+            (self.opts.by, self.opts.measure, rec.orig_h, rec.resp_h)
+        {
+            self.pairs4.prefetch(pair_key(o, r));
         }
     }
 
@@ -335,19 +339,20 @@ impl Tally {
         }
         self.counts.used += 1;
         let ns = to_ns(duration);
-        if let (GroupMode::Pair, Measure::Sum, IpAddr::V4(o), IpAddr::V4(r)) =
-            (self.opts.by, self.opts.measure, orig_h, resp_h)
-        {
-            let g = self
-                .pairs4
-                .entry(u64::from(u32::from(o)) << 32 | u64::from(u32::from(r)))
-                .or_default();
-            g.total_ns = g.total_ns.saturating_add(ns);
-            g.count += 1;
-            g.longest_ns = g.longest_ns.max(ns);
-            g.bytes = g.bytes.saturating_add(rec.total_bytes());
-        } else {
-            self.fold_group(&rec, orig_h, resp_h, ns);
+        let pair4 = match (self.opts.by, self.opts.measure, orig_h, resp_h) {
+            (GroupMode::Pair, Measure::Sum, IpAddr::V4(o), IpAddr::V4(r)) => {
+                self.pairs4.slot(pair_key(o, r))
+            }
+            _ => None,
+        };
+        match pair4 {
+            Some(g) => g.merge(&PairAgg {
+                total_ns: ns,
+                count: 1,
+                longest_ns: ns,
+                bytes: rec.total_bytes(),
+            }),
+            None => self.fold_group(&rec, orig_h, resp_h, ns),
         }
 
         if self.opts.top > 0
@@ -422,16 +427,14 @@ impl Tally {
         }
     }
 
-    pub fn merge(&mut self, other: Tally) {
+    pub fn merge(&mut self, mut other: Tally) {
         if self.pairs4.is_empty() {
-            self.pairs4 = other.pairs4;
+            std::mem::swap(&mut self.pairs4, &mut other.pairs4);
         } else {
-            for (k, v) in other.pairs4 {
-                let g = self.pairs4.entry(k).or_default();
-                g.total_ns = g.total_ns.saturating_add(v.total_ns);
-                g.count += v.count;
-                g.longest_ns = g.longest_ns.max(v.longest_ns);
-                g.bytes = g.bytes.saturating_add(v.bytes);
+            for (k, v) in other.pairs4.drain() {
+                if let Some(g) = self.pairs4.slot(k) {
+                    g.merge(&v);
+                }
             }
         }
         for (k, v) in other.groups {
@@ -497,14 +500,14 @@ impl Tally {
     pub fn groups(&mut self) -> Vec<GroupRow> {
         let mut spans = std::mem::take(&mut self.spans);
         let covered = self.opts.measure == Measure::Covered;
-        for (k, v) in std::mem::take(&mut self.pairs4) {
+        for (k, v) in self.pairs4.drain() {
             let key = GroupKey {
                 orig_h: IpAddr::V4(std::net::Ipv4Addr::from((k >> 32) as u32)),
                 resp_h: IpAddr::V4(std::net::Ipv4Addr::from(k as u32)),
                 resp_p: None,
                 proto: None,
             };
-            v.add_to(self.groups.entry(key).or_default());
+            add_pair(v, self.groups.entry(key).or_default());
         }
         let mut rows: Vec<GroupRow> = std::mem::take(&mut self.groups)
             .into_iter()
