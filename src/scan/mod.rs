@@ -5,11 +5,12 @@
 //! worker threads together with the header they need. Workers parse and fold records into their own
 //! [`tally::Tally`]; the tallies merge at the end. Memory grows with the number of groups, not of records.
 
+mod pairs;
 pub mod report;
 pub mod tally;
 
 use crate::input::{self, InputPath};
-use crate::zeek::{Field, FieldSet, LogParser, ParseOptions, SkipReason, TsvHeader};
+use crate::zeek::{ConnRecord, Field, FieldSet, LogParser, ParseOptions, SkipReason, TsvHeader};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -115,33 +116,47 @@ fn work(tally: &mut Tally, w: &Work, opts: &(ParseOptions, ParseOptions)) {
     let bytes = &w.buf[w.start..w.end];
     let mut line_no = w.first_line;
     let mut start = 0;
-    let mut handle =
-        |line: &[u8], line_no: u64, last_unterminated: bool| match LogParser::parse_with(
-            &w.header, opts, line,
-        ) {
-            crate::zeek::Line::Record(rec, bad) => tally.add(w.file, rec, bad, || {
-                match LogParser::parse_with(&w.header, full, line) {
-                    crate::zeek::Line::Record(r, _) => Some(r),
-                    _ => None,
+    // Each record is added one line late: its group's slot is prefetched first, and loads from memory
+    // while the next line parses (the group table is far larger than the cache). Record order is kept.
+    let mut pending: Option<(ConnRecord, u32, &[u8])> = None;
+    let add = |tally: &mut Tally, (rec, bad, line): (ConnRecord, u32, &[u8])| {
+        tally.add(w.file, rec, bad, || {
+            match LogParser::parse_with(&w.header, full, line) {
+                crate::zeek::Line::Record(r, _) => Some(r),
+                _ => None,
+            }
+        })
+    };
+    let mut handle = |tally: &mut Tally, from: usize, to: usize, line_no: u64, last: bool| {
+        let line = &bytes[from..to];
+        match LogParser::parse_with(&w.header, opts, line) {
+            crate::zeek::Line::Record(rec, bad) => {
+                tally.prefetch(&rec);
+                if let Some(prev) = pending.replace((rec, bad, line)) {
+                    add(tally, prev);
                 }
-            }),
+            }
             crate::zeek::Line::Meta => {}
             crate::zeek::Line::Skipped(reason) => {
-                let reason = if last_unterminated && reason != SkipReason::NoHeader {
+                let reason = if last && reason != SkipReason::NoHeader {
                     SkipReason::Truncated
                 } else {
                     reason
                 };
                 tally.skip(w.file, line_no, reason)
             }
-        };
+        }
+    };
     for nl in memchr::memchr_iter(b'\n', bytes) {
-        handle(&bytes[start..nl], line_no, false);
+        handle(tally, start, nl, line_no, false);
         line_no += 1;
         start = nl + 1;
     }
     if start < bytes.len() {
-        handle(&bytes[start..], line_no, w.unterminated_last);
+        handle(tally, start, bytes.len(), line_no, w.unterminated_last);
+    }
+    if let Some(prev) = pending.take() {
+        add(tally, prev);
     }
 }
 
@@ -244,6 +259,39 @@ fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
+/// Chunk buffers handed out to the workers, taken back for the next chunks once every worker is done with
+/// them: no allocation, page faults or zero-filling per chunk.
+#[derive(Default)]
+struct BufPool {
+    /// Buffers sent, oldest first (our reference keeps them alive for reuse).
+    sent: std::collections::VecDeque<Arc<Vec<u8>>>,
+}
+
+impl BufPool {
+    /// Buffers kept in flight before the oldest is let go (more than the channel holds).
+    const MAX: usize = 32;
+
+    /// A buffer of at least `len` bytes (contents arbitrary).
+    fn get(&mut self, len: usize) -> Vec<u8> {
+        let free = self.sent.iter().position(|b| Arc::strong_count(b) == 1);
+        let mut buf = free
+            .and_then(|i| self.sent.remove(i))
+            .and_then(|b| Arc::try_unwrap(b).ok())
+            .unwrap_or_default();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        buf
+    }
+
+    fn sent(&mut self, buf: &Arc<Vec<u8>>) {
+        if self.sent.len() >= Self::MAX {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(buf.clone());
+    }
+}
+
 /// Reads one input into chunks for the workers, applying header lines in order.
 fn read_input(
     file: usize,
@@ -255,57 +303,64 @@ fn read_input(
     let mut reader = input::open(input, raw_bytes.clone())?;
     let mut header = Arc::new(TsvHeader::default());
     let mut carry: Vec<u8> = Vec::new();
+    let mut pool = BufPool::default();
     let mut line_no: u64 = 1;
     loop {
-        let mut buf = Vec::with_capacity(CHUNK + carry.len() + 64 * 1024);
-        buf.append(&mut carry);
+        // Each chunk: the partial line carried over, then CHUNK more bytes (or up to the end).
+        let want = carry.len() + CHUNK;
+        let mut buf = pool.get(want);
+        buf[..carry.len()].copy_from_slice(&carry);
+        let mut filled = carry.len();
+        carry.clear();
         let mut eof = false;
-        while buf.len() < CHUNK {
-            let before = buf.len();
-            let n = (&mut reader)
-                .take((CHUNK + 64 * 1024 - before) as u64)
-                .read_to_end(&mut buf)?;
-            if n == 0 {
-                eof = true;
-                break;
+        while filled < want {
+            match reader.read(&mut buf[filled..want]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         if let Some(p) = progress {
             p.set_position(raw_bytes.load(Ordering::Relaxed));
         }
+        let data = &buf[..filled];
         let cut = if eof {
-            buf.len()
+            filled
         } else {
-            match memchr::memrchr(b'\n', &buf) {
+            match memchr::memrchr(b'\n', data) {
                 Some(p) => p + 1,
-                None => buf.len(), // one enormous line: keep reading into it
+                None => {
+                    // one enormous line: keep reading into it
+                    carry.extend_from_slice(data);
+                    continue;
+                }
             }
         };
-        if !eof && cut == buf.len() && buf.last() != Some(&b'\n') {
-            carry = buf;
-            continue;
-        }
-        carry.extend_from_slice(&buf[cut..]);
-        buf.truncate(cut);
-        let unterminated = eof && buf.last().is_some_and(|b| *b != b'\n');
-        dispatch(file, buf, &mut header, &mut line_no, unterminated, tx);
+        carry.extend_from_slice(&data[cut..]);
+        let unterminated = eof && data[..cut].last().is_some_and(|b| *b != b'\n');
+        let buf = Arc::new(buf);
+        dispatch(file, &buf, cut, &mut header, &mut line_no, unterminated, tx);
+        pool.sent(&buf);
         if eof {
             return Ok(());
         }
     }
 }
 
-/// Splits a chunk at header lines: rows go to workers, header lines update `header`.
+/// Splits `buf[..len]` at header lines: rows go to workers, header lines update `header`.
 fn dispatch(
     file: usize,
-    buf: Vec<u8>,
+    buf: &Arc<Vec<u8>>,
+    len: usize,
     header: &mut Arc<TsvHeader>,
     line_no: &mut u64,
     unterminated: bool,
     tx: &crossbeam_channel::Sender<Work>,
 ) {
-    let buf = Arc::new(buf);
-    let len = buf.len();
     let mut seg_start = 0usize;
     let send =
         |start: usize, end: usize, header: &Arc<TsvHeader>, line_no: &mut u64, last: bool| {
@@ -326,16 +381,16 @@ fn dispatch(
             *line_no += lines;
         };
     let mut header_starts: Vec<usize> = Vec::new();
-    if buf.first() == Some(&b'#') {
+    if len > 0 && buf[0] == b'#' {
         header_starts.push(0);
     }
-    header_starts.extend(memchr::memmem::find_iter(&buf[..], b"\n#").map(|p| p + 1));
+    header_starts.extend(memchr::memmem::find_iter(&buf[..len], b"\n#").map(|p| p + 1));
     for h in header_starts {
         if h < seg_start {
             continue;
         }
         send(seg_start, h, header, line_no, false);
-        let eol = memchr::memchr(b'\n', &buf[h..]).map_or(len, |p| h + p);
+        let eol = memchr::memchr(b'\n', &buf[h..len]).map_or(len, |p| h + p);
         let mut line = &buf[h..eol];
         if line.last() == Some(&b'\r') {
             line = &line[..line.len() - 1];

@@ -24,6 +24,9 @@ pub struct TsvHeader {
     columns: Vec<Option<Field>>,
     /// Fields that are present in `#fields`.
     present: FieldSet,
+    /// Per field, one past the last column that holds it (0: absent), so a row is split only as far as
+    /// the wanted fields go.
+    field_end: [usize; NFIELDS],
     /// `#fields` seen in this block.
     active: bool,
     /// The block's header lines as read, so the state can be saved in a checkpoint and rebuilt.
@@ -39,6 +42,7 @@ impl Default for TsvHeader {
             unset_field: b"-".to_vec(),
             columns: Vec::new(),
             present: FieldSet::EMPTY,
+            field_end: [0; NFIELDS],
             active: false,
             lines: Vec::new(),
         }
@@ -117,8 +121,12 @@ impl TsvHeader {
                     .map(Field::from_name)
                     .collect();
                 self.present = FieldSet::EMPTY;
-                for f in columns.iter().flatten() {
-                    self.present = self.present.with(*f);
+                self.field_end = [0; NFIELDS];
+                for (col, f) in columns.iter().enumerate() {
+                    if let Some(f) = f {
+                        self.present = self.present.with(*f);
+                        self.field_end[*f as usize] = col + 1;
+                    }
                 }
                 self.columns = columns;
                 self.active = true;
@@ -160,14 +168,30 @@ pub fn parse_row(header: &TsvHeader, line: &[u8], opts: &ParseOptions) -> Line {
     let mut slots: [Option<&[u8]>; NFIELDS] = [None; NFIELDS];
     let mut ncols = 0usize;
     if let [sep] = header.separator.as_slice() {
+        // Columns past the last wanted one are only counted (a vectorised count, not a split).
+        let need = Field::ALL
+            .iter()
+            .filter(|f| opts.wanted.contains(**f))
+            .map(|f| header.field_end[*f as usize])
+            .max()
+            .unwrap_or(0);
         let mut start = 0;
+        let mut done = false;
         for pos in memchr::memchr_iter(*sep, line) {
             record_col(header, opts, ncols, &line[start..pos], &mut slots);
             ncols += 1;
             start = pos + 1;
+            if ncols == need {
+                done = true;
+                break;
+            }
         }
-        record_col(header, opts, ncols, &line[start..], &mut slots);
-        ncols += 1;
+        if done {
+            ncols += memchr::memchr_iter(*sep, &line[start..]).count() + 1;
+        } else {
+            record_col(header, opts, ncols, &line[start..], &mut slots);
+            ncols += 1;
+        }
     } else {
         for v in split(line, &header.separator) {
             record_col(header, opts, ncols, v, &mut slots);

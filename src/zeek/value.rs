@@ -36,10 +36,56 @@ fn hex(b: u8) -> Option<u8> {
 
 /// A decimal number as Zeek writes `time`, `interval` and `double` (also accepts exponents).
 pub fn parse_f64(raw: &[u8]) -> Option<f64> {
-    // Fast path for the common `digits.digits` shape; exact to the 6 decimals Zeek writes.
+    if let Some(v) = fast_decimal(raw) {
+        return Some(v);
+    }
     let s = std::str::from_utf8(raw).ok()?;
     let v: f64 = s.parse().ok()?;
     v.is_finite().then_some(v)
+}
+
+/// The common `digits[.digits]` shape, when its digits as an integer fit a double's 53-bit mantissa and
+/// there are at most 22 decimals: then `digits / 10^decimals` is one correctly rounded division of two exact
+/// doubles, the same value `str::parse` gives (Clinger's fast path). `None`: use the general parser.
+fn fast_decimal(raw: &[u8]) -> Option<f64> {
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    if raw.is_empty() || raw.len() > 20 {
+        return None;
+    }
+    let mut m: u64 = 0;
+    let mut int_digits = 0usize;
+    let mut i = 0;
+    while i < raw.len() && raw[i].is_ascii_digit() {
+        m = m * 10 + u64::from(raw[i] - b'0');
+        int_digits += 1;
+        i += 1;
+    }
+    if int_digits == 0 {
+        return None;
+    }
+    let mut decimals = 0usize;
+    if i < raw.len() {
+        if raw[i] != b'.' {
+            return None;
+        }
+        i += 1;
+        while i < raw.len() && raw[i].is_ascii_digit() {
+            m = m * 10 + u64::from(raw[i] - b'0');
+            decimals += 1;
+            i += 1;
+        }
+        if decimals == 0 || i != raw.len() {
+            return None;
+        }
+    }
+    // At most 19 digits were read (20 bytes with the dot), so `m` did not overflow.
+    if m > 1 << 53 {
+        return None;
+    }
+    Some(m as f64 / *POW10.get(decimals)?)
 }
 
 pub fn parse_u64(raw: &[u8]) -> Option<u64> {
@@ -62,9 +108,42 @@ pub fn parse_port(raw: &[u8]) -> Option<u16> {
 
 /// An IPv4 or IPv6 address; IPv4-mapped IPv6 (`::ffff:1.2.3.4`) becomes the IPv4 address.
 pub fn parse_addr(raw: &[u8]) -> Option<IpAddr> {
+    if let Some(v4) = fast_ipv4(raw) {
+        return Some(IpAddr::V4(v4));
+    }
     let s = std::str::from_utf8(raw).ok()?;
     let ip: IpAddr = s.parse().ok()?;
     Some(ip.to_canonical())
+}
+
+/// Dotted-quad IPv4 in the strict form `str::parse` accepts (1 to 3 digits per octet, no leading zero,
+/// at most 255), straight from the bytes; `None` for anything else (then the general parser decides).
+fn fast_ipv4(raw: &[u8]) -> Option<std::net::Ipv4Addr> {
+    if raw.len() < 7 || raw.len() > 15 {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, o) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if raw.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u32 = 0;
+        while i < raw.len() && i - start < 3 && raw[i].is_ascii_digit() {
+            v = v * 10 + u32::from(raw[i] - b'0');
+            i += 1;
+        }
+        let len = i - start;
+        if len == 0 || (len > 1 && raw[start] == b'0') {
+            return None;
+        }
+        *o = u8::try_from(v).ok()?;
+    }
+    (i == raw.len()).then(|| std::net::Ipv4Addr::from(octets))
 }
 
 pub fn parse_bool(raw: &[u8]) -> Option<bool> {
@@ -132,6 +211,33 @@ mod tests {
     }
 
     #[test]
+    fn fast_decimals_match_std() {
+        for s in [
+            "0",
+            "0.0",
+            "8.854541",
+            "1713484795.133400",
+            "9007199254740992",
+            "9007199254740993",
+            "0.1",
+            "123456789.123456789",
+            "1.",
+            ".5",
+            "1e5",
+            "-1.5",
+            "00012.50",
+            "1.2.3",
+            "",
+            "99999999999999999999",
+            "0.0000000000000000000001",
+            "12345678901234567890.5",
+        ] {
+            let want = s.parse::<f64>().ok().filter(|v| v.is_finite());
+            assert_eq!(parse_f64(s.as_bytes()), want, "{s}");
+        }
+    }
+
+    #[test]
     fn addresses() {
         assert_eq!(parse_addr(b"10.0.0.1"), "10.0.0.1".parse().ok());
         assert_eq!(parse_addr(b"::ffff:10.0.0.1"), "10.0.0.1".parse().ok());
@@ -141,6 +247,22 @@ mod tests {
             "2001:db8::1".parse().ok()
         );
         assert_eq!(parse_addr(b"10.0.0"), None);
+        for bad in [
+            "10.0.0.256",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1.2.3.",
+            "1..2.3",
+            "1.2.3.4 ",
+            "1111.2.3.4",
+        ] {
+            assert_eq!(parse_addr(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(parse_addr(b"0.0.0.0"), "0.0.0.0".parse().ok());
+        assert_eq!(
+            parse_addr(b"255.255.255.255"),
+            "255.255.255.255".parse().ok()
+        );
         assert_eq!(parse_port(b"65536"), None);
         assert_eq!(parse_port(b"443"), Some(443));
     }

@@ -1,0 +1,148 @@
+//! A flat open-addressing table for the common grouping case (two IPv4 ends, `by = pair`): the key is
+//! `orig << 32 | resp` and lives in the slot next to its sums, so a lookup touches one cache line where a
+//! general hash map touches its control bytes and then the entry. With ~100k groups per worker the table
+//! does not fit in cache, and this lookup is most of a worker's cost.
+
+/// The sums of one IPv4 pair.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PairAgg {
+    pub total_ns: u64,
+    pub count: u64,
+    pub longest_ns: u64,
+    pub bytes: u64,
+}
+
+impl PairAgg {
+    pub fn merge(&mut self, o: &PairAgg) {
+        self.total_ns = self.total_ns.saturating_add(o.total_ns);
+        self.count += o.count;
+        self.longest_ns = self.longest_ns.max(o.longest_ns);
+        self.bytes = self.bytes.saturating_add(o.bytes);
+    }
+}
+
+/// `EMPTY` marks a free slot; that one key (255.255.255.255 to itself) cannot be stored (see [`PairTable::slot`]).
+const EMPTY: u64 = u64::MAX;
+
+#[derive(Debug, Clone, Default)]
+pub struct PairTable {
+    slots: Vec<(u64, PairAgg)>,
+    len: usize,
+}
+
+impl PairTable {
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The sums of `key`, inserted as zero if new; `None` for the one key the table cannot hold.
+    #[inline]
+    pub fn slot(&mut self, key: u64) -> Option<&mut PairAgg> {
+        if key == EMPTY {
+            return None;
+        }
+        // Grow at 3/4 full (linear probing stays short).
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = index(key, mask);
+        loop {
+            let k = self.slots[i].0;
+            if k == key {
+                return Some(&mut self.slots[i].1);
+            }
+            if k == EMPTY {
+                self.len += 1;
+                self.slots[i] = (key, PairAgg::default());
+                return Some(&mut self.slots[i].1);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Asks the CPU to start loading `key`'s slot now, so a later [`PairTable::slot`] finds it in cache
+    /// (a hint only: no effect on results).
+    #[inline]
+    pub fn prefetch(&self, key: u64) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let slot = &self.slots[index(key, self.slots.len() - 1)];
+        // SAFETY: SSE is part of every x86_64 target, and a prefetch never faults: it only reads a valid
+        // slot's address into the cache.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                (slot as *const (u64, PairAgg)).cast(),
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = slot;
+    }
+
+    fn grow(&mut self) {
+        let cap = (self.slots.len() * 2).max(1024);
+        let old = std::mem::replace(&mut self.slots, vec![(EMPTY, PairAgg::default()); cap]);
+        self.len = 0;
+        for (k, v) in old {
+            if k != EMPTY {
+                if let Some(s) = self.slot(k) {
+                    *s = v;
+                }
+            }
+        }
+    }
+
+    /// The stored pairs, in no particular order.
+    pub fn drain(&mut self) -> impl Iterator<Item = (u64, PairAgg)> {
+        self.len = 0;
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .filter(|(k, _)| *k != EMPTY)
+    }
+}
+
+/// Fibonacci hashing: the high bits of the product mix every bit of the key.
+#[inline]
+fn index(key: u64, mask: usize) -> usize {
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn same_sums_as_a_hash_map() {
+        let mut t = PairTable::default();
+        let mut m: HashMap<u64, PairAgg> = HashMap::new();
+        let mut x: u64 = 1;
+        for i in 0..50_000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let key = (x >> 40) << 32 | (x >> 50); // many repeats, some collisions in the low bits
+            let add = PairAgg {
+                total_ns: i,
+                count: 1,
+                longest_ns: i % 97,
+                bytes: i * 3,
+            };
+            if let Some(s) = t.slot(key) {
+                s.merge(&add);
+            }
+            m.entry(key).or_default().merge(&add);
+        }
+        assert_eq!(t.slot(EMPTY), None);
+        let mut got: Vec<_> = t.drain().collect();
+        got.sort_by_key(|(k, _)| *k);
+        let m_len = m.len();
+        let mut want: Vec<_> = m.into_iter().collect();
+        want.sort_by_key(|(k, _)| *k);
+        assert_eq!(got.len(), m_len);
+        assert_eq!(got, want);
+        assert!(t.is_empty());
+    }
+}
