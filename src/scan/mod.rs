@@ -6,11 +6,13 @@
 //! [`tally::Tally`]; the tallies merge at the end. Memory grows with the number of groups, not of records.
 
 mod pairs;
+mod rows;
 pub mod report;
 pub mod tally;
 
 use crate::input::{self, InputPath};
 use crate::zeek::{ConnRecord, Field, FieldSet, LogParser, ParseOptions, SkipReason, TsvHeader};
+use rows::{PairRow, Row, RowPlan};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -112,24 +114,90 @@ fn parse_options(by: GroupMode, uids: bool) -> (ParseOptions, ParseOptions) {
 }
 
 fn work(tally: &mut Tally, w: &Work, opts: &(ParseOptions, ParseOptions)) {
-    let (opts, full) = opts;
     let bytes = &w.buf[w.start..w.end];
     let mut line_no = w.first_line;
+    let mut start = 0;
+    // The fast path takes the plain rows; it hands every other line to the general parser below.
+    if let Some(plan) = tally.takes_pairs().then(|| RowPlan::new(&w.header)).flatten() {
+        let mut pending: Option<(PairRow, &[u8])> = None;
+        let mut records = 0u64;
+        let add = |tally: &mut Tally, (row, line): (PairRow, &[u8])| {
+            tally.add_pair(row.orig_h, row.resp_h, row.duration, row.bytes, || {
+                full_record(w, &opts.1, line)
+            })
+        };
+        start = rows::for_each_row(&plan, bytes, |from, to, row| {
+            match row {
+                Row::Pair(row) => {
+                    records += 1;
+                    tally.prefetch_pair(row.orig_h, row.resp_h);
+                    if let Some(prev) = pending.replace((row, &bytes[from..to])) {
+                        add(tally, prev);
+                    }
+                }
+                Row::Other => general_line(tally, w, opts, &bytes[from..to], line_no, false),
+            }
+            line_no += 1;
+        });
+        if let Some(prev) = pending.take() {
+            add(tally, prev);
+        }
+        tally.add_file_records(w.file, records);
+    }
+    general_lines(tally, w, opts, &bytes[start..], line_no);
+}
+
+/// The fully parsed record of `line` (uid, proto, service, ts), for a row that enters the single table.
+fn full_record(w: &Work, full: &ParseOptions, line: &[u8]) -> Option<ConnRecord> {
+    match LogParser::parse_with(&w.header, full, line) {
+        crate::zeek::Line::Record(r, _) => Some(r),
+        _ => None,
+    }
+}
+
+/// One line through the general parser, added at once.
+fn general_line(
+    tally: &mut Tally,
+    w: &Work,
+    opts: &(ParseOptions, ParseOptions),
+    line: &[u8],
+    line_no: u64,
+    last: bool,
+) {
+    match LogParser::parse_with(&w.header, &opts.0, line) {
+        crate::zeek::Line::Record(rec, bad) => {
+            tally.add(w.file, rec, bad, || full_record(w, &opts.1, line))
+        }
+        crate::zeek::Line::Meta => {}
+        crate::zeek::Line::Skipped(reason) => {
+            let reason = if last && reason != SkipReason::NoHeader {
+                SkipReason::Truncated
+            } else {
+                reason
+            };
+            tally.skip(w.file, line_no, reason)
+        }
+    }
+}
+
+/// The lines of `bytes` through the general parser; `line_no` is the first one's number.
+fn general_lines(
+    tally: &mut Tally,
+    w: &Work,
+    opts: &(ParseOptions, ParseOptions),
+    bytes: &[u8],
+    mut line_no: u64,
+) {
     let mut start = 0;
     // Each record is added one line late: its group's slot is prefetched first, and loads from memory
     // while the next line parses (the group table is far larger than the cache). Record order is kept.
     let mut pending: Option<(ConnRecord, u32, &[u8])> = None;
     let add = |tally: &mut Tally, (rec, bad, line): (ConnRecord, u32, &[u8])| {
-        tally.add(w.file, rec, bad, || {
-            match LogParser::parse_with(&w.header, full, line) {
-                crate::zeek::Line::Record(r, _) => Some(r),
-                _ => None,
-            }
-        })
+        tally.add(w.file, rec, bad, || full_record(w, &opts.1, line))
     };
     let mut handle = |tally: &mut Tally, from: usize, to: usize, line_no: u64, last: bool| {
         let line = &bytes[from..to];
-        match LogParser::parse_with(&w.header, opts, line) {
+        match LogParser::parse_with(&w.header, &opts.0, line) {
             crate::zeek::Line::Record(rec, bad) => {
                 tally.prefetch(&rec);
                 if let Some(prev) = pending.replace((rec, bad, line)) {

@@ -273,8 +273,16 @@ impl Tally {
     /// A hint that `rec` will be added next: starts loading its group's slot (see `work` in `scan`).
     #[inline]
     pub fn prefetch(&self, rec: &ConnRecord) {
-        if let (GroupMode::Pair, Measure::Sum, Some(IpAddr::V4(o)), Some(IpAddr::V4(r))) =
-            (self.opts.by, self.opts.measure, rec.orig_h, rec.resp_h)
+        if let (Some(o), Some(r)) = (rec.orig_h, rec.resp_h) {
+            self.prefetch_pair(o, r);
+        }
+    }
+
+    /// [`Tally::prefetch`] for a record to come through [`Tally::add_pair`].
+    #[inline]
+    pub fn prefetch_pair(&self, orig_h: IpAddr, resp_h: IpAddr) {
+        if let (GroupMode::Pair, Measure::Sum, IpAddr::V4(o), IpAddr::V4(r)) =
+            (self.opts.by, self.opts.measure, orig_h, resp_h)
         {
             self.pairs4.prefetch(pair_key(o, r));
         }
@@ -319,26 +327,10 @@ impl Tally {
             *self.counts.skipped.entry("missing_value").or_default() += 1;
             return;
         };
-        let Some(duration) = rec.duration else {
-            self.counts.unset += 1;
+        let bytes = rec.total_bytes();
+        let Some(ns) = self.admit(orig_h, resp_h, rec.duration) else {
             return;
         };
-        if !self.opts.exclude.is_empty()
-            && self
-                .opts
-                .exclude
-                .iter()
-                .any(|n| n.contains(&orig_h) || n.contains(&resp_h))
-        {
-            self.counts.excluded += 1;
-            return;
-        }
-        if duration < self.opts.min_duration {
-            self.counts.short += 1;
-            return;
-        }
-        self.counts.used += 1;
-        let ns = to_ns(duration);
         let pair4 = match (self.opts.by, self.opts.measure, orig_h, resp_h) {
             (GroupMode::Pair, Measure::Sum, IpAddr::V4(o), IpAddr::V4(r)) => {
                 self.pairs4.slot(pair_key(o, r))
@@ -350,18 +342,120 @@ impl Tally {
                 total_ns: ns,
                 count: 1,
                 longest_ns: ns,
-                bytes: rec.total_bytes(),
+                bytes,
             }),
             None => self.fold_group(&rec, orig_h, resp_h, ns),
         }
+        self.offer_single(orig_h, resp_h, ns, || details().unwrap_or(rec));
+    }
 
+    /// True when records may go through [`Tally::add_pair`]: grouping by pair, summing, no interim input.
+    pub fn takes_pairs(&self) -> bool {
+        self.opts.by == GroupMode::Pair
+            && self.opts.measure == Measure::Sum
+            && !self.opts.any_interim()
+    }
+
+    /// [`Tally::add`] for a conn record of which only the addresses, the duration and the byte total were
+    /// read, valid (`bad_values` = 0), when [`Tally::takes_pairs`]. The caller counts the record for its
+    /// file with [`Tally::add_file_records`].
+    #[inline]
+    pub fn add_pair(
+        &mut self,
+        orig_h: IpAddr,
+        resp_h: IpAddr,
+        duration: Option<f64>,
+        bytes: u64,
+        details: impl FnOnce() -> Option<ConnRecord>,
+    ) {
+        debug_assert!(self.takes_pairs());
+        self.counts.read += 1;
+        let Some(ns) = self.admit(orig_h, resp_h, duration) else {
+            return;
+        };
+        let add = PairAgg {
+            total_ns: ns,
+            count: 1,
+            longest_ns: ns,
+            bytes,
+        };
+        let slot = match (orig_h, resp_h) {
+            (IpAddr::V4(o), IpAddr::V4(r)) => self.pairs4.slot(pair_key(o, r)),
+            _ => None,
+        };
+        match slot {
+            Some(g) => g.merge(&add),
+            None => add_pair(
+                add,
+                self.groups
+                    .entry(GroupKey {
+                        orig_h,
+                        resp_h,
+                        resp_p: None,
+                        proto: None,
+                    })
+                    .or_default(),
+            ),
+        }
+        self.offer_single(orig_h, resp_h, ns, || {
+            details().unwrap_or_else(|| ConnRecord {
+                orig_h: Some(orig_h),
+                resp_h: Some(resp_h),
+                duration,
+                ..ConnRecord::default()
+            })
+        });
+    }
+
+    /// Counts `n` records read from `file` (see [`Tally::add_pair`]).
+    pub fn add_file_records(&mut self, file: usize, n: u64) {
+        if n > 0 {
+            *self.records_per_file.entry(file).or_default() += n;
+        }
+    }
+
+    /// The filters every record passes before it counts: set duration, `--exclude`, `--min-duration`.
+    /// Counts the record where it stops; `Some(duration in ns)` when it is used.
+    #[inline]
+    fn admit(&mut self, orig_h: IpAddr, resp_h: IpAddr, duration: Option<f64>) -> Option<u64> {
+        let Some(duration) = duration else {
+            self.counts.unset += 1;
+            return None;
+        };
+        if !self.opts.exclude.is_empty()
+            && self
+                .opts
+                .exclude
+                .iter()
+                .any(|n| n.contains(&orig_h) || n.contains(&resp_h))
+        {
+            self.counts.excluded += 1;
+            return None;
+        }
+        if duration < self.opts.min_duration {
+            self.counts.short += 1;
+            return None;
+        }
+        self.counts.used += 1;
+        Some(to_ns(duration))
+    }
+
+    /// Puts a used record in the single table if it ranks; `full` is asked for only then.
+    #[inline]
+    fn offer_single(
+        &mut self,
+        orig_h: IpAddr,
+        resp_h: IpAddr,
+        ns: u64,
+        full: impl FnOnce() -> ConnRecord,
+    ) {
         if self.opts.top > 0
             && self.top.len() >= self.opts.top
             && self.top.peek().is_some_and(|w| w.0.duration_ns > ns)
         {
             return; // cannot enter the table: no need to build the row
         }
-        let full = details().unwrap_or(rec);
+        let full = full();
         let row = SingleRow {
             duration_ns: ns,
             orig_h,

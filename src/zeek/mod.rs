@@ -14,6 +14,9 @@ mod tsv;
 mod value;
 
 pub use tsv::TsvHeader;
+/// The value parsers, for readers that split lines themselves (`scan`'s fast path) and must accept exactly
+/// what [`LogParser`] accepts.
+pub use value::{fast_decimal, parse_addr, parse_port, parse_u64};
 
 use compact_str::CompactString;
 use std::fmt;

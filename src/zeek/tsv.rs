@@ -82,6 +82,21 @@ impl TsvHeader {
         &self.set_separator
     }
 
+    /// The column separator of this block.
+    pub fn separator(&self) -> &[u8] {
+        &self.separator
+    }
+
+    /// The text that marks an unset value (`-` by default).
+    pub fn unset_field(&self) -> &[u8] {
+        &self.unset_field
+    }
+
+    /// For each column of `#fields`, the known field it holds.
+    pub fn columns(&self) -> &[Option<Field>] {
+        &self.columns
+    }
+
     pub(super) fn has_separator(&self, line: &[u8]) -> bool {
         match self.separator.as_slice() {
             [b] => memchr::memchr(*b, line).is_some(),

@@ -47,7 +47,7 @@ pub fn parse_f64(raw: &[u8]) -> Option<f64> {
 /// The common `digits[.digits]` shape, when its digits as an integer fit a double's 53-bit mantissa and
 /// there are at most 22 decimals: then `digits / 10^decimals` is one correctly rounded division of two exact
 /// doubles, the same value `str::parse` gives (Clinger's fast path). `None`: use the general parser.
-fn fast_decimal(raw: &[u8]) -> Option<f64> {
+pub fn fast_decimal(raw: &[u8]) -> Option<f64> {
     const POW10: [f64; 23] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
         1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
