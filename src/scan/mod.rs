@@ -83,7 +83,7 @@ pub const SCAN_FIELDS: FieldSet = FieldSet::of(&[
 
 /// The fields every record needs for the tallies and the summary counts; text fields (uid, proto, service)
 /// are parsed only for the few records that enter the single table.
-fn parse_options(by: GroupMode, uids: bool) -> (ParseOptions, ParseOptions) {
+pub(crate) fn parse_options(by: GroupMode, uids: bool) -> (ParseOptions, ParseOptions) {
     let mut tally_fields = FieldSet::of(&[
         Field::Ts,
         Field::OrigH,

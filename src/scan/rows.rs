@@ -306,4 +306,106 @@ mod tests {
             assert!(!plain_decimal(bad.as_bytes()), "{bad}");
         }
     }
+
+    mod agrees_with_the_general_parser {
+        use super::super::*;
+        use crate::scan::{parse_options, GroupMode};
+        use crate::zeek::{Line, LogParser};
+        use proptest::prelude::*;
+
+        const COLUMNS: [&str; 13] = [
+            "ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service",
+            "duration", "orig_bytes", "resp_bytes", "history", "extra",
+        ];
+
+        /// Values for a column: mostly its plain form, sometimes anything Zeek logs or damage can hold.
+        fn value(col: &'static str) -> BoxedStrategy<String> {
+            let plain: Vec<&str> = match col {
+                "ts" => vec!["1713484795.133400", "1713484795", "0.000001"],
+                "id.orig_h" | "id.resp_h" => vec!["10.0.0.1", "192.0.2.77", "2001:db8::1", "::ffff:10.1.2.3"],
+                "id.orig_p" | "id.resp_p" => vec!["443", "0", "65535"],
+                "duration" => vec!["8.854541", "0.000000", "3600", "123456.5"],
+                "orig_bytes" | "resp_bytes" => vec!["0", "95517", "18446744073709551615"],
+                _ => vec!["CI49CYT0qv8YgaGnEz", "tcp", "ShADadFf"],
+            };
+            let odd = vec![
+                "-", "(empty)", "", "XXXXXXXXXX.XXXXXX", "2024-04-19T00:00:01Z", "70000", "1e3", "-1",
+                "10.0.0.256", "01.2.3.4", "a\\x09b", "{", "#x", "x\r", "1.2.3", " 5", "123456789012345678901",
+            ];
+            prop_oneof![
+                4 => proptest::sample::select(plain).prop_map(str::to_string),
+                1 => proptest::sample::select(odd).prop_map(str::to_string),
+                1 => "[0-9.]{0,22}",
+            ]
+            .boxed()
+        }
+
+        fn layout() -> impl Strategy<Value = Vec<&'static str>> {
+            proptest::sample::subsequence(COLUMNS.to_vec(), 2..=COLUMNS.len())
+                .prop_filter("both addresses", |c| c.contains(&"id.orig_h") && c.contains(&"id.resp_h"))
+                .prop_shuffle()
+        }
+
+        fn case() -> impl Strategy<Value = (Vec<&'static str>, Vec<String>, bool)> {
+            layout().prop_flat_map(|cols| {
+                let row = cols.iter().map(|c| value(c)).collect::<Vec<_>>();
+                // Now and then a row with a column too many or too few.
+                let line = (row, 0..12usize).prop_map(|(mut vals, shape)| {
+                    match shape {
+                        0 => vals.push("extra".into()),
+                        1 => {
+                            vals.pop();
+                        }
+                        _ => {}
+                    }
+                    vals.join("\t")
+                });
+                (Just(cols), proptest::collection::vec(line, 0..40), any::<bool>())
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn plain_rows_read_as_the_general_parser_reads_them((cols, lines, cut) in case()) {
+                let header = TsvHeader::from_lines([
+                    b"#separator \\x09".to_vec(),
+                    format!("#fields\t{}", cols.join("\t")).into_bytes(),
+                ]);
+                let plan = RowPlan::new(&header).expect("plan");
+                let mut body = lines.join("\n");
+                if !cut && !lines.is_empty() {
+                    body.push('\n');
+                }
+                let bytes = body.as_bytes();
+                let opts = parse_options(GroupMode::Pair, false).0;
+                let mut seen = Vec::new();
+                let rest = for_each_row(&plan, bytes, |from, to, row| {
+                    seen.push((from, to));
+                    if let Row::Pair(r) = row {
+                        let line = &bytes[from..to];
+                        match LogParser::parse_with(&header, &opts, line) {
+                            Line::Record(rec, bad) => {
+                                assert_eq!(bad, 0, "{:?}", String::from_utf8_lossy(line));
+                                assert_eq!(rec.orig_h, Some(r.orig_h));
+                                assert_eq!(rec.resp_h, Some(r.resp_h));
+                                assert_eq!(rec.duration, r.duration);
+                                assert_eq!(rec.total_bytes(), r.bytes);
+                            }
+                            other => panic!("{:?}: fast path read a row the parser gives as {other:?}",
+                                String::from_utf8_lossy(line)),
+                        }
+                    }
+                });
+                // Every complete line, in order, and the offset after the last newline.
+                let mut want = Vec::new();
+                let mut start = 0;
+                for nl in memchr::memchr_iter(b'\n', bytes) {
+                    want.push((start, nl));
+                    start = nl + 1;
+                }
+                prop_assert_eq!(seen, want);
+                prop_assert_eq!(rest, start);
+            }
+        }
+    }
 }

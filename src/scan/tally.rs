@@ -594,17 +594,22 @@ impl Tally {
     pub fn groups(&mut self) -> Vec<GroupRow> {
         let mut spans = std::mem::take(&mut self.spans);
         let covered = self.opts.measure == Measure::Covered;
-        for (k, v) in self.pairs4.drain() {
+        // The two maps hold different keys: a key goes to `pairs4` exactly when both ends are IPv4 (and
+        // by = pair, measure = sum), whatever worker saw it.
+        let pairs4 = self.pairs4.drain().map(|(k, v)| {
             let key = GroupKey {
                 orig_h: IpAddr::V4(std::net::Ipv4Addr::from((k >> 32) as u32)),
                 resp_h: IpAddr::V4(std::net::Ipv4Addr::from(k as u32)),
                 resp_p: None,
                 proto: None,
             };
-            add_pair(v, self.groups.entry(key).or_default());
-        }
+            let mut agg = GroupAgg::default();
+            add_pair(v, &mut agg);
+            (key, agg)
+        });
         let mut rows: Vec<GroupRow> = std::mem::take(&mut self.groups)
             .into_iter()
+            .chain(pairs4)
             .map(|(key, mut agg)| {
                 if covered {
                     let union = spans.remove(&key).map_or(0, crate::window::union_length);
@@ -616,6 +621,13 @@ impl Tally {
                 GroupRow { key, agg }
             })
             .collect();
+        // Only the top rows and their ties need the full order (which formats addresses as text).
+        let top = self.opts.top;
+        if top > 0 && rows.len() > top {
+            rows.select_nth_unstable_by(top - 1, |a, b| b.agg.measure_ns.cmp(&a.agg.measure_ns));
+            let floor = rows[top - 1].agg.measure_ns;
+            rows.retain(|r| r.agg.measure_ns >= floor);
+        }
         // Text forms once, not per comparison.
         let mut keyed: Vec<(String, String, GroupRow)> = rows
             .drain(..)
@@ -728,5 +740,35 @@ mod tests {
         r.resp_p = Some(22);
         t.add(0, r, 0, || None);
         assert_eq!(t.groups().len(), 2);
+    }
+
+    #[test]
+    fn top_groups_with_many_ties_match_the_full_order() {
+        // Totals drawn from few values (many ties), IPv4 and IPv6 ends, and the fast-path entry point.
+        let fill = |top: usize| {
+            let mut t = Tally::new(opts(top));
+            let mut x: u64 = 3;
+            for i in 0..3000u64 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let o = format!("10.0.{}.{}", (x >> 40) % 3, (x >> 50) % 40);
+                let r = if i % 7 == 0 {
+                    format!("2001:db8::{:x}", (x >> 20) % 9)
+                } else {
+                    format!("192.0.2.{}", (x >> 30) % 11)
+                };
+                let d = ((x >> 33) % 4) as f64;
+                match (o.parse(), r.parse()) {
+                    (Ok(o), Ok(r)) if i % 2 == 0 => t.add_pair(o, r, Some(d), 1, || None),
+                    _ => t.add(0, rec(&o, &r, Some(d), "u"), 0, || None),
+                }
+            }
+            t.groups()
+        };
+        let all = fill(0);
+        assert!(all.len() > 500);
+        for top in [1, 2, 5, 17, 100, all.len(), all.len() + 3] {
+            let want = &all[..top.min(all.len())];
+            assert_eq!(fill(top), want, "top {top}");
+        }
     }
 }
