@@ -6,8 +6,8 @@
 //! [`tally::Tally`]; the tallies merge at the end. Memory grows with the number of groups, not of records.
 
 mod pairs;
-mod rows;
 pub mod report;
+mod rows;
 pub mod tally;
 
 use crate::input::{self, InputPath};
@@ -118,7 +118,11 @@ fn work(tally: &mut Tally, w: &Work, opts: &(ParseOptions, ParseOptions)) {
     let mut line_no = w.first_line;
     let mut start = 0;
     // The fast path takes the plain rows; it hands every other line to the general parser below.
-    if let Some(plan) = tally.takes_pairs().then(|| RowPlan::new(&w.header)).flatten() {
+    if let Some(plan) = tally
+        .takes_pairs()
+        .then(|| RowPlan::new(&w.header))
+        .flatten()
+    {
         let mut pending: Option<(PairRow, &[u8])> = None;
         let mut records = 0u64;
         let add = |tally: &mut Tally, (row, line): (PairRow, &[u8])| {

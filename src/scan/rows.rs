@@ -110,7 +110,11 @@ pub enum Row {
 
 /// Walks the complete lines of `bytes` (up to its last newline) and calls `each(line_start, line_end,
 /// row)` for each, in order; returns the offset after the last newline (the caller parses the rest).
-pub fn for_each_row(plan: &RowPlan, bytes: &[u8], mut each: impl FnMut(usize, usize, Row)) -> usize {
+pub fn for_each_row(
+    plan: &RowPlan,
+    bytes: &[u8],
+    mut each: impl FnMut(usize, usize, Row),
+) -> usize {
     let mut spans: Spans = [(0, 0); SLOTS];
     let mut line_start = 0usize;
     let mut field_start = 0usize;
@@ -185,7 +189,8 @@ fn read_row(plan: &RowPlan, bytes: &[u8], start: usize, end: usize, spans: &Span
     };
     // Each value: its plain form, or the unset marker (or no such column: unset too).
     let set = |slot: usize| plan.present[slot] && field(slot) != unset;
-    let (Some(orig_h), Some(resp_h)) = (parse_addr(field(ORIG_H)), parse_addr(field(RESP_H))) else {
+    let (Some(orig_h), Some(resp_h)) = (parse_addr(field(ORIG_H)), parse_addr(field(RESP_H)))
+    else {
         return Row::Other;
     };
     let number = |slot: usize| -> Result<Option<u64>, ()> {
@@ -302,7 +307,16 @@ mod tests {
         for ok in ["1", "1713484795.133400", "0.5", "12."[..2].as_ref()] {
             assert!(plain_decimal(ok.as_bytes()), "{ok}");
         }
-        for bad in ["", ".5", "5.", "1.2.3", "1e5", "-1", "XXXXXXXXXX.XXXXXX", "1 "] {
+        for bad in [
+            "",
+            ".5",
+            "5.",
+            "1.2.3",
+            "1e5",
+            "-1",
+            "XXXXXXXXXX.XXXXXX",
+            "1 ",
+        ] {
             assert!(!plain_decimal(bad.as_bytes()), "{bad}");
         }
     }
@@ -314,23 +328,51 @@ mod tests {
         use proptest::prelude::*;
 
         const COLUMNS: [&str; 13] = [
-            "ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service",
-            "duration", "orig_bytes", "resp_bytes", "history", "extra",
+            "ts",
+            "uid",
+            "id.orig_h",
+            "id.orig_p",
+            "id.resp_h",
+            "id.resp_p",
+            "proto",
+            "service",
+            "duration",
+            "orig_bytes",
+            "resp_bytes",
+            "history",
+            "extra",
         ];
 
         /// Values for a column: mostly its plain form, sometimes anything Zeek logs or damage can hold.
         fn value(col: &'static str) -> BoxedStrategy<String> {
             let plain: Vec<&str> = match col {
                 "ts" => vec!["1713484795.133400", "1713484795", "0.000001"],
-                "id.orig_h" | "id.resp_h" => vec!["10.0.0.1", "192.0.2.77", "2001:db8::1", "::ffff:10.1.2.3"],
+                "id.orig_h" | "id.resp_h" => {
+                    vec!["10.0.0.1", "192.0.2.77", "2001:db8::1", "::ffff:10.1.2.3"]
+                }
                 "id.orig_p" | "id.resp_p" => vec!["443", "0", "65535"],
                 "duration" => vec!["8.854541", "0.000000", "3600", "123456.5"],
                 "orig_bytes" | "resp_bytes" => vec!["0", "95517", "18446744073709551615"],
                 _ => vec!["CI49CYT0qv8YgaGnEz", "tcp", "ShADadFf"],
             };
             let odd = vec![
-                "-", "(empty)", "", "XXXXXXXXXX.XXXXXX", "2024-04-19T00:00:01Z", "70000", "1e3", "-1",
-                "10.0.0.256", "01.2.3.4", "a\\x09b", "{", "#x", "x\r", "1.2.3", " 5", "123456789012345678901",
+                "-",
+                "(empty)",
+                "",
+                "XXXXXXXXXX.XXXXXX",
+                "2024-04-19T00:00:01Z",
+                "70000",
+                "1e3",
+                "-1",
+                "10.0.0.256",
+                "01.2.3.4",
+                "a\\x09b",
+                "{",
+                "#x",
+                "x\r",
+                "1.2.3",
+                " 5",
+                "123456789012345678901",
             ];
             prop_oneof![
                 4 => proptest::sample::select(plain).prop_map(str::to_string),
@@ -342,7 +384,9 @@ mod tests {
 
         fn layout() -> impl Strategy<Value = Vec<&'static str>> {
             proptest::sample::subsequence(COLUMNS.to_vec(), 2..=COLUMNS.len())
-                .prop_filter("both addresses", |c| c.contains(&"id.orig_h") && c.contains(&"id.resp_h"))
+                .prop_filter("both addresses", |c| {
+                    c.contains(&"id.orig_h") && c.contains(&"id.resp_h")
+                })
                 .prop_shuffle()
         }
 
@@ -360,7 +404,11 @@ mod tests {
                     }
                     vals.join("\t")
                 });
-                (Just(cols), proptest::collection::vec(line, 0..40), any::<bool>())
+                (
+                    Just(cols),
+                    proptest::collection::vec(line, 0..40),
+                    any::<bool>(),
+                )
             })
         }
 

@@ -749,7 +749,9 @@ mod tests {
             let mut t = Tally::new(opts(top));
             let mut x: u64 = 3;
             for i in 0..3000u64 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let o = format!("10.0.{}.{}", (x >> 40) % 3, (x >> 50) % 40);
                 let r = if i % 7 == 0 {
                     format!("2001:db8::{:x}", (x >> 20) % 9)
