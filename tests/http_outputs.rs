@@ -568,3 +568,286 @@ async fn receiver_outage_is_transient_and_delivery_resumes() {
     assert_eq!((st.created, st.conflicts), (80, 0));
     assert_eq!(st.docs.len(), 80);
 }
+
+/// A CA, a `localhost` server certificate and a client certificate it signed, written to `dir` as
+/// `ca.pem`, `client.pem`, `client.key` (and `other.key`, a key of no certificate); the server asks every
+/// client for a certificate from that CA.
+fn mutual_pki(dir: &std::path::Path) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let srv_key = rcgen::KeyPair::generate().expect("key");
+    let srv = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .signed_by(&srv_key, &ca, &ca_key)
+        .expect("server cert");
+    let cli_key = rcgen::KeyPair::generate().expect("key");
+    let cli = rcgen::CertificateParams::new(vec!["sensor-1".to_string()])
+        .expect("params")
+        .signed_by(&cli_key, &ca, &ca_key)
+        .expect("client cert");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    std::fs::write(dir.join("client.pem"), cli.pem()).expect("write");
+    std::fs::write(dir.join("client.key"), cli_key.serialize_pem()).expect("write");
+    let other = rcgen::KeyPair::generate().expect("key");
+    std::fs::write(dir.join("other.key"), other.serialize_pem()).expect("write");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).expect("root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("verifier");
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(srv_key.serialize_der().into());
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![srv.der().clone()], key)
+            .expect("server config"),
+    )
+}
+
+/// Mutual TLS: with `client_cert` and `client_key` the server takes the alerts; without them it refuses
+/// the connection and nothing is stored.
+#[tokio::test]
+async fn mutual_tls_with_a_client_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = mutual_pki(dir.path());
+    let rx = Receiver::start_tls(Mode::Elastic { auth: None }, server).await;
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let with_cert = format!(
+        "ca_file = {:?}\nclient_cert = {:?}\nclient_key = {:?}\ntimeout = \"5s\"\n",
+        path("ca.pem"),
+        path("client.pem"),
+        path("client.key")
+    );
+    let mut out = output(&es_config_at(&rx.https_url("localhost", ""), &with_cert));
+    let batch = alerts(1, 25);
+    out.deliver(&batch)
+        .await
+        .expect("delivered with a client certificate");
+    assert_docs(&rx, &batch, "logs-longconn.alert-default");
+
+    let without = format!("ca_file = {:?}\ntimeout = \"5s\"\n", path("ca.pem"));
+    let mut out = output(&es_config_at(&rx.https_url("localhost", ""), &without));
+    let r = out.deliver(&alerts(500, 5)).await;
+    assert!(
+        r.is_err(),
+        "the server asks for a client certificate: {r:?}"
+    );
+    assert_eq!(rx.state().docs.len(), 25);
+}
+
+/// Client certificate and proxy settings are checked at load, every mistake reported with its key.
+#[test]
+fn client_certificate_and_proxy_mistakes_are_reported_at_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _ = mutual_pki(dir.path());
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let errors = |extra: &str| -> Vec<String> {
+        let text =
+            format!("url = \"https://siem.example:9200\"\nformat = \"elasticsearch\"\n{extra}");
+        let table: toml::Table = text.parse().expect("TOML");
+        match HttpConfig::from_raw(&table, "output[0]") {
+            Ok(_) => Vec::new(),
+            Err(errs) => errs
+                .iter()
+                .map(|e| format!("{}: {}", e.key, e.reason))
+                .collect(),
+        }
+    };
+    let e = errors(&format!("client_cert = {:?}\n", path("client.pem")));
+    assert!(
+        e.iter()
+            .any(|e| e.starts_with("output[0].client_key: missing")),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "client_cert = {:?}\nclient_key = {:?}\n",
+        path("client.pem"),
+        path("other.key")
+    ));
+    assert!(
+        e.iter()
+            .any(|e| e.starts_with("output[0].client_key:") && e.contains("not the key")),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "client_cert = {:?}\nclient_key = {:?}\n",
+        path("client.key"),
+        path("client.key")
+    ));
+    assert!(
+        e.iter().any(|e| e.starts_with("output[0].client_cert:")),
+        "{e:?}"
+    );
+    // Several at once: a proxy URL with credentials, a username without a password, a missing key file.
+    let e = errors(&format!(
+        "proxy = \"http://u:p@proxy:3128\"\nproxy_username = \"u\"\nclient_cert = {:?}\nclient_key = \"/nonexistent/k.pem\"\n",
+        path("client.pem")
+    ));
+    assert!(
+        e.iter()
+            .any(|e| e.starts_with("output[0].proxy:") && !e.contains(":p@")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|e| e.starts_with("output[0].client_key: cannot read")),
+        "{e:?}"
+    );
+    let e = errors("proxy = \"http://proxy:3128\"\nproxy_username = \"u\"\n");
+    assert!(
+        e.iter()
+            .any(|e| e.starts_with("output[0].proxy_password: missing")),
+        "{e:?}"
+    );
+    let e = errors("proxy = \"socks5://proxy:1080\"\n");
+    assert!(e.iter().any(|e| e.starts_with("output[0].proxy:")), "{e:?}");
+    assert!(errors("proxy = \"none\"\n").is_empty());
+    assert!(errors(&format!(
+        "proxy = \"http://proxy:3128\"\nproxy_username = \"u\"\nproxy_password = \"p\"\nclient_cert = {:?}\nclient_key = {:?}\n",
+        path("client.pem"),
+        path("client.key")
+    ))
+    .is_empty());
+}
+
+/// A real tinyproxy (Debian's package), with Basic authentication, running for one test.
+struct Tinyproxy {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tinyproxy {
+    /// `None` when tinyproxy is not installed (the test is then skipped, unless CI requires it).
+    fn start() -> Option<Tinyproxy> {
+        let found = std::process::Command::new("tinyproxy")
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            if std::env::var("LONGCONN_REQUIRE_TINYPROXY").as_deref() == Ok("1") {
+                panic!("tinyproxy not found and LONGCONN_REQUIRE_TINYPROXY=1: apt-get install tinyproxy");
+            }
+            eprintln!("SKIPPED: tinyproxy not installed (apt-get install tinyproxy)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let log = dir.path().join("tinyproxy.log");
+        let conf = dir.path().join("tinyproxy.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 30\nLogLevel Connect\nLogFile \"{}\"\nMaxClients 20\nAllow 127.0.0.1\nBasicAuth sensor s3cret\n",
+                log.display()
+            ),
+        )
+        .expect("write conf");
+        let child = std::process::Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start tinyproxy");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tinyproxy did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Tinyproxy {
+            child,
+            port,
+            log,
+            _dir: dir,
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Through a real proxy: plain HTTP is forwarded (tinyproxy adds its `Via` header), HTTPS is tunnelled
+/// with CONNECT to a TLS server; wrong or no proxy credentials deliver nothing.
+#[tokio::test]
+async fn delivery_through_a_real_http_proxy() {
+    let Some(proxy) = Tinyproxy::start() else {
+        return;
+    };
+    let via = |user_pass: &str| {
+        format!(
+            "proxy = \"http://127.0.0.1:{}\"\n{user_pass}timeout = \"5s\"\n",
+            proxy.port
+        )
+    };
+    let good = "proxy_username = \"sensor\"\nproxy_password = \"s3cret\"\n";
+
+    let rx = Receiver::start(Mode::Elastic { auth: None }).await;
+    let mut out = output(&es_config(&rx, &via(good)));
+    let batch = alerts(1, 30);
+    out.deliver(&batch)
+        .await
+        .expect("delivered through the proxy");
+    assert_docs(&rx, &batch, "logs-longconn.alert-default");
+    let vias: Vec<String> = rx
+        .state()
+        .requests
+        .iter()
+        .map(|r| r.headers.get("via").cloned().unwrap_or_default())
+        .collect();
+    assert!(vias.iter().all(|v| v.contains("tinyproxy")), "{vias:?}");
+
+    let (ca_pem, server) = test_pki();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), ca_pem).expect("write CA");
+    let tls_rx = Receiver::start_tls(Mode::Elastic { auth: None }, server).await;
+    let extra = format!(
+        "ca_file = {:?}\n{}",
+        dir.path().join("ca.pem").display().to_string(),
+        via(good)
+    );
+    let mut out = output(&es_config_at(&tls_rx.https_url("localhost", ""), &extra));
+    let batch = alerts(100, 20);
+    out.deliver(&batch)
+        .await
+        .expect("delivered through a CONNECT tunnel");
+    assert_docs(&tls_rx, &batch, "logs-longconn.alert-default");
+    let log = proxy.log();
+    assert!(
+        log.contains(&format!("CONNECT localhost:{}", tls_rx.addr.port())),
+        "{log}"
+    );
+
+    let wrong = "proxy_username = \"sensor\"\nproxy_password = \"wrong\"\n";
+    let mut out = output(&es_config(&rx, &via(wrong)));
+    let r = out.deliver(&alerts(200, 5)).await;
+    assert!(r.is_err(), "{r:?}");
+    let mut out = output(&es_config(&rx, &via("")));
+    let r = out.deliver(&alerts(300, 5)).await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(rx.state().docs.len(), 30);
+}

@@ -159,11 +159,30 @@ pub struct HttpConfig {
     /// Extra trust anchors (PEM); with none, the system's roots are used.
     pub ca_file: Option<PathBuf>,
     pub ca_certs: Vec<CertificateDer<'static>>,
+    /// A client certificate (PEM chain, leaf first) and its private key (PEM), for servers that ask for
+    /// one (mutual TLS); both files are read and checked at load and read again when the client is built.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub proxy: ProxySetting,
     /// Extra headers; values are marked sensitive (they may be credentials).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub auth: Auth,
     pub splunk: Option<SplunkConfig>,
     pub elastic: Option<ElasticConfig>,
+}
+
+/// How requests reach the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxySetting {
+    /// `proxy` not set: the environment's `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`, if any.
+    Environment,
+    /// `proxy = "none"`: always straight to the server, whatever the environment says.
+    Direct,
+    /// `proxy = "http://HOST:PORT"`: every request through this proxy (HTTPS tunnelled with `CONNECT`),
+    /// with `proxy_username` and `proxy_password` (Basic) if the proxy asks for them.
+    Via {
+        url: Url,
+        auth: Option<(String, Secret)>,
+    },
 }
 
 pub const DEFAULT_BATCH_SIZE: usize = 500;
@@ -183,6 +202,13 @@ const COMMON_KEYS: &[&str] = &[
     "gzip",
     "timeout",
     "ca_file",
+    "client_cert",
+    "client_key",
+    "proxy",
+    "proxy_username",
+    "proxy_password",
+    "proxy_password_file",
+    "proxy_password_env",
     "headers",
 ];
 const TOKEN_KEYS: &[&str] = &["token", "token_file", "token_env"];
@@ -467,6 +493,9 @@ impl HttpConfig {
             },
         };
 
+        let client_cert = read_client_cert(&mut r);
+        let proxy = read_proxy(&mut r);
+
         let headers = read_headers(&mut r);
 
         let auth = read_auth(&mut r, format);
@@ -516,6 +545,8 @@ impl HttpConfig {
                 timeout,
                 ca_file,
                 ca_certs,
+                client_cert,
+                proxy,
                 headers,
                 auth,
                 splunk,
@@ -544,6 +575,23 @@ impl HttpConfig {
         t.insert("timeout".into(), format_duration(self.timeout).into());
         if let Some(p) = &self.ca_file {
             t.insert("ca_file".into(), p.display().to_string().into());
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            t.insert("client_cert".into(), cert.display().to_string().into());
+            t.insert("client_key".into(), key.display().to_string().into());
+        }
+        match &self.proxy {
+            ProxySetting::Environment => {}
+            ProxySetting::Direct => {
+                t.insert("proxy".into(), "none".into());
+            }
+            ProxySetting::Via { url, auth } => {
+                t.insert("proxy".into(), url.as_str().into());
+                if let Some((user, password)) = auth {
+                    t.insert("proxy_username".into(), user.clone().into());
+                    password.to_toml("proxy_password", &mut t);
+                }
+            }
         }
         if !self.headers.is_empty() {
             let headers: toml::Table = self
@@ -603,6 +651,163 @@ fn parse_url(text: &str) -> Result<Url, String> {
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("{text:?}: a query or fragment is not allowed"));
+    }
+    Ok(url)
+}
+
+/// `client_cert` and `client_key`: both or neither; the chain and the key must parse and belong together.
+fn read_client_cert(r: &mut Reader<'_>) -> Option<(PathBuf, PathBuf)> {
+    let cert = r.text("client_cert");
+    let key = r.text("client_key");
+    match (cert, key) {
+        (None, None) => None,
+        (Some(_), None) if !r.table.contains_key("client_key") => {
+            r.push("client_key", "missing: client_cert needs its client_key");
+            None
+        }
+        (None, Some(_)) if !r.table.contains_key("client_cert") => {
+            r.push("client_cert", "missing: client_key needs its client_cert");
+            None
+        }
+        (Some(cert), Some(key)) => {
+            let paths = (PathBuf::from(cert), PathBuf::from(key));
+            match load_client_identity(&paths.0, &paths.1) {
+                Ok(_) => Some(paths),
+                Err((field, reason)) => {
+                    r.push(field, reason);
+                    None
+                }
+            }
+        }
+        _ => None, // the other key had a bad value, already reported
+    }
+}
+
+/// Reads a client certificate chain and its key (PEM) and checks that the key is the leaf's: the pair is
+/// ready for rustls. The error names the key (`client_cert` or `client_key`) at fault.
+pub(crate) fn load_client_identity(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<
+    (
+        Vec<CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    ),
+    (&'static str, String),
+> {
+    use rustls_pki_types::pem::PemObject;
+    let chain = read_certs(&cert.display().to_string()).map_err(|e| ("client_cert", e))?;
+    let bytes = std::fs::read(key)
+        .map_err(|e| ("client_key", format!("cannot read {}: {e}", key.display())))?;
+    let private = rustls_pki_types::PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+        (
+            "client_key",
+            format!("{} holds no usable PEM private key ({e:?})", key.display()),
+        )
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(private.clone_key())
+        .map_err(|e| ("client_key", format!("{}: {e}", key.display())))?;
+    let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing);
+    if let Err(e) = certified.keys_match() {
+        return Err((
+            "client_key",
+            format!(
+                "{} is not the key of the first certificate in {} ({e})",
+                key.display(),
+                cert.display()
+            ),
+        ));
+    }
+    Ok((chain, private))
+}
+
+/// `proxy` (a URL or `"none"`) and its credentials.
+fn read_proxy(r: &mut Reader<'_>) -> ProxySetting {
+    let auth_keys = [
+        "proxy_username",
+        "proxy_password",
+        "proxy_password_file",
+        "proxy_password_env",
+    ];
+    let auth_given = auth_keys.iter().any(|k| r.table.contains_key(*k));
+    let setting = match r.text("proxy") {
+        None => ProxySetting::Environment,
+        Some(text) if text.trim().eq_ignore_ascii_case("none") => ProxySetting::Direct,
+        Some(text) => match parse_proxy_url(text) {
+            Ok(url) => ProxySetting::Via { url, auth: None },
+            Err(reason) => {
+                r.push("proxy", reason);
+                return ProxySetting::Environment;
+            }
+        },
+    };
+    if !auth_given {
+        return setting;
+    }
+    let ProxySetting::Via { url, .. } = setting else {
+        if !r.table.contains_key("proxy") {
+            r.push(
+                "proxy",
+                "missing: proxy_username and proxy_password need a proxy URL",
+            );
+        } else {
+            r.push("proxy_username", "only meaningful with a proxy URL");
+        }
+        return ProxySetting::Environment;
+    };
+    let username = r.text("proxy_username");
+    let password = r.secret("proxy_password");
+    match (username, password) {
+        (Some(u), Some(p)) => ProxySetting::Via {
+            url,
+            auth: Some((u.to_string(), p)),
+        },
+        (None, _) if !r.table.contains_key("proxy_username") => {
+            r.push(
+                "proxy_username",
+                "missing: a proxy password needs a username",
+            );
+            ProxySetting::Via { url, auth: None }
+        }
+        (Some(_), None)
+            if ![
+                "proxy_password",
+                "proxy_password_file",
+                "proxy_password_env",
+            ]
+            .iter()
+            .any(|k| r.table.contains_key(*k)) =>
+        {
+            r.push(
+                "proxy_password",
+                "missing: proxy_username needs proxy_password (or proxy_password_file, proxy_password_env)",
+            );
+            ProxySetting::Via { url, auth: None }
+        }
+        _ => ProxySetting::Via { url, auth: None }, // already reported
+    }
+}
+
+fn parse_proxy_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim())
+        .map_err(|e| format!("{text:?} is not a URL ({e}); give http://HOST:PORT or \"none\""))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!(
+            "{text:?}: the proxy scheme must be http or https, not {:?}",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("{text:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "credentials in the proxy URL are not allowed; use proxy_username and proxy_password_file"
+                .to_string(),
+        );
     }
     Ok(url)
 }

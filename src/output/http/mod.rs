@@ -18,8 +18,9 @@ pub mod elastic;
 pub mod splunk;
 
 pub use config::{
-    new_channel, AckConfig, Auth, ElasticConfig, Format, HttpConfig, Secret, SecretOrigin,
-    SplunkConfig, DEFAULT_BATCH_SIZE, DEFAULT_ELASTIC_INDEX, DEFAULT_SOURCE, DEFAULT_SOURCETYPE,
+    new_channel, AckConfig, Auth, ElasticConfig, Format, HttpConfig, ProxySetting, Secret,
+    SecretOrigin, SplunkConfig, DEFAULT_BATCH_SIZE, DEFAULT_ELASTIC_INDEX, DEFAULT_SOURCE,
+    DEFAULT_SOURCETYPE,
 };
 
 use super::{Deliver, DeliverError, DeliverFuture, Spooled};
@@ -336,9 +337,30 @@ fn build_client(cfg: &HttpConfig) -> Result<reqwest::Client, String> {
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
+        .with_root_certificates(roots);
+    let tls = match &cfg.client_cert {
+        None => tls.with_no_client_auth(),
+        Some((cert, key)) => {
+            let (chain, key) = config::load_client_identity(cert, key)
+                .map_err(|(field, reason)| format!("{field}: {reason}"))?;
+            tls.with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client_cert: {e}"))?
+        }
+    };
+    let mut builder = reqwest::Client::builder();
+    match &cfg.proxy {
+        config::ProxySetting::Environment => {}
+        config::ProxySetting::Direct => builder = builder.no_proxy(),
+        config::ProxySetting::Via { url, auth } => {
+            let mut proxy = reqwest::Proxy::all(url.as_str())
+                .map_err(|e| format!("proxy: {}", error_chain(&e)))?;
+            if let Some((user, password)) = auth {
+                proxy = proxy.basic_auth(user, password.expose());
+            }
+            builder = builder.proxy(proxy);
+        }
+    }
+    builder
         .tls_backend_preconfigured(tls)
         .timeout(cfg.timeout)
         .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
