@@ -139,7 +139,13 @@ fn work(tally: &mut Tally, w: &Work, opts: &(ParseOptions, ParseOptions)) {
                         add(tally, prev);
                     }
                 }
-                Row::Other => general_line(tally, w, opts, &bytes[from..to], line_no, false),
+                Row::Other => {
+                    let line = &bytes[from..to];
+                    if let Some((rec, bad)) = parse_general(tally, w, &opts.0, line, line_no, false)
+                    {
+                        tally.add(w.file, rec, bad, || full_record(w, &opts.1, line));
+                    }
+                }
             }
             line_no += 1;
         });
@@ -159,27 +165,27 @@ fn full_record(w: &Work, full: &ParseOptions, line: &[u8]) -> Option<ConnRecord>
     }
 }
 
-/// One line through the general parser, added at once.
-fn general_line(
+/// One line through the general parser: the record and its count of bad values, or `None` for a header,
+/// an empty line or a skipped line (counted here; `last`: the input's unterminated last line).
+fn parse_general(
     tally: &mut Tally,
     w: &Work,
-    opts: &(ParseOptions, ParseOptions),
+    opts: &ParseOptions,
     line: &[u8],
     line_no: u64,
     last: bool,
-) {
-    match LogParser::parse_with(&w.header, &opts.0, line) {
-        crate::zeek::Line::Record(rec, bad) => {
-            tally.add(w.file, rec, bad, || full_record(w, &opts.1, line))
-        }
-        crate::zeek::Line::Meta => {}
+) -> Option<(ConnRecord, u32)> {
+    match LogParser::parse_with(&w.header, opts, line) {
+        crate::zeek::Line::Record(rec, bad) => Some((rec, bad)),
+        crate::zeek::Line::Meta => None,
         crate::zeek::Line::Skipped(reason) => {
             let reason = if last && reason != SkipReason::NoHeader {
                 SkipReason::Truncated
             } else {
                 reason
             };
-            tally.skip(w.file, line_no, reason)
+            tally.skip(w.file, line_no, reason);
+            None
         }
     }
 }
@@ -201,21 +207,10 @@ fn general_lines(
     };
     let mut handle = |tally: &mut Tally, from: usize, to: usize, line_no: u64, last: bool| {
         let line = &bytes[from..to];
-        match LogParser::parse_with(&w.header, &opts.0, line) {
-            crate::zeek::Line::Record(rec, bad) => {
-                tally.prefetch(&rec);
-                if let Some(prev) = pending.replace((rec, bad, line)) {
-                    add(tally, prev);
-                }
-            }
-            crate::zeek::Line::Meta => {}
-            crate::zeek::Line::Skipped(reason) => {
-                let reason = if last && reason != SkipReason::NoHeader {
-                    SkipReason::Truncated
-                } else {
-                    reason
-                };
-                tally.skip(w.file, line_no, reason)
+        if let Some((rec, bad)) = parse_general(tally, w, &opts.0, line, line_no, last) {
+            tally.prefetch(&rec);
+            if let Some(prev) = pending.replace((rec, bad, line)) {
+                add(tally, prev);
             }
         }
     };

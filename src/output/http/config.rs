@@ -633,7 +633,22 @@ impl HttpConfig {
 }
 
 fn parse_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text.trim()).map_err(|e| format!("{text:?} is not a URL ({e})"))?;
+    let url = parse_http_url(text, "username and password_file")?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?}: a query or fragment is not allowed"));
+    }
+    Ok(url)
+}
+
+/// An `http://` or `https://` URL with a host and no credentials (`instead`: the keys to use for them).
+fn parse_http_url(text: &str, instead: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|e| format!("not a URL ({e})"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Credentials in the URL would end up in logs; refuse them without echoing the URL.
+        return Err(format!(
+            "credentials in the URL are not allowed; use {instead}"
+        ));
+    }
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!(
             "{text:?}: the scheme must be http or https, not {:?}",
@@ -642,15 +657,6 @@ fn parse_url(text: &str) -> Result<Url, String> {
     }
     if url.host_str().is_none() {
         return Err(format!("{text:?} has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        // Credentials in the URL would end up in logs; refuse them without echoing the URL.
-        return Err(
-            "credentials in the URL are not allowed; use username and password_file".to_string(),
-        );
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{text:?}: a query or fragment is not allowed"));
     }
     Ok(url)
 }
@@ -792,24 +798,8 @@ fn read_proxy(r: &mut Reader<'_>) -> ProxySetting {
 }
 
 fn parse_proxy_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text.trim())
-        .map_err(|e| format!("{text:?} is not a URL ({e}); give http://HOST:PORT or \"none\""))?;
-    if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(format!(
-            "{text:?}: the proxy scheme must be http or https, not {:?}",
-            url.scheme()
-        ));
-    }
-    if url.host_str().is_none() {
-        return Err(format!("{text:?} has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(
-            "credentials in the proxy URL are not allowed; use proxy_username and proxy_password_file"
-                .to_string(),
-        );
-    }
-    Ok(url)
+    parse_http_url(text, "proxy_username and proxy_password_file")
+        .map_err(|e| format!("{e}; give http://HOST:PORT or \"none\""))
 }
 
 fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
