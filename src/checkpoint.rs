@@ -57,9 +57,11 @@ impl CheckpointStore {
         }
     }
 
-    /// Writes the checkpoint atomically (temp file, fsync, rename, fsync of the directory).
-    pub fn save<T: Serialize>(&self, value: &T) -> io::Result<()> {
+    /// Writes the checkpoint atomically (temp file, fsync, rename, fsync of the directory); returns its size
+    /// in bytes.
+    pub fn save<T: Serialize>(&self, value: &T) -> io::Result<u64> {
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
+        let size;
         {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -71,12 +73,13 @@ impl CheckpointStore {
             w.flush()?;
             drop(w);
             f.sync_all()?;
+            size = f.metadata()?.len();
         }
         fs::rename(&tmp, self.path())?;
         if let Ok(d) = File::open(&self.dir) {
             let _ = d.sync_all();
         }
-        Ok(())
+        Ok(size)
     }
 }
 

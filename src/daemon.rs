@@ -47,6 +47,19 @@ const STATE_VERSION: u32 = 1;
 /// How often sources are re-checked when no notification arrives (lost events, NFS, no inotify).
 const RECHECK: Duration = Duration::from_millis(250);
 
+/// The average rate at which checkpoints may be written (bytes/s): a window of 100,000 busy groups makes a
+/// checkpoint of about 100 MB, which is then written about every 100 s rather than every few seconds (a disk
+/// on a sensor should not spend its life rewriting the same state).
+const MAX_CHECKPOINT_RATE: u64 = 1024 * 1024;
+
+/// The time between two checkpoints: the configured interval, stretched so that writing the last one's
+/// `size` bytes (which took `cost`) takes at most a tenth of the time and [`MAX_CHECKPOINT_RATE`].
+fn checkpoint_interval(configured: Duration, cost: Duration, size: u64) -> Duration {
+    configured
+        .max(cost * 10)
+        .max(Duration::from_secs(size / MAX_CHECKPOINT_RATE))
+}
+
 /// How long a graceful stop may take.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -126,6 +139,10 @@ struct Pipeline {
     records: u64,
     /// sd_notify and metrics (`daemon/health.rs`).
     health: health::Health,
+    /// The source positions of the last checkpoint saved, and whether a reload changed the detector since:
+    /// with neither changed, the saved state is still current and is not written again.
+    saved_sources: Option<Vec<SourceCheckpoint>>,
+    reconfigured: bool,
 }
 
 impl Pipeline {
@@ -188,6 +205,8 @@ impl Pipeline {
             alerts_written: 0,
             records: 0,
             health,
+            saved_sources: None,
+            reconfigured: false,
         })
     }
 
@@ -289,25 +308,41 @@ impl Pipeline {
     }
 
     /// Syncs the spool, then saves positions and detector state together (the at-least-once ordering).
-    fn checkpoint(&mut self) {
+    /// Returns the bytes written (0 when nothing was: not needed, or failed).
+    fn checkpoint(&mut self) -> u64 {
         if !self.alerts_buf.is_empty() || !self.sync_spool() {
             // Not saving keeps the records re-readable: their alerts are raised again after a restart.
             error!("alerts not yet in the spool: checkpoint skipped");
-            return;
+            return 0;
+        }
+        let sources: Vec<SourceCheckpoint> = self.tailers.iter().map(Tailer::checkpoint).collect();
+        if !self.reconfigured && self.saved_sources.as_ref() == Some(&sources) {
+            // Nothing read and no reload since the last one: the saved state is still the current one.
+            self.health.checkpoint_saved();
+            return 0;
         }
         let state = SavedState {
             version: STATE_VERSION,
-            sources: self.tailers.iter().map(Tailer::checkpoint).collect(),
+            sources,
             detector: self.detector.snapshot(),
         };
         match self.store.save(&state) {
-            Ok(()) => self.health.checkpoint_saved(),
-            Err(e) => error!(path = %self.store.path().display(), "writing checkpoint failed: {e}"),
+            Ok(size) => {
+                self.health.checkpoint_saved();
+                self.saved_sources = Some(state.sources);
+                self.reconfigured = false;
+                size
+            }
+            Err(e) => {
+                error!(path = %self.store.path().display(), "writing checkpoint failed: {e}");
+                0
+            }
         }
     }
 
     fn reload(&mut self, config: Config) {
         self.detector.reconfigure(&config);
+        self.reconfigured = true;
         if config.outputs != self.config.outputs || config.spool != self.config.spool {
             warn!("changes to [[output]] and [spool] take effect at the next restart");
         }
@@ -324,9 +359,11 @@ impl Pipeline {
     fn run(mut self, ctrl: mpsc::Receiver<Control>, mut watches: Watches) {
         let mut last_checkpoint = Instant::now();
         let mut last_watch_check = Instant::now();
-        // A large window makes a checkpoint slow (it holds every interval): never spend more than a tenth of
-        // the time writing them, whatever the configured interval.
+        // A large window makes a checkpoint slow and big (it holds every interval): never spend more than a
+        // tenth of the time writing them, nor write more than MAX_CHECKPOINT_RATE on average, whatever the
+        // configured interval. A crash then re-reads a little more; a stop always saves.
         let mut last_cost = Duration::ZERO;
+        let mut last_size = 0u64;
         loop {
             // Pending alerts (the spool refused them) or a full spool: do not read, let outputs catch up.
             let n = if !self.alerts_buf.is_empty() {
@@ -342,13 +379,21 @@ impl Pipeline {
                 self.sync_spool();
             }
             self.report(); // READY=1 the first time, watchdog, status, gauges
-            let interval = self.config.state.checkpoint_interval.max(last_cost * 10);
+            let interval =
+                checkpoint_interval(self.config.state.checkpoint_interval, last_cost, last_size);
             if last_checkpoint.elapsed() >= interval {
                 let started = Instant::now();
-                self.checkpoint();
+                let size = self.checkpoint();
                 last_checkpoint = Instant::now();
-                last_cost = started.elapsed();
-                debug!(seconds = last_cost.as_secs_f64(), "checkpoint written");
+                if size > 0 {
+                    last_cost = started.elapsed();
+                    last_size = size;
+                    debug!(
+                        seconds = last_cost.as_secs_f64(),
+                        bytes = size,
+                        "checkpoint written"
+                    );
+                }
             }
             if last_watch_check.elapsed() >= WATCH_REFRESH {
                 // A rotation or a re-pointed `current` symlink can move the directories to watch.
@@ -495,6 +540,31 @@ async fn stop_deliveries(stop: tokio::sync::watch::Sender<bool>, tasks: Vec<Deli
             transient_failures = t.stats.transient_failures.load(Ordering::Relaxed),
             permanently_failed = t.stats.permanently_failed.load(Ordering::Relaxed),
             "output stopped"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_cadence_bounds_time_and_bytes_spent_writing() {
+        let five = Duration::from_secs(5);
+        // A small window: the configured interval.
+        assert_eq!(
+            checkpoint_interval(five, Duration::from_millis(3), 200_000),
+            five
+        );
+        // A slow write: at most a tenth of the time.
+        assert_eq!(
+            checkpoint_interval(five, Duration::from_secs(2), 1_000_000),
+            Duration::from_secs(20)
+        );
+        // A big one: at most MAX_CHECKPOINT_RATE on average (100 MiB: every 100 s).
+        assert_eq!(
+            checkpoint_interval(five, Duration::from_millis(300), 100 * 1024 * 1024),
+            Duration::from_secs(100)
         );
     }
 }

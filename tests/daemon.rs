@@ -417,6 +417,38 @@ fn scenario_18_kill_9_rereads_with_the_same_alert_ids() {
     stop(child);
 }
 
+/// An idle daemon does not rewrite its checkpoint (the saved state is still current); the next record does.
+#[test]
+fn idle_daemon_keeps_its_checkpoint_and_new_records_rewrite_it() {
+    use std::os::unix::fs::MetadataExt;
+    let mut env = Env::new();
+    env.new_file(0..30);
+    let child = env.start();
+    env.settle();
+    let checkpoint = env.state.join("checkpoint.json");
+    // Each save renames a new file into place: a new inode.
+    let inode = || fs::metadata(&checkpoint).map(|m| m.ino()).ok();
+    std::thread::sleep(Duration::from_millis(700)); // a few intervals: the last records are saved
+    let saved = inode().expect("checkpoint written");
+    std::thread::sleep(Duration::from_millis(1200)); // six more intervals with nothing to read
+    assert_eq!(
+        inode(),
+        Some(saved),
+        "an idle daemon rewrote its checkpoint"
+    );
+    env.append(&records(30..40));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while inode() == Some(saved) {
+        assert!(
+            Instant::now() < deadline,
+            "new records were not checkpointed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.settle();
+    stop(child);
+}
+
 #[test]
 fn scenario_20_graceful_stop_checkpoints_and_restart_continues_exactly() {
     let mut env = Env::new();
