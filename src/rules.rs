@@ -130,10 +130,10 @@ type LevelPatch = [Option<std::time::Duration>; 4];
 /// The compiled filters and thresholds of one [`Config`].
 #[derive(Debug, Clone)]
 pub struct Rules {
-    internal: Vec<IpNet>,
+    internal: NetSet,
     directions: [bool; 4],
-    never: Vec<IpNet>,
-    always: Vec<IpNet>,
+    never: NetSet,
+    always: NetSet,
     ignore_states: Vec<CompactString>,
     allow: Vec<Matcher>,
     overrides: Vec<(Matcher, LevelPatch, LevelPatch)>,
@@ -147,8 +147,44 @@ pub struct Rules {
     pub interim_timeout_us: i64,
 }
 
-fn any_contains(nets: &[IpNet], a: IpAddr) -> bool {
-    nets.iter().any(|n| n.contains(&a))
+/// A list of networks asked about every record (`internal`, `never`, `always`): each kept as (network,
+/// mask) bits by family, so a lookup is a mask and a compare per network. The same answers as
+/// `nets.iter().any(|n| n.contains(&a))` (an IPv4 network holds only IPv4 addresses, and so on).
+#[derive(Debug, Clone, Default)]
+struct NetSet {
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+}
+
+impl NetSet {
+    fn new(nets: &[IpNet]) -> NetSet {
+        let mut set = NetSet::default();
+        for n in nets {
+            match n {
+                IpNet::V4(n) => set
+                    .v4
+                    .push((u32::from(n.network()), u32::from(n.netmask()))),
+                IpNet::V6(n) => set
+                    .v6
+                    .push((u128::from(n.network()), u128::from(n.netmask()))),
+            }
+        }
+        set
+    }
+
+    #[inline]
+    fn contains(&self, a: IpAddr) -> bool {
+        match a {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                self.v4.iter().any(|(net, mask)| a & mask == *net)
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                self.v6.iter().any(|(net, mask)| a & mask == *net)
+            }
+        }
+    }
 }
 
 fn direction_index(d: Direction) -> usize {
@@ -167,10 +203,10 @@ impl Rules {
             directions[direction_index(*d)] = true;
         }
         Rules {
-            internal: cfg.filter.internal.clone(),
+            internal: NetSet::new(&cfg.filter.internal),
             directions,
-            never: cfg.filter.never.clone(),
-            always: cfg.filter.always.clone(),
+            never: NetSet::new(&cfg.filter.never),
+            always: NetSet::new(&cfg.filter.always),
             ignore_states: cfg
                 .filter
                 .ignore_states
@@ -194,10 +230,7 @@ impl Rules {
 
     /// The direction of a pair relative to `internal`.
     pub fn direction(&self, orig: IpAddr, resp: IpAddr) -> Direction {
-        match (
-            any_contains(&self.internal, orig),
-            any_contains(&self.internal, resp),
-        ) {
+        match (self.internal.contains(orig), self.internal.contains(resp)) {
             (true, false) => Direction::Outbound,
             (false, true) => Direction::Inbound,
             (true, true) => Direction::Internal,
@@ -206,7 +239,7 @@ impl Rules {
     }
 
     fn is_never(&self, a: IpAddr) -> bool {
-        any_contains(&self.never, a) && !any_contains(&self.always, a)
+        self.never.contains(a) && !self.always.contains(a)
     }
 
     /// `Err(reason)` if the record is left out.

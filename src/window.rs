@@ -725,7 +725,7 @@ impl<T: Default + Hold> Window<T> {
         if self.since_sweep >= (self.groups.len() as u64).max(1024) {
             self.sweep(usize::MAX);
         }
-        if !self.groups.contains_key(&key) && self.groups.len() >= self.max_groups {
+        if self.groups.len() >= self.max_groups && !self.groups.contains_key(&key) {
             let target = self.max_groups - (self.max_groups / 16).max(1);
             self.sweep(target);
         }

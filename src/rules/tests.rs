@@ -275,3 +275,56 @@ fn cumulative_episode_table() {
         assert_eq!(got, want, "step {i}");
     }
 }
+
+mod net_set {
+    use super::super::NetSet;
+    use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+    use proptest::prelude::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    /// Addresses and networks drawn near each other (a few prefixes) so that both answers occur.
+    fn v4() -> impl Strategy<Value = Ipv4Addr> {
+        (
+            prop::sample::select(vec![
+                0x0a00_0000u32,
+                0xc0a8_0100,
+                0xe000_0000,
+                0xffff_ffff,
+                0,
+            ]),
+            any::<u16>(),
+        )
+            .prop_map(|(base, low)| Ipv4Addr::from(base ^ u32::from(low)))
+    }
+    fn v6() -> impl Strategy<Value = Ipv6Addr> {
+        (
+            prop::sample::select(vec![
+                0xfd00u128 << 112,
+                0xfe80u128 << 112,
+                0xff02u128 << 112,
+                1,
+            ]),
+            any::<u32>(),
+        )
+            .prop_map(|(base, low)| Ipv6Addr::from(base ^ u128::from(low)))
+    }
+    fn addr() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![v4().prop_map(IpAddr::V4), v6().prop_map(IpAddr::V6)]
+    }
+    fn net() -> impl Strategy<Value = IpNet> {
+        prop_oneof![
+            (v4(), 0..=32u8).prop_map(|(a, p)| IpNet::V4(Ipv4Net::new(a, p).expect("prefix"))),
+            (v6(), 0..=128u8).prop_map(|(a, p)| IpNet::V6(Ipv6Net::new(a, p).expect("prefix"))),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn same_answers_as_ipnet(nets in prop::collection::vec(net(), 0..8), addrs in prop::collection::vec(addr(), 1..40)) {
+            let set = NetSet::new(&nets);
+            for a in addrs {
+                prop_assert_eq!(set.contains(a), nets.iter().any(|n| n.contains(&a)), "{} in {:?}", a, nets);
+            }
+        }
+    }
+}
