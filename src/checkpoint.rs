@@ -12,6 +12,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "checkpoint.json";
+/// The file locked by the daemon that owns the state directory.
+pub const LOCK_NAME: &str = "longconn.lock";
 
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
@@ -32,6 +34,44 @@ impl CheckpointStore {
     /// Creates the state directory if needed.
     pub fn prepare(&self) -> io::Result<()> {
         fs::create_dir_all(&self.dir)
+    }
+
+    /// Takes the state directory for this process: an exclusive lock on `longconn.lock` in it, held until
+    /// the returned file is dropped (or the process ends, however it ends). A second daemon on the same
+    /// directory would interleave checkpoints and spool segments with ours; it is refused, with the pid
+    /// of the one that holds the lock.
+    pub fn lock(&self) -> Result<File, String> {
+        let path = self.dir.join(LOCK_NAME);
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                return Err(format!(
+                    "state directory {} is in use by another longconn{}: one daemon per state directory \
+                     (give this one its own [state] dir)",
+                    self.dir.display(),
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {holder})")
+                    }
+                ));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(format!("{}: {e}", path.display())),
+        }
+        // The holder's pid, for the message above (the lock, not this text, is what counts).
+        f.set_len(0)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        writeln!(f, "{}", std::process::id()).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(f)
     }
 
     /// Reads the checkpoint. `Ok(None)` when there is none (first start); an unreadable or corrupt one is
@@ -98,6 +138,21 @@ mod tests {
         assert!(store.load::<Vec<u32>>().is_err());
         assert!(dir.path().join("checkpoint.json.bad").exists());
         assert_eq!(store.load::<Vec<u32>>(), Ok(None));
+    }
+
+    #[test]
+    fn one_holder_per_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path());
+        let held = store.lock().unwrap();
+        let again = CheckpointStore::new(dir.path()).lock();
+        let msg = again.expect_err("a second lock is refused");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        drop(held);
+        assert!(store.lock().is_ok(), "free again once the holder is gone");
     }
 
     #[test]

@@ -143,6 +143,8 @@ struct Pipeline {
     /// with neither changed, the saved state is still current and is not written again.
     saved_sources: Option<Vec<SourceCheckpoint>>,
     reconfigured: bool,
+    /// Held while we run: no second daemon on this state directory.
+    _state_lock: std::fs::File,
 }
 
 impl Pipeline {
@@ -151,6 +153,7 @@ impl Pipeline {
         store
             .prepare()
             .map_err(|e| anyhow::anyhow!("state directory {}: {e}", config.state.dir.display()))?;
+        let state_lock = store.lock().map_err(|e| anyhow::anyhow!(e))?;
         let saved: Option<SavedState> = if opts.fresh {
             None
         } else {
@@ -207,6 +210,7 @@ impl Pipeline {
             health,
             saved_sources: None,
             reconfigured: false,
+            _state_lock: state_lock,
         })
     }
 

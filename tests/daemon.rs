@@ -417,6 +417,33 @@ fn scenario_18_kill_9_rereads_with_the_same_alert_ids() {
     stop(child);
 }
 
+/// A second daemon on the same state directory is refused (it would interleave checkpoints and spool
+/// segments); the first keeps going, and once it has stopped the directory can be used again.
+#[test]
+fn second_daemon_on_the_same_state_directory_is_refused() {
+    let mut env = Env::new();
+    env.new_file(0..30);
+    let first = env.start();
+    env.settle();
+    let out = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&env.config)
+        .output()
+        .expect("run a second daemon");
+    assert!(!out.status.success(), "the second daemon must not run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by another longconn") && err.contains(&format!("pid {}", first.id())),
+        "{err}"
+    );
+    env.append(&records(30..60));
+    env.settle();
+    stop(first);
+    let again = env.start();
+    std::thread::sleep(Duration::from_millis(300));
+    stop(again);
+}
+
 /// An idle daemon does not rewrite its checkpoint (the saved state is still current); the next record does.
 #[test]
 fn idle_daemon_keeps_its_checkpoint_and_new_records_rewrite_it() {
