@@ -49,23 +49,26 @@ impl CheckpointStore {
             .truncate(false)
             .open(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        match f.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&path).unwrap_or_default();
-                let holder = holder.trim();
-                return Err(format!(
-                    "state directory {} is in use by another longconn{}: one daemon per state directory \
-                     (give this one its own [state] dir)",
-                    self.dir.display(),
-                    if holder.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (pid {holder})")
-                    }
-                ));
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock(2) on a descriptor we own and keep open; it touches no memory of ours.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::WouldBlock {
+                return Err(format!("{}: {e}", path.display()));
             }
-            Err(fs::TryLockError::Error(e)) => return Err(format!("{}: {e}", path.display())),
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            return Err(format!(
+                "state directory {} is in use by another longconn{}: one daemon per state directory \
+                 (give this one its own [state] dir)",
+                self.dir.display(),
+                if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                }
+            ));
         }
         // The holder's pid, for the message above (the lock, not this text, is what counts).
         f.set_len(0)
