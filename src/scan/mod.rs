@@ -5,6 +5,7 @@
 //! worker threads together with the header they need. Workers parse and fold records into their own
 //! [`tally::Tally`]; the tallies merge at the end. Memory grows with the number of groups, not of records.
 
+mod json_rows;
 mod pairs;
 pub mod report;
 mod rows;
@@ -190,7 +191,14 @@ fn parse_general(
     }
 }
 
-/// The lines of `bytes` through the general parser; `line_no` is the first one's number.
+/// A record parsed and waiting for its group's slot to load (see `general_lines`).
+enum Pending<'l> {
+    Record(ConnRecord, u32, &'l [u8]),
+    Pair(PairRow, &'l [u8]),
+}
+
+/// The lines of `bytes` through the general parser (plain JSON lines through their fast path when the
+/// tally takes pairs); `line_no` is the first one's number.
 fn general_lines(
     tally: &mut Tally,
     w: &Work,
@@ -199,19 +207,47 @@ fn general_lines(
     mut line_no: u64,
 ) {
     let mut start = 0;
+    let json_fast = tally.takes_pairs();
+    let mut fast_records = 0u64;
     // Each record is added one line late: its group's slot is prefetched first, and loads from memory
     // while the next line parses (the group table is far larger than the cache). Record order is kept.
-    let mut pending: Option<(ConnRecord, u32, &[u8])> = None;
-    let add = |tally: &mut Tally, (rec, bad, line): (ConnRecord, u32, &[u8])| {
-        tally.add(w.file, rec, bad, || full_record(w, &opts.1, line))
+    let mut pending: Option<Pending> = None;
+    let add = |tally: &mut Tally, p: Pending| match p {
+        Pending::Record(rec, bad, line) => {
+            tally.add(w.file, rec, bad, || full_record(w, &opts.1, line))
+        }
+        Pending::Pair(row, line) => {
+            tally.add_pair(row.orig_h, row.resp_h, row.duration, row.bytes, || {
+                full_record(w, &opts.1, line)
+            })
+        }
     };
     let mut handle = |tally: &mut Tally, from: usize, to: usize, line_no: u64, last: bool| {
         let line = &bytes[from..to];
-        if let Some((rec, bad)) = parse_general(tally, w, &opts.0, line, line_no, last) {
-            tally.prefetch(&rec);
-            if let Some(prev) = pending.replace((rec, bad, line)) {
-                add(tally, prev);
+        // A `{` line is JSON unless a TSV header is active and the line holds its separator.
+        let json =
+            line.first() == Some(&b'{') && (!w.header.is_active() || !w.header.has_separator(line));
+        let fast = if json_fast && json {
+            json_rows::read(line)
+        } else {
+            None
+        };
+        let next = match fast {
+            Some(row) => {
+                fast_records += 1;
+                tally.prefetch_pair(row.orig_h, row.resp_h);
+                Pending::Pair(row, line)
             }
+            None => match parse_general(tally, w, &opts.0, line, line_no, last) {
+                Some((rec, bad)) => {
+                    tally.prefetch(&rec);
+                    Pending::Record(rec, bad, line)
+                }
+                None => return,
+            },
+        };
+        if let Some(prev) = pending.replace(next) {
+            add(tally, prev);
         }
     };
     for nl in memchr::memchr_iter(b'\n', bytes) {
@@ -225,6 +261,7 @@ fn general_lines(
     if let Some(prev) = pending.take() {
         add(tally, prev);
     }
+    tally.add_file_records(w.file, fast_records);
 }
 
 /// Reads every input and builds the report.

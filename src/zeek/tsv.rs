@@ -97,7 +97,7 @@ impl TsvHeader {
         &self.columns
     }
 
-    pub(super) fn has_separator(&self, line: &[u8]) -> bool {
+    pub fn has_separator(&self, line: &[u8]) -> bool {
         match self.separator.as_slice() {
             [b] => memchr::memchr(*b, line).is_some(),
             sep => memchr::memmem::find(line, sep).is_some(),
