@@ -192,6 +192,8 @@ fn parse_general(
 }
 
 /// A record parsed and waiting for its group's slot to load (see `general_lines`).
+// One lives at a time, on the stack: boxing the large variant would cost an allocation per line.
+#[allow(clippy::large_enum_variant)]
 enum Pending<'l> {
     Record(ConnRecord, u32, &'l [u8]),
     Pair(PairRow, &'l [u8]),
