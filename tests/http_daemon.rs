@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 use support::receiver::{Mode, Receiver};
+use support::tinyproxy::Tinyproxy;
 use support::zeek::{header, records};
 
 fn bin() -> &'static str {
@@ -50,18 +51,37 @@ timeout = "2s"
 }
 
 fn start(cfg: &Path, log: &Path) -> tokio::process::Child {
+    start_with_env(cfg, log, &[])
+}
+
+fn start_with_env(cfg: &Path, log: &Path, env: &[(&str, &str)]) -> tokio::process::Child {
     let err = OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("log");
-    tokio::process::Command::new(bin())
-        .args(["run", "--log-level", "info", "--config"])
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args(["run", "--log-level", "info", "--config"])
         .arg(cfg)
         .stdout(std::process::Stdio::null())
-        .stderr(err)
-        .spawn()
-        .expect("start daemon")
+        .stderr(err);
+    for key in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env_remove(key);
+    }
+    for key in ["NO_PROXY", "no_proxy"] {
+        cmd.env_remove(key);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("start daemon")
 }
 
 fn signal(child: &tokio::process::Child, sig: i32) {
@@ -194,4 +214,72 @@ async fn elasticsearch_outage_with_kill_and_restart_delivers_every_alert() {
     signal(&child, libc::SIGTERM);
     let status = child.wait().await.expect("wait");
     assert!(status.success());
+}
+
+/// The proxy of the environment (`HTTP_PROXY`, as a unit's `Environment=` sets it) is used when the output
+/// names none, and ignored with `proxy = "none"`: through a real tinyproxy the receiver sees its `Via`
+/// header on every request; straight, on none.
+#[tokio::test]
+async fn environment_proxy_is_used_unless_the_output_says_none() {
+    let Some(proxy) = Tinyproxy::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir: PathBuf = tmp.path().to_path_buf();
+    fs::create_dir_all(dir.join("logs")).expect("mkdir");
+    let live = dir.join("logs/conn.log");
+    let log = dir.join("daemon.log");
+    let receiver = Receiver::start(Mode::Elastic { auth: None }).await;
+    let cfg = dir.join("longconn.toml");
+    let base = config(&dir, &receiver.url(""));
+    fs::write(&cfg, &base).expect("config");
+    let env_proxy = format!("http://sensor:s3cret@127.0.0.1:{}", proxy.port);
+    let env = [
+        ("HTTP_PROXY", env_proxy.as_str()),
+        ("http_proxy", env_proxy.as_str()),
+    ];
+
+    let mut joined = header("2023-11-14-22-00-00");
+    append(&live, &header("2023-11-14-22-00-00"), &mut joined);
+    append(&live, &records(0..60), &mut joined);
+    let mut child = start_with_env(&cfg, &log, &env);
+    let want = expected(&dir, &cfg, &joined);
+    assert!(!want.is_empty());
+    wait_until("alerts through the environment's proxy", &log, || {
+        let st = receiver.state();
+        want.keys().all(|id| st.docs.contains_key(id))
+    })
+    .await;
+    signal(&child, libc::SIGTERM);
+    assert!(child.wait().await.expect("wait").success());
+    let proxied = {
+        let st = receiver.state();
+        let vias: Vec<String> = st
+            .requests
+            .iter()
+            .map(|r| r.headers.get("via").cloned().unwrap_or_default())
+            .collect();
+        assert!(vias.iter().all(|v| v.contains("tinyproxy")), "{vias:?}");
+        vias.len()
+    };
+
+    fs::write(&cfg, format!("{base}proxy = \"none\"\n")).expect("config");
+    append(&live, &records(60..120), &mut joined);
+    let mut child = start_with_env(&cfg, &log, &env);
+    let want = expected(&dir, &cfg, &joined);
+    wait_until("alerts sent straight", &log, || {
+        let st = receiver.state();
+        want.keys().all(|id| st.docs.contains_key(id))
+    })
+    .await;
+    signal(&child, libc::SIGTERM);
+    assert!(child.wait().await.expect("wait").success());
+    let st = receiver.state();
+    assert!(st.requests.len() > proxied);
+    assert!(
+        st.requests[proxied..]
+            .iter()
+            .all(|r| !r.headers.contains_key("via")),
+        "proxy = \"none\" went through the proxy"
+    );
 }

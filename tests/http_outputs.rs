@@ -11,6 +11,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::receiver::{Mode, Receiver};
+use support::tinyproxy::Tinyproxy;
 
 /// `n` alerts in the wire format of `longconn::alert`, with distinct ids, starting at `seq`.
 fn alerts(seq: u64, n: usize) -> Vec<Spooled> {
@@ -716,79 +717,6 @@ fn client_certificate_and_proxy_mistakes_are_reported_at_load() {
         path("client.key")
     ))
     .is_empty());
-}
-
-/// A real tinyproxy (Debian's package), with Basic authentication, running for one test.
-struct Tinyproxy {
-    child: std::process::Child,
-    port: u16,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Tinyproxy {
-    /// `None` when tinyproxy is not installed (the test is then skipped, unless CI requires it).
-    fn start() -> Option<Tinyproxy> {
-        let found = std::process::Command::new("tinyproxy")
-            .arg("-v")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            if std::env::var("LONGCONN_REQUIRE_TINYPROXY").as_deref() == Ok("1") {
-                panic!("tinyproxy not found and LONGCONN_REQUIRE_TINYPROXY=1: apt-get install tinyproxy");
-            }
-            eprintln!("SKIPPED: tinyproxy not installed (apt-get install tinyproxy)");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = dir.path().join("tinyproxy.log");
-        let conf = dir.path().join("tinyproxy.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "Port {port}\nListen 127.0.0.1\nTimeout 30\nLogLevel Connect\nLogFile \"{}\"\nMaxClients 20\nAllow 127.0.0.1\nBasicAuth sensor s3cret\n",
-                log.display()
-            ),
-        )
-        .expect("write conf");
-        let child = std::process::Command::new("tinyproxy")
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start tinyproxy");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tinyproxy did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Tinyproxy {
-            child,
-            port,
-            log,
-            _dir: dir,
-        })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Tinyproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Through a real proxy: plain HTTP is forwarded (tinyproxy adds its `Via` header), HTTPS is tunnelled
