@@ -1,7 +1,8 @@
 //! End to end through an HTTP output: the real daemon delivers its alerts to a faithful Elasticsearch `_bulk`
 //! receiver (in `support/receiver.rs`) that is down at first; the daemon is killed (SIGKILL) and restarted,
 //! then stopped (SIGTERM) and restarted with the receiver back. Every alert `replay` raises must end up in the
-//! index exactly as raised, under its `event.id`; duplicates can only ever be the same document.
+//! index exactly as raised, under its `event.id`; duplicates can only ever be the same document. And the
+//! daemon's HTTP output follows the environment's proxy unless told `proxy = "none"` (a real tinyproxy).
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
