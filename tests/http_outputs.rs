@@ -702,6 +702,12 @@ fn client_certificate_and_proxy_mistakes_are_reported_at_load() {
             .any(|e| e.starts_with("output[0].client_key: cannot read")),
         "{e:?}"
     );
+    // Both files unreadable: both reported.
+    let e = errors("client_cert = \"/nonexistent/c.pem\"\nclient_key = \"/nonexistent/k.pem\"\n");
+    for key in ["client_cert", "client_key"] {
+        let want = format!("output[0].{key}: cannot read");
+        assert!(e.iter().any(|e| e.starts_with(&want)), "{e:?}");
+    }
     let e = errors("proxy = \"http://proxy:3128\"\nproxy_username = \"u\"\n");
     assert!(
         e.iter()

@@ -679,8 +679,10 @@ fn read_client_cert(r: &mut Reader<'_>) -> Option<(PathBuf, PathBuf)> {
             let paths = (PathBuf::from(cert), PathBuf::from(key));
             match load_client_identity(&paths.0, &paths.1) {
                 Ok(_) => Some(paths),
-                Err((field, reason)) => {
-                    r.push(field, reason);
+                Err(errs) => {
+                    for (field, reason) in errs {
+                        r.push(field, reason);
+                    }
                     None
                 }
             }
@@ -689,43 +691,47 @@ fn read_client_cert(r: &mut Reader<'_>) -> Option<(PathBuf, PathBuf)> {
     }
 }
 
+/// A client certificate chain (leaf first) and its private key.
+pub(crate) type ClientIdentity = (
+    Vec<CertificateDer<'static>>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+);
+
 /// Reads a client certificate chain and its key (PEM) and checks that the key is the leaf's: the pair is
-/// ready for rustls. The error names the key (`client_cert` or `client_key`) at fault.
+/// ready for rustls. Each error names the key (`client_cert` or `client_key`) at fault; both files are
+/// read before any error is returned, so a config check reports both at once.
 pub(crate) fn load_client_identity(
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> Result<
-    (
-        Vec<CertificateDer<'static>>,
-        rustls_pki_types::PrivateKeyDer<'static>,
-    ),
-    (&'static str, String),
-> {
+) -> Result<ClientIdentity, Vec<(&'static str, String)>> {
     use rustls_pki_types::pem::PemObject;
-    let chain = read_certs(&cert.display().to_string()).map_err(|e| ("client_cert", e))?;
-    let bytes = std::fs::read(key)
-        .map_err(|e| ("client_key", format!("cannot read {}: {e}", key.display())))?;
-    let private = rustls_pki_types::PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
-        (
-            "client_key",
-            format!("{} holds no usable PEM private key ({e:?})", key.display()),
-        )
-    })?;
+    let chain = read_certs(&cert.display().to_string()).map_err(|e| ("client_cert", e));
+    let private = std::fs::read(key)
+        .map_err(|e| format!("cannot read {}: {e}", key.display()))
+        .and_then(|bytes| {
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(&bytes)
+                .map_err(|e| format!("{} holds no usable PEM private key ({e:?})", key.display()))
+        })
+        .map_err(|e| ("client_key", e));
+    let (chain, private) = match (chain, private) {
+        (Ok(c), Ok(p)) => (c, p),
+        (c, p) => return Err(c.err().into_iter().chain(p.err()).collect()),
+    };
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider
         .key_provider
         .load_private_key(private.clone_key())
-        .map_err(|e| ("client_key", format!("{}: {e}", key.display())))?;
+        .map_err(|e| vec![("client_key", format!("{}: {e}", key.display()))])?;
     let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing);
     if let Err(e) = certified.keys_match() {
-        return Err((
+        return Err(vec![(
             "client_key",
             format!(
                 "{} is not the key of the first certificate in {} ({e})",
                 key.display(),
                 cert.display()
             ),
-        ));
+        )]);
     }
     Ok((chain, private))
 }
