@@ -10,6 +10,7 @@
 //! [`crate::zeek::LogParser`] would have it.
 
 use super::rows::PairRow;
+use super::tally::proto_code;
 use crate::zeek::parse_addr;
 
 /// The fields read, as bits of `seen`.
@@ -23,6 +24,7 @@ enum Key {
     Duration,
     OrigBytes,
     RespBytes,
+    Proto,
 }
 
 fn key(name: &[u8]) -> Option<Key> {
@@ -35,6 +37,7 @@ fn key(name: &[u8]) -> Option<Key> {
         b"duration" => Key::Duration,
         b"orig_bytes" => Key::OrigBytes,
         b"resp_bytes" => Key::RespBytes,
+        b"proto" => Key::Proto,
         _ => return None,
     })
 }
@@ -45,7 +48,6 @@ fn other_known(name: &[u8]) -> Option<u32> {
     Some(match name {
         b"uid" => 0,
         b"id" => 1,
-        b"proto" => 2,
         b"service" => 3,
         b"conn_state" => 4,
         b"history" => 5,
@@ -163,13 +165,14 @@ fn plain_number(n: &[u8]) -> bool {
     }
 }
 
-/// Reads one line as a plain Zeek JSON object; `None`: the general reader decides.
-pub fn read(line: &[u8]) -> Option<PairRow> {
+/// Reads one line as a plain Zeek JSON object (`ports`: grouping by pair-port, so `proto` is read too);
+/// `None`: the general reader decides.
+pub fn read(line: &[u8], ports: bool) -> Option<PairRow> {
     let mut c = Cursor { b: line, i: 0 };
     c.eat(b'{')?;
     let mut seen = 0u32;
     let mut seen_other = 0u32;
-    let mut vals: [Option<Value>; 8] = Default::default();
+    let mut vals: [Option<Value>; 9] = Default::default();
     if c.eat(b'}').is_none() {
         loop {
             let name = c.string()?;
@@ -221,13 +224,21 @@ pub fn read(line: &[u8]) -> Option<PairRow> {
     };
     let orig_bytes = count(&vals[Key::OrigBytes as usize])?;
     let resp_bytes = count(&vals[Key::RespBytes as usize])?;
-    for p in [Key::OrigP, Key::RespP] {
-        if let Some(n) = count(&vals[p as usize])? {
-            if n > u64::from(u16::MAX) {
-                return None;
-            }
+    let port = |k: Key| -> Option<Option<u16>> {
+        match count(&vals[k as usize])? {
+            Some(n) => u16::try_from(n).ok().map(Some),
+            None => Some(None),
         }
-    }
+    };
+    port(Key::OrigP)?;
+    let resp_p = port(Key::RespP)?;
+    // By pair-port, `proto` as the general reader reads it (unset: ""); a text the tally does not encode
+    // goes to the general reader.
+    let proto = match (ports, &vals[Key::Proto as usize]) {
+        (false, _) | (true, None | Some(Value::Null)) => 0,
+        (true, Some(Value::Str(s))) => proto_code(s)?,
+        _ => return None,
+    };
     // The time only has to be valid: any plain number is.
     match &vals[Key::Ts as usize] {
         None | Some(Value::Null) | Some(Value::Num(_)) => {}
@@ -246,6 +257,8 @@ pub fn read(line: &[u8]) -> Option<PairRow> {
         bytes: orig_bytes
             .unwrap_or(0)
             .saturating_add(resp_bytes.unwrap_or(0)),
+        resp_p,
+        proto,
     })
 }
 
@@ -259,7 +272,8 @@ mod tests {
     #[test]
     fn zeek_json_lines() {
         let line = br#"{"ts":1713484795.1334,"uid":"CI49CYT0qv8YgaGnEz","id.orig_h":"10.0.57.177","id.orig_p":8098,"id.resp_h":"26.119.18.7","id.resp_p":8080,"proto":"tcp","service":"ssh","duration":8.854541,"orig_bytes":95517,"resp_bytes":246686,"local_orig":true,"tunnel_parents":["Cx","Cy"]}"#;
-        let r = read(line).expect("plain");
+        let r = read(line, true).expect("plain");
+        assert_eq!((r.resp_p, r.proto), (Some(8080), 1));
         assert_eq!(r.duration, Some(8.854541));
         assert_eq!(r.bytes, 95517 + 246686);
         for odd in [
@@ -273,7 +287,11 @@ mod tests {
             br#"{"id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2"} "#,
             br#"{"id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2","ts":"2024-01-01T00:00:00Z"}"#,
         ] {
-            assert!(read(odd).is_none(), "{}", String::from_utf8_lossy(odd));
+            assert!(
+                read(odd, false).is_none(),
+                "{}",
+                String::from_utf8_lossy(odd)
+            );
         }
     }
 
@@ -352,6 +370,7 @@ mod tests {
                     vec!["\"10.0.0.7\"", "\"fe80::1\"", "\"::ffff:10.1.2.3\""]
                 }
                 "local_orig" => vec!["true", "false"],
+                "proto" => vec!["\"tcp\"", "\"udp\"", "\"icmp\"", "\"sctp\"", "null", "5"],
                 "tunnel_parents" => vec!["[\"Cx\"]", "[]"],
                 _ => vec!["\"CI49CYT0qv8YgaGnEz\"", "\"tcp\"", "\"ShADadFf\""],
             };
@@ -391,10 +410,11 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
         #[test]
-        fn plain_lines_read_as_the_general_reader_reads_them(line in line()) {
-            let opts = parse_options(GroupMode::Pair, false).0;
+        fn plain_lines_read_as_the_general_reader_reads_them(line in line(), ports in any::<bool>()) {
+            let mode = if ports { GroupMode::PairPort } else { GroupMode::Pair };
+            let opts = parse_options(mode, false).0;
             let header = TsvHeader::default();
-            if let Some(r) = read(line.as_bytes()) {
+            if let Some(r) = read(line.as_bytes(), ports) {
                 match LogParser::parse_with(&header, &opts, line.as_bytes()) {
                     Line::Record(rec, bad) => {
                         prop_assert_eq!(bad, 0, "{}", line);
@@ -402,6 +422,10 @@ mod tests {
                         prop_assert_eq!(rec.resp_h, Some(r.resp_h));
                         prop_assert_eq!(rec.duration.map(f64::to_bits), r.duration.map(f64::to_bits));
                         prop_assert_eq!(rec.total_bytes(), r.bytes);
+                        if ports {
+                            prop_assert_eq!(rec.resp_p, r.resp_p);
+                            prop_assert_eq!(proto_code(rec.proto.as_bytes()), Some(r.proto));
+                        }
                     }
                     other => prop_assert!(false, "{}: read by the fast path, {:?} for the parser", line, other),
                 }

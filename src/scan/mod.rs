@@ -121,21 +121,27 @@ fn work(tally: &mut Tally, w: &Work, opts: &(ParseOptions, ParseOptions)) {
     // The fast path takes the plain rows; it hands every other line to the general parser below.
     if let Some(plan) = tally
         .takes_pairs()
-        .then(|| RowPlan::new(&w.header))
+        .then(|| RowPlan::new(&w.header, tally.group_mode() == GroupMode::PairPort))
         .flatten()
     {
         let mut pending: Option<(PairRow, &[u8])> = None;
         let mut records = 0u64;
         let add = |tally: &mut Tally, (row, line): (PairRow, &[u8])| {
-            tally.add_pair(row.orig_h, row.resp_h, row.duration, row.bytes, || {
-                full_record(w, &opts.1, line)
-            })
+            tally.add_pair(
+                row.orig_h,
+                row.resp_h,
+                row.resp_p,
+                row.proto,
+                row.duration,
+                row.bytes,
+                || full_record(w, &opts.1, line),
+            )
         };
         start = rows::for_each_row(&plan, bytes, |from, to, row| {
             match row {
                 Row::Pair(row) => {
                     records += 1;
-                    tally.prefetch_pair(row.orig_h, row.resp_h);
+                    tally.prefetch_pair(row.orig_h, row.resp_h, row.resp_p, row.proto);
                     if let Some(prev) = pending.replace((row, &bytes[from..to])) {
                         add(tally, prev);
                     }
@@ -218,11 +224,15 @@ fn general_lines(
         Pending::Record(rec, bad, line) => {
             tally.add(w.file, rec, bad, || full_record(w, &opts.1, line))
         }
-        Pending::Pair(row, line) => {
-            tally.add_pair(row.orig_h, row.resp_h, row.duration, row.bytes, || {
-                full_record(w, &opts.1, line)
-            })
-        }
+        Pending::Pair(row, line) => tally.add_pair(
+            row.orig_h,
+            row.resp_h,
+            row.resp_p,
+            row.proto,
+            row.duration,
+            row.bytes,
+            || full_record(w, &opts.1, line),
+        ),
     };
     let mut handle = |tally: &mut Tally, from: usize, to: usize, line_no: u64, last: bool| {
         let line = &bytes[from..to];
@@ -230,14 +240,14 @@ fn general_lines(
         let json =
             line.first() == Some(&b'{') && (!w.header.is_active() || !w.header.has_separator(line));
         let fast = if json_fast && json {
-            json_rows::read(line)
+            json_rows::read(line, tally.group_mode() == GroupMode::PairPort)
         } else {
             None
         };
         let next = match fast {
             Some(row) => {
                 fast_records += 1;
-                tally.prefetch_pair(row.orig_h, row.resp_h);
+                tally.prefetch_pair(row.orig_h, row.resp_h, row.resp_p, row.proto);
                 Pending::Pair(row, line)
             }
             None => match parse_general(tally, w, &opts.0, line, line_no, last) {

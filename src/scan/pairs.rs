@@ -1,5 +1,6 @@
-//! A flat open-addressing table for the common grouping case (two IPv4 ends, `by = pair`): the key is
-//! `orig << 32 | resp` and lives in the slot next to its sums, so a lookup touches one cache line where a
+//! A flat open-addressing table for the common grouping cases (two IPv4 ends): the key is `orig << 32 |
+//! resp` for `by = pair` ([`PairTable`]), with `resp_p` and the protocol below it for `by = pair-port`
+//! ([`PortTable`]), and lives in the slot next to its sums, so a lookup touches one cache line where a
 //! general hash map touches its control bytes and then the entry. With ~100k groups per worker the table
 //! does not fit in cache, and this lookup is most of a worker's cost.
 
@@ -21,24 +22,61 @@ impl PairAgg {
     }
 }
 
-/// `EMPTY` marks a free slot; that one key (255.255.255.255 to itself) cannot be stored (see [`PairTable::slot`]).
-const EMPTY: u64 = u64::MAX;
+/// A key of a [`FlatTable`]: `EMPTY` marks a free slot, so that one key cannot be stored (see
+/// [`FlatTable::slot`]).
+pub trait FlatKey: Copy + Eq {
+    const EMPTY: Self;
+    /// 64 bits that depend on every bit of the key, for the slot index.
+    fn fold(self) -> u64;
+}
 
-#[derive(Debug, Clone, Default)]
-pub struct PairTable {
-    slots: Vec<(u64, PairAgg)>,
+impl FlatKey for u64 {
+    /// 255.255.255.255 to itself.
+    const EMPTY: u64 = u64::MAX;
+    #[inline]
+    fn fold(self) -> u64 {
+        self
+    }
+}
+
+impl FlatKey for u128 {
+    /// Never a [`PortTable`] key (bits 25 to 63 are always zero there).
+    const EMPTY: u128 = u128::MAX;
+    #[inline]
+    fn fold(self) -> u64 {
+        ((self >> 64) as u64) ^ (self as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)
+    }
+}
+
+/// IPv4 pairs.
+pub type PairTable = FlatTable<u64>;
+/// IPv4 pairs with the responder port and protocol (see `port_key` in the tally).
+pub type PortTable = FlatTable<u128>;
+
+#[derive(Debug, Clone)]
+pub struct FlatTable<K> {
+    slots: Vec<(K, PairAgg)>,
     len: usize,
 }
 
-impl PairTable {
+impl<K> Default for FlatTable<K> {
+    fn default() -> Self {
+        FlatTable {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<K: FlatKey> FlatTable<K> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// The sums of `key`, inserted as zero if new; `None` for the one key the table cannot hold.
     #[inline]
-    pub fn slot(&mut self, key: u64) -> Option<&mut PairAgg> {
-        if key == EMPTY {
+    pub fn slot(&mut self, key: K) -> Option<&mut PairAgg> {
+        if key == K::EMPTY {
             return None;
         }
         // Grow at 3/4 full (linear probing stays short).
@@ -52,7 +90,7 @@ impl PairTable {
             if k == key {
                 return Some(&mut self.slots[i].1);
             }
-            if k == EMPTY {
+            if k == K::EMPTY {
                 self.len += 1;
                 self.slots[i] = (key, PairAgg::default());
                 return Some(&mut self.slots[i].1);
@@ -64,7 +102,7 @@ impl PairTable {
     /// Asks the CPU to start loading `key`'s slot now, so a later [`PairTable::slot`] finds it in cache
     /// (a hint only: no effect on results).
     #[inline]
-    pub fn prefetch(&self, key: u64) {
+    pub fn prefetch(&self, key: K) {
         if self.slots.is_empty() {
             return;
         }
@@ -74,7 +112,7 @@ impl PairTable {
         #[cfg(target_arch = "x86_64")]
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                (slot as *const (u64, PairAgg)).cast(),
+                (slot as *const (K, PairAgg)).cast(),
             );
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -83,10 +121,10 @@ impl PairTable {
 
     fn grow(&mut self) {
         let cap = (self.slots.len() * 2).max(1024);
-        let old = std::mem::replace(&mut self.slots, vec![(EMPTY, PairAgg::default()); cap]);
+        let old = std::mem::replace(&mut self.slots, vec![(K::EMPTY, PairAgg::default()); cap]);
         self.len = 0;
         for (k, v) in old {
-            if k != EMPTY {
+            if k != K::EMPTY {
                 if let Some(s) = self.slot(k) {
                     *s = v;
                 }
@@ -95,18 +133,18 @@ impl PairTable {
     }
 
     /// The stored pairs, in no particular order.
-    pub fn drain(&mut self) -> impl Iterator<Item = (u64, PairAgg)> {
+    pub fn drain(&mut self) -> impl Iterator<Item = (K, PairAgg)> {
         self.len = 0;
         std::mem::take(&mut self.slots)
             .into_iter()
-            .filter(|(k, _)| *k != EMPTY)
+            .filter(|(k, _)| *k != K::EMPTY)
     }
 }
 
 /// Fibonacci hashing: the high bits of the product mix every bit of the key.
 #[inline]
-fn index(key: u64, mask: usize) -> usize {
-    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & mask
+fn index<K: FlatKey>(key: K, mask: usize) -> usize {
+    (key.fold().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & mask
 }
 
 #[cfg(test)]
@@ -135,7 +173,7 @@ mod tests {
             }
             m.entry(key).or_default().merge(&add);
         }
-        assert_eq!(t.slot(EMPTY), None);
+        assert_eq!(t.slot(u64::EMPTY), None);
         let mut got: Vec<_> = t.drain().collect();
         got.sort_by_key(|(k, _)| *k);
         let m_len = m.len();

@@ -9,6 +9,7 @@
 //! time is only checked (it is counted as a bad value when it does not parse); it is read, with uid, proto
 //! and service, only for the rare row that enters the table of longest connections.
 
+use super::tally::proto_code;
 use crate::zeek::{fast_decimal, parse_addr, parse_port, parse_u64, Field, TsvHeader};
 use std::net::IpAddr;
 
@@ -21,7 +22,8 @@ const RESP_P: usize = 4;
 const DURATION: usize = 5;
 const ORIG_BYTES: usize = 6;
 const RESP_BYTES: usize = 7;
-const SLOTS: usize = 8;
+const PROTO: usize = 8;
+const SLOTS: usize = 9;
 /// A column the fast path does not read.
 const NONE: u8 = u8::MAX;
 
@@ -35,6 +37,7 @@ fn slot_of(f: Field) -> Option<usize> {
         Field::Duration => DURATION,
         Field::OrigBytes => ORIG_BYTES,
         Field::RespBytes => RESP_BYTES,
+        Field::Proto => PROTO,
         _ => return None,
     })
 }
@@ -43,6 +46,9 @@ fn slot_of(f: Field) -> Option<usize> {
 pub struct RowPlan {
     sep: u8,
     unset: Vec<u8>,
+    empty: Vec<u8>,
+    /// Grouping by pair-port: `proto` is read too (and must be one of the texts the tally encodes).
+    ports: bool,
     /// The slot each column fills, or [`NONE`].
     col_slot: Vec<u8>,
     /// The slots some column fills.
@@ -54,9 +60,9 @@ pub struct RowPlan {
 }
 
 impl RowPlan {
-    /// The plan for rows under `header`; `None` when its rows need the general parser (no `#fields` yet, a
-    /// separator of more than one byte, or no address columns).
-    pub fn new(header: &TsvHeader) -> Option<RowPlan> {
+    /// The plan for rows under `header` (`ports`: grouping by pair-port); `None` when its rows need the
+    /// general parser (no `#fields` yet, a separator of more than one byte, or no address columns).
+    pub fn new(header: &TsvHeader, ports: bool) -> Option<RowPlan> {
         let [sep] = header.separator() else {
             return None;
         };
@@ -67,7 +73,7 @@ impl RowPlan {
         let mut need = 0;
         let mut present = [false; SLOTS];
         for (col, f) in header.columns().iter().enumerate() {
-            let slot = f.and_then(slot_of);
+            let slot = f.and_then(slot_of).filter(|s| ports || *s != PROTO);
             col_slot.push(slot.map_or(NONE, |s| s as u8));
             if let Some(s) = slot {
                 need = col + 1;
@@ -80,6 +86,8 @@ impl RowPlan {
         Some(RowPlan {
             sep: *sep,
             unset: header.unset_field().to_vec(),
+            empty: header.empty_field().to_vec(),
+            ports,
             col_slot,
             present,
             ncols: header.columns().len(),
@@ -96,6 +104,9 @@ pub struct PairRow {
     pub duration: Option<f64>,
     /// orig_bytes + resp_bytes (unset as 0, saturating), as [`crate::zeek::ConnRecord::total_bytes`].
     pub bytes: u64,
+    pub resp_p: Option<u16>,
+    /// The tally's code of `proto` ([`crate::scan::tally::proto_code`]), read only by pair-port (else 0).
+    pub proto: u8,
 }
 
 /// Where each read column lies in the run, `(start, end)`.
@@ -202,11 +213,29 @@ fn read_row(plan: &RowPlan, bytes: &[u8], start: usize, end: usize, spans: &Span
     let (Ok(orig_bytes), Ok(resp_bytes)) = (number(ORIG_BYTES), number(RESP_BYTES)) else {
         return Row::Other;
     };
-    for port in [ORIG_P, RESP_P] {
-        if set(port) && parse_port(field(port)).is_none() {
-            return Row::Other;
-        }
+    if set(ORIG_P) && parse_port(field(ORIG_P)).is_none() {
+        return Row::Other;
     }
+    let resp_p = if set(RESP_P) {
+        match parse_port(field(RESP_P)) {
+            Some(p) => Some(p),
+            None => return Row::Other,
+        }
+    } else {
+        None
+    };
+    // By pair-port, `proto` as the general parser reads it: unset and empty are "", the rest as written
+    // (no escapes here); a text the tally does not encode goes to the general parser.
+    let proto = if !plan.ports || !set(PROTO) || field(PROTO) == plan.empty.as_slice() {
+        Some(0)
+    } else if field(PROTO).contains(&b'\\') {
+        None
+    } else {
+        proto_code(field(PROTO))
+    };
+    let Some(proto) = proto else {
+        return Row::Other;
+    };
     let duration = if !set(DURATION) {
         None
     } else {
@@ -225,6 +254,8 @@ fn read_row(plan: &RowPlan, bytes: &[u8], start: usize, end: usize, spans: &Span
         bytes: orig_bytes
             .unwrap_or(0)
             .saturating_add(resp_bytes.unwrap_or(0)),
+        resp_p,
+        proto,
     })
 }
 
@@ -353,6 +384,7 @@ mod tests {
                 "id.orig_p" | "id.resp_p" => vec!["443", "0", "65535"],
                 "duration" => vec!["8.854541", "0.000000", "3600", "123456.5"],
                 "orig_bytes" | "resp_bytes" => vec!["0", "95517", "18446744073709551615"],
+                "proto" => vec!["tcp", "udp", "icmp", "unknown_transport", "sctp", "t\\x63p"],
                 _ => vec!["CI49CYT0qv8YgaGnEz", "tcp", "ShADadFf"],
             };
             let odd = vec![
@@ -414,18 +446,19 @@ mod tests {
 
         proptest! {
             #[test]
-            fn plain_rows_read_as_the_general_parser_reads_them((cols, lines, cut) in case()) {
+            fn plain_rows_read_as_the_general_parser_reads_them((cols, lines, cut) in case(), ports in any::<bool>()) {
                 let header = TsvHeader::from_lines([
                     b"#separator \\x09".to_vec(),
                     format!("#fields\t{}", cols.join("\t")).into_bytes(),
                 ]);
-                let plan = RowPlan::new(&header).expect("plan");
+                let plan = RowPlan::new(&header, ports).expect("plan");
                 let mut body = lines.join("\n");
                 if !cut && !lines.is_empty() {
                     body.push('\n');
                 }
                 let bytes = body.as_bytes();
-                let opts = parse_options(GroupMode::Pair, false).0;
+                let mode = if ports { GroupMode::PairPort } else { GroupMode::Pair };
+                let opts = parse_options(mode, false).0;
                 let mut seen = Vec::new();
                 let rest = for_each_row(&plan, bytes, |from, to, row| {
                     seen.push((from, to));
@@ -438,6 +471,10 @@ mod tests {
                                 assert_eq!(rec.resp_h, Some(r.resp_h));
                                 assert_eq!(rec.duration, r.duration);
                                 assert_eq!(rec.total_bytes(), r.bytes);
+                                if ports {
+                                    assert_eq!(rec.resp_p, r.resp_p);
+                                    assert_eq!(proto_code(rec.proto.as_bytes()), Some(r.proto));
+                                }
                             }
                             other => panic!("{:?}: fast path read a row the parser gives as {other:?}",
                                 String::from_utf8_lossy(line)),

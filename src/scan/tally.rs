@@ -18,7 +18,7 @@
 //! (unset, or masked as in Zeek's test baselines) cannot be placed in time: its duration is added as if it
 //! overlapped nothing (disjoint), so covered never drops below what such records alone give.
 
-use super::pairs::{PairAgg, PairTable};
+use super::pairs::{PairAgg, PairTable, PortTable};
 use crate::config::Measure;
 use crate::zeek::{ConnRecord, SkipReason};
 use compact_str::CompactString;
@@ -210,6 +210,40 @@ pub struct Tally {
     /// Entries are a third the size of `groups`' ones and a lookup touches one cache line; folded into
     /// `groups` by [`Tally::groups`].
     pairs4: PairTable,
+    /// The same for by = pair-port: key from [`port_key`].
+    ports4: PortTable,
+}
+
+/// The `proto` texts the flat tables encode (Zeek's `transport_proto` enum; unset or empty as ""), by code.
+const PROTOS: [&str; 5] = ["", "tcp", "udp", "icmp", "unknown_transport"];
+
+/// The code of a `proto` text in [`PROTOS`]; `None` for any other text (such groups go to the hash map).
+pub fn proto_code(text: &[u8]) -> Option<u8> {
+    PROTOS
+        .iter()
+        .position(|p| p.as_bytes() == text)
+        .map(|i| i as u8)
+}
+
+/// The [`PortTable`] key of an IPv4 group by pair-port: the pair, then whether `resp_p` is set, the port
+/// and the protocol code (bits 25 to 63 stay zero, so it is never the table's empty key).
+fn port_key(o: std::net::Ipv4Addr, r: std::net::Ipv4Addr, resp_p: Option<u16>, proto: u8) -> u128 {
+    u128::from(pair_key(o, r)) << 64
+        | u128::from(resp_p.is_some()) << 24
+        | u128::from(resp_p.unwrap_or(0)) << 8
+        | u128::from(proto)
+}
+
+/// The group of a [`port_key`].
+fn port_group(k: u128) -> GroupKey {
+    let pair = (k >> 64) as u64;
+    let low = k as u32;
+    GroupKey {
+        orig_h: IpAddr::V4(std::net::Ipv4Addr::from((pair >> 32) as u32)),
+        resp_h: IpAddr::V4(std::net::Ipv4Addr::from(pair as u32)),
+        resp_p: (low >> 24 & 1 == 1).then_some((low >> 8) as u16),
+        proto: Some(CompactString::from(PROTOS[(low & 0xff) as usize])),
+    }
 }
 
 fn pair_key(o: std::net::Ipv4Addr, r: std::net::Ipv4Addr) -> u64 {
@@ -242,6 +276,7 @@ impl Tally {
             finals: FxHashSet::default(),
             spans: FxHashMap::default(),
             pairs4: PairTable::default(),
+            ports4: PortTable::default(),
         }
     }
 
@@ -273,18 +308,41 @@ impl Tally {
     /// A hint that `rec` will be added next: starts loading its group's slot (see `work` in `scan`).
     #[inline]
     pub fn prefetch(&self, rec: &ConnRecord) {
-        if let (Some(o), Some(r)) = (rec.orig_h, rec.resp_h) {
-            self.prefetch_pair(o, r);
+        if let (Some(o), Some(r), Some(p)) =
+            (rec.orig_h, rec.resp_h, proto_code(rec.proto.as_bytes()))
+        {
+            self.prefetch_pair(o, r, rec.resp_p, p);
         }
     }
 
     /// [`Tally::prefetch`] for a record to come through [`Tally::add_pair`].
     #[inline]
-    pub fn prefetch_pair(&self, orig_h: IpAddr, resp_h: IpAddr) {
-        if let (GroupMode::Pair, Measure::Sum, IpAddr::V4(o), IpAddr::V4(r)) =
-            (self.opts.by, self.opts.measure, orig_h, resp_h)
-        {
-            self.pairs4.prefetch(pair_key(o, r));
+    pub fn prefetch_pair(&self, orig_h: IpAddr, resp_h: IpAddr, resp_p: Option<u16>, proto: u8) {
+        if let (Measure::Sum, IpAddr::V4(o), IpAddr::V4(r)) = (self.opts.measure, orig_h, resp_h) {
+            match self.opts.by {
+                GroupMode::Pair => self.pairs4.prefetch(pair_key(o, r)),
+                GroupMode::PairPort => self.ports4.prefetch(port_key(o, r, resp_p, proto)),
+            }
+        }
+    }
+
+    /// The flat table slot of a group, if it has one: two IPv4 ends, measure = sum, and for pair-port a
+    /// known protocol. The same record always gets the same answer, whichever path read it.
+    #[inline]
+    fn flat_slot(
+        &mut self,
+        orig_h: IpAddr,
+        resp_h: IpAddr,
+        resp_p: Option<u16>,
+        proto: Option<u8>,
+    ) -> Option<&mut PairAgg> {
+        let (Measure::Sum, IpAddr::V4(o), IpAddr::V4(r)) = (self.opts.measure, orig_h, resp_h)
+        else {
+            return None;
+        };
+        match self.opts.by {
+            GroupMode::Pair => self.pairs4.slot(pair_key(o, r)),
+            GroupMode::PairPort => self.ports4.slot(port_key(o, r, resp_p, proto?)),
         }
     }
 
@@ -331,13 +389,8 @@ impl Tally {
         let Some(ns) = self.admit(orig_h, resp_h, rec.duration) else {
             return;
         };
-        let pair4 = match (self.opts.by, self.opts.measure, orig_h, resp_h) {
-            (GroupMode::Pair, Measure::Sum, IpAddr::V4(o), IpAddr::V4(r)) => {
-                self.pairs4.slot(pair_key(o, r))
-            }
-            _ => None,
-        };
-        match pair4 {
+        let proto = proto_code(rec.proto.as_bytes());
+        match self.flat_slot(orig_h, resp_h, rec.resp_p, proto) {
             Some(g) => g.merge(&PairAgg {
                 total_ns: ns,
                 count: 1,
@@ -349,21 +402,27 @@ impl Tally {
         self.offer_single(orig_h, resp_h, ns, || details().unwrap_or(rec));
     }
 
-    /// True when records may go through [`Tally::add_pair`]: grouping by pair, summing, no interim input.
+    /// True when records may go through [`Tally::add_pair`]: summing, no interim input.
     pub fn takes_pairs(&self) -> bool {
-        self.opts.by == GroupMode::Pair
-            && self.opts.measure == Measure::Sum
-            && !self.opts.any_interim()
+        self.opts.measure == Measure::Sum && !self.opts.any_interim()
     }
 
-    /// [`Tally::add`] for a conn record of which only the addresses, the duration and the byte total were
-    /// read, valid (`bad_values` = 0), when [`Tally::takes_pairs`]. The caller counts the record for its
-    /// file with [`Tally::add_file_records`].
+    /// How the groups are made (fast paths read `resp_p` and `proto` only for pair-port).
+    pub fn group_mode(&self) -> GroupMode {
+        self.opts.by
+    }
+
+    /// [`Tally::add`] for a conn record of which only the addresses, the duration, the byte total and, by
+    /// pair-port, `resp_p` and the [`proto_code`] were read, valid (`bad_values` = 0), when
+    /// [`Tally::takes_pairs`]. The caller counts the record for its file with [`Tally::add_file_records`].
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub fn add_pair(
         &mut self,
         orig_h: IpAddr,
         resp_h: IpAddr,
+        resp_p: Option<u16>,
+        proto: u8,
         duration: Option<f64>,
         bytes: u64,
         details: impl FnOnce() -> Option<ConnRecord>,
@@ -379,11 +438,8 @@ impl Tally {
             longest_ns: ns,
             bytes,
         };
-        let slot = match (orig_h, resp_h) {
-            (IpAddr::V4(o), IpAddr::V4(r)) => self.pairs4.slot(pair_key(o, r)),
-            _ => None,
-        };
-        match slot {
+        let pair_port = self.opts.by == GroupMode::PairPort;
+        match self.flat_slot(orig_h, resp_h, resp_p, Some(proto)) {
             Some(g) => g.merge(&add),
             None => add_pair(
                 add,
@@ -391,8 +447,8 @@ impl Tally {
                     .entry(GroupKey {
                         orig_h,
                         resp_h,
-                        resp_p: None,
-                        proto: None,
+                        resp_p: if pair_port { resp_p } else { None },
+                        proto: pair_port.then(|| CompactString::from(PROTOS[proto as usize])),
                     })
                     .or_default(),
             ),
@@ -531,6 +587,15 @@ impl Tally {
                 }
             }
         }
+        if self.ports4.is_empty() {
+            std::mem::swap(&mut self.ports4, &mut other.ports4);
+        } else {
+            for (k, v) in other.ports4.drain() {
+                if let Some(g) = self.ports4.slot(k) {
+                    g.merge(&v);
+                }
+            }
+        }
         for (k, v) in other.groups {
             let g = self.groups.entry(k).or_default();
             g.total_ns = g.total_ns.saturating_add(v.total_ns);
@@ -594,8 +659,8 @@ impl Tally {
     pub fn groups(&mut self) -> Vec<GroupRow> {
         let mut spans = std::mem::take(&mut self.spans);
         let covered = self.opts.measure == Measure::Covered;
-        // The two maps hold different keys: a key goes to `pairs4` exactly when both ends are IPv4 (and
-        // by = pair, measure = sum), whatever worker saw it.
+        // The maps hold different keys: a key goes to a flat table exactly when [`Tally::flat_slot`] gives
+        // it one, whatever worker or path saw it.
         let pairs4 = self.pairs4.drain().map(|(k, v)| {
             let key = GroupKey {
                 orig_h: IpAddr::V4(std::net::Ipv4Addr::from((k >> 32) as u32)),
@@ -603,13 +668,17 @@ impl Tally {
                 resp_p: None,
                 proto: None,
             };
+            (key, v)
+        });
+        let ports4 = self.ports4.drain().map(|(k, v)| (port_group(k), v));
+        let flat = pairs4.chain(ports4).map(|(key, v)| {
             let mut agg = GroupAgg::default();
             add_pair(v, &mut agg);
             (key, agg)
         });
         let mut rows: Vec<GroupRow> = std::mem::take(&mut self.groups)
             .into_iter()
-            .chain(pairs4)
+            .chain(flat)
             .map(|(key, mut agg)| {
                 if covered {
                     let union = spans.remove(&key).map_or(0, crate::window::union_length);
@@ -760,7 +829,7 @@ mod tests {
                 };
                 let d = ((x >> 33) % 4) as f64;
                 match (o.parse(), r.parse()) {
-                    (Ok(o), Ok(r)) if i % 2 == 0 => t.add_pair(o, r, Some(d), 1, || None),
+                    (Ok(o), Ok(r)) if i % 2 == 0 => t.add_pair(o, r, None, 0, Some(d), 1, || None),
                     _ => t.add(0, rec(&o, &r, Some(d), "u"), 0, || None),
                 }
             }

@@ -87,6 +87,11 @@ impl TsvHeader {
         &self.separator
     }
 
+    /// The text that marks an empty value (`(empty)` by default).
+    pub fn empty_field(&self) -> &[u8] {
+        &self.empty_field
+    }
+
     /// The text that marks an unset value (`-` by default).
     pub fn unset_field(&self) -> &[u8] {
         &self.unset_field
