@@ -9,9 +9,8 @@
 //! caller for the general JSON reader, so every line counts, is skipped or is reported exactly as
 //! [`crate::zeek::LogParser`] would have it.
 
-use super::rows::PairRow;
-use super::tally::proto_code;
-use crate::zeek::parse_addr;
+use super::tally::{proto_code, PairRow};
+use crate::zeek::{parse_addr, Field};
 
 /// The fields read, as bits of `seen`.
 #[derive(Clone, Copy)]
@@ -28,16 +27,16 @@ enum Key {
 }
 
 fn key(name: &[u8]) -> Option<Key> {
-    Some(match name {
-        b"ts" => Key::Ts,
-        b"id.orig_h" | b"id_orig_h" => Key::OrigH,
-        b"id.orig_p" | b"id_orig_p" => Key::OrigP,
-        b"id.resp_h" | b"id_resp_h" => Key::RespH,
-        b"id.resp_p" | b"id_resp_p" => Key::RespP,
-        b"duration" => Key::Duration,
-        b"orig_bytes" => Key::OrigBytes,
-        b"resp_bytes" => Key::RespBytes,
-        b"proto" => Key::Proto,
+    Some(match Field::from_name(name)? {
+        Field::Ts => Key::Ts,
+        Field::OrigH => Key::OrigH,
+        Field::OrigP => Key::OrigP,
+        Field::RespH => Key::RespH,
+        Field::RespP => Key::RespP,
+        Field::Duration => Key::Duration,
+        Field::OrigBytes => Key::OrigBytes,
+        Field::RespBytes => Key::RespBytes,
+        Field::Proto => Key::Proto,
         _ => return None,
     })
 }
@@ -254,9 +253,7 @@ pub fn read(line: &[u8], ports: bool) -> Option<PairRow> {
         orig_h,
         resp_h,
         duration,
-        bytes: orig_bytes
-            .unwrap_or(0)
-            .saturating_add(resp_bytes.unwrap_or(0)),
+        bytes: PairRow::total_bytes(orig_bytes, resp_bytes),
         resp_p,
         proto,
     })

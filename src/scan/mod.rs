@@ -13,10 +13,11 @@ pub mod tally;
 
 use crate::input::{self, InputPath};
 use crate::zeek::{ConnRecord, Field, FieldSet, LogParser, ParseOptions, SkipReason, TsvHeader};
-use rows::{PairRow, Row, RowPlan};
+use rows::{Row, RowPlan};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tally::PairRow;
 use tally::{Tally, TallyOptions};
 
 pub use tally::{Counts, GroupMode, GroupRow, LineIssue, SingleRow};
@@ -127,21 +128,13 @@ fn work(tally: &mut Tally, w: &Work, opts: &(ParseOptions, ParseOptions)) {
         let mut pending: Option<(PairRow, &[u8])> = None;
         let mut records = 0u64;
         let add = |tally: &mut Tally, (row, line): (PairRow, &[u8])| {
-            tally.add_pair(
-                row.orig_h,
-                row.resp_h,
-                row.resp_p,
-                row.proto,
-                row.duration,
-                row.bytes,
-                || full_record(w, &opts.1, line),
-            )
+            tally.add_pair(&row, || full_record(w, &opts.1, line))
         };
         start = rows::for_each_row(&plan, bytes, |from, to, row| {
             match row {
                 Row::Pair(row) => {
                     records += 1;
-                    tally.prefetch_pair(row.orig_h, row.resp_h, row.resp_p, row.proto);
+                    tally.prefetch_row(&row);
                     if let Some(prev) = pending.replace((row, &bytes[from..to])) {
                         add(tally, prev);
                     }
@@ -224,15 +217,7 @@ fn general_lines(
         Pending::Record(rec, bad, line) => {
             tally.add(w.file, rec, bad, || full_record(w, &opts.1, line))
         }
-        Pending::Pair(row, line) => tally.add_pair(
-            row.orig_h,
-            row.resp_h,
-            row.resp_p,
-            row.proto,
-            row.duration,
-            row.bytes,
-            || full_record(w, &opts.1, line),
-        ),
+        Pending::Pair(row, line) => tally.add_pair(&row, || full_record(w, &opts.1, line)),
     };
     let mut handle = |tally: &mut Tally, from: usize, to: usize, line_no: u64, last: bool| {
         let line = &bytes[from..to];
@@ -247,7 +232,7 @@ fn general_lines(
         let next = match fast {
             Some(row) => {
                 fast_records += 1;
-                tally.prefetch_pair(row.orig_h, row.resp_h, row.resp_p, row.proto);
+                tally.prefetch_row(&row);
                 Pending::Pair(row, line)
             }
             None => match parse_general(tally, w, &opts.0, line, line_no, last) {

@@ -9,9 +9,8 @@
 //! time is only checked (it is counted as a bad value when it does not parse); it is read, with uid, proto
 //! and service, only for the rare row that enters the table of longest connections.
 
-use super::tally::proto_code;
+use super::tally::{proto_code, PairRow};
 use crate::zeek::{fast_decimal, parse_addr, parse_port, parse_u64, Field, TsvHeader};
-use std::net::IpAddr;
 
 /// The columns read from each row, as indexes into [`Spans`].
 const TS: usize = 0;
@@ -94,19 +93,6 @@ impl RowPlan {
             need,
         })
     }
-}
-
-/// What the fast path read from one row.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PairRow {
-    pub orig_h: IpAddr,
-    pub resp_h: IpAddr,
-    pub duration: Option<f64>,
-    /// orig_bytes + resp_bytes (unset as 0, saturating), as [`crate::zeek::ConnRecord::total_bytes`].
-    pub bytes: u64,
-    pub resp_p: Option<u16>,
-    /// The tally's code of `proto` ([`crate::scan::tally::proto_code`]), read only by pair-port (else 0).
-    pub proto: u8,
 }
 
 /// Where each read column lies in the run, `(start, end)`.
@@ -251,9 +237,7 @@ fn read_row(plan: &RowPlan, bytes: &[u8], start: usize, end: usize, spans: &Span
         orig_h,
         resp_h,
         duration,
-        bytes: orig_bytes
-            .unwrap_or(0)
-            .saturating_add(resp_bytes.unwrap_or(0)),
+        bytes: PairRow::total_bytes(orig_bytes, resp_bytes),
         resp_p,
         proto,
     })

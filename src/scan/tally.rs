@@ -149,6 +149,27 @@ pub struct GroupRow {
     pub agg: GroupAgg,
 }
 
+/// A conn record as the fast paths (`rows.rs`, `json_rows.rs`) read it: only what the sums need, all of
+/// it valid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairRow {
+    pub orig_h: IpAddr,
+    pub resp_h: IpAddr,
+    pub duration: Option<f64>,
+    /// orig_bytes + resp_bytes (unset as 0, saturating), as [`crate::zeek::ConnRecord::total_bytes`].
+    pub bytes: u64,
+    pub resp_p: Option<u16>,
+    /// The tally's code of `proto` ([`crate::scan::tally::proto_code`]), read only by pair-port (else 0).
+    pub proto: u8,
+}
+
+impl PairRow {
+    /// orig_bytes + resp_bytes as [`ConnRecord::total_bytes`] adds them.
+    pub fn total_bytes(orig: Option<u64>, resp: Option<u64>) -> u64 {
+        orig.unwrap_or(0).saturating_add(resp.unwrap_or(0))
+    }
+}
+
 /// The summary counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts {
@@ -317,7 +338,12 @@ impl Tally {
 
     /// [`Tally::prefetch`] for a record to come through [`Tally::add_pair`].
     #[inline]
-    pub fn prefetch_pair(&self, orig_h: IpAddr, resp_h: IpAddr, resp_p: Option<u16>, proto: u8) {
+    pub fn prefetch_row(&self, row: &PairRow) {
+        self.prefetch_pair(row.orig_h, row.resp_h, row.resp_p, row.proto);
+    }
+
+    #[inline]
+    fn prefetch_pair(&self, orig_h: IpAddr, resp_h: IpAddr, resp_p: Option<u16>, proto: u8) {
         if let (Measure::Sum, IpAddr::V4(o), IpAddr::V4(r)) = (self.opts.measure, orig_h, resp_h) {
             match self.opts.by {
                 GroupMode::Pair => self.pairs4.prefetch(pair_key(o, r)),
@@ -412,21 +438,19 @@ impl Tally {
         self.opts.by
     }
 
-    /// [`Tally::add`] for a conn record of which only the addresses, the duration, the byte total and, by
-    /// pair-port, `resp_p` and the [`proto_code`] were read, valid (`bad_values` = 0), when
-    /// [`Tally::takes_pairs`]. The caller counts the record for its file with [`Tally::add_file_records`].
+    /// [`Tally::add`] for a record a fast path read (`bad_values` = 0), when [`Tally::takes_pairs`]; its
+    /// `resp_p` and `proto` count only by pair-port. The caller counts the record for its file with
+    /// [`Tally::add_file_records`].
     #[inline]
-    #[allow(clippy::too_many_arguments)]
-    pub fn add_pair(
-        &mut self,
-        orig_h: IpAddr,
-        resp_h: IpAddr,
-        resp_p: Option<u16>,
-        proto: u8,
-        duration: Option<f64>,
-        bytes: u64,
-        details: impl FnOnce() -> Option<ConnRecord>,
-    ) {
+    pub fn add_pair(&mut self, row: &PairRow, details: impl FnOnce() -> Option<ConnRecord>) {
+        let PairRow {
+            orig_h,
+            resp_h,
+            duration,
+            bytes,
+            resp_p,
+            proto,
+        } = *row;
         debug_assert!(self.takes_pairs());
         self.counts.read += 1;
         let Some(ns) = self.admit(orig_h, resp_h, duration) else {
@@ -829,7 +853,17 @@ mod tests {
                 };
                 let d = ((x >> 33) % 4) as f64;
                 match (o.parse(), r.parse()) {
-                    (Ok(o), Ok(r)) if i % 2 == 0 => t.add_pair(o, r, None, 0, Some(d), 1, || None),
+                    (Ok(orig_h), Ok(resp_h)) if i % 2 == 0 => {
+                        let row = PairRow {
+                            orig_h,
+                            resp_h,
+                            duration: Some(d),
+                            bytes: 1,
+                            resp_p: None,
+                            proto: 0,
+                        };
+                        t.add_pair(&row, || None)
+                    }
                     _ => t.add(0, rec(&o, &r, Some(d), "u"), 0, || None),
                 }
             }
