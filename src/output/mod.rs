@@ -7,6 +7,7 @@ mod deliver;
 mod file;
 pub mod http;
 pub mod syslog;
+pub mod tls;
 
 pub use deliver::{Deliver, DeliverError, DeliverFuture, Spooled};
 pub use file::FileOutput;

@@ -320,28 +320,14 @@ impl Deliver for SyslogOutput {
     }
 }
 
-fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
 /// The TLS client for a config: CA roots from `ca_file`, optional client certificate, the server name.
 fn tls_connector(cfg: &TlsConfig) -> Result<(TlsConnector, ServerName<'static>), String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
-    let pem = read_pem(&cfg.ca_file)?;
-    let mut n = 0;
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| format!("{}: {e}", cfg.ca_file.display()))?;
+    for cert in crate::output::tls::read_certs(&cfg.ca_file)? {
         roots
             .add(cert)
             .map_err(|e| format!("{}: {e}", cfg.ca_file.display()))?;
-        n += 1;
-    }
-    if n == 0 {
-        return Err(format!(
-            "{}: no PEM certificate in it",
-            cfg.ca_file.display()
-        ));
     }
     let roots = Arc::new(roots);
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -360,14 +346,7 @@ fn tls_connector(cfg: &TlsConfig) -> Result<(TlsConnector, ServerName<'static>),
     let config = match &cfg.client_cert {
         None => builder.with_no_client_auth(),
         Some((cert_path, key_path)) => {
-            let pem = read_pem(cert_path)?;
-            let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("{}: {e}", cert_path.display()))?;
-            let pem = read_pem(key_path)?;
-            let key = rustls_pemfile::private_key(&mut pem.as_slice())
-                .map_err(|e| format!("{}: {e}", key_path.display()))?
-                .ok_or_else(|| format!("{}: no private key in it", key_path.display()))?;
+            let (chain, key) = crate::output::tls::client_identity(cert_path, key_path)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("client certificate: {e}"))?

@@ -11,7 +11,6 @@
 use crate::config::{parse_duration, ConfigError};
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -484,7 +483,7 @@ impl HttpConfig {
 
         let (ca_file, ca_certs) = match r.text("ca_file") {
             None => (None, Vec::new()),
-            Some(path) => match read_certs(path) {
+            Some(path) => match crate::output::tls::read_certs(std::path::Path::new(path)) {
                 Ok(certs) => (Some(PathBuf::from(path)), certs),
                 Err(reason) => {
                     r.push("ca_file", reason);
@@ -677,7 +676,7 @@ fn read_client_cert(r: &mut Reader<'_>) -> Option<(PathBuf, PathBuf)> {
         }
         (Some(cert), Some(key)) => {
             let paths = (PathBuf::from(cert), PathBuf::from(key));
-            match load_client_identity(&paths.0, &paths.1) {
+            match crate::output::tls::load_client_identity(&paths.0, &paths.1) {
                 Ok(_) => Some(paths),
                 Err(errs) => {
                     for (field, reason) in errs {
@@ -689,51 +688,6 @@ fn read_client_cert(r: &mut Reader<'_>) -> Option<(PathBuf, PathBuf)> {
         }
         _ => None, // the other key had a bad value, already reported
     }
-}
-
-/// A client certificate chain (leaf first) and its private key.
-pub(crate) type ClientIdentity = (
-    Vec<CertificateDer<'static>>,
-    rustls_pki_types::PrivateKeyDer<'static>,
-);
-
-/// Reads a client certificate chain and its key (PEM) and checks that the key is the leaf's: the pair is
-/// ready for rustls. Each error names the key (`client_cert` or `client_key`) at fault; both files are
-/// read before any error is returned, so a config check reports both at once.
-pub(crate) fn load_client_identity(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<ClientIdentity, Vec<(&'static str, String)>> {
-    use rustls_pki_types::pem::PemObject;
-    let chain = read_certs(&cert.display().to_string()).map_err(|e| ("client_cert", e));
-    let private = std::fs::read(key)
-        .map_err(|e| format!("cannot read {}: {e}", key.display()))
-        .and_then(|bytes| {
-            rustls_pki_types::PrivateKeyDer::from_pem_slice(&bytes)
-                .map_err(|e| format!("{} holds no usable PEM private key ({e:?})", key.display()))
-        })
-        .map_err(|e| ("client_key", e));
-    let (chain, private) = match (chain, private) {
-        (Ok(c), Ok(p)) => (c, p),
-        (c, p) => return Err(c.err().into_iter().chain(p.err()).collect()),
-    };
-    let provider = rustls::crypto::ring::default_provider();
-    let signing = provider
-        .key_provider
-        .load_private_key(private.clone_key())
-        .map_err(|e| vec![("client_key", format!("{}: {e}", key.display()))])?;
-    let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing);
-    if let Err(e) = certified.keys_match() {
-        return Err(vec![(
-            "client_key",
-            format!(
-                "{} is not the key of the first certificate in {} ({e})",
-                key.display(),
-                cert.display()
-            ),
-        )]);
-    }
-    Ok((chain, private))
 }
 
 /// `proxy` (a URL or `"none"`) and its credentials.
@@ -806,17 +760,6 @@ fn read_proxy(r: &mut Reader<'_>) -> ProxySetting {
 fn parse_proxy_url(text: &str) -> Result<Url, String> {
     parse_http_url(text, "proxy_username and proxy_password_file")
         .map_err(|e| format!("{e}; give http://HOST:PORT or \"none\""))
-}
-
-fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{path} is not PEM ({e:?})"))?;
-    if certs.is_empty() {
-        return Err(format!("{path} holds no PEM certificate"));
-    }
-    Ok(certs)
 }
 
 fn read_headers(r: &mut Reader<'_>) -> Vec<(HeaderName, HeaderValue)> {

@@ -341,13 +341,7 @@ fn build_client(cfg: &HttpConfig) -> Result<reqwest::Client, String> {
     let tls = match &cfg.client_cert {
         None => tls.with_no_client_auth(),
         Some((cert, key)) => {
-            let (chain, key) = config::load_client_identity(cert, key).map_err(|errs| {
-                let all: Vec<String> = errs
-                    .into_iter()
-                    .map(|(field, reason)| format!("{field}: {reason}"))
-                    .collect();
-                all.join("; ")
-            })?;
+            let (chain, key) = crate::output::tls::client_identity(cert, key)?;
             tls.with_client_auth_cert(chain, key)
                 .map_err(|e| format!("client_cert: {e}"))?
         }
