@@ -877,8 +877,9 @@ const DEFAULT_LEVELS: [Option<Duration>; 4] = [
     Some(Duration::from_secs(8 * 3600)),
     Some(Duration::from_secs(12 * 3600)),
 ];
-const DEFAULT_INTERNAL: &[&str] = &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"];
-const DEFAULT_NEVER: &[&str] = &[
+pub(crate) const DEFAULT_INTERNAL: &[&str] =
+    &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"];
+pub(crate) const DEFAULT_NEVER: &[&str] = &[
     "127.0.0.0/8",
     "::1/128",
     "169.254.0.0/16",

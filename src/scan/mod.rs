@@ -13,7 +13,7 @@ pub mod tally;
 
 use crate::input::{self, InputPath};
 use crate::zeek::{ConnRecord, Field, FieldSet, LogParser, ParseOptions, SkipReason, TsvHeader};
-use rows::{Row, RowPlan};
+use rows::RowPlan;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -115,46 +115,51 @@ pub(crate) fn parse_options(by: GroupMode, uids: bool) -> (ParseOptions, ParseOp
     )
 }
 
-fn work(tally: &mut Tally, w: &Work, opts: &(ParseOptions, ParseOptions)) {
+fn work<'w>(tally: &mut Tally, w: &'w Work, opts: &'w (ParseOptions, ParseOptions)) {
     let bytes = &w.buf[w.start..w.end];
+    let mut fold = Fold::new(w, opts);
     let mut line_no = w.first_line;
     let mut start = 0;
-    // The fast path takes the plain rows; it hands every other line to the general parser below.
+    let ports = tally.group_mode() == GroupMode::PairPort;
+    // The TSV fast path takes the plain rows; it hands every other line to the general parser.
     if let Some(plan) = tally
         .takes_pairs()
-        .then(|| RowPlan::new(&w.header, tally.group_mode() == GroupMode::PairPort))
+        .then(|| RowPlan::new(&w.header, ports))
         .flatten()
     {
-        let mut pending: Option<(PairRow, &[u8])> = None;
-        let mut records = 0u64;
-        let add = |tally: &mut Tally, (row, line): (PairRow, &[u8])| {
-            tally.add_pair(&row, || full_record(w, &opts.1, line))
-        };
         start = rows::for_each_row(&plan, bytes, |from, to, row| {
+            let line = &bytes[from..to];
             match row {
-                Row::Pair(row) => {
-                    records += 1;
-                    tally.prefetch_row(&row);
-                    if let Some(prev) = pending.replace((row, &bytes[from..to])) {
-                        add(tally, prev);
-                    }
-                }
-                Row::Other => {
-                    let line = &bytes[from..to];
-                    if let Some((rec, bad)) = parse_general(tally, w, &opts.0, line, line_no, false)
-                    {
-                        tally.add(w.file, rec, bad, || full_record(w, &opts.1, line));
-                    }
-                }
+                Some(row) => fold.pair(tally, row, line),
+                None => fold.general(tally, line, line_no, false),
             }
             line_no += 1;
         });
-        if let Some(prev) = pending.take() {
-            add(tally, prev);
-        }
-        tally.add_file_records(w.file, records);
     }
-    general_lines(tally, w, opts, &bytes[start..], line_no);
+    // The rest line by line: plain JSON lines through their fast path, the others the general parser.
+    let json_fast = tally.takes_pairs();
+    let rest = &bytes[start..];
+    let mut each = |tally: &mut Tally, line: &'w [u8], line_no: u64, last: bool| {
+        let fast = if json_fast && LogParser::reads_as_json(&w.header, line) {
+            json_rows::read(line, ports)
+        } else {
+            None
+        };
+        match fast {
+            Some(row) => fold.pair(tally, row, line),
+            None => fold.general(tally, line, line_no, last),
+        }
+    };
+    let mut from = 0;
+    for nl in memchr::memchr_iter(b'\n', rest) {
+        each(tally, &rest[from..nl], line_no, false);
+        line_no += 1;
+        from = nl + 1;
+    }
+    if from < rest.len() {
+        each(tally, &rest[from..], line_no, w.unterminated_last);
+    }
+    fold.finish(tally);
 }
 
 /// The fully parsed record of `line` (uid, proto, service, ts), for a row that enters the single table.
@@ -190,75 +195,72 @@ fn parse_general(
     }
 }
 
-/// A record parsed and waiting for its group's slot to load (see `general_lines`).
-// One lives at a time, on the stack: boxing the large variant would cost an allocation per line.
-#[allow(clippy::large_enum_variant)]
-enum Pending<'l> {
-    Record(ConnRecord, u32, &'l [u8]),
-    Pair(PairRow, &'l [u8]),
+/// Folds one run's records into a tally. Each record is added one line late: its group's slot is
+/// prefetched first and loads from memory while the next line parses (the group table is far larger than
+/// the cache). Fast-path rows and general records wait in separate slots (a row is a few words, a record
+/// ~300 bytes: one shared slot would copy the large one for every row); the order between the two kinds
+/// may shift by a line, which the sums do not see (fast rows exist only where order does not matter:
+/// no interim input).
+struct Fold<'w> {
+    w: &'w Work,
+    opts: &'w (ParseOptions, ParseOptions),
+    row: Option<(PairRow, &'w [u8])>,
+    record: Option<(ConnRecord, u32, &'w [u8])>,
+    /// Records read by the fast paths (counted for their file at the end).
+    fast_records: u64,
 }
 
-/// The lines of `bytes` through the general parser (plain JSON lines through their fast path when the
-/// tally takes pairs); `line_no` is the first one's number.
-fn general_lines(
-    tally: &mut Tally,
-    w: &Work,
-    opts: &(ParseOptions, ParseOptions),
-    bytes: &[u8],
-    mut line_no: u64,
-) {
-    let mut start = 0;
-    let json_fast = tally.takes_pairs();
-    let mut fast_records = 0u64;
-    // Each record is added one line late: its group's slot is prefetched first, and loads from memory
-    // while the next line parses (the group table is far larger than the cache). Record order is kept.
-    let mut pending: Option<Pending> = None;
-    let add = |tally: &mut Tally, p: Pending| match p {
-        Pending::Record(rec, bad, line) => {
-            tally.add(w.file, rec, bad, || full_record(w, &opts.1, line))
+impl<'w> Fold<'w> {
+    fn new(w: &'w Work, opts: &'w (ParseOptions, ParseOptions)) -> Fold<'w> {
+        Fold {
+            w,
+            opts,
+            row: None,
+            record: None,
+            fast_records: 0,
         }
-        Pending::Pair(row, line) => tally.add_pair(&row, || full_record(w, &opts.1, line)),
-    };
-    let mut handle = |tally: &mut Tally, from: usize, to: usize, line_no: u64, last: bool| {
-        let line = &bytes[from..to];
-        // A `{` line is JSON unless a TSV header is active and the line holds its separator.
-        let json =
-            line.first() == Some(&b'{') && (!w.header.is_active() || !w.header.has_separator(line));
-        let fast = if json_fast && json {
-            json_rows::read(line, tally.group_mode() == GroupMode::PairPort)
-        } else {
-            None
-        };
-        let next = match fast {
-            Some(row) => {
-                fast_records += 1;
-                tally.prefetch_row(&row);
-                Pending::Pair(row, line)
+    }
+
+    /// A record a fast path read from `line`.
+    #[inline]
+    fn pair(&mut self, tally: &mut Tally, row: PairRow, line: &'w [u8]) {
+        self.fast_records += 1;
+        tally.prefetch_row(&row);
+        if let Some(prev) = self.row.replace((row, line)) {
+            self.add_row(tally, prev);
+        }
+    }
+
+    /// A line for the general parser (`last`: the input's unterminated last line).
+    fn general(&mut self, tally: &mut Tally, line: &'w [u8], line_no: u64, last: bool) {
+        if let Some((rec, bad)) = parse_general(tally, self.w, &self.opts.0, line, line_no, last) {
+            tally.prefetch(&rec);
+            if let Some(prev) = self.record.replace((rec, bad, line)) {
+                self.add_record(tally, prev);
             }
-            None => match parse_general(tally, w, &opts.0, line, line_no, last) {
-                Some((rec, bad)) => {
-                    tally.prefetch(&rec);
-                    Pending::Record(rec, bad, line)
-                }
-                None => return,
-            },
-        };
-        if let Some(prev) = pending.replace(next) {
-            add(tally, prev);
         }
-    };
-    for nl in memchr::memchr_iter(b'\n', bytes) {
-        handle(tally, start, nl, line_no, false);
-        line_no += 1;
-        start = nl + 1;
     }
-    if start < bytes.len() {
-        handle(tally, start, bytes.len(), line_no, w.unterminated_last);
+
+    #[inline]
+    fn add_row(&self, tally: &mut Tally, (row, line): (PairRow, &'w [u8])) {
+        let (w, full) = (self.w, &self.opts.1);
+        tally.add_pair(&row, || full_record(w, full, line));
     }
-    if let Some(prev) = pending.take() {
-        add(tally, prev);
+
+    fn add_record(&self, tally: &mut Tally, (rec, bad, line): (ConnRecord, u32, &'w [u8])) {
+        let (w, full) = (self.w, &self.opts.1);
+        tally.add(w.file, rec, bad, || full_record(w, full, line));
     }
-    tally.add_file_records(w.file, fast_records);
+
+    fn finish(mut self, tally: &mut Tally) {
+        if let Some(prev) = self.row.take() {
+            self.add_row(tally, prev);
+        }
+        if let Some(prev) = self.record.take() {
+            self.add_record(tally, prev);
+        }
+        tally.add_file_records(self.w.file, self.fast_records);
+    }
 }
 
 /// Reads every input and builds the report.

@@ -98,19 +98,13 @@ impl RowPlan {
 /// Where each read column lies in the run, `(start, end)`.
 type Spans = [(usize, usize); SLOTS];
 
-/// What a line was for the fast path.
-pub enum Row {
-    Pair(PairRow),
-    /// Needs the general parser.
-    Other,
-}
-
 /// Walks the complete lines of `bytes` (up to its last newline) and calls `each(line_start, line_end,
-/// row)` for each, in order; returns the offset after the last newline (the caller parses the rest).
+/// row)` for each, in order (`row` is `None` for a line the general parser must read); returns the offset
+/// after the last newline (the caller parses the rest).
 pub fn for_each_row(
     plan: &RowPlan,
     bytes: &[u8],
-    mut each: impl FnMut(usize, usize, Row),
+    mut each: impl FnMut(usize, usize, Option<PairRow>),
 ) -> usize {
     let mut spans: Spans = [(0, 0); SLOTS];
     let mut line_start = 0usize;
@@ -145,7 +139,7 @@ pub fn for_each_row(
                 let row = if col + 1 == plan.ncols {
                     read_row(plan, bytes, line_start, pos, &spans)
                 } else {
-                    Row::Other
+                    None
                 };
                 each(line_start, pos, row);
                 line_start = pos + 1;
@@ -172,11 +166,17 @@ pub fn for_each_row(
     line_start
 }
 
-fn read_row(plan: &RowPlan, bytes: &[u8], start: usize, end: usize, spans: &Spans) -> Row {
+fn read_row(
+    plan: &RowPlan,
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+    spans: &Spans,
+) -> Option<PairRow> {
     let line = &bytes[start..end];
     match (line.first(), line.last()) {
         // JSON, comments and empty lines, `\r\n` ends: the general parser's business.
-        (Some(b'{' | b'#'), _) | (_, Some(b'\r')) | (None, _) => return Row::Other,
+        (Some(b'{' | b'#'), _) | (_, Some(b'\r')) | (None, _) => return None,
         _ => {}
     }
     let unset = plan.unset.as_slice();
@@ -184,56 +184,41 @@ fn read_row(plan: &RowPlan, bytes: &[u8], start: usize, end: usize, spans: &Span
         let (s, e) = spans[slot];
         &bytes[s..e]
     };
-    // Each value: its plain form, or the unset marker (or no such column: unset too).
+    // Each value: its plain form, or the unset marker (or no such column: unset too). `Some(None)`:
+    // unset; `None`: an odd value, for the general parser.
     let set = |slot: usize| plan.present[slot] && field(slot) != unset;
-    let (Some(orig_h), Some(resp_h)) = (parse_addr(field(ORIG_H)), parse_addr(field(RESP_H)))
-    else {
-        return Row::Other;
-    };
-    let number = |slot: usize| -> Result<Option<u64>, ()> {
-        if !set(slot) {
-            return Ok(None);
+    let read = |slot: usize, parse: fn(&[u8]) -> Option<u64>| -> Option<Option<u64>> {
+        if set(slot) {
+            parse(field(slot)).map(Some)
+        } else {
+            Some(None)
         }
-        parse_u64(field(slot)).map(Some).ok_or(())
     };
-    let (Ok(orig_bytes), Ok(resp_bytes)) = (number(ORIG_BYTES), number(RESP_BYTES)) else {
-        return Row::Other;
-    };
-    if set(ORIG_P) && parse_port(field(ORIG_P)).is_none() {
-        return Row::Other;
-    }
-    let resp_p = if set(RESP_P) {
-        match parse_port(field(RESP_P)) {
-            Some(p) => Some(p),
-            None => return Row::Other,
-        }
-    } else {
-        None
-    };
+    let port = |b: &[u8]| parse_port(b).map(u64::from);
+    let orig_h = parse_addr(field(ORIG_H))?;
+    let resp_h = parse_addr(field(RESP_H))?;
+    let orig_bytes = read(ORIG_BYTES, parse_u64)?;
+    let resp_bytes = read(RESP_BYTES, parse_u64)?;
+    read(ORIG_P, port)?;
+    let resp_p = read(RESP_P, port)?.map(|p| p as u16);
     // By pair-port, `proto` as the general parser reads it: unset and empty are "", the rest as written
     // (no escapes here); a text the tally does not encode goes to the general parser.
     let proto = if !plan.ports || !set(PROTO) || field(PROTO) == plan.empty.as_slice() {
-        Some(0)
+        0
     } else if field(PROTO).contains(&b'\\') {
-        None
+        return None;
     } else {
-        proto_code(field(PROTO))
+        proto_code(field(PROTO))?
     };
-    let Some(proto) = proto else {
-        return Row::Other;
-    };
-    let duration = if !set(DURATION) {
-        None
+    let duration = if set(DURATION) {
+        Some(fast_decimal(field(DURATION))?)
     } else {
-        match fast_decimal(field(DURATION)) {
-            Some(v) => Some(v),
-            None => return Row::Other,
-        }
+        None
     };
     if set(TS) && !plain_decimal(field(TS)) {
-        return Row::Other;
+        return None;
     }
-    Row::Pair(PairRow {
+    Some(PairRow {
         orig_h,
         resp_h,
         duration,
@@ -446,7 +431,7 @@ mod tests {
                 let mut seen = Vec::new();
                 let rest = for_each_row(&plan, bytes, |from, to, row| {
                     seen.push((from, to));
-                    if let Row::Pair(r) = row {
+                    if let Some(r) = row {
                         let line = &bytes[from..to];
                         match LogParser::parse_with(&header, &opts, line) {
                             Line::Record(rec, bad) => {

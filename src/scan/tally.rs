@@ -329,25 +329,33 @@ impl Tally {
     /// A hint that `rec` will be added next: starts loading its group's slot (see `work` in `scan`).
     #[inline]
     pub fn prefetch(&self, rec: &ConnRecord) {
-        if let (Some(o), Some(r), Some(p)) =
-            (rec.orig_h, rec.resp_h, proto_code(rec.proto.as_bytes()))
-        {
-            self.prefetch_pair(o, r, rec.resp_p, p);
+        if let (Some(o), Some(r)) = (rec.orig_h, rec.resp_h) {
+            self.prefetch_group(o, r, rec.resp_p, || proto_code(rec.proto.as_bytes()));
         }
     }
 
     /// [`Tally::prefetch`] for a record to come through [`Tally::add_pair`].
     #[inline]
     pub fn prefetch_row(&self, row: &PairRow) {
-        self.prefetch_pair(row.orig_h, row.resp_h, row.resp_p, row.proto);
+        self.prefetch_group(row.orig_h, row.resp_h, row.resp_p, || Some(row.proto));
     }
 
     #[inline]
-    fn prefetch_pair(&self, orig_h: IpAddr, resp_h: IpAddr, resp_p: Option<u16>, proto: u8) {
+    fn prefetch_group(
+        &self,
+        orig_h: IpAddr,
+        resp_h: IpAddr,
+        resp_p: Option<u16>,
+        proto: impl FnOnce() -> Option<u8>,
+    ) {
         if let (Measure::Sum, IpAddr::V4(o), IpAddr::V4(r)) = (self.opts.measure, orig_h, resp_h) {
             match self.opts.by {
                 GroupMode::Pair => self.pairs4.prefetch(pair_key(o, r)),
-                GroupMode::PairPort => self.ports4.prefetch(port_key(o, r, resp_p, proto)),
+                GroupMode::PairPort => {
+                    if let Some(p) = proto() {
+                        self.ports4.prefetch(port_key(o, r, resp_p, p));
+                    }
+                }
             }
         }
     }
@@ -360,7 +368,7 @@ impl Tally {
         orig_h: IpAddr,
         resp_h: IpAddr,
         resp_p: Option<u16>,
-        proto: Option<u8>,
+        proto: impl FnOnce() -> Option<u8>,
     ) -> Option<&mut PairAgg> {
         let (Measure::Sum, IpAddr::V4(o), IpAddr::V4(r)) = (self.opts.measure, orig_h, resp_h)
         else {
@@ -368,7 +376,7 @@ impl Tally {
         };
         match self.opts.by {
             GroupMode::Pair => self.pairs4.slot(pair_key(o, r)),
-            GroupMode::PairPort => self.ports4.slot(port_key(o, r, resp_p, proto?)),
+            GroupMode::PairPort => self.ports4.slot(port_key(o, r, resp_p, proto()?)),
         }
     }
 
@@ -415,8 +423,9 @@ impl Tally {
         let Some(ns) = self.admit(orig_h, resp_h, rec.duration) else {
             return;
         };
-        let proto = proto_code(rec.proto.as_bytes());
-        match self.flat_slot(orig_h, resp_h, rec.resp_p, proto) {
+        match self.flat_slot(orig_h, resp_h, rec.resp_p, || {
+            proto_code(rec.proto.as_bytes())
+        }) {
             Some(g) => g.merge(&PairAgg {
                 total_ns: ns,
                 count: 1,
@@ -463,7 +472,7 @@ impl Tally {
             bytes,
         };
         let pair_port = self.opts.by == GroupMode::PairPort;
-        match self.flat_slot(orig_h, resp_h, resp_p, Some(proto)) {
+        match self.flat_slot(orig_h, resp_h, resp_p, || Some(proto)) {
             Some(g) => g.merge(&add),
             None => add_pair(
                 add,

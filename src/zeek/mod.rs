@@ -321,11 +321,15 @@ impl LogParser {
                 self.header.header_line(line);
                 Line::Meta
             }
-            Some(b'{') if !self.header.is_active() || !self.header.has_separator(line) => {
-                json::parse(line, &self.opts)
-            }
+            Some(b'{') if Self::reads_as_json(&self.header, line) => json::parse(line, &self.opts),
             _ => tsv::parse_row(&self.header, line, &self.opts),
         }
+    }
+
+    /// True for a line read as JSON: it starts with `{` and no TSV header is active or the line lacks the
+    /// header's separator (a TSV value may start with `{`).
+    pub fn reads_as_json(header: &TsvHeader, line: &[u8]) -> bool {
+        line.first() == Some(&b'{') && (!header.is_active() || !header.has_separator(line))
     }
 
     /// Parses a data line with a fixed header, without touching parser state (for worker threads).
@@ -336,9 +340,7 @@ impl LogParser {
         };
         match line.first() {
             None | Some(b'#') => Line::Meta,
-            Some(b'{') if !header.is_active() || !header.has_separator(line) => {
-                json::parse(line, opts)
-            }
+            Some(b'{') if Self::reads_as_json(header, line) => json::parse(line, opts),
             _ => tsv::parse_row(header, line, opts),
         }
     }
