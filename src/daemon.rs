@@ -143,6 +143,8 @@ struct Pipeline {
     /// with neither changed, the saved state is still current and is not written again.
     saved_sources: Option<Vec<SourceCheckpoint>>,
     reconfigured: bool,
+    /// No checkpoint was loaded: the positions of the files opened are saved before anything is read.
+    first_start: bool,
     /// Held while we run: no second daemon on this state directory.
     _state_lock: std::fs::File,
 }
@@ -165,6 +167,7 @@ impl Pipeline {
                 }
             }
         };
+        let first_start = saved.is_none();
         let (detector, mut saved_sources) = match saved {
             Some(s) if s.version == STATE_VERSION => {
                 info!(path = %store.path().display(), "checkpoint restored");
@@ -210,6 +213,7 @@ impl Pipeline {
             health,
             saved_sources: None,
             reconfigured: false,
+            first_start,
             _state_lock: state_lock,
         })
     }
@@ -253,9 +257,10 @@ impl Pipeline {
                         warn!(file = %path.display(), "more skipped lines in this file; counting without logging");
                     }
                 }
-                TailEvent::Rotated { from, to } => {
-                    info!(from = %from.display(), to = ?to, "file rotated");
-                }
+                TailEvent::Rotated { from, to } => match to {
+                    Some(to) => info!(from = %from.display(), to = %to.display(), "file rotated"),
+                    None => info!(from = %from.display(), "file rotated (moved out of the directory or deleted)"),
+                },
                 TailEvent::Opened { path, resumed_at } => {
                     info!(file = %path.display(), offset = resumed_at, "reading file");
                 }
@@ -265,15 +270,36 @@ impl Pipeline {
                 TailEvent::Finished { path } => {
                     debug!(file = %path.display(), "rotated file finished");
                 }
+                TailEvent::Nul {
+                    path,
+                    offset,
+                    bytes,
+                } => {
+                    health.nul_bytes(i, bytes);
+                    let n = skipped_logged.entry(path.to_path_buf()).or_default();
+                    *n += 1;
+                    if *n <= SKIP_LOG_LIMIT {
+                        warn!(file = %path.display(), offset, bytes, "skipped a run of NUL bytes (a writer without O_APPEND after a truncation)");
+                    }
+                }
                 TailEvent::Lost { path, offset } => {
                     error!(file = %path.display(), offset, "a file in the checkpoint is gone: the rest of it was not read");
                 }
             });
             match result {
-                Ok(stats) => bytes += stats.bytes,
-                Err(e) => {
-                    warn!(source = %self.tailers[i].path().display(), "reading failed, will retry: {e}")
+                Ok(stats) => {
+                    bytes += stats.bytes;
+                    let state = if self.tailers[i].is_idle() {
+                        health::SourceState::Missing
+                    } else {
+                        health::SourceState::Up
+                    };
+                    self.health.source_state(i, state);
                 }
+                // Logged once per change by the health state (never every poll); positions are kept.
+                Err(e) => self
+                    .health
+                    .source_state(i, health::SourceState::Unreadable(e.to_string())),
             }
             self.health
                 .polled(i, records, &before, &self.detector.stats());
@@ -360,7 +386,28 @@ impl Pipeline {
         info!("configuration reloaded");
     }
 
+    /// A first start (no checkpoint): open every source and save those positions at once, before reading,
+    /// so a kill before the first periodic checkpoint does not restart at the live path and miss the files
+    /// rotated since (tailing scenario 25).
+    fn save_first_positions(&mut self) {
+        for i in 0..self.tailers.len() {
+            let result = self.tailers[i].start(&mut |ev| {
+                if let TailEvent::Opened { path, resumed_at } = ev {
+                    info!(file = %path.display(), offset = resumed_at, "reading file");
+                }
+            });
+            if let Err(e) = result {
+                self.health
+                    .source_state(i, health::SourceState::Unreadable(e.to_string()));
+            }
+        }
+        self.checkpoint();
+    }
+
     fn run(mut self, ctrl: mpsc::Receiver<Control>, mut watches: Watches) {
+        if self.first_start {
+            self.save_first_positions();
+        }
         let mut last_checkpoint = Instant::now();
         let mut last_watch_check = Instant::now();
         // A large window makes a checkpoint slow and big (it holds every interval): never spend more than a
