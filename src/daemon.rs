@@ -79,22 +79,36 @@ const WATCH_REFRESH: Duration = Duration::from_secs(2);
 /// when notifications are lost or unavailable.
 struct Watches {
     watcher: Option<notify::RecommendedWatcher>,
-    dirs: Vec<PathBuf>,
+    /// The directories watched, with their identity when the watch was set: a directory deleted and
+    /// recreated under the same name (zeekctl moves its spool away) is another directory, watched anew.
+    dirs: Vec<(PathBuf, Option<crate::tail::FileId>)>,
     wake: mpsc::Sender<Control>,
 }
 
 impl Watches {
-    /// Watches `dirs` if they differ from what is watched now.
+    /// Watches `dirs` if they differ from what is watched now (by path or by identity).
     fn refresh(&mut self, dirs: Vec<PathBuf>) {
+        let dirs: Vec<(PathBuf, Option<crate::tail::FileId>)> = dirs
+            .into_iter()
+            .map(|d| {
+                let id = std::fs::metadata(&d)
+                    .ok()
+                    .map(|m| crate::tail::FileId::of(&m));
+                (d, id)
+            })
+            .collect();
         if dirs == self.dirs && self.watcher.is_some() {
             return;
         }
+        let paths: Vec<PathBuf> = dirs.iter().map(|(d, _)| d.clone()).collect();
         let wake = self.wake.clone();
-        self.watcher = match crate::tail::watch::watch(&dirs, move || {
+        self.watcher = match crate::tail::watch::watch(&paths, move || {
             let _ = wake.send(Control::Wake);
         }) {
             Ok(w) => {
-                debug!(dirs = ?dirs, "watching");
+                for d in &paths {
+                    debug!(dir = %d.display(), "watching");
+                }
                 Some(w)
             }
             Err(e) => {

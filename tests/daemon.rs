@@ -730,3 +730,55 @@ fn scenario_27_permission_denied_across_a_restart_then_restored() {
         "{log}"
     );
 }
+
+/// Tailing scenario 16: the watched directory is deleted (its file already read) and recreated with a new
+/// file. The daemon says so once, watches the new directory and reads the new file; nothing is read twice.
+#[test]
+fn scenario_16_watched_directory_deleted_and_recreated() {
+    let mut env = Env::new();
+    env.new_file(0..30);
+    let child = env.start();
+    env.settle();
+    fs::remove_dir_all(&env.logs).expect("delete the log directory");
+    wait_log(&env, "no file at the source path", 1);
+    fs::create_dir_all(&env.logs).expect("recreate");
+    env.new_file(30..60);
+    env.settle();
+    stop(child);
+    let log = fs::read_to_string(&env.stderr).unwrap_or_default();
+    assert_eq!(
+        log.matches("no file at the source path").count(),
+        1,
+        "{log}"
+    );
+}
+
+/// Issue 10 item 8: the live file replaced by a symlink loop. One warning when it starts and one line when
+/// it ends, however many polls in between; messages carry no debug formatting.
+#[test]
+fn live_file_replaced_by_a_symlink_loop_is_logged_once_per_change() {
+    let mut env = Env::new();
+    env.new_file(0..30);
+    let child = env.start();
+    env.settle();
+    fs::rename(env.live(), env.logs.join("conn.2023-11-14-23-00-00.log")).expect("rotate");
+    std::os::unix::fs::symlink("conn.log", env.live()).expect("symlink loop");
+    wait_log(&env, "source unreadable", 1);
+    // Let it poll the loop for a while (about 8 re-checks); the end of the episode below proves it did.
+    std::thread::sleep(Duration::from_secs(2));
+    fs::remove_file(env.live()).expect("remove loop");
+    env.new_file(30..60);
+    wait_log(&env, "source readable again", 1);
+    env.settle();
+    stop(child);
+    let log = fs::read_to_string(&env.stderr).unwrap_or_default();
+    assert_eq!(log.matches("source unreadable").count(), 1, "{log}");
+    let warns = log.lines().filter(|l| l.contains("WARN")).count();
+    assert!(warns <= 3, "{warns} warnings:\n{log}");
+    for debug_text in ["Some(", "Os {", "code:"] {
+        assert!(
+            !log.contains(debug_text),
+            "debug text {debug_text:?} in:\n{log}"
+        );
+    }
+}
