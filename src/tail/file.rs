@@ -245,8 +245,9 @@ impl FileReader {
     /// Forgets everything read: the file was truncated or replaced in place. The parser keeps its header
     /// block: after a copytruncate Zeek's writer carries on with rows and writes no new header (tailing
     /// scenario 26); a new header block, if one comes, replaces it as anywhere else.
-    pub fn restart(&mut self) -> io::Result<()> {
-        self.fp = Fingerprint::of_file(&self.file)?;
+    pub fn restart(&mut self) {
+        // Unreadable now: an empty fingerprint, which grows with what is read.
+        self.fp = Fingerprint::of_file(&self.file).unwrap_or_else(|_| Fingerprint::of_bytes(&[]));
         self.offset = 0;
         self.line_no = 0;
         let header = self.parser.header().clone();
@@ -257,7 +258,6 @@ impl FileReader {
         self.skipping = false;
         self.saw_close = false;
         self.eof_polls = 0;
-        Ok(())
     }
 
     /// Skips to the end of the file's last complete line, reading only its header lines (`start_at = end`).

@@ -385,7 +385,7 @@ impl Tailer {
                 let mut r = FileReader::resume(&found.path, found.file, &fc, fp, self.opts);
                 if meta.len() < fc.offset {
                     sink(TailEvent::Truncated { path: &r.path });
-                    r.restart()?;
+                    r.restart();
                 }
                 if found.at_live && is_live && self.live.is_none() {
                     sink(TailEvent::Opened {
@@ -455,7 +455,9 @@ impl Tailer {
         }
         // Rotated files we never saw: none is a file we hold now or the one at the live path.
         let open_ids: Vec<FileId> = files.iter().map(|p| p.reader.id).collect();
-        files.extend(self.discover(&snap, &open_ids)?);
+        let found = self.discover(&snap, &open_ids, self.anchor)?;
+        self.adopt(&found);
+        files.extend(found);
         // The file at the live path when we looked is ours from now on, whatever happens to the path next:
         // read from the handle, never by opening the path again (tailing scenario 23).
         if self.live.is_none() {
@@ -602,15 +604,21 @@ impl Tailer {
         Ok(out)
     }
 
-    /// Rotated siblings that appeared after the last rotated live file and that we never read (several
-    /// rotations or copytruncates between two looks, or while stopped), with their modification times.
-    /// Not: files open now (or about to be, `also_open`), the file at the live path, files remembered as
-    /// read (same inode and content, or the same content by a full fingerprint or in full), and copies of
-    /// a file we are reading (logrotate's copy made before its truncate: what it holds comes through the
-    /// file we read, and when the truncate comes, the copy is drained from where we were). An empty
-    /// sibling waits: there is nothing in it to recognise it by.
-    fn discover(&mut self, snap: &Snapshot, also_open: &[FileId]) -> io::Result<Vec<Pending>> {
-        let Some(anchor) = self.anchor else {
+    /// Rotated siblings that appeared after the last rotated live file (at least as new as `anchor`) and
+    /// that we never read (several rotations or copytruncates between two looks, or while stopped), with
+    /// their modification times. Not: files open now (or about to be, `also_open`), the file at the live
+    /// path, files remembered as read (same inode and content, or the same content by a full fingerprint
+    /// or in full), and copies of a file we are reading (logrotate's copy made before its truncate: what it
+    /// holds comes through the file we read, and when the truncate comes, the copy is drained from where we
+    /// were). An empty sibling waits: there is nothing in it to recognise it by. Changes nothing: the caller
+    /// [`adopt`](Tailer::adopt)s what it returns, so an error part way leaves the state as it was.
+    fn discover(
+        &self,
+        snap: &Snapshot,
+        also_open: &[FileId],
+        anchor: Option<(i64, i64)>,
+    ) -> io::Result<Vec<Pending>> {
+        let Some(anchor) = anchor else {
             return Ok(Vec::new());
         };
         let live_id = snap.live_id();
@@ -629,17 +637,17 @@ impl Tailer {
             let Some(file) = open_existing(path)? else {
                 continue;
             };
-            let head = file::prefix(&file)?;
+            let head = file::prefix(&file).map_err(at(path))?;
             if head.is_empty() || self.retired.iter().any(|r| r.knows(id, &head)) {
                 continue;
             }
             if open_prefixes.is_none() {
                 let mut v = Vec::new();
                 for r in self.live.iter().chain(self.draining.iter()) {
-                    v.push(r.prefix()?);
+                    v.push(r.prefix().map_err(at(&r.path))?);
                 }
                 if let Some((f, _)) = snap.live.as_ref() {
-                    v.push(file::prefix(f)?);
+                    v.push(file::prefix(f).map_err(at(&self.path))?);
                 }
                 open_prefixes = Some(v);
             }
@@ -651,9 +659,8 @@ impl Tailer {
                 debug!(path = %path.display(), "a copy of a file being read: not read on its own");
                 continue;
             }
-            let r = FileReader::from_file(path, file, self.opts)?;
+            let r = FileReader::from_file(path, file, self.opts).map_err(at(path))?;
             debug!(path = %r.path.display(), "rotated file found unread");
-            self.remember(r.id, r.fp.clone());
             found.push(Pending {
                 mtime: mtime(meta),
                 reader: r,
@@ -663,12 +670,24 @@ impl Tailer {
         Ok(found)
     }
 
+    /// Takes files returned by [`discover`](Tailer::discover) or [`find_copy`](Tailer::find_copy) as ours:
+    /// remembered as read, so they are never found again.
+    fn adopt(&mut self, files: &[Pending]) {
+        for p in files {
+            self.remember(p.reader.id, p.reader.fp.clone());
+        }
+    }
+
     /// After copytruncate: a rotated sibling that is a copy of the truncated file (another inode, made since
-    /// we last read it, starting with the bytes we had read) with lines past where we were, to drain from
-    /// where we stopped.
-    fn copy_of(&mut self, before: &FileCheckpoint, snap: &Snapshot) -> io::Result<Option<Pending>> {
+    /// we last read it, starting with the bytes we had read). With lines past where we were, it is returned
+    /// to drain from where we stopped; a copy with nothing more is only remembered (`Err` side of the
+    /// result: its identity). Changes nothing.
+    fn find_copy(
+        &self,
+        before: &FileCheckpoint,
+        snap: &Snapshot,
+    ) -> io::Result<Option<Result<Pending, (FileId, Fingerprint)>>> {
         let live_id = snap.live_id();
-        let mut pick = None;
         for (path, meta) in &snap.siblings {
             let id = FileId::of(meta);
             if id == before.id || self.is_open(id) || Some(id) == live_id {
@@ -680,27 +699,21 @@ impl Tailer {
             let Some(file) = open_existing(path)? else {
                 continue;
             };
-            if let Some(fp) = before.fingerprint.check(&file)? {
-                pick = Some((path.clone(), file, fp, meta.clone()));
-                break;
+            let Some(fp) = before.fingerprint.check(&file).map_err(at(path))? else {
+                continue;
+            };
+            if meta.len() <= before.offset {
+                return Ok(Some(Err((id, fp))));
             }
+            let r = FileReader::resume(path, file, before, fp, self.opts);
+            debug!(path = %r.path.display(), offset = r.offset, "draining the copy of a truncated file");
+            return Ok(Some(Ok(Pending {
+                mtime: mtime(meta),
+                reader: r,
+                announce: true,
+            })));
         }
-        let Some((path, file, fp, meta)) = pick else {
-            return Ok(None);
-        };
-        let id = FileId::of(&meta);
-        // Read up to `before.offset` already: never discover it as an unread rotated file.
-        self.remember(id, fp.clone());
-        if meta.len() <= before.offset {
-            return Ok(None);
-        }
-        let r = FileReader::resume(&path, file, before, fp, self.opts);
-        debug!(path = %r.path.display(), offset = r.offset, "draining the copy of a truncated file");
-        Ok(Some(Pending {
-            mtime: mtime(&meta),
-            reader: r,
-            announce: true,
-        }))
+        Ok(None)
     }
 
     /// Queues files to drain, oldest content (modification time) first.
@@ -717,13 +730,29 @@ impl Tailer {
         }
     }
 
+    /// Remembers a copy found by [`find_copy`](Tailer::find_copy) and returns what is left to drain of it.
+    fn take_copy(&mut self, copy: Option<Result<Pending, (FileId, Fingerprint)>>) -> Vec<Pending> {
+        match copy {
+            Some(Ok(p)) => {
+                self.remember(p.reader.id, p.reader.fp.clone());
+                vec![p]
+            }
+            Some(Err((id, fp))) => {
+                self.remember(id, fp);
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// Compares the file at the configured path with the one we follow. Everything that can fail (opening
-    /// the live path, listing the directory) happens before anything is changed, so an error leaves the
-    /// state as it was and the next poll looks again.
+    /// the live path, listing the directory, reading siblings) happens before anything is changed, so an
+    /// error leaves the state as it was and the next poll looks again.
     fn check_live(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
         let mut snap = self.snapshot()?;
         let live_id = snap.live_id();
-        if let (Some(r), Some(id)) = (self.live.as_mut(), live_id) {
+        let max_anchor = |a: Option<(i64, i64)>, t: (i64, i64)| Some(a.map_or(t, |a| a.max(t)));
+        if let (Some(r), Some(id)) = (self.live.as_ref(), live_id) {
             if id == r.id {
                 let len = snap.live.as_ref().map_or(0, |(_, m)| m.len());
                 let fp = if len < r.offset + r.buf.len() as u64 {
@@ -732,24 +761,63 @@ impl Tailer {
                     r.fp.check(&r.file)?
                 };
                 if let Some(fp) = fp {
-                    r.fp = fp;
+                    if let Some(r) = self.live.as_mut() {
+                        r.fp = fp;
+                    }
                     return Ok(());
                 }
-                // Truncated or replaced in place (copytruncate).
+                // Truncated or replaced in place (copytruncate). Copies made since we last read it (several
+                // copytruncates between two looks) are found first; then the state changes.
                 let before = r.checkpoint();
-                sink(TailEvent::Truncated { path: &r.path });
-                r.restart()?;
-                // Copies made since we last read it (several copytruncates between two looks).
-                self.retire_anchor(before.mtime);
-                let mut files: Vec<Pending> = self.copy_of(&before, &snap)?.into_iter().collect();
-                files.extend(self.discover(&snap, &[])?);
+                let anchor = max_anchor(self.anchor, before.mtime);
+                let copy = self.find_copy(&before, &snap)?;
+                let copy_id = match &copy {
+                    Some(Ok(p)) => Some(p.reader.id),
+                    Some(Err((id, _))) => Some(*id),
+                    None => None,
+                };
+                let found =
+                    self.discover(&snap, &copy_id.into_iter().collect::<Vec<_>>(), anchor)?;
+                if let Some(r) = self.live.as_mut() {
+                    sink(TailEvent::Truncated { path: &r.path });
+                    r.restart();
+                }
+                self.anchor = anchor;
+                let mut files = self.take_copy(copy);
+                self.adopt(&found);
+                files.extend(found);
                 self.drain(files, sink);
                 return Ok(());
             }
         }
-        if let Some(mut old) = self.live.take() {
-            // Rotated: keep it open and drain it before anything newer.
-            let old_meta = old.file.metadata()?;
+        if let Some(old) = self.live.as_ref() {
+            // Rotated: keep it open and drain it before anything newer. First what can fail.
+            let old_meta = old.file.metadata().map_err(at(&old.path))?;
+            let anchor = max_anchor(self.anchor, old.seen_mtime);
+            // The fingerprint is taken again from the handle before the file is remembered: one taken when
+            // it was empty or short would be a prefix of other files.
+            let fresh = if old_meta.len() >= old.offset + old.buf.len() as u64 {
+                old.fp.check(&old.file).map_err(at(&old.path))?
+            } else {
+                None
+            };
+            let before = old.checkpoint();
+            let copy = match fresh {
+                Some(_) => None,
+                // Truncated in place before it was rotated: its old content may be in a copy.
+                None => self.find_copy(&before, &snap)?,
+            };
+            let mut held = vec![old.id];
+            match &copy {
+                Some(Ok(p)) => held.push(p.reader.id),
+                Some(Err((id, _))) => held.push(*id),
+                None => {}
+            }
+            let found = self.discover(&snap, &held, anchor)?;
+            // Then the change.
+            let Some(mut old) = self.live.take() else {
+                return Ok(());
+            };
             let to = snap
                 .siblings
                 .iter()
@@ -762,18 +830,15 @@ impl Tailer {
             if let Some(to) = to {
                 old.path = to;
             }
-            self.retire_anchor(old.seen_mtime);
-            // The fingerprint is taken again from the handle before the file is remembered: one taken when
-            // it was empty or short would be a prefix of other files.
-            let same =
-                old_meta.len() >= old.offset + old.buf.len() as u64 && old.refresh_fingerprint()?;
+            self.anchor = anchor;
             let mut files = Vec::new();
-            if !same {
-                // Truncated in place before it was rotated: its old content may be in a copy.
-                let before = old.checkpoint();
-                sink(TailEvent::Truncated { path: &old.path });
-                old.restart()?;
-                files.extend(self.copy_of(&before, &snap)?);
+            match fresh {
+                Some(fp) => old.fp = fp,
+                None => {
+                    sink(TailEvent::Truncated { path: &old.path });
+                    old.restart();
+                    files.extend(self.take_copy(copy));
+                }
             }
             self.remember(old.id, old.fp.clone());
             files.push(Pending {
@@ -781,18 +846,19 @@ impl Tailer {
                 reader: old,
                 announce: false,
             });
-            // Held in `files` until drained: not "unseen".
-            let held: Vec<FileId> = files.iter().map(|p| p.reader.id).collect();
-            files.extend(self.discover(&snap, &held)?);
+            self.adopt(&found);
+            files.extend(found);
             self.drain(files, sink);
         } else {
-            let files = self.discover(&snap, &[])?;
-            self.drain(files, sink);
+            let found = self.discover(&snap, &[], self.anchor)?;
+            self.adopt(&found);
+            self.drain(found, sink);
         }
         // The file at the live path when we looked: read from that handle (tailing scenario 23).
         if let Some((file, meta)) = snap.live.take() {
             if !self.is_open(FileId::of(&meta)) {
-                let r = FileReader::from_file(&self.path, file, self.opts)?;
+                let r =
+                    FileReader::from_file(&self.path, file, self.opts).map_err(at(&self.path))?;
                 sink(TailEvent::Opened {
                     path: &r.path,
                     resumed_at: 0,

@@ -1183,3 +1183,40 @@ fn scenario_27_unreadable_directory_across_restart_keeps_positions() {
     append(&live, &rows(&["A3"]));
     assert_eq!(uids(&mut t), strs(&["A3"]));
 }
+
+/// Item 1, while running: a look at the directory that fails part way (a sibling that cannot be read, here
+/// a symlink loop) right at a rotation changes nothing: the rotated file is not dropped, and once the look
+/// succeeds it is drained and the new file read.
+#[test]
+fn scenario_27_failed_look_at_a_rotation_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    append(&live, &(rows(&["A2"]) + CLOSE));
+    fs::rename(&live, dir.path().join("conn.r1.log")).expect("rename");
+    append(&live, &(header("h2") + &rows(&["B1"])));
+    let bad = dir.path().join("conn.r0.log");
+    std::os::unix::fs::symlink(&bad, &bad).expect("loop");
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let r = t.poll(&mut |e| {
+            if let TailEvent::Record { rec, .. } = e {
+                got.push(rec.uid.to_string());
+            }
+        });
+        let err = r.expect_err("the look fails");
+        assert!(
+            err.to_string().contains("conn.r0.log"),
+            "names the file: {err}"
+        );
+    }
+    // A2 is still in the open handle: the rotation has not been decided yet.
+    assert_eq!(got, strs(&["A2"]));
+    fs::remove_file(&bad).expect("unlink");
+    got.extend(uids(&mut t));
+    got.extend(uids(&mut t));
+    assert_eq!(got, strs(&["A2", "B1"]));
+}
