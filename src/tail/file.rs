@@ -210,6 +210,14 @@ impl FileReader {
         })
     }
 
+    /// Starts with the header block `saved` had: for a file truncated in place, whose writer goes on with
+    /// rows and no new header (a header block in the file, if any, replaces it as usual).
+    pub fn keep_header(&mut self, saved: &FileCheckpoint) {
+        self.parser.set_header(TsvHeader::from_lines(
+            saved.header.iter().cloned().map(HeaderLine::into_bytes),
+        ));
+    }
+
     /// Resumes a file already opened and recognised as `saved`.
     pub fn resume(
         path: &Path,

@@ -435,7 +435,9 @@ impl Tailer {
             }
             // The inode now holds other content: a new file, read from 0.
             if let Some((found, None)) = same {
-                let r = FileReader::from_file(&found.path, found.file, self.opts)?;
+                let mut r = FileReader::from_file(&found.path, found.file, self.opts)?;
+                // Truncated in place (copytruncate): the writer goes on without a header (scenario 26).
+                r.keep_header(&fc);
                 if found.at_live && self.live.is_none() {
                     sink(TailEvent::Opened {
                         path: &r.path,

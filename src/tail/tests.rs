@@ -1220,3 +1220,37 @@ fn scenario_27_failed_look_at_a_rotation_changes_nothing() {
     got.extend(uids(&mut t));
     assert_eq!(got, strs(&["A2", "B1"]));
 }
+
+/// 0e across a restart: copytruncate while stopped, and the writer goes on with rows and no header. The
+/// copy is drained from the saved offset, and the truncated file's new rows are read with the saved header.
+#[test]
+fn scenario_26_copytruncate_while_stopped_keeps_the_header() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    set_mtime(&live, 1_000);
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    let saved = t.checkpoint();
+    drop(t);
+    append(&live, &rows(&["A2"]));
+    set_mtime(&live, 1_100);
+    fs::copy(&live, dir.path().join("conn.log.1")).expect("copy");
+    set_mtime(&dir.path().join("conn.log.1"), 1_200);
+    truncate(&live);
+    append(&live, &rows(&["B1"]));
+    set_mtime(&live, 1_300);
+    let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved));
+    let ev = poll(&mut t);
+    let recs: Vec<_> = ev
+        .iter()
+        .filter(|e| matches!(e, Ev::Rec(_) | Ev::Skip(_)))
+        .cloned()
+        .collect();
+    assert_eq!(
+        recs,
+        vec![Ev::Rec("A2".into()), Ev::Rec("B1".into())],
+        "{ev:?}"
+    );
+}
