@@ -291,8 +291,9 @@ fn delivered(path: &Path) -> BTreeMap<String, u32> {
     let text = fs::read_to_string(path).unwrap_or_default();
     let mut ids = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
-        let id = event_id(line)
-            .unwrap_or_else(|| panic!("line {} of the alert file is not an alert: {line:?}", n + 1));
+        let id = event_id(line).unwrap_or_else(|| {
+            panic!("line {} of the alert file is not an alert: {line:?}", n + 1)
+        });
         *ids.entry(id).or_insert(0) += 1;
     }
     ids
@@ -402,7 +403,11 @@ fn flip_a_digit_in_the_middle(path: &Path) {
     let at = (mid..bytes.len())
         .find(|&i| bytes[i].is_ascii_digit())
         .expect("a digit after the middle");
-    bytes[at] = if bytes[at] == b'9' { b'1' } else { bytes[at] + 1 };
+    bytes[at] = if bytes[at] == b'9' {
+        b'1'
+    } else {
+        bytes[at] + 1
+    };
     fs::write(path, bytes).expect("write checkpoint");
 }
 
@@ -439,7 +444,11 @@ fn checkpoint_with_a_byte_flipped_is_set_aside_under_a_distinct_name() {
         );
         assert!(!log.contains("checkpoint restored"), "{log}");
         let aside = set_aside(&s.state);
-        assert_eq!(aside.len(), usize::try_from(run - 1).expect("n"), "{aside:?}");
+        assert_eq!(
+            aside.len(),
+            usize::try_from(run - 1).expect("n"),
+            "{aside:?}"
+        );
         assert!(
             aside.iter().all(|n| n != "checkpoint.json.bad"),
             "{aside:?}"
@@ -480,15 +489,15 @@ fn checkpoint_of_an_unknown_version_is_named_as_such() {
 fn scenario_19_sigkill_while_writing_a_checkpoint() {
     let mut s = Setup::new(None, None);
     // Many pairs make a checkpoint big enough to catch it being written.
-    s.append(&rows(0, 30_000, 1));
-    s.append(&rows(30_000, 30_100, 100));
+    s.append(&rows(0, 2_000, 1));
+    s.append(&rows(2_000, 2_100, 100));
     let d = s.start(1);
     wait_until(Duration::from_secs(30), "the first checkpoint", || {
         s.checkpoint().exists()
     });
     let tmp = s.state.join("checkpoint.json.tmp");
     let mut caught = false;
-    let mut next = 30_100;
+    let mut next = 2_100;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !caught && Instant::now() < deadline {
         // Keep the state changing so checkpoints keep being written.

@@ -241,7 +241,8 @@ mod tests {
             (&format!("{{\"a\":1}}\n{long}"), "{\"a\":1}\n"),
         ] {
             std::fs::write(&path, before).unwrap();
-            let mut o = FileOutput::open("f".into(), &path, FsyncPolicy::Batch, gen.clone()).unwrap();
+            let mut o =
+                FileOutput::open("f".into(), &path, FsyncPolicy::Batch, gen.clone()).unwrap();
             assert_eq!(std::fs::read_to_string(&path).unwrap(), after);
             o.deliver(&[spooled(9, "{\"b\":9}")]).await.unwrap();
             assert_eq!(
