@@ -11,14 +11,16 @@
 //! Backpressure: when the spool reaches `[spool] max_bytes` the pipeline stops reading (the log files are the
 //! buffer) until outputs catch up; nothing is dropped.
 //! Stop: the pipeline stops reading, syncs the spool, saves the checkpoint; then the delivery tasks get
-//! [`DELIVERY_GRACE`] to flush what is in the spool; the rest waits there for the next start.
+//! [`DELIVERY_GRACE`] to flush what is in the spool; the rest waits there for the next start. A final
+//! checkpoint that could not be saved is an ERROR and `run` fails with [`CheckpointNotSaved`] (exit 75): the
+//! next start re-reads from the last saved one, nothing is lost, but the stop was not clean.
 //!
 //! What the daemon tells systemd (readiness, reloads, the watchdog, a status line) and Prometheus lives in
 //! `daemon/health.rs`; the pipeline calls into it at a few marked points.
 
 mod health;
 
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{CheckpointStore, LoadError};
 use crate::config::Config;
 use crate::delivery::{self, OutputStats};
 use crate::detector::{Detector, DetectorState};
@@ -173,23 +175,21 @@ impl Pipeline {
         let saved: Option<SavedState> = if opts.fresh {
             None
         } else {
-            match store.load::<SavedState>() {
+            match store.load::<SavedState>(STATE_VERSION) {
                 Ok(s) => s,
-                Err(e) => {
+                Err(LoadError::SetAside(e)) => {
                     error!("{e}");
                     None
                 }
+                // Starting without it would read every log again and then overwrite it.
+                Err(LoadError::Unreadable(e)) => anyhow::bail!("{e}"),
             }
         };
         let first_start = saved.is_none();
         let (detector, mut saved_sources) = match saved {
-            Some(s) if s.version == STATE_VERSION => {
+            Some(s) => {
                 info!(path = %store.path().display(), "checkpoint restored");
                 (Detector::restore(&config, s.detector), s.sources)
-            }
-            Some(s) => {
-                warn!(version = s.version, "checkpoint of another version ignored");
-                (Detector::new(&config), Vec::new())
             }
             None => (Detector::new(&config), Vec::new()),
         };
@@ -352,18 +352,18 @@ impl Pipeline {
     }
 
     /// Syncs the spool, then saves positions and detector state together (the at-least-once ordering).
-    /// Returns the bytes written (0 when nothing was: not needed, or failed).
-    fn checkpoint(&mut self) -> u64 {
+    /// Returns the bytes written (0 when the saved state is still current), or why nothing was saved.
+    fn checkpoint(&mut self) -> Result<u64, CheckpointNotSaved> {
         if !self.alerts_buf.is_empty() || !self.sync_spool() {
             // Not saving keeps the records re-readable: their alerts are raised again after a restart.
             error!("alerts not yet in the spool: checkpoint skipped");
-            return 0;
+            return Err(CheckpointNotSaved);
         }
         let sources: Vec<SourceCheckpoint> = self.tailers.iter().map(Tailer::checkpoint).collect();
         if !self.reconfigured && self.saved_sources.as_ref() == Some(&sources) {
             // Nothing read and no reload since the last one: the saved state is still the current one.
             self.health.checkpoint_saved();
-            return 0;
+            return Ok(0);
         }
         let state = SavedState {
             version: STATE_VERSION,
@@ -375,11 +375,11 @@ impl Pipeline {
                 self.health.checkpoint_saved();
                 self.saved_sources = Some(state.sources);
                 self.reconfigured = false;
-                size
+                Ok(size)
             }
             Err(e) => {
                 error!(path = %self.store.path().display(), "writing checkpoint failed: {e}");
-                0
+                Err(CheckpointNotSaved)
             }
         }
     }
@@ -415,10 +415,15 @@ impl Pipeline {
                     .source_state(i, health::SourceState::Unreadable(e.to_string()));
             }
         }
-        self.checkpoint();
+        // A failure is logged; the periodic checkpoints try again.
+        let _ = self.checkpoint();
     }
 
-    fn run(mut self, ctrl: mpsc::Receiver<Control>, mut watches: Watches) {
+    fn run(
+        mut self,
+        ctrl: mpsc::Receiver<Control>,
+        mut watches: Watches,
+    ) -> Result<(), CheckpointNotSaved> {
         if self.first_start {
             self.save_first_positions();
         }
@@ -448,7 +453,7 @@ impl Pipeline {
                 checkpoint_interval(self.config.state.checkpoint_interval, last_cost, last_size);
             if last_checkpoint.elapsed() >= interval {
                 let started = Instant::now();
-                let size = self.checkpoint();
+                let size = self.checkpoint().unwrap_or(0);
                 last_checkpoint = Instant::now();
                 if size > 0 {
                     last_cost = started.elapsed();
@@ -476,15 +481,38 @@ impl Pipeline {
                 Ok(Control::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        self.checkpoint();
+        // One more try for alerts the spool refused (the outputs may have freed room since).
+        self.write_alerts();
+        let saved = self.checkpoint();
         let stats = self.detector.stats();
-        info!(
-            records = self.records,
-            alerts = self.alerts_written,
-            groups = stats.groups_tracked,
-            "stopped; checkpoint saved"
-        );
+        match saved {
+            Ok(_) => info!(
+                records = self.records,
+                alerts = self.alerts_written,
+                groups = stats.groups_tracked,
+                "stopped; checkpoint saved"
+            ),
+            Err(_) => error!(
+                records = self.records,
+                alerts = self.alerts_written,
+                groups = stats.groups_tracked,
+                "stopped; the final checkpoint was NOT saved: the next start resumes from the last one saved \
+                 and reads the records since then again (their alerts are raised again, same event.id)"
+            ),
+        }
+        saved.map(|_| ())
     }
+}
+
+/// The daemon stopped without saving its final checkpoint (the reason was logged): `run` exits with
+/// [`CheckpointNotSaved::EXIT_CODE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the final checkpoint was not saved")]
+pub struct CheckpointNotSaved;
+
+impl CheckpointNotSaved {
+    /// EX_TEMPFAIL from sysexits.h: nothing is lost, but the stop was not clean.
+    pub const EXIT_CODE: u8 = 75;
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP; a bad config is logged and the
@@ -542,7 +570,8 @@ pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow
         }
     }
     let result = match tokio::time::timeout(STOP_DEADLINE, worker).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e.into()),
         Ok(Err(e)) => Err(anyhow::anyhow!("pipeline failed: {e}")),
         Err(_) => Err(anyhow::anyhow!(
             "pipeline did not stop within {STOP_DEADLINE:?}"

@@ -256,6 +256,10 @@ fn run_daemon(a: RunArgs) -> ExitCode {
     let opts = longconn::daemon::RunOptions { fresh: a.fresh };
     match rt.block_on(longconn::daemon::run(&a.config.config, cfg, opts)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Already logged as an ERROR by the pipeline.
+        Err(e) if e.is::<longconn::daemon::CheckpointNotSaved>() => {
+            ExitCode::from(longconn::daemon::CheckpointNotSaved::EXIT_CODE)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::from(1)
