@@ -115,13 +115,57 @@ impl Watches {
             }
             Err(e) => {
                 if self.dirs.is_empty() {
-                    warn!("file notifications unavailable, polling every {RECHECK:?}: {e}");
+                    warn!(
+                        "file notifications unavailable, polling every {} ms: {e}",
+                        RECHECK.as_millis()
+                    );
                 }
                 None
             }
         };
         self.dirs = dirs;
     }
+}
+
+/// A failure that repeats for as long as its cause lasts (a full disk): logged when it starts, then at most
+/// every [`Episode::EVERY`] with the count so far, and once when it ends.
+#[derive(Debug, Default)]
+struct Episode {
+    since: Option<Instant>,
+    logged: Option<Instant>,
+    count: u64,
+}
+
+impl Episode {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// One more failure: `Some(count)` when it is to be logged.
+    fn hit(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        self.count += 1;
+        self.since.get_or_insert(now);
+        if self.logged.is_some_and(|t| now - t < Self::EVERY) {
+            return None;
+        }
+        self.logged = Some(now);
+        Some(self.count)
+    }
+
+    /// It worked again: `Some((failures, how long))` if it had been failing.
+    fn end(&mut self) -> Option<(u64, Duration)> {
+        let since = self.since.take()?;
+        let n = std::mem::take(&mut self.count);
+        self.logged = None;
+        Some((n, since.elapsed()))
+    }
+}
+
+/// The repeating failures of the pipeline.
+#[derive(Debug, Default)]
+struct Faults {
+    append: Episode,
+    sync: Episode,
+    checkpoint: Episode,
 }
 
 /// Messages from the async side to the pipeline thread.
@@ -161,6 +205,8 @@ struct Pipeline {
     reconfigured: bool,
     /// No checkpoint was loaded: the positions of the files opened are saved before anything is read.
     first_start: bool,
+    /// Failures that repeat while a disk is full, logged at a limited rate.
+    faults: Faults,
     /// Held while we run: no second daemon on this state directory.
     _state_lock: std::fs::File,
 }
@@ -228,6 +274,7 @@ impl Pipeline {
             saved_sources: None,
             reconfigured: false,
             first_start,
+            faults: Faults::default(),
             _state_lock: state_lock,
         })
     }
@@ -331,10 +378,24 @@ impl Pipeline {
         let mut done = 0;
         for a in &self.alerts_buf {
             if let Err(e) = self.spool.append(a) {
-                error!("appending an alert to the spool failed; reading paused, will retry: {e}");
+                if let Some(n) = self.faults.append.hit() {
+                    error!(
+                        times = n,
+                        "appending an alert to the spool failed; reading paused, will retry: {e}"
+                    );
+                }
                 break;
             }
             done += 1;
+        }
+        if done > 0 {
+            if let Some((n, d)) = self.faults.append.end() {
+                info!(
+                    times = n,
+                    seconds = d.as_secs(),
+                    "alerts are appended to the spool again"
+                );
+            }
         }
         self.alerts_buf.drain(..done);
         self.alerts_written += done as u64;
@@ -343,9 +404,16 @@ impl Pipeline {
     /// Makes appended alerts durable and visible to the outputs.
     fn sync_spool(&mut self) -> bool {
         match self.spool.sync() {
-            Ok(()) => true,
+            Ok(()) => {
+                if let Some((n, d)) = self.faults.sync.end() {
+                    info!(times = n, seconds = d.as_secs(), "the spool syncs again");
+                }
+                true
+            }
             Err(e) => {
-                error!("syncing the spool failed: {e}");
+                if let Some(n) = self.faults.sync.hit() {
+                    error!(times = n, "syncing the spool failed: {e}");
+                }
                 false
             }
         }
@@ -356,7 +424,9 @@ impl Pipeline {
     fn checkpoint(&mut self) -> Result<u64, CheckpointNotSaved> {
         if !self.alerts_buf.is_empty() || !self.sync_spool() {
             // Not saving keeps the records re-readable: their alerts are raised again after a restart.
-            error!("alerts not yet in the spool: checkpoint skipped");
+            if let Some(n) = self.faults.checkpoint.hit() {
+                error!(times = n, "alerts not yet in the spool: checkpoint skipped");
+            }
             return Err(CheckpointNotSaved);
         }
         let sources: Vec<SourceCheckpoint> = self.tailers.iter().map(Tailer::checkpoint).collect();
@@ -372,13 +442,22 @@ impl Pipeline {
         };
         match self.store.save(&state) {
             Ok(size) => {
+                if let Some((n, d)) = self.faults.checkpoint.end() {
+                    info!(
+                        times = n,
+                        seconds = d.as_secs(),
+                        "checkpoints are saved again"
+                    );
+                }
                 self.health.checkpoint_saved();
                 self.saved_sources = Some(state.sources);
                 self.reconfigured = false;
                 Ok(size)
             }
             Err(e) => {
-                error!(path = %self.store.path().display(), "writing checkpoint failed: {e}");
+                if let Some(n) = self.faults.checkpoint.hit() {
+                    error!(path = %self.store.path().display(), times = n, "writing checkpoint failed: {e}");
+                }
                 Err(CheckpointNotSaved)
             }
         }
@@ -641,6 +720,19 @@ async fn stop_deliveries(stop: tokio::sync::watch::Sender<bool>, tasks: Vec<Deli
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeating_failure_is_logged_once_then_at_a_slow_rate_and_when_it_ends() {
+        let mut e = Episode::default();
+        assert_eq!(e.end(), None, "nothing had failed");
+        assert_eq!(e.hit(), Some(1));
+        for _ in 0..1000 {
+            assert_eq!(e.hit(), None, "250 ms polls on a full disk do not each log");
+        }
+        let (n, _) = e.end().expect("it had failed");
+        assert_eq!(n, 1001);
+        assert_eq!(e.hit(), Some(1), "a new episode is logged at once");
+    }
 
     #[test]
     fn checkpoint_cadence_bounds_time_and_bytes_spent_writing() {
