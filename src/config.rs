@@ -2422,7 +2422,9 @@ mod tests {
         assert_eq!(c.sources.len(), 1);
         assert_eq!(c.allow.len(), 1);
         assert_eq!(c.overrides.len(), 1);
-        assert_eq!(c.outputs.len(), 3);
+        // stdout and file; the TLS syslog output is documented but commented out (its CA file is not
+        // installed by the package, and the preflight refuses it).
+        assert_eq!(c.outputs.len(), 2);
     }
 
     #[test]
