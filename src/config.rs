@@ -1991,7 +1991,9 @@ impl Config {
     /// The config as far as it converts, with every error found, and where each source and output came
     /// from; Err only when there is nothing to convert (a TOML syntax error). The preflight checks what
     /// converted, so that its problems come with the file's in one report.
-    fn convert_text(text: &str) -> Result<(Config, Vec<ConfigError>, preflight::Origins), ConfigErrors> {
+    fn convert_text(
+        text: &str,
+    ) -> Result<(Config, Vec<ConfigError>, preflight::Origins), ConfigErrors> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| {
             let reason = match e.span() {
                 Some(span) => {
@@ -2897,6 +2899,66 @@ mod tests {
             "allow[0].port",
             "not a port",
         );
+    }
+
+    #[test]
+    fn bounds_take_the_maximum_and_refuse_above_it() {
+        // (the section and key as written, the largest value accepted, one above it, the error's key)
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "[state]\ncheckpoint_interval",
+                "\"24h\"",
+                "\"24h 1s\"",
+                "state.checkpoint_interval",
+            ),
+            ("[window]\nlength", "\"720h\"", "\"721h\"", "window.length"),
+            (
+                "[window]\nmax_groups",
+                "100000000",
+                "100000001",
+                "window.max_groups",
+            ),
+            (
+                "[single]\nlevels",
+                "{ low = \"8760h\" }",
+                "{ low = \"8761h\" }",
+                "single.levels.low",
+            ),
+            (
+                "[cumulative]\nrealert_after",
+                "\"8760h\"",
+                "\"8761h\"",
+                "cumulative.realert_after",
+            ),
+            (
+                "[cumulative]\ninterim_timeout",
+                "\"720h\"",
+                "\"721h\"",
+                "cumulative.interim_timeout",
+            ),
+            (
+                "[spool]\nmax_bytes",
+                "1099511627776",
+                "1099511627777",
+                "spool.max_bytes",
+            ),
+            (
+                "[[output]]\ntype = \"stdout\"\nflush_interval",
+                "\"1h\"",
+                "\"61m\"",
+                "output[0].flush_interval",
+            ),
+            (
+                "[[override]]\nport = 22\ncumulative",
+                "{ high = \"8760h\" }",
+                "{ high = \"8761h\" }",
+                "override[0].cumulative.high",
+            ),
+        ];
+        for (key, max, above, err_key) in cases {
+            load(&format!("{MINIMAL}{key} = {max}\n"));
+            assert_error(&format!("{MINIMAL}{key} = {above}\n"), err_key, "at most");
+        }
     }
 
     #[test]

@@ -192,9 +192,17 @@ fn state_path_is_a_plain_file() {
     let cfg = config(
         dir.path(),
         &state,
-        &format!("[[output]]\ntype = \"file\"\npath = \"{}\"\n", alerts.display()),
+        &format!(
+            "[[output]]\ntype = \"file\"\npath = \"{}\"\n",
+            alerts.display()
+        ),
     );
-    both_refuse(dir.path(), &cfg, false, &[("state.dir", "is not a directory")]);
+    both_refuse(
+        dir.path(),
+        &cfg,
+        false,
+        &[("state.dir", "is not a directory")],
+    );
 }
 
 #[test]
@@ -214,7 +222,12 @@ fn state_dir_not_writable() {
     // Root's, read-only for everyone else; as root we run as nobody, else drop our own write bit.
     chmod(&state, 0o555);
     let cfg = config(dir.path(), &state, "[[output]]\ntype = \"stdout\"\n");
-    both_refuse(dir.path(), &cfg, true, &[("state.dir", "cannot write in it")]);
+    both_refuse(
+        dir.path(),
+        &cfg,
+        true,
+        &[("state.dir", "cannot write in it")],
+    );
     chmod(&state, 0o755);
 }
 
@@ -341,7 +354,10 @@ fn syslog_tls_client_key_of_another_certificate() {
         dir.path(),
         &cfg,
         false,
-        &[("output[0].client_key", "is not the key of the first certificate")],
+        &[(
+            "output[0].client_key",
+            "is not the key of the first certificate",
+        )],
     );
 }
 
@@ -488,17 +504,27 @@ fn scenario_source_directory_missing_is_a_warning() {
 fn shipped_config_passes_check_and_run_starts() {
     let root = world_dir();
     let r = root.path();
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/longconn.toml"
-    ))
-    .expect("read the shipped config");
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/longconn.toml"))
+            .expect("read the shipped config");
     let text = shipped
-        .replace("\"/var/lib/longconn", &format!("\"{}/var/lib/longconn", r.display()))
-        .replace("\"/var/log/longconn", &format!("\"{}/var/log/longconn", r.display()))
+        .replace(
+            "\"/var/lib/longconn",
+            &format!("\"{}/var/lib/longconn", r.display()),
+        )
+        .replace(
+            "\"/var/log/longconn",
+            &format!("\"{}/var/log/longconn", r.display()),
+        )
         .replace("\"/opt/zeek", &format!("\"{}/opt/zeek", r.display()))
-        .replace("\"/etc/longconn", &format!("\"{}/etc/longconn", r.display()));
-    assert!(!text.contains("\"/var/") && !text.contains("\"/opt/"), "a path left: {text}");
+        .replace(
+            "\"/etc/longconn",
+            &format!("\"{}/etc/longconn", r.display()),
+        );
+    assert!(
+        !text.contains("\"/var/") && !text.contains("\"/opt/"),
+        "a path left: {text}"
+    );
     for d in ["var/lib/longconn", "var/log/longconn", "etc/longconn"] {
         std::fs::create_dir_all(r.join(d)).expect("mkdir");
         chmod(&r.join(d), 0o755);
@@ -515,15 +541,16 @@ fn shipped_config_passes_check_and_run_starts() {
     let path = r.join("etc/longconn/longconn.toml");
     write(&path, &text);
 
+    // The verdicts first: check accepts, and run (which refused the shipped TLS output's missing CA file
+    // after check had passed it) gets as far as readiness.
     let check = output_of(longconn(&["check"], &path, true));
     let err = String::from_utf8_lossy(&check.stderr).into_owned();
     assert_eq!(check.status.code(), Some(0), "check: {err}");
+    let mut run = longconn(&["run"], &path, true).spawn().expect("spawn");
+    wait_stderr(&mut run, "longconn running");
+    common::stop(run);
     assert!(
         err.contains("warning: source[0].path: directory"),
         "no warning for the missing Zeek directory: {err}"
     );
-
-    let mut run = longconn(&["run"], &path, true).spawn().expect("spawn");
-    wait_stderr(&mut run, "longconn running");
-    common::stop(run);
 }

@@ -31,9 +31,9 @@ pub(super) struct Origins {
 
 /// What the preflight found. Errors make `check` and `run` exit 78; warnings are printed and do not.
 #[derive(Debug, Default)]
-pub struct Findings {
-    pub errors: Vec<ConfigError>,
-    pub warnings: Vec<ConfigError>,
+struct Findings {
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Findings {
@@ -64,11 +64,6 @@ pub fn load(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
     }
 }
 
-/// The preflight of a loaded config (see the module doc).
-pub fn preflight(config: &Config) -> Findings {
-    check(config, &Origins::default())
-}
-
 fn check(config: &Config, origins: &Origins) -> Findings {
     let mut found = Findings::default();
     state_dir(&config.state.dir, &mut found);
@@ -92,7 +87,10 @@ fn state_dir(dir: &Path, found: &mut Findings) {
     match fs::metadata(dir) {
         Ok(m) if m.is_dir() => {
             if let Err(e) = probe_write(dir) {
-                found.error(KEY, format!("{}: cannot write in it{} ({e})", dir.display(), as_uid()));
+                found.error(
+                    KEY,
+                    format!("{}: cannot write in it{} ({e})", dir.display(), as_uid()),
+                );
                 return;
             }
             // What the daemon opens in it: the spool and its cursors (directories) and the lock.
@@ -115,7 +113,10 @@ fn state_dir(dir: &Path, found: &mut Findings) {
             let lock = dir.join(crate::checkpoint::LOCK_NAME);
             if lock.exists() {
                 if let Err(e) = OpenOptions::new().read(true).write(true).open(&lock) {
-                    found.error(KEY, format!("{}: cannot open it{} ({e})", lock.display(), as_uid()));
+                    found.error(
+                        KEY,
+                        format!("{}: cannot open it{} ({e})", lock.display(), as_uid()),
+                    );
                 }
             }
         }
