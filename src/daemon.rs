@@ -630,8 +630,9 @@ pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow
                 notifier.reloading(); // the pipeline says READY=1 once it has applied it
                                       // File outputs reopen before their next batch (logrotate moved them away).
                 reopen.fetch_add(1, Ordering::Relaxed);
-                match Config::load(config_path) {
-                    Ok(cfg) => {
+                // The preflight too, so a bare SIGHUP refuses what `check` refuses.
+                match crate::config::preflight::load(config_path) {
+                    Ok((cfg, _warnings)) => {
                         let _ = tx.send(Control::Reload(Box::new(cfg)));
                     }
                     Err(e) => {

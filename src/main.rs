@@ -204,8 +204,36 @@ fn load_config(path: &std::path::Path, cmd: &str) -> Result<longconn::config::Co
     })
 }
 
+/// [`load_config`] plus the preflight (`longconn::config::preflight`): what `check` and `run` both call,
+/// before `run` creates anything, so they accept and refuse the same configs with the same messages.
+fn load_and_preflight(
+    path: &std::path::Path,
+    cmd: &str,
+    warn: impl Fn(&longconn::config::ConfigError),
+) -> Result<longconn::config::Config, ExitCode> {
+    match longconn::config::preflight::load(path) {
+        Ok((cfg, warnings)) => {
+            warnings.iter().for_each(warn);
+            Ok(cfg)
+        }
+        Err(e) => {
+            eprintln!(
+                "longconn {cmd}: {}: invalid configuration:\n{e}",
+                path.display()
+            );
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
 fn run_check(a: CheckArgs) -> ExitCode {
-    match load_config(&a.config.config, "check") {
+    let path = &a.config.config;
+    let warn = |w: &longconn::config::ConfigError| {
+        if !a.quiet {
+            eprintln!("longconn check: {}: warning: {w}", path.display());
+        }
+    };
+    match load_and_preflight(path, "check", warn) {
         Ok(cfg) => {
             if !a.quiet {
                 print!("{}", cfg.to_effective_toml());
@@ -239,7 +267,8 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
 
 fn run_daemon(a: RunArgs) -> ExitCode {
     init_logging(a.log_format, a.log_level.as_deref());
-    let cfg = match load_config(&a.config.config, "run") {
+    let warn = |w: &longconn::config::ConfigError| tracing::warn!(key = %w.key, "{}", w.reason);
+    let cfg = match load_and_preflight(&a.config.config, "run", warn) {
         Ok(c) => c,
         Err(code) => return code,
     };
