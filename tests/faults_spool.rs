@@ -270,9 +270,18 @@ flush_interval = "10ms"
         }
         assert!(
             last.1.elapsed() < Duration::from_secs(30),
-            "delivery stalled at {n} of {} alerts; the log ends with:\n{}",
+            "delivery stalled at {n} of {} alerts; the log ends with:\n{}\n{}",
             want.len(),
-            tail(&stderr)
+            tail(&stderr),
+            String::from_utf8_lossy(
+                &Command::new("ls")
+                    .arg("-la")
+                    .arg(state.join("spool"))
+                    .arg(&state)
+                    .output()
+                    .unwrap()
+                    .stdout
+            )
         );
         n >= want.len()
     });
@@ -282,6 +291,114 @@ flush_interval = "10ms"
     assert_eq!(set, want, "every replay id delivered, no other");
     assert_eq!(got.len(), set.len(), "no id twice (no SIGKILL)");
     assert!(spool_bytes(&state.join("spool")) < 2 << 20);
+}
+
+#[test]
+fn spool_disk_full_episode_frees_delivered_space_and_retries() {
+    if !is_root() {
+        println!("SKIPPED: needs root (mounts a 2 MB tmpfs for the state directory)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    let state = d.join("state");
+    let _mount = Tmpfs::mount(&state, "2m");
+    let logs = d.join("logs");
+    fs::create_dir_all(&logs).expect("logs dir");
+    let log = logs.join("conn.log");
+    let alerts = d.join("alerts.json");
+    let config = d.join("longconn.toml");
+    let stderr = d.join("daemon.stderr");
+    fs::write(
+        &config,
+        format!(
+            r#"[[source]]
+path = "{log}"
+[state]
+dir = "{state}"
+checkpoint_interval = "200ms"
+[single]
+levels = {{ low = "1m" }}
+[cumulative]
+levels = {{}}
+[[output]]
+type = "file"
+path = "{alerts}"
+flush_interval = "10ms"
+"#,
+            log = log.display(),
+            state = state.display(),
+            alerts = alerts.display(),
+        ),
+    )
+    .expect("config");
+    let records = rows(0..3000);
+    fs::write(d.join("full.log"), format!("{HEADER}{records}")).expect("full log");
+    let want = replay_ids(&config, &d.join("full.log"));
+    fs::write(&log, HEADER).expect("log");
+    let daemon = Daemon::start(&config, &stderr);
+    wait_until(Duration::from_secs(20), "the daemon running", || {
+        fs::read_to_string(&stderr)
+            .unwrap_or_default()
+            .contains("longconn running")
+    });
+    // Something else fills the partition, leaving about 150 kB: the spool runs out of space mid-segment.
+    let ballast = state.join("ballast");
+    {
+        let mut f = fs::File::create(&ballast).expect("ballast");
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let len = f.metadata().expect("ballast size").len();
+        f.set_len(len.saturating_sub(150 * 1024))
+            .expect("trim ballast");
+    }
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("open log")
+        .write_all(records.as_bytes())
+        .expect("append");
+    let mut last = (0, Instant::now());
+    wait_until(Duration::from_secs(120), "every alert delivered", || {
+        let n = delivered(&alerts).len();
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        assert!(
+            last.1.elapsed() < Duration::from_secs(30),
+            "delivery stalled at {n} of {} alerts; the log ends with:\n{}\n{}",
+            want.len(),
+            tail(&stderr),
+            String::from_utf8_lossy(
+                &Command::new("ls")
+                    .arg("-la")
+                    .arg(state.join("spool"))
+                    .arg(&state)
+                    .output()
+                    .unwrap()
+                    .stdout
+            )
+        );
+        n >= want.len()
+    });
+    let text = fs::read_to_string(&stderr).expect("stderr");
+    assert!(
+        text.contains("spool: no space left for alerts"),
+        "the episode happened:\n{}",
+        tail(&stderr)
+    );
+    assert!(
+        text.contains("alerts written again"),
+        "and ended:\n{}",
+        tail(&stderr)
+    );
+    // Room again before stopping, so the final checkpoint is saved.
+    fs::remove_file(&ballast).expect("remove ballast");
+    daemon.stop();
+    let got = delivered(&alerts);
+    let set: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(set, want, "every replay id delivered, no other");
+    assert_eq!(got.len(), set.len(), "no id twice (no SIGKILL)");
 }
 
 /// Prometheus text of the daemon's endpoint.
@@ -410,16 +527,30 @@ flush_interval = "10ms"
     let mut expected = want.clone();
     expected.remove(&victim);
     assert_eq!(got, expected, "every other alert delivered");
-    assert_eq!(delivered(&alerts).len(), 100, "the file output had them all");
+    assert_eq!(
+        delivered(&alerts).len(),
+        100,
+        "the file output had them all"
+    );
     let log_text = fs::read_to_string(&stderr).expect("stderr");
     let line = log_text
         .lines()
         .find(|l| l.contains("records lost"))
         .expect("a lost line");
-    let seg_name = seg.file_name().expect("name").to_string_lossy().into_owned();
+    let seg_name = seg
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
     assert!(line.contains(&seg_name), "names the segment: {line}");
-    assert!(line.contains(&format!("offset={start}")), "names the offset: {line}");
-    assert!(line.contains("first_seq=50") && line.contains("last_seq=50"), "{line}");
+    assert!(
+        line.contains(&format!("offset={start}")),
+        "names the offset: {line}"
+    );
+    assert!(
+        line.contains("first_seq=50") && line.contains("last_seq=50"),
+        "{line}"
+    );
     assert!(!log_text.contains("raised again"), "{log_text}");
     assert!(body.contains("longconn_spool_records_lost_total"));
 }
