@@ -6,7 +6,7 @@
 //! Layout: segment files `<first seq, 20 digits>.seg`, each holding records as text lines
 //! `SEQ<TAB>CRC<TAB>ALERT-JSON<LF>`, where CRC is the CRC-32 (IEEE, 8 lowercase hex digits) of
 //! `SEQ<TAB>ALERT-JSON`. Sequence numbers increase strictly across segments. Lines `SEQ<TAB>ALERT-JSON<LF>`
-//! without a checksum (written by versions before 0.2) are still read, so an upgrade keeps what was
+//! without a checksum (written before records carried one) are still read, so an upgrade keeps what was
 //! spooled; new records always carry the checksum. The pipeline thread appends to the last (active)
 //! segment and rolls to a new one past the segment size; a rolled segment is fsynced before the next one is
 //! created. Each output has a cursor (the next sequence number it has not delivered) in
