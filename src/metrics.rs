@@ -28,6 +28,7 @@
 //! | `longconn_output_deliveries_total` | counter | output | alerts the output accepted |
 //! | `longconn_output_failures_total` | counter | output, kind | `transient`: failed attempts (retried with backoff); `permanent`: alerts set aside |
 //! | `longconn_spool_bytes` | gauge | | bytes the spool's segments take |
+//! | `longconn_spool_records_lost_total` | counter | output | spooled alerts the output will never deliver: damaged in the spool (checksum or shape wrong) and skipped |
 //!
 //! The output figures are copied every second from each delivery task's `OutputStats` ([`outputs`]); new
 //! figures elsewhere use the `metrics` macros (`::metrics::counter!(NAME, "label" => value)`) and a line in
@@ -62,6 +63,8 @@ pub const OUTPUT_DELIVERIES: &str = "longconn_output_deliveries_total";
 pub const OUTPUT_FAILURES: &str = "longconn_output_failures_total";
 /// Bytes the spool's segments take (alerts not yet delivered to every output, until a segment is freed).
 pub const SPOOL_BYTES: &str = "longconn_spool_bytes";
+/// Spooled alerts an output will never deliver (label `output`): damaged records skipped by its reader.
+pub const SPOOL_RECORDS_LOST: &str = "longconn_spool_records_lost_total";
 
 /// Reads one counter of [`DetectorStats`].
 type StatField = fn(&DetectorStats) -> u64;
@@ -137,6 +140,10 @@ pub fn describe() {
         "Failed deliveries: transient (retried) attempts, permanent (set aside) alerts."
     );
     describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes the spool's segments take.");
+    describe_counter!(
+        SPOOL_RECORDS_LOST,
+        "Spooled alerts an output will never deliver: damaged in the spool and skipped."
+    );
     describe_gauge!(
         "process_cpu_seconds_total",
         Unit::Seconds,
