@@ -41,6 +41,16 @@ pub struct ScanOptions {
 pub struct FileError {
     pub file: String,
     pub message: String,
+    /// Its lines before the error were read (a cut or corrupt gzip, an I/O error part way).
+    pub partly_read: bool,
+}
+
+/// How an input went, for the summary: read whole, read up to an error, or not read at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputOutcome {
+    Read,
+    ReadUpToError,
+    Failed,
 }
 
 /// What `scan` found.
@@ -50,6 +60,8 @@ pub struct ScanReport {
     pub groups: Vec<GroupRow>,
     pub counts: Counts,
     pub files: Vec<String>,
+    /// Per input (as `files`), how it went.
+    pub outcomes: Vec<InputOutcome>,
     /// Skipped lines with their file index and line number (the first few per worker), sorted.
     pub issues: Vec<LineIssue>,
     pub file_errors: Vec<FileError>,
@@ -64,8 +76,19 @@ struct Work {
     end: usize,
     /// Line number of the first line of `buf[start..end]` (1-based).
     first_line: u64,
-    /// The run ends with the input's last line, which had no newline.
-    unterminated_last: bool,
+    /// How the run's last line ends.
+    last: LastLine,
+}
+
+/// How the last line of a run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LastLine {
+    /// With a newline, or the run is not the end of its input.
+    Complete,
+    /// The input's last line, without a newline: a record if it parses, else skipped as truncated.
+    Unterminated,
+    /// The input's last line, which a read error cut off: skipped as truncated, never parsed.
+    CutOff,
 }
 
 /// The fields scan reads; the rest of each line is skipped over.
@@ -157,7 +180,11 @@ fn work<'w>(tally: &mut Tally, w: &'w Work, opts: &'w (ParseOptions, ParseOption
         from = nl + 1;
     }
     if from < rest.len() {
-        each(tally, &rest[from..], line_no, w.unterminated_last);
+        match w.last {
+            LastLine::CutOff => tally.skip(w.file, line_no, SkipReason::Truncated),
+            LastLine::Unterminated => each(tally, &rest[from..], line_no, true),
+            LastLine::Complete => each(tally, &rest[from..], line_no, false),
+        }
     }
     fold.finish(tally);
 }
@@ -282,6 +309,8 @@ pub fn scan(inputs: &[InputPath], opts: &ScanOptions) -> ScanReport {
     let progress = progress_bar(opts.progress, total_bytes);
 
     let mut file_errors = Vec::new();
+    // Indices of the inputs in `file_errors`, in the same order.
+    let mut failed = Vec::new();
     let mut tally = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -300,9 +329,11 @@ pub fn scan(inputs: &[InputPath], opts: &ScanOptions) -> ScanReport {
         drop(rx);
         for (i, input) in inputs.iter().enumerate() {
             if let Err(e) = read_input(i, input, &tx, &raw_bytes, &progress) {
+                failed.push(i);
                 file_errors.push(FileError {
                     file: input.display(),
-                    message: e.to_string(),
+                    message: e.error.to_string(),
+                    partly_read: e.partly_read,
                 });
             }
         }
@@ -328,13 +359,22 @@ pub fn scan(inputs: &[InputPath], opts: &ScanOptions) -> ScanReport {
             .iter()
             .any(|x| x.file == i && x.reason == SkipReason::NoHeader);
         if headerless && tally.records_per_file.get(&i).copied().unwrap_or(0) == 0 {
+            failed.push(i);
             file_errors.push(FileError {
                 file: input.display(),
                 message: "data rows but no #fields header: not a Zeek log with its header block \
                           (rows of a TSV log need the #separator/#fields lines Zeek writes first)"
                     .to_string(),
+                partly_read: false,
             });
         }
+    }
+    let mut outcomes = vec![InputOutcome::Read; inputs.len()];
+    for (&i, e) in failed.iter().zip(&file_errors) {
+        outcomes[i] = match (outcomes[i], e.partly_read) {
+            (InputOutcome::Failed, _) | (_, false) => InputOutcome::Failed,
+            (_, true) => InputOutcome::ReadUpToError,
+        };
     }
     let mut issues = std::mem::take(&mut tally.issues);
     issues.sort_by_key(|x| (x.file, x.line));
@@ -343,6 +383,7 @@ pub fn scan(inputs: &[InputPath], opts: &ScanOptions) -> ScanReport {
         groups: tally.groups(),
         counts: tally.counts.clone(),
         files: inputs.iter().map(InputPath::display).collect(),
+        outcomes,
         issues,
         file_errors,
     }
@@ -395,15 +436,27 @@ impl BufPool {
     }
 }
 
-/// Reads one input into chunks for the workers, applying header lines in order.
+/// Why an input stopped, and whether its lines before that were read.
+struct ReadError {
+    error: std::io::Error,
+    partly_read: bool,
+}
+
+/// Reads one input into chunks for the workers, applying header lines in order. A read error ends the
+/// input like its end would, except that the partial line before it is skipped as cut off: every line
+/// read before the error is used.
 fn read_input(
     file: usize,
     input: &InputPath,
     tx: &crossbeam_channel::Sender<Work>,
     raw_bytes: &Arc<AtomicU64>,
     progress: &Option<indicatif::ProgressBar>,
-) -> std::io::Result<()> {
-    let mut reader = input::open(input, raw_bytes.clone())?;
+) -> Result<(), ReadError> {
+    let mut reader = input::open(input, raw_bytes.clone()).map_err(|error| ReadError {
+        error,
+        partly_read: false,
+    })?;
+    let mut any_bytes = false;
     let mut header = Arc::new(TsvHeader::default());
     let mut carry: Vec<u8> = Vec::new();
     let mut pool = BufPool::default();
@@ -416,15 +469,23 @@ fn read_input(
         let mut filled = carry.len();
         carry.clear();
         let mut eof = false;
+        let mut error = None;
         while filled < want {
             match reader.read(&mut buf[filled..want]) {
                 Ok(0) => {
                     eof = true;
                     break;
                 }
-                Ok(n) => filled += n,
+                Ok(n) => {
+                    filled += n;
+                    any_bytes = true;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    eof = true;
+                    error = Some(e);
+                    break;
+                }
             }
         }
         if let Some(p) = progress {
@@ -444,10 +505,23 @@ fn read_input(
             }
         };
         carry.extend_from_slice(&data[cut..]);
-        let unterminated = eof && data[..cut].last().is_some_and(|b| *b != b'\n');
+        let last = match (
+            eof && data[..cut].last().is_some_and(|b| *b != b'\n'),
+            &error,
+        ) {
+            (false, _) => LastLine::Complete,
+            (true, None) => LastLine::Unterminated,
+            (true, Some(_)) => LastLine::CutOff,
+        };
         let buf = Arc::new(buf);
-        dispatch(file, &buf, cut, &mut header, &mut line_no, unterminated, tx);
+        dispatch(file, &buf, cut, &mut header, &mut line_no, last, tx);
         pool.sent(&buf);
+        if let Some(error) = error {
+            return Err(ReadError {
+                error,
+                partly_read: any_bytes,
+            });
+        }
         if eof {
             return Ok(());
         }
@@ -461,12 +535,12 @@ fn dispatch(
     len: usize,
     header: &mut Arc<TsvHeader>,
     line_no: &mut u64,
-    unterminated: bool,
+    last: LastLine,
     tx: &crossbeam_channel::Sender<Work>,
 ) {
     let mut seg_start = 0usize;
     let send =
-        |start: usize, end: usize, header: &Arc<TsvHeader>, line_no: &mut u64, last: bool| {
+        |start: usize, end: usize, header: &Arc<TsvHeader>, line_no: &mut u64, last: LastLine| {
             if start >= end {
                 return;
             }
@@ -479,7 +553,7 @@ fn dispatch(
                 start,
                 end,
                 first_line: *line_no,
-                unterminated_last: last,
+                last,
             });
             *line_no += lines;
         };
@@ -492,7 +566,7 @@ fn dispatch(
         if h < seg_start {
             continue;
         }
-        send(seg_start, h, header, line_no, false);
+        send(seg_start, h, header, line_no, LastLine::Complete);
         let eol = memchr::memchr(b'\n', &buf[h..len]).map_or(len, |p| h + p);
         let mut line = &buf[h..eol];
         if line.last() == Some(&b'\r') {
@@ -502,5 +576,5 @@ fn dispatch(
         *line_no += 1;
         seg_start = (eol + 1).min(len);
     }
-    send(seg_start, len, header, line_no, unterminated);
+    send(seg_start, len, header, line_no, last);
 }

@@ -4,7 +4,7 @@
 //! `orig_h resp_h total_seconds count longest_seconds` (with `--by pair-port`, `resp_p proto` follow
 //! `resp_h`). Durations are seconds with 6 decimals; each table is preceded by a `#` title line.
 
-use super::{GroupMode, GroupRow, ScanReport, SingleRow};
+use super::{GroupMode, GroupRow, InputOutcome, ScanReport, SingleRow};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
@@ -64,6 +64,8 @@ fn port(p: Option<u16>) -> String {
     p.map_or_else(|| "-".to_string(), |p| p.to_string())
 }
 
+/// Writes the tables; nothing when no record was read (the summary line and the errors say why: empty
+/// tables would look like a clean file without long connections).
 pub fn write(
     out: &mut dyn Write,
     r: &ScanReport,
@@ -71,6 +73,9 @@ pub fn write(
     tables: Tables,
     by: GroupMode,
 ) -> io::Result<()> {
+    if r.counts.read == 0 {
+        return Ok(());
+    }
     match format {
         Format::Table => write_tables(out, r, tables, by),
         Format::Tsv => write_tsv(out, r, tables, by),
@@ -359,12 +364,19 @@ pub fn summary(r: &ScanReport) -> String {
             c.bad_values
         );
     }
-    let _ = write!(
-        s,
-        ", {} file{}",
-        r.files.len(),
-        if r.files.len() == 1 { "" } else { "s" }
+    let count = |o: InputOutcome| r.outcomes.iter().filter(|x| **x == o).count();
+    let (partial, failed) = (
+        count(InputOutcome::ReadUpToError),
+        count(InputOutcome::Failed),
     );
+    let read = count(InputOutcome::Read) + partial;
+    let _ = write!(s, ", {read} file{}", if read == 1 { "" } else { "s" });
+    if partial > 0 {
+        let _ = write!(s, " ({partial} read only up to an error)");
+    }
+    if failed > 0 {
+        let _ = write!(s, ", {failed} failed");
+    }
     s
 }
 

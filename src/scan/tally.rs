@@ -173,7 +173,7 @@ impl PairRow {
 /// The summary counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts {
-    /// Data lines seen (records and skipped lines).
+    /// Records read: the data lines that parsed (skipped lines are counted in `skipped`, not here).
     pub read: u64,
     /// Records summed into the tables.
     pub used: u64,
@@ -319,7 +319,6 @@ impl Tally {
     }
 
     pub fn skip(&mut self, file: usize, line: u64, reason: SkipReason) {
-        self.counts.read += 1;
         *self.counts.skipped.entry(reason.kind()).or_default() += 1;
         if self.issues.len() < MAX_ISSUES {
             self.issues.push(LineIssue { file, line, reason });
