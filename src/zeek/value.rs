@@ -91,9 +91,7 @@ pub fn fast_decimal(raw: &[u8]) -> Option<f64> {
 }
 
 pub fn parse_u64(raw: &[u8]) -> Option<u64> {
-    // At most 19 digits: every such integer fits a u64 (20 digits could wrap around and, in a release
-    // build, look like a small exact integer).
-    if raw.is_empty() || raw.len() > 20 || (raw.len() == 20 && !raw.contains(&b'.')) {
+    if raw.is_empty() || raw.len() > 20 {
         return None;
     }
     let mut v: u64 = 0;
