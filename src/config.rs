@@ -10,6 +10,8 @@
 //! the box; `config/longconn.toml` lists each with its reason. Downstream code uses these types and never
 //! re-checks them; [`Config::to_effective_toml`] prints the effective configuration (`longconn check`).
 
+pub mod preflight;
+
 use ipnet::IpNet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -349,6 +351,27 @@ pub struct SpoolConfig {
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 /// The smallest `spool.max_bytes` accepted.
 pub const MIN_SPOOL_MAX_BYTES: u64 = 64 * 1024;
+/// The largest `spool.max_bytes` accepted: 1 TiB, far beyond any sensor's alert backlog.
+pub const MAX_SPOOL_MAX_BYTES: u64 = 1 << 40;
+
+// Upper bounds of the other values, each documented next to its key in `config/longconn.toml`. A value
+// beyond them is a typo (an extra zero, hours for seconds), and some would overflow a timer at run time.
+
+const DAY: u64 = 24 * 3600;
+/// `state.checkpoint_interval`: a day; more would mean a day of logs read again after a crash.
+pub const MAX_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(DAY);
+/// `window.length`: 30 days; the window's state grows with it.
+pub const MAX_WINDOW_LENGTH: Duration = Duration::from_secs(30 * DAY);
+/// `window.max_groups`: 100 million groups (some tens of GiB of memory).
+pub const MAX_MAX_GROUPS: usize = 100_000_000;
+/// Every level threshold (`single`, `cumulative`, `override`): a year.
+pub const MAX_LEVEL: Duration = Duration::from_secs(365 * DAY);
+/// `cumulative.realert_after`: a year.
+pub const MAX_REALERT_AFTER: Duration = Duration::from_secs(365 * DAY);
+/// `cumulative.interim_timeout`: 30 days (the interim log packages report at least every 3 days).
+pub const MAX_INTERIM_TIMEOUT: Duration = Duration::from_secs(30 * DAY);
+/// An output's `flush_interval`, `timeout` and `ack_timeout`: an hour.
+pub const MAX_OUTPUT_WAIT: Duration = Duration::from_secs(3600);
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -1046,6 +1069,8 @@ struct Check {
     errs: Vec<ConfigError>,
     /// `type = "http"` outputs by index, parsed from their raw tables before the schema check.
     http: Vec<(usize, crate::output::http::HttpConfig)>,
+    /// The file index of each source and output kept, for the preflight's keys.
+    origins: preflight::Origins,
 }
 
 impl Check {
@@ -1087,6 +1112,43 @@ impl Check {
             .unwrap_or(default)
     }
 
+    /// Reports `d` if it is above `max` (one of the documented bounds); true when it is within.
+    fn at_most(&mut self, key: &str, d: Duration, max: Duration) -> bool {
+        if d <= max {
+            return true;
+        }
+        let days = match max.as_secs() / DAY {
+            0 => String::new(),
+            1 => " (a day)".to_string(),
+            n => format!(" ({n} days)"),
+        };
+        self.push(
+            key,
+            format!(
+                "{} is too long: at most {}{days}",
+                format_duration(d),
+                format_duration(max)
+            ),
+        );
+        false
+    }
+
+    /// [`Check::duration`] with an upper bound; a value above it is reported and the default used.
+    fn duration_at_most(
+        &mut self,
+        key: &str,
+        text: Option<&String>,
+        default: Duration,
+        max: Duration,
+    ) -> Duration {
+        let d = self.duration(key, text, default);
+        if self.at_most(key, d, max) {
+            d
+        } else {
+            default
+        }
+    }
+
     fn nets(&mut self, key: &str, list: Option<&Vec<String>>, default: &[&str]) -> Vec<IpNet> {
         match list {
             None => default_nets(default),
@@ -1108,6 +1170,9 @@ impl Check {
             let Some(d) = self.parse(&level_key, text, parse_duration) else {
                 continue;
             };
+            if !self.at_most(&level_key, d, MAX_LEVEL) {
+                continue;
+            }
             if let Some((prev_level, prev_d)) = prev {
                 if d <= prev_d {
                     self.push(
@@ -1220,6 +1285,7 @@ impl Check {
                 );
             }
             let kind = kind.unwrap_or_else(|| SourceKind::from_path(&path));
+            self.origins.sources.push(i);
             sources.push(Source {
                 path,
                 start_at,
@@ -1237,10 +1303,11 @@ impl Check {
                 Some(d) => PathBuf::from(d),
                 None => PathBuf::from(DEFAULT_STATE_DIR),
             },
-            checkpoint_interval: self.duration(
+            checkpoint_interval: self.duration_at_most(
                 "state.checkpoint_interval",
                 raw_state.checkpoint_interval.as_ref(),
                 DEFAULT_CHECKPOINT_INTERVAL,
+                MAX_CHECKPOINT_INTERVAL,
             ),
         };
 
@@ -1253,10 +1320,11 @@ impl Check {
 
         let raw_window = raw.window.unwrap_or_default();
         let window = WindowConfig {
-            length: self.duration(
+            length: self.duration_at_most(
                 "window.length",
                 raw_window.length.as_ref(),
                 DEFAULT_WINDOW_LENGTH,
+                MAX_WINDOW_LENGTH,
             ),
             group_by: raw_window
                 .group_by
@@ -1266,9 +1334,16 @@ impl Check {
             max_groups: match raw_window.max_groups {
                 None => DEFAULT_MAX_GROUPS,
                 Some(n) => match usize::try_from(n) {
-                    Ok(n) if n > 0 => n,
-                    _ => {
+                    Ok(n) if (1..=MAX_MAX_GROUPS).contains(&n) => n,
+                    _ if n < 1 => {
                         self.push("window.max_groups", format!("{n} must be at least 1"));
+                        DEFAULT_MAX_GROUPS
+                    }
+                    _ => {
+                        self.push(
+                            "window.max_groups",
+                            format!("{n} is too many: at most {MAX_MAX_GROUPS} (100 million)"),
+                        );
                         DEFAULT_MAX_GROUPS
                     }
                 },
@@ -1293,7 +1368,8 @@ impl Check {
             realert_after: raw_cum
                 .realert_after
                 .as_ref()
-                .and_then(|t| self.parse("cumulative.realert_after", t, parse_duration)),
+                .and_then(|t| self.parse("cumulative.realert_after", t, parse_duration))
+                .filter(|d| self.at_most("cumulative.realert_after", *d, MAX_REALERT_AFTER)),
             measure: raw_cum
                 .measure
                 .as_ref()
@@ -1303,6 +1379,7 @@ impl Check {
                 .interim_timeout
                 .as_ref()
                 .and_then(|t| self.parse("cumulative.interim_timeout", t, parse_duration))
+                .filter(|d| self.at_most("cumulative.interim_timeout", *d, MAX_INTERIM_TIMEOUT))
                 .unwrap_or(DEFAULT_INTERIM_TIMEOUT),
         };
 
@@ -1443,6 +1520,13 @@ impl Check {
                 );
                 DEFAULT_SPOOL_MAX_BYTES
             }
+            Some(v) if v as u64 > MAX_SPOOL_MAX_BYTES => {
+                self.push(
+                    "spool.max_bytes",
+                    format!("{v} is too large; give at most {MAX_SPOOL_MAX_BYTES} (1 TiB)"),
+                );
+                DEFAULT_SPOOL_MAX_BYTES
+            }
             Some(v) => v as u64,
         };
         SpoolConfig { max_bytes }
@@ -1513,9 +1597,11 @@ impl Check {
                                 format!("{t:?} is not a duration like \"200ms\" or \"1s\" ({e})")
                             })
                         })
+                        .filter(|d| self.at_most(&k("flush_interval"), *d, MAX_OUTPUT_WAIT))
                         .unwrap_or(DEFAULT_BATCHING.flush_interval),
                 },
             };
+            let kept = outputs.len();
             // Keys that only some types take.
             let file_keys: &[(&str, bool)] =
                 &[("path", o.path.is_some()), ("fsync", o.fsync.is_some())];
@@ -1585,6 +1671,12 @@ impl Check {
                     // Parsed (and its errors reported) from the raw table before the schema check.
                     if let Some(pos) = self.http.iter().position(|(j, _)| *j == i) {
                         let (_, http) = self.http.swap_remove(pos);
+                        // The HTTP output parses its own keys; the bounds shared by every output are here.
+                        self.at_most(&k("flush_interval"), http.flush_interval, MAX_OUTPUT_WAIT);
+                        self.at_most(&k("timeout"), http.timeout, MAX_OUTPUT_WAIT);
+                        if let Some(ack) = http.splunk.as_ref().and_then(|s| s.ack.as_ref()) {
+                            self.at_most(&k("ack_timeout"), ack.timeout, MAX_OUTPUT_WAIT);
+                        }
                         outputs.push(Output::Http {
                             name,
                             http: Box::new(http),
@@ -1595,6 +1687,9 @@ impl Check {
                     &k("type"),
                     format!("{other:?} is not one of \"stdout\", \"file\", \"syslog\", \"http\""),
                 ),
+            }
+            if outputs.len() > kept {
+                self.origins.outputs.push(i);
             }
         }
         if raw.is_empty() {
@@ -1885,6 +1980,20 @@ impl Config {
 
     /// Parses and validates a config, reporting every problem at once.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
+        let (config, errors, _) = Config::convert_text(text)?;
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors { errors })
+        }
+    }
+
+    /// The config as far as it converts, with every error found, and where each source and output came
+    /// from; Err only when there is nothing to convert (a TOML syntax error). The preflight checks what
+    /// converted, so that its problems come with the file's in one report.
+    fn convert_text(
+        text: &str,
+    ) -> Result<(Config, Vec<ConfigError>, preflight::Origins), ConfigErrors> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| {
             let reason = match e.span() {
                 Some(span) => {
@@ -1927,13 +2036,13 @@ impl Config {
                 return Err(ConfigErrors { errors: errs });
             }
         };
-        let mut check = Check { errs, http };
+        let mut check = Check {
+            errs,
+            http,
+            origins: preflight::Origins::default(),
+        };
         let config = check.convert(raw);
-        if check.errs.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigErrors { errors: check.errs })
-        }
+        Ok((config, check.errs, check.origins))
     }
 
     /// The effective config, every default filled in, as TOML with the file's key names; it loads back
@@ -2315,7 +2424,9 @@ mod tests {
         assert_eq!(c.sources.len(), 1);
         assert_eq!(c.allow.len(), 1);
         assert_eq!(c.overrides.len(), 1);
-        assert_eq!(c.outputs.len(), 3);
+        // stdout and file; the TLS syslog output is documented but commented out (its CA file is not
+        // installed by the package, and the preflight refuses it).
+        assert_eq!(c.outputs.len(), 2);
     }
 
     #[test]
@@ -2788,6 +2899,66 @@ mod tests {
             "allow[0].port",
             "not a port",
         );
+    }
+
+    #[test]
+    fn bounds_take_the_maximum_and_refuse_above_it() {
+        // (the section and key as written, the largest value accepted, one above it, the error's key)
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "[state]\ncheckpoint_interval",
+                "\"24h\"",
+                "\"24h 1s\"",
+                "state.checkpoint_interval",
+            ),
+            ("[window]\nlength", "\"720h\"", "\"721h\"", "window.length"),
+            (
+                "[window]\nmax_groups",
+                "100000000",
+                "100000001",
+                "window.max_groups",
+            ),
+            (
+                "[single]\nlevels",
+                "{ low = \"8760h\" }",
+                "{ low = \"8761h\" }",
+                "single.levels.low",
+            ),
+            (
+                "[cumulative]\nrealert_after",
+                "\"8760h\"",
+                "\"8761h\"",
+                "cumulative.realert_after",
+            ),
+            (
+                "[cumulative]\ninterim_timeout",
+                "\"720h\"",
+                "\"721h\"",
+                "cumulative.interim_timeout",
+            ),
+            (
+                "[spool]\nmax_bytes",
+                "1099511627776",
+                "1099511627777",
+                "spool.max_bytes",
+            ),
+            (
+                "[[output]]\ntype = \"stdout\"\nflush_interval",
+                "\"1h\"",
+                "\"61m\"",
+                "output[0].flush_interval",
+            ),
+            (
+                "[[override]]\nport = 22\ncumulative",
+                "{ high = \"8760h\" }",
+                "{ high = \"8761h\" }",
+                "override[0].cumulative.high",
+            ),
+        ];
+        for (key, max, above, err_key) in cases {
+            load(&format!("{MINIMAL}{key} = {max}\n"));
+            assert_error(&format!("{MINIMAL}{key} = {above}\n"), err_key, "at most");
+        }
     }
 
     #[test]

@@ -11,14 +11,16 @@
 //! Backpressure: when the spool reaches `[spool] max_bytes` the pipeline stops reading (the log files are the
 //! buffer) until outputs catch up; nothing is dropped.
 //! Stop: the pipeline stops reading, syncs the spool, saves the checkpoint; then the delivery tasks get
-//! [`DELIVERY_GRACE`] to flush what is in the spool; the rest waits there for the next start.
+//! [`DELIVERY_GRACE`] to flush what is in the spool; the rest waits there for the next start. A final
+//! checkpoint that could not be saved is an ERROR and `run` fails with [`CheckpointNotSaved`] (exit 75): the
+//! next start re-reads from the last saved one, nothing is lost, but the stop was not clean.
 //!
 //! What the daemon tells systemd (readiness, reloads, the watchdog, a status line) and Prometheus lives in
 //! `daemon/health.rs`; the pipeline calls into it at a few marked points.
 
 mod health;
 
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{CheckpointStore, LoadError};
 use crate::config::Config;
 use crate::delivery::{self, OutputStats};
 use crate::detector::{Detector, DetectorState};
@@ -79,33 +81,91 @@ const WATCH_REFRESH: Duration = Duration::from_secs(2);
 /// when notifications are lost or unavailable.
 struct Watches {
     watcher: Option<notify::RecommendedWatcher>,
-    dirs: Vec<PathBuf>,
+    /// The directories watched, with their identity when the watch was set: a directory deleted and
+    /// recreated under the same name (zeekctl moves its spool away) is another directory, watched anew.
+    dirs: Vec<(PathBuf, Option<crate::tail::FileId>)>,
     wake: mpsc::Sender<Control>,
 }
 
 impl Watches {
-    /// Watches `dirs` if they differ from what is watched now.
+    /// Watches `dirs` if they differ from what is watched now (by path or by identity).
     fn refresh(&mut self, dirs: Vec<PathBuf>) {
+        let dirs: Vec<(PathBuf, Option<crate::tail::FileId>)> = dirs
+            .into_iter()
+            .map(|d| {
+                let id = std::fs::metadata(&d)
+                    .ok()
+                    .map(|m| crate::tail::FileId::of(&m));
+                (d, id)
+            })
+            .collect();
         if dirs == self.dirs && self.watcher.is_some() {
             return;
         }
+        let paths: Vec<PathBuf> = dirs.iter().map(|(d, _)| d.clone()).collect();
         let wake = self.wake.clone();
-        self.watcher = match crate::tail::watch::watch(&dirs, move || {
+        self.watcher = match crate::tail::watch::watch(&paths, move || {
             let _ = wake.send(Control::Wake);
         }) {
             Ok(w) => {
-                debug!(dirs = ?dirs, "watching");
+                for d in &paths {
+                    debug!(dir = %d.display(), "watching");
+                }
                 Some(w)
             }
             Err(e) => {
                 if self.dirs.is_empty() {
-                    warn!("file notifications unavailable, polling every {RECHECK:?}: {e}");
+                    warn!(
+                        "file notifications unavailable, polling every {} ms: {e}",
+                        RECHECK.as_millis()
+                    );
                 }
                 None
             }
         };
         self.dirs = dirs;
     }
+}
+
+/// A failure that repeats for as long as its cause lasts (a full disk): logged when it starts, then at most
+/// every [`Episode::EVERY`] with the count so far, and once when it ends.
+#[derive(Debug, Default)]
+struct Episode {
+    since: Option<Instant>,
+    logged: Option<Instant>,
+    count: u64,
+}
+
+impl Episode {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// One more failure: `Some(count)` when it is to be logged.
+    fn hit(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        self.count += 1;
+        self.since.get_or_insert(now);
+        if self.logged.is_some_and(|t| now - t < Self::EVERY) {
+            return None;
+        }
+        self.logged = Some(now);
+        Some(self.count)
+    }
+
+    /// It worked again: `Some((failures, how long))` if it had been failing.
+    fn end(&mut self) -> Option<(u64, Duration)> {
+        let since = self.since.take()?;
+        let n = std::mem::take(&mut self.count);
+        self.logged = None;
+        Some((n, since.elapsed()))
+    }
+}
+
+/// The repeating failures of the pipeline.
+#[derive(Debug, Default)]
+struct Faults {
+    append: Episode,
+    sync: Episode,
+    checkpoint: Episode,
 }
 
 /// Messages from the async side to the pipeline thread.
@@ -143,6 +203,10 @@ struct Pipeline {
     /// with neither changed, the saved state is still current and is not written again.
     saved_sources: Option<Vec<SourceCheckpoint>>,
     reconfigured: bool,
+    /// No checkpoint was loaded: the positions of the files opened are saved before anything is read.
+    first_start: bool,
+    /// Failures that repeat while a disk is full, logged at a limited rate.
+    faults: Faults,
     /// Held while we run: no second daemon on this state directory.
     _state_lock: std::fs::File,
 }
@@ -157,22 +221,21 @@ impl Pipeline {
         let saved: Option<SavedState> = if opts.fresh {
             None
         } else {
-            match store.load::<SavedState>() {
+            match store.load::<SavedState>(STATE_VERSION) {
                 Ok(s) => s,
-                Err(e) => {
+                Err(LoadError::SetAside(e)) => {
                     error!("{e}");
                     None
                 }
+                // Starting without it would read every log again and then overwrite it.
+                Err(LoadError::Unreadable(e)) => anyhow::bail!("{e}"),
             }
         };
+        let first_start = saved.is_none();
         let (detector, mut saved_sources) = match saved {
-            Some(s) if s.version == STATE_VERSION => {
+            Some(s) => {
                 info!(path = %store.path().display(), "checkpoint restored");
                 (Detector::restore(&config, s.detector), s.sources)
-            }
-            Some(s) => {
-                warn!(version = s.version, "checkpoint of another version ignored");
-                (Detector::new(&config), Vec::new())
             }
             None => (Detector::new(&config), Vec::new()),
         };
@@ -210,6 +273,8 @@ impl Pipeline {
             health,
             saved_sources: None,
             reconfigured: false,
+            first_start,
+            faults: Faults::default(),
             _state_lock: state_lock,
         })
     }
@@ -253,9 +318,10 @@ impl Pipeline {
                         warn!(file = %path.display(), "more skipped lines in this file; counting without logging");
                     }
                 }
-                TailEvent::Rotated { from, to } => {
-                    info!(from = %from.display(), to = ?to, "file rotated");
-                }
+                TailEvent::Rotated { from, to } => match to {
+                    Some(to) => info!(from = %from.display(), to = %to.display(), "file rotated"),
+                    None => info!(from = %from.display(), "file rotated (moved out of the directory or deleted)"),
+                },
                 TailEvent::Opened { path, resumed_at } => {
                     info!(file = %path.display(), offset = resumed_at, "reading file");
                 }
@@ -265,15 +331,36 @@ impl Pipeline {
                 TailEvent::Finished { path } => {
                     debug!(file = %path.display(), "rotated file finished");
                 }
+                TailEvent::Nul {
+                    path,
+                    offset,
+                    bytes,
+                } => {
+                    health.nul_bytes(i, bytes);
+                    let n = skipped_logged.entry(path.to_path_buf()).or_default();
+                    *n += 1;
+                    if *n <= SKIP_LOG_LIMIT {
+                        warn!(file = %path.display(), offset, bytes, "skipped a run of NUL bytes (a writer without O_APPEND after a truncation)");
+                    }
+                }
                 TailEvent::Lost { path, offset } => {
                     error!(file = %path.display(), offset, "a file in the checkpoint is gone: the rest of it was not read");
                 }
             });
             match result {
-                Ok(stats) => bytes += stats.bytes,
-                Err(e) => {
-                    warn!(source = %self.tailers[i].path().display(), "reading failed, will retry: {e}")
+                Ok(stats) => {
+                    bytes += stats.bytes;
+                    let state = if self.tailers[i].is_idle() {
+                        health::SourceState::Missing
+                    } else {
+                        health::SourceState::Up
+                    };
+                    self.health.source_state(i, state);
                 }
+                // Logged once per change by the health state (never every poll); positions are kept.
+                Err(e) => self
+                    .health
+                    .source_state(i, health::SourceState::Unreadable(e.to_string())),
             }
             self.health
                 .polled(i, records, &before, &self.detector.stats());
@@ -291,10 +378,24 @@ impl Pipeline {
         let mut done = 0;
         for a in &self.alerts_buf {
             if let Err(e) = self.spool.append(a) {
-                error!("appending an alert to the spool failed; reading paused, will retry: {e}");
+                if let Some(n) = self.faults.append.hit() {
+                    error!(
+                        times = n,
+                        "appending an alert to the spool failed; reading paused, will retry: {e}"
+                    );
+                }
                 break;
             }
             done += 1;
+        }
+        if done > 0 {
+            if let Some((n, d)) = self.faults.append.end() {
+                info!(
+                    times = n,
+                    seconds = d.as_secs(),
+                    "alerts are appended to the spool again"
+                );
+            }
         }
         self.alerts_buf.drain(..done);
         self.alerts_written += done as u64;
@@ -303,27 +404,36 @@ impl Pipeline {
     /// Makes appended alerts durable and visible to the outputs.
     fn sync_spool(&mut self) -> bool {
         match self.spool.sync() {
-            Ok(()) => true,
+            Ok(()) => {
+                if let Some((n, d)) = self.faults.sync.end() {
+                    info!(times = n, seconds = d.as_secs(), "the spool syncs again");
+                }
+                true
+            }
             Err(e) => {
-                error!("syncing the spool failed: {e}");
+                if let Some(n) = self.faults.sync.hit() {
+                    error!(times = n, "syncing the spool failed: {e}");
+                }
                 false
             }
         }
     }
 
     /// Syncs the spool, then saves positions and detector state together (the at-least-once ordering).
-    /// Returns the bytes written (0 when nothing was: not needed, or failed).
-    fn checkpoint(&mut self) -> u64 {
+    /// Returns the bytes written (0 when the saved state is still current), or why nothing was saved.
+    fn checkpoint(&mut self) -> Result<u64, CheckpointNotSaved> {
         if !self.alerts_buf.is_empty() || !self.sync_spool() {
             // Not saving keeps the records re-readable: their alerts are raised again after a restart.
-            error!("alerts not yet in the spool: checkpoint skipped");
-            return 0;
+            if let Some(n) = self.faults.checkpoint.hit() {
+                error!(times = n, "alerts not yet in the spool: checkpoint skipped");
+            }
+            return Err(CheckpointNotSaved);
         }
         let sources: Vec<SourceCheckpoint> = self.tailers.iter().map(Tailer::checkpoint).collect();
         if !self.reconfigured && self.saved_sources.as_ref() == Some(&sources) {
             // Nothing read and no reload since the last one: the saved state is still the current one.
             self.health.checkpoint_saved();
-            return 0;
+            return Ok(0);
         }
         let state = SavedState {
             version: STATE_VERSION,
@@ -332,14 +442,23 @@ impl Pipeline {
         };
         match self.store.save(&state) {
             Ok(size) => {
+                if let Some((n, d)) = self.faults.checkpoint.end() {
+                    info!(
+                        times = n,
+                        seconds = d.as_secs(),
+                        "checkpoints are saved again"
+                    );
+                }
                 self.health.checkpoint_saved();
                 self.saved_sources = Some(state.sources);
                 self.reconfigured = false;
-                size
+                Ok(size)
             }
             Err(e) => {
-                error!(path = %self.store.path().display(), "writing checkpoint failed: {e}");
-                0
+                if let Some(n) = self.faults.checkpoint.hit() {
+                    error!(path = %self.store.path().display(), times = n, "writing checkpoint failed: {e}");
+                }
+                Err(CheckpointNotSaved)
             }
         }
     }
@@ -360,7 +479,33 @@ impl Pipeline {
         info!("configuration reloaded");
     }
 
-    fn run(mut self, ctrl: mpsc::Receiver<Control>, mut watches: Watches) {
+    /// A first start (no checkpoint): open every source and save those positions at once, before reading,
+    /// so a kill before the first periodic checkpoint does not restart at the live path and miss the files
+    /// rotated since (tailing scenario 25).
+    fn save_first_positions(&mut self) {
+        for i in 0..self.tailers.len() {
+            let result = self.tailers[i].start(&mut |ev| {
+                if let TailEvent::Opened { path, resumed_at } = ev {
+                    info!(file = %path.display(), offset = resumed_at, "reading file");
+                }
+            });
+            if let Err(e) = result {
+                self.health
+                    .source_state(i, health::SourceState::Unreadable(e.to_string()));
+            }
+        }
+        // A failure is logged; the periodic checkpoints try again.
+        let _ = self.checkpoint();
+    }
+
+    fn run(
+        mut self,
+        ctrl: mpsc::Receiver<Control>,
+        mut watches: Watches,
+    ) -> Result<(), CheckpointNotSaved> {
+        if self.first_start {
+            self.save_first_positions();
+        }
         let mut last_checkpoint = Instant::now();
         let mut last_watch_check = Instant::now();
         // A large window makes a checkpoint slow and big (it holds every interval): never spend more than a
@@ -387,7 +532,7 @@ impl Pipeline {
                 checkpoint_interval(self.config.state.checkpoint_interval, last_cost, last_size);
             if last_checkpoint.elapsed() >= interval {
                 let started = Instant::now();
-                let size = self.checkpoint();
+                let size = self.checkpoint().unwrap_or(0);
                 last_checkpoint = Instant::now();
                 if size > 0 {
                     last_cost = started.elapsed();
@@ -415,15 +560,38 @@ impl Pipeline {
                 Ok(Control::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        self.checkpoint();
+        // One more try for alerts the spool refused (the outputs may have freed room since).
+        self.write_alerts();
+        let saved = self.checkpoint();
         let stats = self.detector.stats();
-        info!(
-            records = self.records,
-            alerts = self.alerts_written,
-            groups = stats.groups_tracked,
-            "stopped; checkpoint saved"
-        );
+        match saved {
+            Ok(_) => info!(
+                records = self.records,
+                alerts = self.alerts_written,
+                groups = stats.groups_tracked,
+                "stopped; checkpoint saved"
+            ),
+            Err(_) => error!(
+                records = self.records,
+                alerts = self.alerts_written,
+                groups = stats.groups_tracked,
+                "stopped; the final checkpoint was NOT saved: the next start resumes from the last one saved \
+                 and reads the records since then again (their alerts are raised again, same event.id)"
+            ),
+        }
+        saved.map(|_| ())
     }
+}
+
+/// The daemon stopped without saving its final checkpoint (the reason was logged): `run` exits with
+/// [`CheckpointNotSaved::EXIT_CODE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the final checkpoint was not saved")]
+pub struct CheckpointNotSaved;
+
+impl CheckpointNotSaved {
+    /// EX_TEMPFAIL from sysexits.h: nothing is lost, but the stop was not clean.
+    pub const EXIT_CODE: u8 = 75;
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP; a bad config is logged and the
@@ -462,8 +630,9 @@ pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow
                 notifier.reloading(); // the pipeline says READY=1 once it has applied it
                                       // File outputs reopen before their next batch (logrotate moved them away).
                 reopen.fetch_add(1, Ordering::Relaxed);
-                match Config::load(config_path) {
-                    Ok(cfg) => {
+                // The preflight too, so a bare SIGHUP refuses what `check` refuses.
+                match crate::config::preflight::load(config_path) {
+                    Ok((cfg, _warnings)) => {
                         let _ = tx.send(Control::Reload(Box::new(cfg)));
                     }
                     Err(e) => {
@@ -481,7 +650,8 @@ pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow
         }
     }
     let result = match tokio::time::timeout(STOP_DEADLINE, worker).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e.into()),
         Ok(Err(e)) => Err(anyhow::anyhow!("pipeline failed: {e}")),
         Err(_) => Err(anyhow::anyhow!(
             "pipeline did not stop within {STOP_DEADLINE:?}"
@@ -551,6 +721,19 @@ async fn stop_deliveries(stop: tokio::sync::watch::Sender<bool>, tasks: Vec<Deli
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeating_failure_is_logged_once_then_at_a_slow_rate_and_when_it_ends() {
+        let mut e = Episode::default();
+        assert_eq!(e.end(), None, "nothing had failed");
+        assert_eq!(e.hit(), Some(1));
+        for _ in 0..1000 {
+            assert_eq!(e.hit(), None, "250 ms polls on a full disk do not each log");
+        }
+        let (n, _) = e.end().expect("it had failed");
+        assert_eq!(n, 1001);
+        assert_eq!(e.hit(), Some(1), "a new episode is logged at once");
+    }
 
     #[test]
     fn checkpoint_cadence_bounds_time_and_bytes_spent_writing() {

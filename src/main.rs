@@ -217,8 +217,36 @@ fn load_config(path: &std::path::Path, cmd: &str) -> Result<longconn::config::Co
     })
 }
 
+/// [`load_config`] plus the preflight (`longconn::config::preflight`): what `check` and `run` both call,
+/// before `run` creates anything, so they accept and refuse the same configs with the same messages.
+fn load_and_preflight(
+    path: &std::path::Path,
+    cmd: &str,
+    warn: impl Fn(&longconn::config::ConfigError),
+) -> Result<longconn::config::Config, ExitCode> {
+    match longconn::config::preflight::load(path) {
+        Ok((cfg, warnings)) => {
+            warnings.iter().for_each(warn);
+            Ok(cfg)
+        }
+        Err(e) => {
+            eprintln!(
+                "longconn {cmd}: {}: invalid configuration:\n{e}",
+                path.display()
+            );
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
 fn run_check(a: CheckArgs) -> ExitCode {
-    match load_config(&a.config.config, "check") {
+    let path = &a.config.config;
+    let warn = |w: &longconn::config::ConfigError| {
+        if !a.quiet {
+            eprintln!("longconn check: {}: warning: {w}", path.display());
+        }
+    };
+    match load_and_preflight(path, "check", warn) {
         Ok(cfg) => {
             if !a.quiet {
                 print!("{}", cfg.to_effective_toml());
@@ -283,7 +311,8 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
 
 fn run_daemon(a: RunArgs) -> ExitCode {
     init_logging(a.log_format, a.log_level.as_deref());
-    let cfg = match load_config(&a.config.config, "run") {
+    let warn = |w: &longconn::config::ConfigError| tracing::warn!(key = %w.key, "{}", w.reason);
+    let cfg = match load_and_preflight(&a.config.config, "run", warn) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -300,6 +329,10 @@ fn run_daemon(a: RunArgs) -> ExitCode {
     let opts = longconn::daemon::RunOptions { fresh: a.fresh };
     match rt.block_on(longconn::daemon::run(&a.config.config, cfg, opts)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Already logged as an ERROR by the pipeline.
+        Err(e) if e.is::<longconn::daemon::CheckpointNotSaved>() => {
+            ExitCode::from(longconn::daemon::CheckpointNotSaved::EXIT_CODE)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::from(1)

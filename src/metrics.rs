@@ -16,6 +16,8 @@
 //! | `longconn_records_skipped_total` | counter | source, reason | lines or records not used; parse reasons (`column_count`, `bad_value`, `truncated`, ...) and detector reasons (`no_timestamp`, `no_address`, `filter_never`, `filter_direction`, `filter_state`, `filter_allow`) |
 //! | `longconn_source_lag_bytes` | gauge | source | bytes written to the source's files and not read yet |
 //! | `longconn_source_lag_seconds` | gauge | source | for how long the source has not been read to its end (0 when caught up) |
+//! | `longconn_source_up` | gauge | source | 1 while the source's directory and files can be read (also while its file does not exist yet), 0 while they cannot (permission denied, I/O error, symlink loop) |
+//! | `longconn_nul_bytes_skipped_total` | counter | source | NUL bytes skipped at line starts (a writer without O_APPEND after a copytruncate) |
 //! | `longconn_groups_tracked` | gauge | | groups in the window |
 //! | `longconn_groups_expired_total` | counter | | groups that left the window |
 //! | `longconn_groups_evicted_total` | counter | | groups evicted by `window.max_groups` |
@@ -26,6 +28,7 @@
 //! | `longconn_output_deliveries_total` | counter | output | alerts the output accepted |
 //! | `longconn_output_failures_total` | counter | output, kind | `transient`: failed attempts (retried with backoff); `permanent`: alerts set aside |
 //! | `longconn_spool_bytes` | gauge | | bytes the spool's segments take |
+//! | `longconn_spool_records_lost_total` | counter | output | spooled alerts the output will never deliver: damaged in the spool (checksum or shape wrong) and skipped |
 //!
 //! The output figures are copied every second from each delivery task's `OutputStats` ([`outputs`]); new
 //! figures elsewhere use the `metrics` macros (`::metrics::counter!(NAME, "label" => value)`) and a line in
@@ -46,6 +49,8 @@ pub const RECORDS_USED: &str = "longconn_records_used_total";
 pub const RECORDS_SKIPPED: &str = "longconn_records_skipped_total";
 pub const SOURCE_LAG_BYTES: &str = "longconn_source_lag_bytes";
 pub const SOURCE_LAG_SECONDS: &str = "longconn_source_lag_seconds";
+pub const SOURCE_UP: &str = "longconn_source_up";
+pub const NUL_BYTES: &str = "longconn_nul_bytes_skipped_total";
 pub const GROUPS_TRACKED: &str = "longconn_groups_tracked";
 pub const GROUPS_EXPIRED: &str = "longconn_groups_expired_total";
 pub const GROUPS_EVICTED: &str = "longconn_groups_evicted_total";
@@ -58,6 +63,8 @@ pub const OUTPUT_DELIVERIES: &str = "longconn_output_deliveries_total";
 pub const OUTPUT_FAILURES: &str = "longconn_output_failures_total";
 /// Bytes the spool's segments take (alerts not yet delivered to every output, until a segment is freed).
 pub const SPOOL_BYTES: &str = "longconn_spool_bytes";
+/// Spooled alerts an output will never deliver (label `output`): damaged records skipped by its reader.
+pub const SPOOL_RECORDS_LOST: &str = "longconn_spool_records_lost_total";
 
 /// Reads one counter of [`DetectorStats`].
 type StatField = fn(&DetectorStats) -> u64;
@@ -106,6 +113,15 @@ pub fn describe() {
         Unit::Seconds,
         "For how long the source has not been read to its end (0 when caught up)."
     );
+    describe_gauge!(
+        SOURCE_UP,
+        "1 while the source can be read (or its file does not exist yet), 0 while reading it fails."
+    );
+    describe_counter!(
+        NUL_BYTES,
+        Unit::Bytes,
+        "NUL bytes skipped at line starts (a writer without O_APPEND after a truncation)."
+    );
     describe_gauge!(GROUPS_TRACKED, "Groups in the window.");
     describe_counter!(GROUPS_EXPIRED, "Groups that left the window.");
     describe_counter!(
@@ -124,6 +140,10 @@ pub fn describe() {
         "Failed deliveries: transient (retried) attempts, permanent (set aside) alerts."
     );
     describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes the spool's segments take.");
+    describe_counter!(
+        SPOOL_RECORDS_LOST,
+        "Spooled alerts an output will never deliver: damaged in the spool and skipped."
+    );
     describe_gauge!(
         "process_cpu_seconds_total",
         Unit::Seconds,
@@ -150,6 +170,7 @@ pub struct SourceMetrics {
     used: ::metrics::Counter,
     lag_bytes: ::metrics::Gauge,
     lag_seconds: ::metrics::Gauge,
+    up: ::metrics::Gauge,
 }
 
 impl SourceMetrics {
@@ -160,6 +181,7 @@ impl SourceMetrics {
             used: ::metrics::counter!(RECORDS_USED, "source" => label.clone()),
             lag_bytes: ::metrics::gauge!(SOURCE_LAG_BYTES, "source" => label.clone()),
             lag_seconds: ::metrics::gauge!(SOURCE_LAG_SECONDS, "source" => label.clone()),
+            up: ::metrics::gauge!(SOURCE_UP, "source" => label.clone()),
             label,
         }
     }
@@ -185,6 +207,16 @@ impl SourceMetrics {
                     .increment(n);
             }
         }
+    }
+
+    /// Whether the source can be read.
+    pub fn up(&self, up: bool) {
+        self.up.set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// NUL bytes skipped at line starts.
+    pub fn nul_bytes(&self, n: u64) {
+        ::metrics::counter!(NUL_BYTES, "source" => self.label.clone()).increment(n);
     }
 
     pub fn lag(&self, bytes: u64, behind: Duration) {

@@ -20,6 +20,7 @@ use crate::metrics::{self, SourceMetrics};
 use crate::notify::Notifier;
 use crate::tail::{FileId, Tailer};
 use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
 /// How often gauges and the lag are refreshed.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -28,7 +29,29 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// Records between two watchdog checks inside a poll.
 const WATCHDOG_RECORDS: u64 = 4096;
 
+/// What a source looked like at its last poll: logged once per change, with a slow reminder while it
+/// cannot be read (an unreadable directory must not write a line every 250 ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum SourceState {
+    /// Not polled yet.
+    Unknown,
+    /// Being read.
+    Up,
+    /// Nothing at the configured path, nothing open (Zeek not started yet, the directory gone).
+    Missing,
+    /// Looking at it fails; the message of the error.
+    Unreadable(String),
+}
+
+/// How often "still unreadable" is repeated.
+const UNREADABLE_REMINDER: Duration = Duration::from_secs(300);
+
 struct SourceHealth {
+    path: String,
+    state: SourceState,
+    /// When the current unreadable spell began, and when it was last logged.
+    down_since: Option<Instant>,
+    down_logged: Option<Instant>,
     metrics: SourceMetrics,
     /// When the source was last read to the end of everything there was.
     caught_up_at: Instant,
@@ -53,6 +76,10 @@ impl Health {
             sources: sources
                 .iter()
                 .map(|s| SourceHealth {
+                    path: s.path.display().to_string(),
+                    state: SourceState::Unknown,
+                    down_since: None,
+                    down_logged: None,
                     metrics: SourceMetrics::new(&s.path.display().to_string()),
                     caught_up_at: now,
                     lag_bytes: 0,
@@ -110,6 +137,70 @@ impl Health {
         }
     }
 
+    /// NUL bytes skipped in source `i`.
+    pub(super) fn nul_bytes(&self, i: usize, n: u64) {
+        if let Some(s) = self.sources.get(i) {
+            s.metrics.nul_bytes(n);
+        }
+    }
+
+    /// The state of source `i` after a poll: one line per change, a reminder every
+    /// [`UNREADABLE_REMINDER`] while it stays unreadable, and the `longconn_source_up` gauge.
+    pub(super) fn source_state(&mut self, i: usize, state: SourceState) {
+        let Some(s) = self.sources.get_mut(i) else {
+            return;
+        };
+        let now = Instant::now();
+        s.metrics.up(!matches!(state, SourceState::Unreadable(_)));
+        if state == s.state {
+            if let (SourceState::Unreadable(e), Some(since), Some(logged)) =
+                (&state, s.down_since, s.down_logged)
+            {
+                if now - logged >= UNREADABLE_REMINDER {
+                    warn!(source = %s.path, error = %e, down_seconds = (now - since).as_secs(), "source still unreadable; positions kept, retrying");
+                    s.down_logged = Some(now);
+                }
+            }
+            return;
+        }
+        match (&s.state, &state) {
+            (_, SourceState::Unreadable(e)) => {
+                if s.down_since.is_none() {
+                    s.down_since = Some(now);
+                }
+                s.down_logged = Some(now);
+                warn!(source = %s.path, error = %e, "source unreadable; positions kept, retrying (reminder every 5 min)");
+            }
+            (SourceState::Unreadable(_), next) => {
+                let secs = s.down_since.map_or(0, |t| (now - t).as_secs());
+                s.down_since = None;
+                s.down_logged = None;
+                let what = if *next == SourceState::Missing {
+                    "source readable again; its file does not exist"
+                } else {
+                    "source readable again"
+                };
+                info!(source = %s.path, down_seconds = secs, "{what}");
+            }
+            (_, SourceState::Missing) => {
+                warn!(source = %s.path, "no file at the source path (Zeek not started, or the directory is gone); waiting for it");
+            }
+            (SourceState::Missing, SourceState::Up) => {
+                info!(source = %s.path, "source file present");
+            }
+            _ => {}
+        }
+        s.state = state;
+    }
+
+    /// Sources that cannot be read now, for the status line.
+    fn unreadable(&self) -> usize {
+        self.sources
+            .iter()
+            .filter(|s| matches!(s.state, SourceState::Unreadable(_)))
+            .count()
+    }
+
     /// A reload was applied.
     pub(super) fn reloaded(&self) {
         self.notifier.ready();
@@ -160,8 +251,12 @@ impl Pipeline {
             let per_sec =
                 (self.records - self.health.records_at_status) as f64 / since.as_secs_f64();
             let lag: u64 = self.health.sources.iter().map(|s| s.lag_bytes).sum();
+            let down = match self.health.unreadable() {
+                0 => String::new(),
+                n => format!(", {n} source(s) UNREADABLE"),
+            };
             self.health.notifier.status(&format!(
-                "{per_sec:.0} records/s, {} groups, {} alerts, {} behind",
+                "{per_sec:.0} records/s, {} groups, {} alerts, {} behind{down}",
                 stats.groups_tracked,
                 self.alerts_written,
                 human_bytes(lag)

@@ -1,10 +1,17 @@
 //! The file output: alert JSON lines appended to a file, reopened (after the next SIGHUP) so logrotate can move
 //! it, with an fsync policy: after every alert, after every batch (default), or never.
+//!
+//! Every line in the file is one whole alert, whatever the disk does. A batch that fails part way (a full file
+//! system, an I/O error, a failed fsync) is rolled back: the file is cut back to its length before the batch,
+//! so the retry of the same batch writes exactly the alerts that are not in the file, once each. If even the
+//! rollback fails, nothing more is written to the file until it succeeds. A file that ends with a partial line
+//! when it is opened (a crash mid-write) is cut back to its last newline, with a warning.
 
 use super::{Deliver, DeliverError, DeliverFuture, ReopenGeneration, Spooled};
 use crate::config::FsyncPolicy;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -20,6 +27,16 @@ struct Inner {
     file: File,
     fsync: FsyncPolicy,
     generation: u64,
+    /// A failed batch whose rollback failed too: the file must be cut back to this length before anything
+    /// else is written to it.
+    rollback_to: Option<u64>,
+}
+
+/// How far back a partial last line is looked for, per read.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+fn with_path(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -28,11 +45,42 @@ fn open_append(path: &Path) -> io::Result<File> {
             std::fs::create_dir_all(dir)?;
         }
     }
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        .map_err(|e| with_path(path, e))?;
+    cut_partial_line(&file, path).map_err(|e| with_path(path, e))?;
+    Ok(file)
+}
+
+/// Cuts a partial last line (a crash in the middle of a write) back to the last newline.
+fn cut_partial_line(file: &File, path: &Path) -> io::Result<()> {
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; TAIL_CHUNK as usize];
+    let keep = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(TAIL_CHUNK);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = memchr::memrchr(b'\n', chunk) {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    if keep < len {
+        file.set_len(keep)?;
+        tracing::warn!(
+            file = %path.display(),
+            removed_bytes = len - keep,
+            "alert file ended with a partial line (an interrupted write): cut back to the last complete line"
+        );
+    }
+    Ok(())
 }
 
 impl FileOutput {
@@ -50,6 +98,7 @@ impl FileOutput {
                 file,
                 fsync,
                 generation: reopen.load(Ordering::Relaxed),
+                rollback_to: None,
             })),
             reopen,
         })
@@ -57,12 +106,41 @@ impl FileOutput {
 }
 
 impl Inner {
+    /// Writes the whole batch or, on failure, nothing of it.
     fn write_batch(&mut self, batch: &[Arc<str>], generation: u64) -> io::Result<()> {
+        if let Some(len) = self.rollback_to {
+            // The previous failure left part of a batch in the (possibly rotated) file we hold.
+            self.file
+                .set_len(len)
+                .map_err(|e| with_path(&self.path, e))?;
+            self.rollback_to = None;
+            tracing::info!(file = %self.path.display(), length = len, "alert file rolled back to its last complete alert");
+        }
         if generation != self.generation {
             self.file = open_append(&self.path)?;
             self.generation = generation;
             tracing::info!(file = %self.path.display(), "alert file reopened");
         }
+        let before = self
+            .file
+            .metadata()
+            .map_err(|e| with_path(&self.path, e))?
+            .len();
+        let Err(e) = self.append(batch) else {
+            return Ok(());
+        };
+        if let Err(te) = self.file.set_len(before) {
+            tracing::warn!(
+                file = %self.path.display(),
+                length = before,
+                "cannot roll back a failed write yet, will retry before the next one: {te}"
+            );
+            self.rollback_to = Some(before);
+        }
+        Err(with_path(&self.path, e))
+    }
+
+    fn append(&mut self, batch: &[Arc<str>]) -> io::Result<()> {
         match self.fsync {
             FsyncPolicy::Always => {
                 for json in batch {
@@ -145,6 +223,31 @@ mod tests {
             assert_eq!(
                 std::fs::read_to_string(dir.path().join("alerts.json.1")).unwrap(),
                 "{\"a\":1}\n"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn partial_last_line_is_cut_back_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.json");
+        let gen: ReopenGeneration = Arc::new(AtomicU64::new(0));
+        let long = "x".repeat(3 * TAIL_CHUNK as usize);
+        for (before, after) in [
+            ("{\"a\":1}\n{\"a\":2}\n{\"a\":3", "{\"a\":1}\n{\"a\":2}\n"),
+            ("{\"a\":1", ""),
+            ("{\"a\":1}\n", "{\"a\":1}\n"),
+            ("", ""),
+            (&format!("{{\"a\":1}}\n{long}"), "{\"a\":1}\n"),
+        ] {
+            std::fs::write(&path, before).unwrap();
+            let mut o =
+                FileOutput::open("f".into(), &path, FsyncPolicy::Batch, gen.clone()).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), after);
+            o.deliver(&[spooled(9, "{\"b\":9}")]).await.unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                format!("{after}{{\"b\":9}}\n")
             );
         }
     }

@@ -79,6 +79,29 @@ impl Fingerprint {
         }
         Ok(Some(Fingerprint::of_bytes(&prefix)))
     }
+
+    /// True if `prefix` (a file's first bytes, up to [`FINGERPRINT_LEN`]) starts with the fingerprinted bytes.
+    /// Only safe together with the inode: a short fingerprint is a prefix of many files (an empty one of all).
+    pub fn is_prefix_of(&self, prefix: &[u8]) -> bool {
+        let Ok(n) = usize::try_from(self.len) else {
+            return false;
+        };
+        prefix.len() >= n && Fingerprint::of_bytes(&prefix[..n]) == *self
+    }
+
+    /// True if `prefix` (a file's first bytes, up to [`FINGERPRINT_LEN`]) is the content this fingerprint was
+    /// taken from, without help from the inode: a full-length fingerprint matches by prefix; a shorter one
+    /// only a file of exactly those bytes. A short fingerprint is never taken for a prefix of a longer file
+    /// (tailing scenario 22: an empty fingerprint is a prefix of every file).
+    pub fn same_content(&self, prefix: &[u8]) -> bool {
+        self.is_prefix_of(prefix)
+            && (self.len >= FINGERPRINT_LEN as u64 || prefix.len() as u64 == self.len)
+    }
+}
+
+/// A file's first bytes, up to [`FINGERPRINT_LEN`].
+pub(super) fn prefix(file: &File) -> io::Result<Vec<u8>> {
+    read_prefix(file, FINGERPRINT_LEN)
 }
 
 fn read_prefix(file: &File, n: usize) -> io::Result<Vec<u8>> {
@@ -158,12 +181,15 @@ pub(super) struct FileReader {
     pub eof_polls: u32,
     /// The file's modification time when we last read from it: copies and rotations made later are newer.
     pub seen_mtime: (i64, i64),
+    /// NUL bytes skipped at a line start and not yet reported (a writer without O_APPEND after a truncation
+    /// leaves a hole up to its old offset).
+    nul_run: u64,
 }
 
 impl FileReader {
-    /// Opens `path` to read from its start.
-    pub fn open(path: &Path, opts: ParseOptions) -> io::Result<FileReader> {
-        let file = File::open(path)?;
+    /// Reads an already opened file (found at `path`) from its start: the handle, not the path, is what
+    /// is read, so a rename between looking and opening cannot swap the file.
+    pub fn from_file(path: &Path, file: File, opts: ParseOptions) -> io::Result<FileReader> {
         let meta = file.metadata()?;
         let fp = Fingerprint::of_file(&file)?;
         let seen_mtime = mtime(&meta);
@@ -180,7 +206,16 @@ impl FileReader {
             saw_close: false,
             eof_polls: 0,
             seen_mtime,
+            nul_run: 0,
         })
+    }
+
+    /// Starts with the header block `saved` had: for a file truncated in place, whose writer goes on with
+    /// rows and no new header (a header block in the file, if any, replaces it as usual).
+    pub fn keep_header(&mut self, saved: &FileCheckpoint) {
+        self.parser.set_header(TsvHeader::from_lines(
+            saved.header.iter().cloned().map(HeaderLine::into_bytes),
+        ));
     }
 
     /// Resumes a file already opened and recognised as `saved`.
@@ -211,20 +246,26 @@ impl FileReader {
             saw_close: false,
             eof_polls: 0,
             seen_mtime,
+            nul_run: 0,
         }
     }
 
-    /// Forgets everything read: the file was truncated or replaced in place.
-    pub fn restart(&mut self) -> io::Result<()> {
-        self.fp = Fingerprint::of_file(&self.file)?;
+    /// Forgets everything read: the file was truncated or replaced in place. The parser keeps its header
+    /// block: after a copytruncate Zeek's writer carries on with rows and writes no new header (tailing
+    /// scenario 26); a new header block, if one comes, replaces it as anywhere else.
+    pub fn restart(&mut self) {
+        // Unreadable now: an empty fingerprint, which grows with what is read.
+        self.fp = Fingerprint::of_file(&self.file).unwrap_or_else(|_| Fingerprint::of_bytes(&[]));
         self.offset = 0;
         self.line_no = 0;
+        let header = self.parser.header().clone();
         self.parser = LogParser::new(self.parser.options());
+        self.parser.set_header(header);
+        self.nul_run = 0;
         self.buf.clear();
         self.skipping = false;
         self.saw_close = false;
         self.eof_polls = 0;
-        Ok(())
     }
 
     /// Skips to the end of the file's last complete line, reading only its header lines (`start_at = end`).
@@ -266,6 +307,25 @@ impl FileReader {
             }
         }
         Ok(())
+    }
+
+    /// The first bytes of the file as it is now (up to [`FINGERPRINT_LEN`]).
+    pub fn prefix(&self) -> io::Result<Vec<u8>> {
+        prefix(&self.file)
+    }
+
+    /// Takes the fingerprint again from the handle, as long as the file is now (up to
+    /// [`FINGERPRINT_LEN`]), if the file still starts with the bytes we had; `false` if it does not (it was
+    /// truncated or rewritten in place). Done before a file is remembered as read, so the entry names its
+    /// whole content and not the few bytes there were when it was opened.
+    pub fn refresh_fingerprint(&mut self) -> io::Result<bool> {
+        match self.fp.check(&self.file)? {
+            Some(fp) => {
+                self.fp = fp;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     pub fn checkpoint(&self) -> FileCheckpoint {
@@ -315,8 +375,28 @@ impl FileReader {
             }
             any = true;
             stats.bytes += n as u64;
+            if self.fp.len < FINGERPRINT_LEN as u64 && pos + n as u64 > self.fp.len {
+                // The fingerprint covers what was read, up to its full length (a file opened right after
+                // its creation was fingerprinted at a few bytes). A mismatch is left to the caller's check.
+                self.refresh_fingerprint()?;
+            }
             let mut data = &chunk[..n];
             while !data.is_empty() {
+                if !self.skipping && self.buf.is_empty() && data[0] == 0 {
+                    let k = data.iter().position(|&b| b != 0).unwrap_or(data.len());
+                    self.offset += k as u64;
+                    self.nul_run += k as u64;
+                    data = &data[k..];
+                    continue;
+                }
+                if self.nul_run > 0 {
+                    let bytes = std::mem::take(&mut self.nul_run);
+                    sink(TailEvent::Nul {
+                        path: &self.path,
+                        offset: self.offset - bytes,
+                        bytes,
+                    });
+                }
                 if self.skipping {
                     match memchr::memchr(b'\n', data) {
                         Some(i) => {
@@ -366,6 +446,14 @@ impl FileReader {
 
     /// The file is done: a held partial line is counted as cut off.
     pub fn finish(&mut self, sink: &mut dyn FnMut(TailEvent), stats: &mut PollStats) {
+        if self.nul_run > 0 {
+            let bytes = std::mem::take(&mut self.nul_run);
+            sink(TailEvent::Nul {
+                path: &self.path,
+                offset: self.offset - bytes,
+                bytes,
+            });
+        }
         if !self.buf.is_empty() {
             let len = self.buf.len() as u64;
             self.buf.clear();

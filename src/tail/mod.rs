@@ -40,7 +40,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 /// Lines longer than this (bytes, without the newline) are skipped and reported as [`SkipReason::TooLong`].
 pub const MAX_LINE: usize = 1 << 20;
@@ -79,6 +79,12 @@ pub enum TailEvent<'a> {
     Finished { path: &'a Path },
     /// A file saved in the checkpoint was not found again at restart; the rest of it is lost.
     Lost { path: &'a Path, offset: u64 },
+    /// A run of NUL bytes at a line start (a writer without O_APPEND after a truncation), skipped.
+    Nul {
+        path: &'a Path,
+        offset: u64,
+        bytes: u64,
+    },
 }
 
 /// Counters for one poll.
@@ -148,6 +154,8 @@ pub struct Tailer {
     chunk: Vec<u8>,
     /// Bytes of the live file read per poll at most, so a large backlog does not hold the caller for long.
     budget: u64,
+    #[cfg(test)]
+    pub(crate) race_hook: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl Tailer {
@@ -166,6 +174,8 @@ impl Tailer {
             anchor: None,
             chunk: vec![0; CHUNK],
             budget: u64::MAX,
+            #[cfg(test)]
+            race_hook: None,
         }
     }
 
@@ -194,25 +204,14 @@ impl Tailer {
 
     /// Reads every complete new line available now, across rotated files still being drained (oldest first)
     /// and the live file, calling `sink` for each event. Returns when nothing more can be read.
+    ///
+    /// An error looking at the directory or the live path (permission denied, a symlink loop, an I/O error)
+    /// is never taken for absence: nothing is decided about rotations, every saved position is kept, the
+    /// files already open are still read, and the error is returned after them; the next poll tries again.
     pub fn poll(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<PollStats> {
         let mut stats = PollStats::default();
-        if !self.started {
-            self.started = true;
-            match self.saved.take() {
-                Some(saved) => {
-                    if let Err(e) = self.restore(saved.clone(), sink) {
-                        // Try again from the same checkpoint at the next poll.
-                        self.live = None;
-                        self.draining.clear();
-                        self.saved = Some(saved);
-                        self.started = false;
-                        return Err(e);
-                    }
-                }
-                None => self.first_open(sink)?,
-            }
-        }
-        self.check_live(sink)?;
+        self.start(sink)?;
+        let looked = self.check_live(sink);
 
         let mut i = 0;
         while i < self.draining.len() {
@@ -225,6 +224,10 @@ impl Tailer {
             if r.saw_close || unlinked || r.eof_polls >= 1 {
                 let mut r = self.draining.remove(i);
                 r.finish(sink, &mut stats);
+                // Remembered by its whole content (up to the fingerprint length), read from the handle.
+                if r.refresh_fingerprint().unwrap_or(false) {
+                    self.remember(r.id, r.fp.clone());
+                }
                 debug!(path = %r.path.display(), lines = r.line_no, "rotated file finished");
                 sink(TailEvent::Finished { path: &r.path });
             } else {
@@ -240,7 +243,35 @@ impl Tailer {
                 &mut stats,
             )?;
         }
-        Ok(stats)
+        looked.map(|()| stats)
+    }
+
+    /// Opens the files to follow, once: from the checkpoint if there is one, else per `start_at`. `poll`
+    /// does this first; the daemon calls it on its own at a first start, to save these positions before
+    /// reading anything (a kill before the first periodic checkpoint then loses nothing: scenario 25).
+    /// On an error nothing is kept and the next call starts again from the same checkpoint.
+    pub fn start(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
+        if self.started {
+            return Ok(());
+        }
+        match self.saved.take() {
+            Some(saved) => {
+                if let Err(e) = self.restore(saved.clone(), sink) {
+                    self.live = None;
+                    self.draining.clear();
+                    self.saved = Some(saved);
+                    return Err(e);
+                }
+            }
+            None => self.first_open(sink)?,
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    /// True while no file of this source is open (the live path is missing and nothing is being drained).
+    pub fn is_idle(&self) -> bool {
+        self.live.is_none() && self.draining.is_empty()
     }
 
     /// The position of every open file, to be saved atomically with the detector state.
@@ -293,29 +324,42 @@ impl Tailer {
         }
     }
 
-    /// First start without a checkpoint: open the live file per `start_at`.
+    /// First start without a checkpoint: open the live file per `start_at`. Rotated siblings already there
+    /// are never read; when the live path is missing, they are remembered so that a file rotated from now
+    /// on (before the live path was ever seen) is found as unread.
     fn first_open(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
-        match FileReader::open(&self.path, self.opts) {
-            Ok(mut r) => {
-                if self.start_at == StartAt::End {
-                    r.seek_to_end(&mut self.chunk)?;
+        let Snapshot { live, siblings } = self.snapshot()?;
+        let Some((file, _)) = live else {
+            let newest = siblings.iter().map(|(_, m)| mtime(m)).max();
+            self.anchor = Some(newest.unwrap_or((i64::MIN, 0)));
+            for (path, meta) in &siblings {
+                if Some(mtime(meta)) != newest {
+                    continue;
                 }
-                info!(path = %r.path.display(), offset = r.offset, "following");
-                sink(TailEvent::Opened {
-                    path: &r.path,
-                    resumed_at: r.offset,
-                });
-                self.live = Some(r);
-                Ok(())
+                if let Some(file) = open_existing(path)? {
+                    let fp = Fingerprint::of_file(&file)?;
+                    self.remember(FileId::of(meta), fp);
+                }
             }
-            Err(e) if missing(&e) => Ok(()),
-            Err(e) => Err(e),
+            return Ok(());
+        };
+        let mut r = FileReader::from_file(&self.path, file, self.opts)?;
+        if self.start_at == StartAt::End {
+            r.seek_to_end(&mut self.chunk)?;
         }
+        sink(TailEvent::Opened {
+            path: &r.path,
+            resumed_at: r.offset,
+        });
+        self.live = Some(r);
+        Ok(())
     }
 
     /// Restart from a checkpoint: find each saved file again, by identity, wherever it went. Saved rotated
     /// files come first, in their saved order; what the live file became, copies of it and rotated files we
-    /// never saw follow in modification-time order.
+    /// never saw follow in modification-time order. Any error (other than a file being absent) fails the
+    /// whole restore, which is tried again from the same checkpoint at the next poll: an unreadable
+    /// directory never makes a saved file "lost".
     fn restore(
         &mut self,
         saved: SourceCheckpoint,
@@ -323,6 +367,8 @@ impl Tailer {
     ) -> io::Result<()> {
         self.retired = saved.retired;
         self.anchor = saved.anchor;
+        // One look at the directory: the live path opened first, then the listing.
+        let mut snap = self.snapshot()?;
         let mut files = Vec::new();
         let saved_live = saved.live.into_iter().map(|c| (c, true));
         for (fc, is_live) in saved
@@ -331,7 +377,7 @@ impl Tailer {
             .map(|c| (c, false))
             .chain(saved_live)
         {
-            let (same, copy) = self.locate(&fc)?;
+            let (same, copy) = self.locate(&fc, &mut snap)?;
             let order = |m: &fs::Metadata| if is_live { mtime(m) } else { (i64::MIN, 0) };
             if let Some((found, Some(fp))) = same {
                 // The same file: resume it.
@@ -339,7 +385,7 @@ impl Tailer {
                 let mut r = FileReader::resume(&found.path, found.file, &fc, fp, self.opts);
                 if meta.len() < fc.offset {
                     sink(TailEvent::Truncated { path: &r.path });
-                    r.restart()?;
+                    r.restart();
                 }
                 if found.at_live && is_live && self.live.is_none() {
                     sink(TailEvent::Opened {
@@ -381,18 +427,25 @@ impl Tailer {
                     });
                 }
                 None => {
-                    warn!(path = %fc.path.display(), offset = fc.offset, "saved file not found again");
                     sink(TailEvent::Lost {
                         path: &fc.path,
                         offset: fc.offset,
                     });
                 }
             }
-            // The inode now holds other content: a new file, read from 0 (at the live path, by check_live).
+            // The inode now holds other content: a new file, read from 0.
             if let Some((found, None)) = same {
-                if !found.at_live {
-                    let meta = found.file.metadata()?;
-                    let r = FileReader::open(&found.path, self.opts)?;
+                let mut r = FileReader::from_file(&found.path, found.file, self.opts)?;
+                // Truncated in place (copytruncate): the writer goes on without a header (scenario 26).
+                r.keep_header(&fc);
+                if found.at_live && self.live.is_none() {
+                    sink(TailEvent::Opened {
+                        path: &r.path,
+                        resumed_at: 0,
+                    });
+                    self.live = Some(r);
+                } else {
+                    let meta = r.file.metadata()?;
                     self.remember(r.id, r.fp.clone());
                     files.push(Pending {
                         mtime: order(&meta),
@@ -402,51 +455,89 @@ impl Tailer {
                 }
             }
         }
-        files.extend(self.discover()?);
+        // Rotated files we never saw: none is a file we hold now or the one at the live path.
+        let open_ids: Vec<FileId> = files.iter().map(|p| p.reader.id).collect();
+        let found = self.discover(&snap, &open_ids, self.anchor)?;
+        self.adopt(&found);
+        files.extend(found);
+        // The file at the live path when we looked is ours from now on, whatever happens to the path next:
+        // read from the handle, never by opening the path again (tailing scenario 23).
+        if self.live.is_none() {
+            if let Some((file, meta)) = snap.live.take() {
+                let id = FileId::of(&meta);
+                if !self.is_open(id) && !open_ids.contains(&id) {
+                    let r = FileReader::from_file(&self.path, file, self.opts)?;
+                    sink(TailEvent::Opened {
+                        path: &r.path,
+                        resumed_at: 0,
+                    });
+                    self.live = Some(r);
+                }
+            }
+        }
         self.drain(files, sink);
         Ok(())
     }
 
     /// Where a saved file is now: the file with its inode (at the live path or a rotated sibling) with its
-    /// refreshed fingerprint if the content is still the same; and a copy of it (another inode, the same
-    /// fingerprint, at least as long as the saved offset), as copytruncate leaves.
+    /// refreshed fingerprint if the content is still the same; and a copy of it (another inode, made since
+    /// we last read it, starting with the bytes we read, at least as long as the saved offset), as
+    /// copytruncate leaves. The live path's handle is taken from the snapshot when it is the one.
     #[allow(clippy::type_complexity)]
     fn locate(
         &self,
         fc: &FileCheckpoint,
+        snap: &mut Snapshot,
     ) -> io::Result<(
         Option<(Found, Option<Fingerprint>)>,
         Option<(PathBuf, File, Fingerprint)>,
     )> {
         let mut same = None;
         let mut copy = None;
-        let live = fs::metadata(&self.path)
-            .ok()
-            .map(|m| (self.path.clone(), m));
-        let candidates = live.into_iter().map(|c| (c, true));
-        let candidates = candidates.chain(self.siblings().into_iter().map(|c| (c, false)));
-        for ((path, meta), at_live) in candidates {
-            let id = FileId::of(&meta);
-            if self.is_open(id) || (id != fc.id && meta.len() < fc.offset) {
-                continue;
-            }
-            let Ok(file) = File::open(&path) else {
-                continue;
-            };
-            let fp = fc.fingerprint.check(&file)?;
-            if id == fc.id {
-                if same.is_none() {
+        if let Some((_, meta)) = snap.live.as_ref() {
+            if FileId::of(meta) == fc.id && !self.is_open(fc.id) {
+                if let Some((file, _)) = snap.live.take() {
+                    let fp = fc.fingerprint.check(&file)?;
                     same = Some((
                         Found {
-                            path,
+                            path: self.path.clone(),
                             file,
-                            at_live,
+                            at_live: true,
                         },
                         fp,
                     ));
                 }
-            } else if let (None, Some(fp)) = (&copy, fp) {
-                copy = Some((path, file, fp));
+            }
+        }
+        let live_id = snap.live_id();
+        for (path, meta) in &snap.siblings {
+            let id = FileId::of(meta);
+            if self.is_open(id) || Some(id) == live_id {
+                continue;
+            }
+            if id == fc.id {
+                if same.is_some() {
+                    continue;
+                }
+                let Some(file) = open_existing(path)? else {
+                    continue;
+                };
+                let fp = fc.fingerprint.check(&file)?;
+                same = Some((
+                    Found {
+                        path: path.clone(),
+                        file,
+                        at_live: false,
+                    },
+                    fp,
+                ));
+            } else if copy.is_none() && is_copy_candidate(fc, meta) {
+                let Some(file) = open_existing(path)? else {
+                    continue;
+                };
+                if let Some(fp) = fc.fingerprint.check(&file)? {
+                    copy = Some((path.clone(), file, fp));
+                }
             }
         }
         Ok((same, copy))
@@ -457,10 +548,10 @@ impl Tailer {
         self.anchor = Some(self.anchor.map_or(t, |a| a.max(t)));
     }
 
+    /// Remembers a file as read (one entry per inode: the newest replaces an older one).
     fn remember(&mut self, id: FileId, fingerprint: Fingerprint) {
-        let entry = RetiredFile { id, fingerprint };
-        self.retired.retain(|r| *r != entry);
-        self.retired.push(entry);
+        self.retired.retain(|r| r.id != id);
+        self.retired.push(RetiredFile { id, fingerprint });
         if self.retired.len() > RETIRED_KEPT {
             self.retired.remove(0);
         }
@@ -470,90 +561,110 @@ impl Tailer {
         self.live.as_ref().is_some_and(|r| r.id == id) || self.draining.iter().any(|r| r.id == id)
     }
 
-    /// Rotated siblings of the live file: `(path, file, metadata)` of every regular file whose name is a
-    /// rotated form of the configured name.
-    fn siblings(&self) -> Vec<(PathBuf, fs::Metadata)> {
+    /// One look at the directory: the live path is opened FIRST, then the directory is listed, so a file
+    /// renamed away from the live path in between is in the listing under its new name and is recognised
+    /// there by the identity of the handle we hold (tailing scenario 23).
+    fn snapshot(&mut self) -> io::Result<Snapshot> {
+        let live = open_live(&self.path)?;
+        #[cfg(test)]
+        if let Some(h) = self.race_hook.as_mut() {
+            h();
+        }
+        let siblings = self.siblings()?;
+        Ok(Snapshot { live, siblings })
+    }
+
+    /// Rotated siblings of the live file: `(path, metadata)` of every regular file whose name is a rotated
+    /// form of the configured name. A missing directory has none; any other error is returned.
+    fn siblings(&self) -> io::Result<Vec<(PathBuf, fs::Metadata)>> {
         let Some(live_name) = self.path.file_name().and_then(|n| n.to_str()) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        let Ok(entries) = fs::read_dir(self.dir()) else {
-            return Vec::new();
+        let dir = self.dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if missing(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(at(&dir)(e)),
         };
         let mut out = Vec::new();
-        for entry in entries.flatten() {
+        for entry in entries {
+            let entry = entry.map_err(at(&dir))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if !is_rotated_name(live_name, name) {
                 continue;
             }
             let path = entry.path();
-            if let Ok(meta) = fs::metadata(&path) {
-                if meta.is_file() {
-                    out.push((path, meta));
-                }
+            match fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => out.push((path, meta)),
+                Ok(_) => {}
+                // Deleted while we listed (zeekctl's archiver), or a dangling symlink.
+                Err(e) if missing(&e) => {}
+                Err(e) => return Err(at(&path)(e)),
             }
         }
-        out
+        Ok(out)
     }
 
-    /// A rotated sibling holding the saved file: the same inode and fingerprint, else (a copy, as
-    /// copytruncate makes) the same fingerprint and at least the saved offset long.
-    fn find_copy(&self, fc: &FileCheckpoint) -> io::Result<Option<(PathBuf, File, Fingerprint)>> {
-        let mut fallback = None;
-        for (path, meta) in self.siblings() {
-            let id = FileId::of(&meta);
-            if self.is_open(id) {
-                continue;
-            }
-            let Ok(file) = File::open(&path) else {
-                continue;
-            };
-            let Some(fp) = fc.fingerprint.check(&file)? else {
-                continue;
-            };
-            if id == fc.id {
-                return Ok(Some((path, file, fp)));
-            }
-            if fallback.is_none() && meta.len() >= fc.offset {
-                fallback = Some((path, file, fp));
-            }
-        }
-        Ok(fallback)
-    }
-
-    /// Rotated siblings that appeared after the last rotated live file and that we never read (several
-    /// rotations or copytruncates between two looks, or while stopped), with their modification times.
-    fn discover(&mut self) -> io::Result<Vec<Pending>> {
-        let Some(anchor) = self.anchor else {
+    /// Rotated siblings that appeared after the last rotated live file (at least as new as `anchor`) and
+    /// that we never read (several rotations or copytruncates between two looks, or while stopped), with
+    /// their modification times. Not: files open now (or about to be, `also_open`), the file at the live
+    /// path, files remembered as read (same inode and content, or the same content by a full fingerprint
+    /// or in full), and copies of a file we are reading (logrotate's copy made before its truncate: what it
+    /// holds comes through the file we read, and when the truncate comes, the copy is drained from where we
+    /// were). An empty sibling waits: there is nothing in it to recognise it by. Changes nothing: the caller
+    /// [`adopt`](Tailer::adopt)s what it returns, so an error part way leaves the state as it was.
+    fn discover(
+        &self,
+        snap: &Snapshot,
+        also_open: &[FileId],
+        anchor: Option<(i64, i64)>,
+    ) -> io::Result<Vec<Pending>> {
+        let Some(anchor) = anchor else {
             return Ok(Vec::new());
         };
-        let live_id = fs::metadata(&self.path).ok().map(|m| FileId::of(&m));
+        let live_id = snap.live_id();
+        let mut open_prefixes = None;
         let mut found = Vec::new();
-        for (path, meta) in self.siblings() {
-            let id = FileId::of(&meta);
-            if mtime(&meta) < anchor || self.is_open(id) || live_id == Some(id) {
+        for (path, meta) in &snap.siblings {
+            let id = FileId::of(meta);
+            if mtime(meta) < anchor
+                || self.is_open(id)
+                || live_id == Some(id)
+                || also_open.contains(&id)
+                || meta.len() == 0
+            {
                 continue;
             }
-            let Ok(file) = File::open(&path) else {
+            let Some(file) = open_existing(path)? else {
                 continue;
             };
-            // Read before: the same file, or a copy of one (copytruncate) whose content we have.
-            let mut known = false;
-            for r in &self.retired {
-                known |= r.fingerprint.check(&file)?.is_some();
-            }
-            if known {
+            let head = file::prefix(&file).map_err(at(path))?;
+            if head.is_empty() || self.retired.iter().any(|r| r.knows(id, &head)) {
                 continue;
             }
-            let r = match FileReader::open(&path, self.opts) {
-                Ok(r) => r,
-                Err(e) if missing(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            info!(path = %r.path.display(), "rotated file found unread");
-            self.remember(r.id, r.fp.clone());
+            if open_prefixes.is_none() {
+                let mut v = Vec::new();
+                for r in self.live.iter().chain(self.draining.iter()) {
+                    v.push(r.prefix().map_err(at(&r.path))?);
+                }
+                if let Some((f, _)) = snap.live.as_ref() {
+                    v.push(file::prefix(f).map_err(at(&self.path))?);
+                }
+                open_prefixes = Some(v);
+            }
+            let copy_of_open = open_prefixes
+                .iter()
+                .flatten()
+                .any(|q| head.len() <= q.len() && q[..head.len()] == head[..]);
+            if copy_of_open {
+                debug!(path = %path.display(), "a copy of a file being read: not read on its own");
+                continue;
+            }
+            let r = FileReader::from_file(path, file, self.opts).map_err(at(path))?;
+            debug!(path = %r.path.display(), "rotated file found unread");
             found.push(Pending {
-                mtime: mtime(&meta),
+                mtime: mtime(meta),
                 reader: r,
                 announce: true,
             });
@@ -561,29 +672,50 @@ impl Tailer {
         Ok(found)
     }
 
-    /// After copytruncate: a rotated sibling that is a copy of the truncated file with lines past where we
-    /// were, to drain from where we stopped.
-    fn copy_of(&mut self, before: &FileCheckpoint) -> io::Result<Option<Pending>> {
-        let Some((path, file, fp)) = self.find_copy(before)? else {
-            return Ok(None);
-        };
-        let meta = file.metadata()?;
-        let id = FileId::of(&meta);
-        if id == before.id {
-            return Ok(None);
+    /// Takes files returned by [`discover`](Tailer::discover) or [`find_copy`](Tailer::find_copy) as ours:
+    /// remembered as read, so they are never found again.
+    fn adopt(&mut self, files: &[Pending]) {
+        for p in files {
+            self.remember(p.reader.id, p.reader.fp.clone());
         }
-        // Read up to `before.offset` already: never discover it as an unread rotated file.
-        self.remember(id, fp.clone());
-        if meta.len() <= before.offset {
-            return Ok(None);
+    }
+
+    /// After copytruncate: a rotated sibling that is a copy of the truncated file (another inode, made since
+    /// we last read it, starting with the bytes we had read). With lines past where we were, it is returned
+    /// to drain from where we stopped; a copy with nothing more is only remembered (`Err` side of the
+    /// result: its identity). Changes nothing.
+    fn find_copy(
+        &self,
+        before: &FileCheckpoint,
+        snap: &Snapshot,
+    ) -> io::Result<Option<Result<Pending, (FileId, Fingerprint)>>> {
+        let live_id = snap.live_id();
+        for (path, meta) in &snap.siblings {
+            let id = FileId::of(meta);
+            if id == before.id || self.is_open(id) || Some(id) == live_id {
+                continue;
+            }
+            if !is_copy_candidate(before, meta) {
+                continue;
+            }
+            let Some(file) = open_existing(path)? else {
+                continue;
+            };
+            let Some(fp) = before.fingerprint.check(&file).map_err(at(path))? else {
+                continue;
+            };
+            if meta.len() <= before.offset {
+                return Ok(Some(Err((id, fp))));
+            }
+            let r = FileReader::resume(path, file, before, fp, self.opts);
+            debug!(path = %r.path.display(), offset = r.offset, "draining the copy of a truncated file");
+            return Ok(Some(Ok(Pending {
+                mtime: mtime(meta),
+                reader: r,
+                announce: true,
+            })));
         }
-        let r = FileReader::resume(&path, file, before, fp, self.opts);
-        info!(path = %r.path.display(), offset = r.offset, "draining the copy of a truncated file");
-        Ok(Some(Pending {
-            mtime: mtime(&meta),
-            reader: r,
-            announce: true,
-        }))
+        Ok(None)
     }
 
     /// Queues files to drain, oldest content (modification time) first.
@@ -600,49 +732,99 @@ impl Tailer {
         }
     }
 
-    /// Compares the file at the configured path with the one we follow.
-    fn check_live(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
-        let meta = match fs::metadata(&self.path) {
-            Ok(m) => Some(m),
-            Err(e) if missing(&e) => None,
-            Err(e) => {
-                // Permission denied and the like: decide nothing, keep reading what is open.
-                warn!(path = %self.path.display(), error = %e, "cannot stat the live path");
-                return Ok(());
+    /// Remembers a copy found by [`find_copy`](Tailer::find_copy) and returns what is left to drain of it.
+    fn take_copy(&mut self, copy: Option<Result<Pending, (FileId, Fingerprint)>>) -> Vec<Pending> {
+        match copy {
+            Some(Ok(p)) => {
+                self.remember(p.reader.id, p.reader.fp.clone());
+                vec![p]
             }
-        };
-        if let (Some(r), Some(m)) = (self.live.as_mut(), meta.as_ref()) {
-            if FileId::of(m) == r.id {
-                let fp = if m.len() < r.offset + r.buf.len() as u64 {
+            Some(Err((id, fp))) => {
+                self.remember(id, fp);
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Compares the file at the configured path with the one we follow. Everything that can fail (opening
+    /// the live path, listing the directory, reading siblings) happens before anything is changed, so an
+    /// error leaves the state as it was and the next poll looks again.
+    fn check_live(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
+        let mut snap = self.snapshot()?;
+        let live_id = snap.live_id();
+        let max_anchor = |a: Option<(i64, i64)>, t: (i64, i64)| Some(a.map_or(t, |a| a.max(t)));
+        if let (Some(r), Some(id)) = (self.live.as_ref(), live_id) {
+            if id == r.id {
+                let len = snap.live.as_ref().map_or(0, |(_, m)| m.len());
+                let fp = if len < r.offset + r.buf.len() as u64 {
                     None
                 } else {
                     r.fp.check(&r.file)?
                 };
-                let Some(fp) = fp else {
-                    info!(path = %r.path.display(), "file truncated or replaced in place");
-                    let before = r.checkpoint();
-                    sink(TailEvent::Truncated { path: &r.path });
-                    r.restart()?;
-                    // Copies made since we last read it (several copytruncates between two looks).
-                    self.retire_anchor(before.mtime);
-                    let mut files: Vec<Pending> = self.copy_of(&before)?.into_iter().collect();
-                    files.extend(self.discover()?);
-                    self.drain(files, sink);
+                if let Some(fp) = fp {
+                    if let Some(r) = self.live.as_mut() {
+                        r.fp = fp;
+                    }
                     return Ok(());
+                }
+                // Truncated or replaced in place (copytruncate). Copies made since we last read it (several
+                // copytruncates between two looks) are found first; then the state changes.
+                let before = r.checkpoint();
+                let anchor = max_anchor(self.anchor, before.mtime);
+                let copy = self.find_copy(&before, &snap)?;
+                let copy_id = match &copy {
+                    Some(Ok(p)) => Some(p.reader.id),
+                    Some(Err((id, _))) => Some(*id),
+                    None => None,
                 };
-                r.fp = fp;
+                let found =
+                    self.discover(&snap, &copy_id.into_iter().collect::<Vec<_>>(), anchor)?;
+                if let Some(r) = self.live.as_mut() {
+                    sink(TailEvent::Truncated { path: &r.path });
+                    r.restart();
+                }
+                self.anchor = anchor;
+                let mut files = self.take_copy(copy);
+                self.adopt(&found);
+                files.extend(found);
+                self.drain(files, sink);
                 return Ok(());
             }
         }
-        if let Some(mut old) = self.live.take() {
-            // Rotated: keep it open and drain it before anything newer.
-            let old_meta = old.file.metadata()?;
-            let to = self
-                .siblings()
-                .into_iter()
+        if let Some(old) = self.live.as_ref() {
+            // Rotated: keep it open and drain it before anything newer. First what can fail.
+            let old_meta = old.file.metadata().map_err(at(&old.path))?;
+            let anchor = max_anchor(self.anchor, old.seen_mtime);
+            // The fingerprint is taken again from the handle before the file is remembered: one taken when
+            // it was empty or short would be a prefix of other files.
+            let fresh = if old_meta.len() >= old.offset + old.buf.len() as u64 {
+                old.fp.check(&old.file).map_err(at(&old.path))?
+            } else {
+                None
+            };
+            let before = old.checkpoint();
+            let copy = match fresh {
+                Some(_) => None,
+                // Truncated in place before it was rotated: its old content may be in a copy.
+                None => self.find_copy(&before, &snap)?,
+            };
+            let mut held = vec![old.id];
+            match &copy {
+                Some(Ok(p)) => held.push(p.reader.id),
+                Some(Err((id, _))) => held.push(*id),
+                None => {}
+            }
+            let found = self.discover(&snap, &held, anchor)?;
+            // Then the change.
+            let Some(mut old) = self.live.take() else {
+                return Ok(());
+            };
+            let to = snap
+                .siblings
+                .iter()
                 .find(|(_, m)| FileId::of(m) == old.id)
-                .map(|(p, _)| p);
-            info!(from = %old.path.display(), to = ?to, "file rotated");
+                .map(|(p, _)| p.clone());
             sink(TailEvent::Rotated {
                 from: &old.path,
                 to: to.clone(),
@@ -650,17 +832,15 @@ impl Tailer {
             if let Some(to) = to {
                 old.path = to;
             }
-            self.retire_anchor(old.seen_mtime);
-            let truncated = old_meta.len() < old.offset + old.buf.len() as u64
-                || old.fp.check(&old.file)?.is_none();
+            self.anchor = anchor;
             let mut files = Vec::new();
-            if truncated {
-                // Truncated in place before it was rotated: its old content may be in a copy.
-                let before = old.checkpoint();
-                self.remember(old.id, old.fp.clone());
-                sink(TailEvent::Truncated { path: &old.path });
-                old.restart()?;
-                files.extend(self.copy_of(&before)?);
+            match fresh {
+                Some(fp) => old.fp = fp,
+                None => {
+                    sink(TailEvent::Truncated { path: &old.path });
+                    old.restart();
+                    files.extend(self.take_copy(copy));
+                }
             }
             self.remember(old.id, old.fp.clone());
             files.push(Pending {
@@ -668,29 +848,101 @@ impl Tailer {
                 reader: old,
                 announce: false,
             });
-            files.extend(self.discover()?);
+            self.adopt(&found);
+            files.extend(found);
             self.drain(files, sink);
         } else {
-            let files = self.discover()?;
-            self.drain(files, sink);
+            let found = self.discover(&snap, &[], self.anchor)?;
+            self.adopt(&found);
+            self.drain(found, sink);
         }
-        if meta.is_some() {
-            match FileReader::open(&self.path, self.opts) {
-                Ok(r) if self.is_open(r.id) => {}
-                Ok(r) => {
-                    info!(path = %r.path.display(), "following new file");
-                    sink(TailEvent::Opened {
-                        path: &r.path,
-                        resumed_at: 0,
-                    });
-                    self.live = Some(r);
-                }
-                Err(e) if missing(&e) => {}
-                Err(e) => return Err(e),
+        // The file at the live path when we looked: read from that handle (tailing scenario 23).
+        if let Some((file, meta)) = snap.live.take() {
+            if !self.is_open(FileId::of(&meta)) {
+                let r =
+                    FileReader::from_file(&self.path, file, self.opts).map_err(at(&self.path))?;
+                sink(TailEvent::Opened {
+                    path: &r.path,
+                    resumed_at: 0,
+                });
+                self.live = Some(r);
             }
         }
         Ok(())
     }
+}
+
+/// The directory as seen at one moment: the file at the configured path, opened, and the rotated siblings.
+struct Snapshot {
+    live: Option<(File, fs::Metadata)>,
+    siblings: Vec<(PathBuf, fs::Metadata)>,
+}
+
+impl Snapshot {
+    fn live_id(&self) -> Option<FileId> {
+        self.live.as_ref().map(|(_, m)| FileId::of(m))
+    }
+}
+
+impl RetiredFile {
+    /// True if the file with identity `id` and first bytes `head` is this one: the same inode with the
+    /// content we had (a non-empty fingerprint: an inode is reused once a file is deleted), or, under
+    /// another inode (a copy), the same content by [`Fingerprint::same_content`].
+    fn knows(&self, id: FileId, head: &[u8]) -> bool {
+        if id == self.id && self.fingerprint.len > 0 && self.fingerprint.is_prefix_of(head) {
+            return true;
+        }
+        self.fingerprint.same_content(head)
+    }
+}
+
+/// A sibling that may be a copy of the saved file `fc` (copytruncate): another file, at least as long as
+/// what we had read, and modified since (a copy is made after our last read). A fingerprint of nothing
+/// (nothing read yet) has no copy to resume: the sibling is then found as an unread file and read whole.
+fn is_copy_candidate(fc: &FileCheckpoint, meta: &fs::Metadata) -> bool {
+    fc.fingerprint.len > 0 && meta.len() >= fc.offset && mtime(meta) >= fc.mtime
+}
+
+/// Opens the file at the live path: `None` if there is none. Anything but a regular file there, or any
+/// error other than absence, is an error.
+fn open_live(path: &Path) -> io::Result<Option<(File, fs::Metadata)>> {
+    let Some(file) = open_existing(path)? else {
+        return Ok(None);
+    };
+    let meta = file.metadata().map_err(at(path))?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a regular file", path.display()),
+        ));
+    }
+    Ok(Some((file, meta)))
+}
+
+/// Opens a file that may have gone: `None` when it is absent, an error for anything else.
+fn open_existing(path: &Path) -> io::Result<Option<File>> {
+    // Checked first so that a FIFO at the path is refused instead of blocking the open.
+    match fs::metadata(path) {
+        Ok(m) if !m.is_file() && !m.is_dir() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a regular file", path.display()),
+            ))
+        }
+        Ok(_) => {}
+        Err(e) if missing(&e) => return Ok(None),
+        Err(e) => return Err(at(path)(e)),
+    }
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if missing(&e) => Ok(None),
+        Err(e) => Err(at(path)(e)),
+    }
+}
+
+/// Adds the path to an error's message, so a log line names the file or directory that failed.
+fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 fn missing(e: &io::Error) -> bool {

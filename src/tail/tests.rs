@@ -60,6 +60,7 @@ enum Ev {
     Truncated,
     Finished,
     Lost,
+    Nul,
 }
 
 fn poll(t: &mut Tailer) -> Vec<Ev> {
@@ -73,6 +74,7 @@ fn poll(t: &mut Tailer) -> Vec<Ev> {
             TailEvent::Truncated { .. } => Ev::Truncated,
             TailEvent::Finished { .. } => Ev::Finished,
             TailEvent::Lost { .. } => Ev::Lost,
+            TailEvent::Nul { .. } => Ev::Nul,
         })
     })
     .expect("poll");
@@ -977,5 +979,278 @@ fn start_at_end_uses_the_last_header_block_and_waits_for_a_partial_line() {
     assert_eq!(
         got,
         vec![("B2".to_string(), Some(8.0)), ("B3".to_string(), Some(9.0))]
+    );
+}
+
+// --- Issue 10, 0a-0e: each reduced to one deterministic sequence. ---
+
+fn truncate(path: &Path) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+}
+
+/// 0a: after a copytruncate the file is fingerprinted while empty; rotated before the next look, the retired
+/// entry must not keep that empty fingerprint, which is a prefix of every file: the unseen rotated files of
+/// later rotations (here two while stopped) must still be read.
+#[test]
+fn scenario_22_short_fingerprint_never_identifies_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    set_mtime(&live, 1_000);
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+
+    // copytruncate: the copy holds what we read; the live file is empty when we look.
+    fs::copy(&live, dir.path().join("conn.log.1")).expect("copy");
+    set_mtime(&dir.path().join("conn.log.1"), 1_010);
+    truncate(&live);
+    set_mtime(&live, 1_020);
+    assert!(poll(&mut t).contains(&Ev::Truncated));
+
+    // The empty file is rotated (renamed) before we look again; a new file takes the path.
+    fs::rename(&live, dir.path().join("conn.r1.log")).expect("rename");
+    append(&live, &(header("h2") + &rows(&["B1"])));
+    set_mtime(&live, 1_100);
+    assert_eq!(uids(&mut t), strs(&["B1"]));
+    let saved = t.checkpoint();
+    drop(t);
+
+    // Two rotations while stopped.
+    append(&live, &(rows(&["B2"]) + CLOSE));
+    set_mtime(&live, 1_200);
+    fs::rename(&live, dir.path().join("conn.r2.log")).expect("rename");
+    append(&live, &(header("h3") + &rows(&["C1"]) + CLOSE));
+    set_mtime(&live, 1_300);
+    fs::rename(&live, dir.path().join("conn.r3.log")).expect("rename");
+    append(&live, &(header("h4") + &rows(&["D1"])));
+    set_mtime(&live, 1_400);
+
+    let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved));
+    let mut got = uids(&mut t);
+    got.extend(uids(&mut t));
+    assert_eq!(got, strs(&["B2", "C1", "D1"]));
+}
+
+/// 0b: the file at the live path when the directory is looked at is renamed before the live path is opened:
+/// it must still be read (discovery and the open agree on one snapshot).
+#[test]
+fn scenario_23_live_path_renamed_between_listing_and_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+
+    // Rotation: A goes, X takes the path; while we look, X is rotated too and Y takes the path.
+    append(&live, &(rows(&["A2"]) + CLOSE));
+    fs::rename(&live, dir.path().join("conn.r1.log")).expect("rename");
+    append(&live, &(header("hx") + &rows(&["X1"]) + CLOSE));
+    let d = dir.path().to_path_buf();
+    t.race_hook = Some(Box::new(move || {
+        let live = d.join("conn.log");
+        fs::rename(&live, d.join("conn.r2.log")).expect("rename in hook");
+        append(&live, &(header("hy") + &rows(&["Y1"])));
+    }));
+    let mut got = uids(&mut t);
+    t.race_hook = None;
+    got.extend(uids(&mut t));
+    got.extend(uids(&mut t));
+    assert_eq!(got, strs(&["A2", "X1", "Y1"]));
+}
+
+/// 0c: a restart between logrotate's copy (`conn.log.1` appears) and its truncate must not take the copy
+/// for an unseen rotated file (read again from 0), nor lose the rest.
+#[test]
+fn scenario_24_restart_between_copy_and_truncate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let copy = dir.path().join("conn.log.1");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    set_mtime(&live, 1_000);
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    // An earlier copytruncate cycle (rotations have been seen: unseen siblings are looked for).
+    fs::copy(&live, &copy).expect("copy");
+    set_mtime(&copy, 1_010);
+    truncate(&live);
+    append(&live, &(header("h2") + &rows(&["B1", "B2"])));
+    set_mtime(&live, 1_100);
+    assert_eq!(uids(&mut t), strs(&["B1", "B2"]));
+    let saved = t.checkpoint();
+    drop(t);
+
+    // Stopped: B3 written, then logrotate copies (conn.log.1 -> .2, live -> .1) ... and we restart.
+    append(&live, &rows(&["B3"]));
+    set_mtime(&live, 1_200);
+    fs::rename(&copy, dir.path().join("conn.log.2")).expect("rename");
+    fs::copy(&live, &copy).expect("copy");
+    set_mtime(&copy, 1_300);
+    let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved));
+    assert_eq!(uids(&mut t), strs(&["B3"]));
+    // ... then it truncates; the writer goes on.
+    truncate(&live);
+    append(&live, &(header("h3") + &rows(&["C1"])));
+    set_mtime(&live, 1_400);
+    let mut got = uids(&mut t);
+    got.extend(uids(&mut t));
+    assert_eq!(got, strs(&["C1"]));
+}
+
+/// 0e: after a copytruncate Zeek's writer carries on with rows and no new header: the header state is kept.
+/// A writer without O_APPEND leaves a run of NUL bytes up to its old offset: skipped and counted.
+#[test]
+fn scenario_26_tsv_rows_after_copytruncate_and_nul_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+
+    fs::copy(&live, dir.path().join("conn.log.1")).expect("copy");
+    truncate(&live);
+    append(&live, &rows(&["B1"]));
+    let ev = poll(&mut t);
+    assert!(ev.contains(&Ev::Truncated), "{ev:?}");
+    assert!(ev.contains(&Ev::Rec("B1".into())), "{ev:?}");
+
+    // Truncated again; the writer (no O_APPEND) writes at its old offset: NULs up to there.
+    let old_len = fs::metadata(&live).expect("meta").len();
+    fs::copy(&live, dir.path().join("conn.log.2")).expect("copy");
+    truncate(&live);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = OpenOptions::new().write(true).open(&live).expect("open");
+        f.write_all_at(row("C1").as_bytes(), old_len)
+            .expect("write_at");
+    }
+    let mut nul = 0u64;
+    let mut got = Vec::new();
+    t.poll(&mut |e| match e {
+        TailEvent::Record { rec, .. } => got.push(rec.uid.to_string()),
+        TailEvent::Nul { bytes, .. } => nul += bytes,
+        TailEvent::Skipped { reason, .. } => panic!("skipped: {reason:?}"),
+        _ => {}
+    })
+    .expect("poll");
+    assert_eq!(got, strs(&["C1"]));
+    assert_eq!(nul, old_len);
+}
+
+/// Item 1: an error is not absence. The directory becomes unreadable (here a symlink loop, which fails for
+/// root too: ELOOP) across a restart: the saved positions are kept and nothing is read twice when it is back.
+#[test]
+fn scenario_27_unreadable_directory_across_restart_keeps_positions() {
+    let top = tempfile::tempdir().expect("tempdir");
+    let real = top.path().join("spool");
+    fs::create_dir(&real).expect("mkdir");
+    let current = top.path().join("current");
+    std::os::unix::fs::symlink(&real, &current).expect("symlink");
+    let live = current.join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1", "A2"])));
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1", "A2"]));
+    let saved = t.checkpoint();
+    drop(t);
+
+    // `current` becomes a symlink loop: every look at the directory fails.
+    fs::remove_file(&current).expect("unlink");
+    std::os::unix::fs::symlink(&current, &current).expect("loop");
+    let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved.clone()));
+    let mut lost = false;
+    for _ in 0..3 {
+        let r = t.poll(&mut |e| lost |= matches!(e, TailEvent::Lost { .. }));
+        assert!(
+            r.is_err(),
+            "an unreadable directory is an error, not absence"
+        );
+    }
+    assert!(!lost, "positions must not be dropped");
+    assert_eq!(t.checkpoint(), saved, "the checkpoint keeps every position");
+
+    // Access is back, with a new row: only that row is read.
+    fs::remove_file(&current).expect("unlink");
+    std::os::unix::fs::symlink(&real, &current).expect("symlink");
+    append(&live, &rows(&["A3"]));
+    assert_eq!(uids(&mut t), strs(&["A3"]));
+}
+
+/// Item 1, while running: a look at the directory that fails part way (a sibling that cannot be read, here
+/// a symlink loop) right at a rotation changes nothing: the rotated file is not dropped, and once the look
+/// succeeds it is drained and the new file read.
+#[test]
+fn scenario_27_failed_look_at_a_rotation_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    append(&live, &(rows(&["A2"]) + CLOSE));
+    fs::rename(&live, dir.path().join("conn.r1.log")).expect("rename");
+    append(&live, &(header("h2") + &rows(&["B1"])));
+    let bad = dir.path().join("conn.r0.log");
+    std::os::unix::fs::symlink(&bad, &bad).expect("loop");
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let r = t.poll(&mut |e| {
+            if let TailEvent::Record { rec, .. } = e {
+                got.push(rec.uid.to_string());
+            }
+        });
+        let err = r.expect_err("the look fails");
+        assert!(
+            err.to_string().contains("conn.r0.log"),
+            "names the file: {err}"
+        );
+    }
+    // A2 is still in the open handle: the rotation has not been decided yet.
+    assert_eq!(got, strs(&["A2"]));
+    fs::remove_file(&bad).expect("unlink");
+    got.extend(uids(&mut t));
+    got.extend(uids(&mut t));
+    assert_eq!(got, strs(&["A2", "B1"]));
+}
+
+/// 0e across a restart: copytruncate while stopped, and the writer goes on with rows and no header. The
+/// copy is drained from the saved offset, and the truncated file's new rows are read with the saved header.
+#[test]
+fn scenario_26_copytruncate_while_stopped_keeps_the_header() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    set_mtime(&live, 1_000);
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    let saved = t.checkpoint();
+    drop(t);
+    append(&live, &rows(&["A2"]));
+    set_mtime(&live, 1_100);
+    fs::copy(&live, dir.path().join("conn.log.1")).expect("copy");
+    set_mtime(&dir.path().join("conn.log.1"), 1_200);
+    truncate(&live);
+    append(&live, &rows(&["B1"]));
+    set_mtime(&live, 1_300);
+    let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved));
+    let ev = poll(&mut t);
+    let recs: Vec<_> = ev
+        .iter()
+        .filter(|e| matches!(e, Ev::Rec(_) | Ev::Skip(_)))
+        .cloned()
+        .collect();
+    assert_eq!(
+        recs,
+        vec![Ev::Rec("A2".into()), Ev::Rec("B1".into())],
+        "{ev:?}"
     );
 }

@@ -8,7 +8,11 @@
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 use tracing::warn;
+
+/// Watch errors are logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Starts watching `dirs` (non-recursively); `wake` is called on every event or error. A directory that
 /// cannot be watched (missing, permission denied) is logged and left to the periodic re-check. Keep the
@@ -17,9 +21,15 @@ pub fn watch(
     dirs: &[PathBuf],
     wake: impl Fn() + Send + Sync + 'static,
 ) -> notify::Result<RecommendedWatcher> {
+    // A failing watch (queue overflow on a busy directory) reports on every event: say it once a minute.
+    let last_warned = std::sync::Mutex::new(None::<Instant>);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Err(e) = res {
-            warn!(error = %e, "file watch error; relying on the periodic re-check");
+            let mut last = last_warned.lock().unwrap_or_else(|p| p.into_inner());
+            if last.map_or(true, |t| t.elapsed() >= WARN_EVERY) {
+                *last = Some(Instant::now());
+                warn!(error = %e, "file watch error; relying on the periodic re-check");
+            }
         }
         wake();
     })?;

@@ -52,7 +52,9 @@ pub fn fast_decimal(raw: &[u8]) -> Option<f64> {
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
         1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
     ];
-    if raw.is_empty() || raw.len() > 20 {
+    // At most 19 digits: every such integer fits a u64 (20 digits could wrap around and, in a release
+    // build, look like a small exact integer).
+    if raw.is_empty() || raw.len() > 20 || (raw.len() == 20 && !raw.contains(&b'.')) {
         return None;
     }
     let mut m: u64 = 0;
@@ -89,7 +91,9 @@ pub fn fast_decimal(raw: &[u8]) -> Option<f64> {
 }
 
 pub fn parse_u64(raw: &[u8]) -> Option<u64> {
-    if raw.is_empty() || raw.len() > 20 {
+    // At most 19 digits: every such integer fits a u64 (20 digits could wrap around and, in a release
+    // build, look like a small exact integer).
+    if raw.is_empty() || raw.len() > 20 || (raw.len() == 20 && !raw.contains(&b'.')) {
         return None;
     }
     let mut v: u64 = 0;
@@ -229,6 +233,8 @@ mod tests {
             "1.2.3",
             "",
             "99999999999999999999",
+            // 2^64 + 1: wraps around to 1 in a u64.
+            "18446744073709551617",
             "0.0000000000000000000001",
             "12345678901234567890.5",
         ] {
