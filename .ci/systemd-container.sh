@@ -81,7 +81,7 @@ fi
 if [ "${1:-}" != "--reuse-build" ] || [ ! -x target/release/longconn ]; then
   cargo build --release --quiet --bin longconn
 fi
-deb=$work/longconn.deb
+deb=$work/longconn.$$.deb
 cargo deb --quiet --no-build --output "$deb" >/dev/null
 [ -s "$deb" ] || die "no package built"
 
@@ -116,6 +116,7 @@ cleanup() {
   done
   # The mounts lived in nspawn's private mount namespace and went with it.
   [ -d "$mnt" ] && rmdir "$mnt"
+  rm -f "$deb"
 }
 trap cleanup EXIT
 
@@ -193,7 +194,7 @@ alerts=/var/log/longconn/alerts.json
 # symlink to the spool, the log is 0640 root:zeek in a 0750 root:zeek directory.
 ct groupadd --system zeek
 if ct dpkg -i /root/longconn.deb >"$work/dpkg.log" 2>&1; then
-  pass "package installed ($(basename "$deb"), $(stat -c %s "$deb") bytes)"
+  pass "package installed ($(stat -c %s "$deb") bytes)"
 else
   cat "$work/dpkg.log"; die "dpkg -i failed"
 fi
@@ -330,7 +331,9 @@ ct chmod 0700 /opt/zeek/spool/zeek
 denied=$(count "ermission denied")
 ct systemctl restart --no-block longconn
 if until_ok 30 more_than "ermission denied" "$denied"; then
-  sleep 2 # several polls of the tailer while denied (it retries every 250 ms)
+  # The fault lasts 2 s: several polls of the tailer (every 250 ms) and checkpoints (every 1 s) while denied.
+  sleep 2
+  say "  while denied: status \"$(prop StatusText)\""
   ct chmod 0750 /opt/zeek/spool/zeek
   append 10.1.0.6 203.0.113.50 250
   if until_ok 30 ids_match; then
