@@ -333,7 +333,7 @@ ct systemctl restart --no-block longconn
 if until_ok 30 more_than "ermission denied" "$denied"; then
   # The fault lasts 2 s: several polls of the tailer (every 250 ms) and checkpoints (every 1 s) while denied.
   sleep 2
-  say "  while denied: status \"$(prop StatusText)\""
+  say "  while denied: status \"$(prop StatusText)\", $(( $(count "ermission denied") - denied )) journal line(s) about it"
   ct chmod 0750 /opt/zeek/spool/zeek
   append 10.1.0.6 203.0.113.50 250
   if until_ok 30 ids_match; then
