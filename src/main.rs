@@ -1,5 +1,6 @@
 //! The `longconn` command line: parses arguments, sets up logging, and calls into the library.
-//! Exit codes: 0 success, 1 an input could not be read, 2 usage errors, 78 a bad config (EX_CONFIG).
+//! Exit codes: 0 success, 1 an input could not be read (or `reload` could not signal the pid), 2 usage errors,
+//! 78 a bad config (EX_CONFIG).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use longconn::input::InputPath;
@@ -29,6 +30,8 @@ enum Command {
     Check(CheckArgs),
     /// Run the detector over archived logs and print the alerts it would have raised.
     Replay(ReplayArgs),
+    /// Check the config as `check` does, then tell the running daemon to reload it (SIGHUP to --pid).
+    Reload(ReloadArgs),
 }
 
 #[derive(clap::Args)]
@@ -45,6 +48,15 @@ struct CheckArgs {
     /// Print nothing when the config is valid (for systemd's ExecStartPre and ExecReload).
     #[arg(long, short = 'q')]
     quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct ReloadArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The daemon's process id (systemd's $MAINPID).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+    pid: i32,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -188,6 +200,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run_daemon(a),
         Command::Check(a) => run_check(a),
         Command::Replay(a) => run_replay(a),
+        Command::Reload(a) => run_reload(a),
     }
 }
 
@@ -242,6 +255,37 @@ fn run_check(a: CheckArgs) -> ExitCode {
         }
         Err(code) => code,
     }
+}
+
+/// systemd's ExecReload: the same check as `check --quiet` (a config it refuses is never signalled, so the
+/// reload fails and the daemon keeps running on its current config), then SIGHUP to the daemon. The
+/// binary signals itself so that the unit needs no /bin/kill (procps, absent from a minimal Debian).
+fn run_reload(a: ReloadArgs) -> ExitCode {
+    let pid = a.pid;
+    let checked = run_check(CheckArgs {
+        config: a.config,
+        quiet: true,
+    });
+    if checked != ExitCode::SUCCESS {
+        eprintln!(
+            "longconn reload: the configuration did not pass the check; pid {pid} not signalled"
+        );
+        return checked;
+    }
+    // SAFETY: kill(2) with a positive pid (clap refuses 0 and negatives, which would signal groups) and a
+    // valid signal number; no memory is involved.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } == 0 {
+        return ExitCode::SUCCESS;
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ESRCH) => eprintln!("longconn reload: no such process: pid {pid}"),
+        Some(libc::EPERM) => eprintln!(
+            "longconn reload: permission denied: cannot signal pid {pid} (run as the daemon's user or root)"
+        ),
+        _ => eprintln!("longconn reload: cannot signal pid {pid}: {err}"),
+    }
+    ExitCode::from(1)
 }
 
 fn init_logging(format: LogFormat, level: Option<&str>) {

@@ -69,8 +69,7 @@ fn unit_keeps_what_the_daemon_relies_on() {
         "Restart=on-failure",
         "ExecStartPre=/usr/bin/longconn check --quiet --config /etc/longconn/longconn.toml",
         "ExecStart=/usr/bin/longconn run --config /etc/longconn/longconn.toml",
-        "ExecReload=/usr/bin/longconn check --quiet --config /etc/longconn/longconn.toml",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/usr/bin/longconn reload --config /etc/longconn/longconn.toml --pid $MAINPID",
         "StateDirectory=longconn",
         "ConfigurationDirectory=longconn",
         "User=longconn",
@@ -83,6 +82,56 @@ fn unit_keeps_what_the_daemon_relies_on() {
     // The state directory systemd makes is the config's default.
     let config = include_str!("../config/longconn.toml");
     assert!(config.contains("dir = \"/var/lib/longconn\""));
+}
+
+/// The unit's command lines: (setting, program, arguments), the `-@:+!` prefixes dropped.
+fn exec_lines(unit: &str) -> Vec<(String, String, Vec<String>)> {
+    unit.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("Exec"))
+        .filter_map(|l| l.split_once('='))
+        .map(|(key, cmd)| {
+            let mut words = cmd.split_whitespace().map(str::to_string);
+            let program = words.next().unwrap_or_default();
+            let program = program
+                .trim_start_matches(['-', '@', ':', '+', '!'])
+                .to_string();
+            (key.to_string(), program, words.collect())
+        })
+        .collect()
+}
+
+#[test]
+fn every_command_of_the_unit_is_the_packaged_binary() {
+    // A minimal Debian has no procps: `ExecReload=/bin/kill` failed there with 203/EXEC. The package
+    // depends on nothing that ships a program, so the unit runs nothing but its own binary.
+    let unit = std::fs::read_to_string(Path::new(UNIT)).expect("read the unit");
+    let lines = exec_lines(&unit);
+    assert!(
+        lines.iter().any(|(k, _, _)| k == "ExecReload"),
+        "no ExecReload"
+    );
+    for (key, program, args) in &lines {
+        assert_eq!(
+            program, "/usr/bin/longconn",
+            "{key} runs {program}, which the package does not ship"
+        );
+        // The binary accepts the arguments (clap parses them before acting on --help).
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if a == "$MAINPID" { "1" } else { a.as_str() })
+            .collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_longconn"))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .expect("run longconn");
+        assert!(
+            out.status.success(),
+            "{key}: longconn refuses {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

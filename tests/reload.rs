@@ -1,0 +1,158 @@
+//! `longconn reload --pid PID --config PATH`, what the unit's ExecReload runs (so that a minimal Debian, without
+//! procps and its /bin/kill, can reload): the real binary against a real daemon started here. A good config
+//! makes the daemon log "configuration reloaded"; a bad one makes `reload` fail with the check's exit status and
+//! signal nothing, so the daemon keeps running on its config; a pid that cannot be signalled is named.
+
+mod common;
+
+use common::{signal, stderr_now, stop, Sensor};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+fn reload(config: &std::path::Path, pid: u32) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_longconn"))
+        .args(["reload", "--config"])
+        .arg(config)
+        .arg("--pid")
+        .arg(pid.to_string())
+        .output()
+        .expect("run longconn reload")
+}
+
+/// The daemon's stderr so far, appended to `log`, until `needle` has appeared `times` times (20 s at most).
+fn wait_for(child: &mut Child, log: &mut String, needle: &str, times: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        log.push_str(&stderr_now(child));
+        if log.matches(needle).count() >= times {
+            return;
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("the daemon exited ({status}) before logging {needle:?}:\n{log}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} (x{times}) within 20 s:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn reload_with_a_good_config_makes_the_daemon_reload() {
+    let sensor = Sensor::new("");
+    let mut daemon = sensor.spawn(&[]);
+    let mut log = String::new();
+    wait_for(&mut daemon, &mut log, "longconn running", 1);
+
+    let out = reload(&sensor.config(), daemon.id());
+    assert!(
+        out.status.success(),
+        "reload failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "reload printed on stdout");
+    wait_for(&mut daemon, &mut log, "configuration reloaded", 1);
+    log.push_str(&stop(daemon));
+    assert!(!log.contains("reload refused"), "{log}");
+}
+
+#[test]
+fn reload_with_a_bad_config_fails_and_signals_nothing() {
+    let sensor = Sensor::new("");
+    let mut daemon = sensor.spawn(&[]);
+    let mut log = String::new();
+    wait_for(&mut daemon, &mut log, "longconn running", 1);
+
+    let good = std::fs::read_to_string(sensor.config()).expect("config");
+    std::fs::write(
+        sensor.config(),
+        format!("{good}[metrics]\nlisten = \"nowhere\"\n"),
+    )
+    .expect("write bad config");
+    let out = reload(&sensor.config(), daemon.id());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "reload: {err}");
+    assert!(err.contains("metrics.listen"), "the check's message: {err}");
+    assert!(err.contains("not signalled"), "reload: {err}");
+    assert!(
+        daemon.try_wait().expect("wait").is_none(),
+        "the daemon died"
+    );
+
+    // The proof that nothing was signalled: had `reload` sent SIGHUP, the daemon would have read the bad
+    // config and logged "reload refused" before handling the SIGHUP sent here, with the good config back.
+    std::fs::write(sensor.config(), &good).expect("restore config");
+    signal(&daemon, libc::SIGHUP);
+    wait_for(&mut daemon, &mut log, "configuration reloaded", 1);
+    log.push_str(&stop(daemon));
+    assert!(
+        !log.contains("reload refused"),
+        "the bad config reached the daemon:\n{log}"
+    );
+    assert_eq!(log.matches("configuration reloaded").count(), 1, "{log}");
+}
+
+#[test]
+fn reload_names_a_pid_that_is_gone() {
+    let sensor = Sensor::new("");
+    let mut gone = Command::new("true").spawn().expect("spawn true");
+    let pid = gone.id();
+    gone.wait().expect("wait true");
+    let out = reload(&sensor.config(), pid);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "reload: {err}");
+    assert!(
+        err.contains(&format!("no such process: pid {pid}")),
+        "reload: {err}"
+    );
+}
+
+#[test]
+fn reload_names_a_pid_it_may_not_signal() {
+    // An unprivileged reload against a process of another user: as root (CI), drop to nobody with setpriv;
+    // otherwise pid 1, which an unprivileged user may not signal (kill fails, nothing is sent).
+    let sensor = Sensor::new("");
+    // SAFETY: getuid has no preconditions.
+    let root = unsafe { libc::getuid() } == 0;
+    let mut target = None;
+    let out = if root {
+        // Everything the check reads or creates belongs to nobody, so only the kill can fail.
+        let status = Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(sensor.dir.path())
+            .status()
+            .expect("chown");
+        assert!(status.success());
+        let child = Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        target = Some(child);
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_longconn"))
+            .args(["reload", "--config"])
+            .arg(sensor.config())
+            .arg("--pid")
+            .arg(pid.to_string())
+            .output()
+            .expect("run setpriv")
+    } else {
+        reload(&sensor.config(), 1)
+    };
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if let Some(mut child) = target {
+        // Still alive: SIGHUP would have killed `sleep`.
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "sleep was signalled"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(out.status.code(), Some(1), "reload: {err}");
+    assert!(err.contains("permission denied"), "reload: {err}");
+}
