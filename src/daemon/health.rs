@@ -66,6 +66,8 @@ pub(super) struct Health {
     last_report: Option<Instant>,
     last_status: Instant,
     records_at_status: u64,
+    /// A source changed state: send the status line now.
+    status_due: bool,
 }
 
 impl Health {
@@ -90,6 +92,7 @@ impl Health {
             last_report: None,
             last_status: now,
             records_at_status: 0,
+            status_due: false,
         }
     }
 
@@ -152,7 +155,12 @@ impl Health {
         };
         let now = Instant::now();
         s.metrics.up(!matches!(state, SourceState::Unreadable(_)));
-        if state == s.state {
+        // Unreadable for another reason (the directory, then the file) is the same episode.
+        let same = match (&state, &s.state) {
+            (SourceState::Unreadable(_), SourceState::Unreadable(_)) => true,
+            (a, b) => a == b,
+        };
+        if same {
             if let (SourceState::Unreadable(e), Some(since), Some(logged)) =
                 (&state, s.down_since, s.down_logged)
             {
@@ -191,6 +199,8 @@ impl Health {
             _ => {}
         }
         s.state = state;
+        // A change is shown in the status line at once, not at the next periodic update.
+        self.status_due = true;
     }
 
     /// Sources that cannot be read now, for the status line.
@@ -228,10 +238,11 @@ impl Pipeline {
                 self.records
             ));
         }
-        if self
-            .health
-            .last_report
-            .is_some_and(|t| now - t < REPORT_EVERY)
+        if !self.health.status_due
+            && self
+                .health
+                .last_report
+                .is_some_and(|t| now - t < REPORT_EVERY)
         {
             return;
         }
@@ -247,9 +258,10 @@ impl Pipeline {
             s.metrics.lag(s.lag_bytes, now - s.caught_up_at);
         }
         let since = now - self.health.last_status;
-        if since >= STATUS_EVERY && self.health.notifier.enabled() {
-            let per_sec =
-                (self.records - self.health.records_at_status) as f64 / since.as_secs_f64();
+        if (since >= STATUS_EVERY || self.health.status_due) && self.health.notifier.enabled() {
+            self.health.status_due = false;
+            let per_sec = (self.records - self.health.records_at_status) as f64
+                / since.as_secs_f64().max(0.001);
             let lag: u64 = self.health.sources.iter().map(|s| s.lag_bytes).sum();
             let down = match self.health.unreadable() {
                 0 => String::new(),

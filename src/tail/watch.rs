@@ -28,17 +28,35 @@ pub fn watch(
             let mut last = last_warned.lock().unwrap_or_else(|p| p.into_inner());
             if last.map_or(true, |t| t.elapsed() >= WARN_EVERY) {
                 *last = Some(Instant::now());
-                warn!(error = %e, "file watch error; relying on the periodic re-check");
+                warn!(error = %describe(&e), "file watch error; relying on the periodic re-check");
             }
         }
         wake();
     })?;
     for dir in dirs {
         if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
-            warn!(dir = %dir.display(), error = %e, "cannot watch directory; relying on the periodic re-check");
+            warn!(dir = %dir.display(), error = %describe(&e), "cannot watch directory; relying on the periodic re-check");
         }
     }
     Ok(watcher)
+}
+
+/// A watch error in plain words, paths as text (the library's own text shows them as a debug list).
+fn describe(e: &notify::Error) -> String {
+    let what = match &e.kind {
+        notify::ErrorKind::Io(io) => io.to_string(),
+        notify::ErrorKind::Generic(s) => s.clone(),
+        notify::ErrorKind::PathNotFound => "no such file or directory".to_string(),
+        notify::ErrorKind::WatchNotFound => "no such watch".to_string(),
+        notify::ErrorKind::InvalidConfig(_) => "invalid watch configuration".to_string(),
+        notify::ErrorKind::MaxFilesWatch => "the limit of inotify watches is reached".to_string(),
+    };
+    let paths: Vec<String> = e.paths.iter().map(|p| p.display().to_string()).collect();
+    if paths.is_empty() {
+        what
+    } else {
+        format!("{what} ({})", paths.join(", "))
+    }
 }
 
 #[cfg(test)]
@@ -63,6 +81,18 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(count.load(Ordering::SeqCst) > 0);
+    }
+
+    #[test]
+    fn watch_errors_read_as_plain_text() {
+        let e = notify::Error::io(std::io::Error::from_raw_os_error(13))
+            .add_path(PathBuf::from("/opt/zeek/spool/zeek"));
+        let text = describe(&e);
+        assert_eq!(
+            text,
+            "Permission denied (os error 13) (/opt/zeek/spool/zeek)"
+        );
+        assert!(!e.to_string().is_empty());
     }
 
     #[test]
