@@ -720,7 +720,17 @@ impl Tailer {
 
     /// Queues files to drain, oldest content (modification time) first.
     fn drain(&mut self, mut files: Vec<Pending>, sink: &mut dyn FnMut(TailEvent)) {
-        files.sort_by_key(|p| p.mtime);
+        // Equal times (a file time is only as fine as the kernel's tick): the rotated names tell the order.
+        // Saved rotated files (the oldest time there is) keep their saved order: the sort is stable.
+        let live_name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        files.sort_by_cached_key(|p| {
+            let name = if p.mtime == (i64::MIN, 0) {
+                RotatedName::Saved
+            } else {
+                RotatedName::of(live_name, &p.reader.path)
+            };
+            (p.mtime, name)
+        });
         for p in files {
             if p.announce {
                 sink(TailEvent::Opened {
@@ -869,6 +879,29 @@ impl Tailer {
             }
         }
         Ok(())
+    }
+}
+
+/// Where a rotated file's name puts it among files of one modification time: logrotate's `conn.log.N` are
+/// oldest first from the highest N; other rotated names (Zeek's `conn.YYYY-MM-DD-HH-MM-SS.log`) sort as text.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum RotatedName {
+    Saved,
+    Numbered(std::cmp::Reverse<u64>),
+    Named(String),
+}
+
+impl RotatedName {
+    fn of(live_name: &str, path: &Path) -> RotatedName {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let n = name
+            .strip_prefix(live_name)
+            .and_then(|r| r.strip_prefix('.'))
+            .and_then(|r| r.parse::<u64>().ok());
+        match n {
+            Some(n) => RotatedName::Numbered(std::cmp::Reverse(n)),
+            None => RotatedName::Named(name.to_string()),
+        }
     }
 }
 
