@@ -235,6 +235,17 @@ impl Tailer {
             }
         }
         if let Some(r) = self.live.as_mut() {
+            // A file read from its start that has no header yet continues the newest file drained before it
+            // when it starts with rows: after a copytruncate (even one right after a burst of rotations) the
+            // writer goes on without a header, and its header is in the copy (tailing scenario 26). A header
+            // block of its own, if it has one, replaces this one.
+            if r.offset == 0 && r.buf.is_empty() && r.parser.header().lines().is_empty() {
+                if let Some(prev) = self.draining.last() {
+                    if !prev.parser.header().lines().is_empty() {
+                        r.parser.set_header(prev.parser.header().clone());
+                    }
+                }
+            }
             r.read(
                 &mut self.chunk,
                 self.max_line,

@@ -1286,3 +1286,78 @@ fn scenario_04_equal_mtimes_are_ordered_by_rotated_name() {
     got.extend(uids(&mut t));
     assert_eq!(got, strs(&["A2", "B1", "C1", "D1", "E1"]));
 }
+
+/// Tailing scenario 24 with more while stopped: killed between logrotate's copy and truncate; then the
+/// truncate, rows with no header, and two Zeek rotations. The copy is recognised (nothing more in it), the
+/// truncated file's new rows are read with the kept header, then the two newer files.
+#[test]
+fn scenario_24_killed_between_copy_and_truncate_then_rotations_while_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    // An earlier rotation, so unseen rotated files are looked for.
+    fs::rename(&live, dir.path().join("conn.r0.log")).expect("rename");
+    append(&live, &(header("h2") + &rows(&["B1", "B2"])));
+    assert_eq!(uids(&mut t), strs(&["B1", "B2"]));
+    let saved = t.checkpoint();
+    fs::copy(&live, dir.path().join("conn.log.1")).expect("copy");
+    drop(t);
+    truncate(&live);
+    append(&live, &rows(&["B3"]));
+    fs::rename(&live, dir.path().join("conn.r5.log")).expect("rename");
+    append(&live, &(header("h3") + &rows(&["C1"])));
+    fs::rename(&live, dir.path().join("conn.r6.log")).expect("rename");
+    append(&live, &(header("h4") + &rows(&["D1"])));
+    let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved));
+    let ev = poll(&mut t);
+    assert!(!ev.contains(&Ev::Lost), "{ev:?}");
+    let mut got: Vec<String> = ev
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::Rec(u) => Some(u),
+            _ => None,
+        })
+        .collect();
+    got.extend(uids(&mut t));
+    assert_eq!(got, strs(&["B3", "C1", "D1"]));
+}
+
+/// Tailing scenarios 14 and 26 together: Zeek rotations, then a copytruncate of the newest file, all between
+/// two looks. The copy holds the new file's header and first rows, the truncated file goes on with rows and
+/// no header: the rows are read with the header of the file they continue.
+#[test]
+fn scenario_26_copytruncate_right_after_a_burst_of_rotations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    set_mtime(&live, 1_000);
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    append(&live, &CLOSE.to_string());
+    set_mtime(&live, 1_100);
+    fs::rename(&live, dir.path().join("conn.r1.log")).expect("rename");
+    append(&live, &(header("h2") + &rows(&["B1"]) + CLOSE));
+    set_mtime(&live, 1_200);
+    fs::rename(&live, dir.path().join("conn.r2.log")).expect("rename");
+    append(&live, &(header("h3") + &rows(&["C1"])));
+    set_mtime(&live, 1_300);
+    fs::copy(&live, dir.path().join("conn.log.1")).expect("copy");
+    set_mtime(&dir.path().join("conn.log.1"), 1_400);
+    truncate(&live);
+    append(&live, &rows(&["C2"]));
+    set_mtime(&live, 1_500);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        t.poll(&mut |e| match e {
+            TailEvent::Record { rec, .. } => got.push(rec.uid.to_string()),
+            TailEvent::Skipped { reason, .. } => got.push(format!("skipped {reason:?}")),
+            _ => {}
+        })
+        .expect("poll");
+    }
+    assert_eq!(got, strs(&["B1", "C1", "C2"]));
+}
