@@ -6,7 +6,7 @@
 //! Tests that need an unprivileged user run the binary as nobody (65534) through `setpriv` when root (CI);
 //! as a normal user they run it plainly.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-mod support;
+use crate::support;
 use support::receiver::{Mode, Receiver};
 use support::tinyproxy::Tinyproxy;
 use support::zeek::{header, records};

@@ -3,7 +3,7 @@
 //! gzip bodies decode, and each kind of failure maps to `Transient` or `Permanent` as the delivery contract
 //! says. `HttpOutput` is driven directly through `Deliver::deliver`, as the spool will drive it.
 
-mod support;
+use crate::support;
 
 use longconn::output::http::{HttpConfig, HttpOutput};
 use longconn::output::{Deliver, DeliverError, Spooled};

@@ -3,7 +3,7 @@
 //! HTTP GET; the counters must equal what was written, before and after more rows are appended live, and
 //! the alert must show as delivered by the file output.
 
-mod common;
+use crate::common;
 
 use common::{bad_row, row, stderr_now, stop, Sensor};
 use std::io::{Read, Write};

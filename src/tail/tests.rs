@@ -1337,7 +1337,7 @@ fn scenario_26_copytruncate_right_after_a_burst_of_rotations() {
     set_mtime(&live, 1_000);
     let mut t = tailer(&src);
     assert_eq!(uids(&mut t), strs(&["A1"]));
-    append(&live, &CLOSE.to_string());
+    append(&live, CLOSE);
     set_mtime(&live, 1_100);
     fs::rename(&live, dir.path().join("conn.r1.log")).expect("rename");
     append(&live, &(header("h2") + &rows(&["B1"]) + CLOSE));

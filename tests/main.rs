@@ -1,0 +1,23 @@
+//! The integration tests, one module per file, linked into one test binary: one link of the whole
+//! dependency graph instead of one per file keeps a cold `cargo test --release` within minutes.
+//! Run one file's tests with a filter, e.g. `cargo test --release --test integration torture::`.
+
+mod common;
+mod support;
+
+mod check_preflight;
+mod daemon;
+mod daemon_spool;
+mod faults_disk;
+mod faults_spool;
+mod http_daemon;
+mod http_outputs;
+mod interim_run;
+mod metrics;
+mod reload;
+mod scan_damaged;
+mod scan_parity;
+mod sd_notify;
+mod syslog_rsyslog;
+mod systemd_unit;
+mod torture;
