@@ -49,7 +49,7 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    fn of_bytes(bytes: &[u8]) -> Fingerprint {
+    pub(super) fn of_bytes(bytes: &[u8]) -> Fingerprint {
         let digest = Sha256::digest(bytes);
         let mut hex = String::with_capacity(64);
         for b in digest {
@@ -181,6 +181,10 @@ pub(super) struct FileReader {
     pub eof_polls: u32,
     /// The file's modification time when we last read from it: copies and rotations made later are newer.
     pub seen_mtime: (i64, i64),
+    /// The file's first bytes (up to [`FINGERPRINT_LEN`]) as last seen, kept while it is open: after a
+    /// copytruncate they tell its copy even when the copy is shorter than what was read (rows written
+    /// between logrotate's copy and its truncate), which a hash of a longer prefix cannot.
+    pub head: Vec<u8>,
     /// NUL bytes skipped at a line start and not yet reported (a writer without O_APPEND after a truncation
     /// leaves a hole up to its old offset).
     nul_run: u64,
@@ -191,7 +195,8 @@ impl FileReader {
     /// is read, so a rename between looking and opening cannot swap the file.
     pub fn from_file(path: &Path, file: File, opts: ParseOptions) -> io::Result<FileReader> {
         let meta = file.metadata()?;
-        let fp = Fingerprint::of_file(&file)?;
+        let head = prefix(&file)?;
+        let fp = Fingerprint::of_bytes(&head);
         let seen_mtime = mtime(&meta);
         Ok(FileReader {
             path: path.to_path_buf(),
@@ -206,6 +211,7 @@ impl FileReader {
             saw_close: false,
             eof_polls: 0,
             seen_mtime,
+            head,
             nul_run: 0,
         })
     }
@@ -246,6 +252,7 @@ impl FileReader {
             saw_close: false,
             eof_polls: 0,
             seen_mtime,
+            head: Vec::new(),
             nul_run: 0,
         }
     }
@@ -255,7 +262,8 @@ impl FileReader {
     /// scenario 26); a new header block, if one comes, replaces it as anywhere else.
     pub fn restart(&mut self) {
         // Unreadable now: an empty fingerprint, which grows with what is read.
-        self.fp = Fingerprint::of_file(&self.file).unwrap_or_else(|_| Fingerprint::of_bytes(&[]));
+        self.head = prefix(&self.file).unwrap_or_default();
+        self.fp = Fingerprint::of_bytes(&self.head);
         self.offset = 0;
         self.line_no = 0;
         let header = self.parser.header().clone();
@@ -319,13 +327,13 @@ impl FileReader {
     /// truncated or rewritten in place). Done before a file is remembered as read, so the entry names its
     /// whole content and not the few bytes there were when it was opened.
     pub fn refresh_fingerprint(&mut self) -> io::Result<bool> {
-        match self.fp.check(&self.file)? {
-            Some(fp) => {
-                self.fp = fp;
-                Ok(true)
-            }
-            None => Ok(false),
+        let head = prefix(&self.file)?;
+        if !self.fp.is_prefix_of(&head) {
+            return Ok(false);
         }
+        self.fp = Fingerprint::of_bytes(&head);
+        self.head = head;
+        Ok(true)
     }
 
     pub fn checkpoint(&self) -> FileCheckpoint {

@@ -239,9 +239,9 @@ impl Tailer {
             // when it starts with rows: after a copytruncate (even one right after a burst of rotations) the
             // writer goes on without a header, and its header is in the copy (tailing scenario 26). A header
             // block of its own, if it has one, replaces this one.
-            if r.offset == 0 && r.buf.is_empty() && r.parser.header().lines().is_empty() {
+            if r.offset == 0 && r.buf.is_empty() && !has_fields(r.parser.header()) {
                 if let Some(prev) = self.draining.last() {
-                    if !prev.parser.header().lines().is_empty() {
+                    if has_fields(prev.parser.header()) {
                         r.parser.set_header(prev.parser.header().clone());
                     }
                 }
@@ -542,7 +542,7 @@ impl Tailer {
                     },
                     fp,
                 ));
-            } else if copy.is_none() && is_copy_candidate(fc, meta) {
+            } else if copy.is_none() && fc.fingerprint.len > 0 && meta.len() > 0 {
                 let Some(file) = open_existing(path)? else {
                     continue;
                 };
@@ -698,23 +698,26 @@ impl Tailer {
     fn find_copy(
         &self,
         before: &FileCheckpoint,
+        head: &[u8],
         snap: &Snapshot,
     ) -> io::Result<Option<Result<Pending, (FileId, Fingerprint)>>> {
         let live_id = snap.live_id();
         for (path, meta) in &snap.siblings {
             let id = FileId::of(meta);
-            if id == before.id || self.is_open(id) || Some(id) == live_id {
-                continue;
-            }
-            if !is_copy_candidate(before, meta) {
+            if id == before.id || self.is_open(id) || Some(id) == live_id || meta.len() == 0 {
                 continue;
             }
             let Some(file) = open_existing(path)? else {
                 continue;
             };
-            let Some(fp) = before.fingerprint.check(&file).map_err(at(path))? else {
+            // The copy starts with the bytes we had (it may be shorter than what we read: rows written
+            // between the copy and the truncate; or longer: rows written before the copy, not read yet).
+            let p = file::prefix(&file).map_err(at(path))?;
+            let n = head.len().min(p.len());
+            if n == 0 || head[..n] != p[..n] {
                 continue;
-            };
+            }
+            let fp = Fingerprint::of_bytes(&p);
             if meta.len() <= before.offset {
                 return Ok(Some(Err((id, fp))));
             }
@@ -778,14 +781,12 @@ impl Tailer {
         if let (Some(r), Some(id)) = (self.live.as_ref(), live_id) {
             if id == r.id {
                 let len = snap.live.as_ref().map_or(0, |(_, m)| m.len());
-                let fp = if len < r.offset + r.buf.len() as u64 {
-                    None
-                } else {
-                    r.fp.check(&r.file)?
-                };
-                if let Some(fp) = fp {
+                let head = file::prefix(&r.file).map_err(at(&r.path))?;
+                let same = len >= r.offset + r.buf.len() as u64 && r.fp.is_prefix_of(&head);
+                if same {
                     if let Some(r) = self.live.as_mut() {
-                        r.fp = fp;
+                        r.fp = Fingerprint::of_bytes(&head);
+                        r.head = head;
                     }
                     return Ok(());
                 }
@@ -793,14 +794,20 @@ impl Tailer {
                 // copytruncates between two looks) are found first; then the state changes.
                 let before = r.checkpoint();
                 let anchor = max_anchor(self.anchor, before.mtime);
-                let copy = self.find_copy(&before, &snap)?;
+                let copy = self.find_copy(&before, &r.head, &snap)?;
                 let copy_id = match &copy {
                     Some(Ok(p)) => Some(p.reader.id),
                     Some(Err((id, _))) => Some(*id),
                     None => None,
                 };
-                let found =
-                    self.discover(&snap, &copy_id.into_iter().collect::<Vec<_>>(), anchor)?;
+                // Only copies as old as the live file: a file rotated after it (the path renamed while we
+                // looked) holds later records, and is found when the rotation is (tailing scenario 23).
+                let newest = snap.live.as_ref().map(|(_, m)| mtime(m));
+                let found: Vec<Pending> = self
+                    .discover(&snap, &copy_id.into_iter().collect::<Vec<_>>(), anchor)?
+                    .into_iter()
+                    .filter(|p| newest.map_or(true, |t| p.mtime <= t))
+                    .collect();
                 if let Some(r) = self.live.as_mut() {
                     sink(TailEvent::Truncated { path: &r.path });
                     r.restart();
@@ -828,7 +835,7 @@ impl Tailer {
             let copy = match fresh {
                 Some(_) => None,
                 // Truncated in place before it was rotated: its old content may be in a copy.
-                None => self.find_copy(&before, &snap)?,
+                None => self.find_copy(&before, &old.head, &snap)?,
             };
             let mut held = vec![old.id];
             match &copy {
@@ -940,13 +947,6 @@ impl RetiredFile {
     }
 }
 
-/// A sibling that may be a copy of the saved file `fc` (copytruncate): another file, at least as long as
-/// what we had read, and modified since (a copy is made after our last read). A fingerprint of nothing
-/// (nothing read yet) has no copy to resume: the sibling is then found as an unread file and read whole.
-fn is_copy_candidate(fc: &FileCheckpoint, meta: &fs::Metadata) -> bool {
-    fc.fingerprint.len > 0 && meta.len() >= fc.offset && mtime(meta) >= fc.mtime
-}
-
 /// Opens the file at the live path: `None` if there is none. Anything but a regular file there, or any
 /// error other than absence, is an error.
 fn open_live(path: &Path) -> io::Result<Option<(File, fs::Metadata)>> {
@@ -982,6 +982,11 @@ fn open_existing(path: &Path) -> io::Result<Option<File>> {
         Err(e) if missing(&e) => Ok(None),
         Err(e) => Err(at(path)(e)),
     }
+}
+
+/// True if a TSV header block has its `#fields` line (rows can be read with it).
+fn has_fields(h: &crate::zeek::TsvHeader) -> bool {
+    h.lines().iter().any(|l| l.starts_with(b"#fields"))
 }
 
 /// Adds the path to an error's message, so a log line names the file or directory that failed.

@@ -1361,3 +1361,122 @@ fn scenario_26_copytruncate_right_after_a_burst_of_rotations() {
     }
     assert_eq!(got, strs(&["B1", "C1", "C2"]));
 }
+
+/// Tailing scenario 26 with a checkpoint taken before the header block was read (the daemon's save at a
+/// first start, scenario 25, is at offset 0; a checkpoint can also fall inside the header block, which Zeek
+/// writes in pieces): copytruncate while stopped, the writer goes on with rows and no header. The saved
+/// header state is empty, but the copy holds the header block: the rows after the truncate must be parsed
+/// with it, not skipped as "data row before any #fields header". Found by the torture test (seed 1).
+#[test]
+fn scenario_26_copytruncate_while_stopped_before_the_header_was_read() {
+    for cut in [0, 3] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = dir.path().join("conn.log");
+        let src = source(&live, StartAt::Beginning);
+        let h = header("h1");
+        let lines: Vec<&str> = h.split_inclusive('\n').collect();
+        // The first `cut` header lines are there and read when the checkpoint is taken.
+        append(&live, &lines[..cut].concat());
+        set_mtime(&live, 1_000);
+        let mut t = tailer(&src);
+        if cut == 0 {
+            // What the daemon does at a first start: open, save, read nothing yet.
+            append(&live, &(lines.concat() + &rows(&["A1"])));
+            set_mtime(&live, 1_000);
+            t.start(&mut |_| {}).expect("start");
+        } else {
+            assert_eq!(uids(&mut t), Vec::<String>::new());
+            append(&live, &(lines[cut..].concat() + &rows(&["A1"])));
+        }
+        let saved = t.checkpoint();
+        drop(t);
+        // Stopped: logrotate copytruncate, then Zeek's writer goes on with rows and no header.
+        set_mtime(&live, 1_100);
+        fs::copy(&live, dir.path().join("conn.log.1")).expect("copy");
+        set_mtime(&dir.path().join("conn.log.1"), 1_200);
+        truncate(&live);
+        append(&live, &rows(&["B1"]));
+        set_mtime(&live, 1_300);
+        let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved));
+        let mut ev = poll(&mut t);
+        ev.extend(poll(&mut t));
+        let recs: Vec<_> = ev
+            .iter()
+            .filter(|e| matches!(e, Ev::Rec(_) | Ev::Skip(_)))
+            .cloned()
+            .collect();
+        assert_eq!(
+            recs,
+            vec![Ev::Rec("A1".into()), Ev::Rec("B1".into())],
+            "cut {cut}: {ev:?}"
+        );
+    }
+}
+
+/// Tailing scenarios 7, 14 and 23 together: the live file is truncated in place (copytruncate) and the writer
+/// goes on; while we look (the live path already opened, the directory not yet listed), it is renamed away
+/// (Zeek's rotation) and the next file is written and rotated too. The files rotated after the live file
+/// hold later records: they must be read after the live file's rows, not before. Found by the torture test
+/// (seed 10: a cumulative alert raised at another level, records read out of order).
+#[test]
+fn scenario_23_truncated_live_file_rotated_while_we_look() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    set_mtime(&live, 1_000);
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    // copytruncate: the copy holds nothing unread; the writer goes on without a header.
+    fs::copy(&live, dir.path().join("conn.log.1")).expect("copy");
+    set_mtime(&dir.path().join("conn.log.1"), 1_100);
+    truncate(&live);
+    append(&live, &(rows(&["B1"]) + CLOSE));
+    set_mtime(&live, 1_200);
+    let d = dir.path().to_path_buf();
+    t.race_hook = Some(Box::new(move || {
+        let live = d.join("conn.log");
+        fs::rename(&live, d.join("conn.2024-01-01-01-00-00.log")).expect("rename in hook");
+        append(&live, &(header("h2") + &rows(&["C1"]) + CLOSE));
+        set_mtime(&live, 1_300);
+        fs::rename(&live, d.join("conn.2024-01-01-02-00-00.log")).expect("rename in hook");
+        append(&live, &(header("h3") + &rows(&["D1"])));
+        set_mtime(&live, 1_400);
+    }));
+    let mut got = uids(&mut t);
+    t.race_hook = None;
+    got.extend(uids(&mut t));
+    got.extend(uids(&mut t));
+    assert_eq!(got, strs(&["B1", "C1", "D1"]));
+}
+
+/// Tailing scenario 7, running: rows written between logrotate's copy and its truncate are read from the
+/// live file before the truncate, so the copy is shorter than what we read (and no newer than our last read).
+/// It is still recognised as the copy, never read again from 0. Found by the torture test (seed 23).
+#[test]
+fn scenario_07_copy_shorter_than_what_was_read_is_still_the_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("conn.log");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h1") + &rows(&["A1"])));
+    set_mtime(&live, 1_000);
+    let mut t = tailer(&src);
+    assert_eq!(uids(&mut t), strs(&["A1"]));
+    // An earlier rotation, so unseen rotated files are looked for.
+    fs::rename(&live, dir.path().join("conn.r0.log")).expect("rename");
+    append(&live, &(header("h2") + &rows(&["B1"])));
+    set_mtime(&live, 1_100);
+    assert_eq!(uids(&mut t), strs(&["B1"]));
+    fs::copy(&live, dir.path().join("conn.log.1")).expect("copy");
+    // One kernel tick: the copy and the rows after it share a modification time.
+    set_mtime(&dir.path().join("conn.log.1"), 1_300);
+    append(&live, &rows(&["B2"]));
+    set_mtime(&live, 1_300);
+    assert_eq!(uids(&mut t), strs(&["B2"]));
+    truncate(&live);
+    append(&live, &rows(&["C1"]));
+    set_mtime(&live, 1_400);
+    let mut got = uids(&mut t);
+    got.extend(uids(&mut t));
+    assert_eq!(got, strs(&["C1"]));
+}
