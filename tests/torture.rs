@@ -248,7 +248,23 @@ impl Daemon {
         ] {
             cmd.env_remove(key);
         }
-        self.child = Some(cmd.spawn().expect("start longconn run"));
+        let before = count_matches(&self.stderr, RUNNING);
+        let mut child = cmd.spawn().expect("start longconn run");
+        // Signals only once the daemon installed its handlers (it logs "longconn running" after that): a
+        // SIGTERM or SIGHUP before kills it by the default action, which no daemon can help.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count_matches(&self.stderr, RUNNING) <= before {
+            if let Some(status) = child.try_wait().expect("wait") {
+                panic!("longconn run exited at start ({status}); see {}", self.stderr.display());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "longconn run not running within 30 s; see {}",
+                self.stderr.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.child = Some(child);
     }
 
     fn up(&self) -> bool {
@@ -486,7 +502,7 @@ timeout = "2s"
             dir = dir.display(),
             addr = http.addr,
         );
-        fs::write(&config, &text).expect("write config");
+        write_atomic(&config, &text);
         fs::write(dir.join("replay.toml"), &text).expect("write replay config");
         Torture {
             seed,
@@ -726,6 +742,14 @@ timeout = "2s"
         if !self.with("kill") || !self.daemon.up() || !self.ready_to_stop() {
             return;
         }
+        self.kill_now(why);
+    }
+
+    /// SIGKILL with no precondition checked (the caller did): nothing is written to the logs.
+    fn kill_now(&mut self, why: &'static str) {
+        if !self.with("kill") || !self.daemon.up() {
+            return;
+        }
         self.daemon.kill();
         self.scan_alerts();
         self.file_marks.push(count_lines(&self.alerts));
@@ -766,8 +790,10 @@ timeout = "2s"
             return;
         }
         // The same config, written again (as an operator's edit would be).
+        // Atomically (temp file + rename, as editors and config management do): a daemon reading it at this
+        // moment sees the old file or the new one, never a half-written one.
         let text = fs::read_to_string(&self.daemon.config).expect("config");
-        fs::write(&self.daemon.config, text).expect("config");
+        write_atomic(&self.daemon.config, &text);
         self.daemon.signal(libc::SIGHUP);
         self.figures.reloads += 1;
         self.note("SIGHUP");
@@ -873,7 +899,7 @@ timeout = "2s"
     /// logrotate copytruncate (with delaycompress): the previous copy is gzipped away, the live file copied to
     /// `conn.log.1` and truncated; the writer goes on with rows and no header. `between` runs between the copy
     /// and the truncate.
-    fn rotate_copytruncate(&mut self, between: Between) -> bool {
+    fn rotate_copytruncate(&mut self, mut between: Between) -> bool {
         if !self.with("copytruncate") {
             return false;
         }
@@ -894,14 +920,20 @@ timeout = "2s"
             self.last_delete = Some(self.gen.syncs);
         }
         self.ensure_live();
+        // The kill's precondition (a checkpoint past every deleted file) is met BEFORE the copy: a sync it
+        // needed between the copy and the truncate would write rows the copy lacks, so the checkpoint would be
+        // past the copy's end (a copy shorter than the saved offset is no copy of what was read).
+        if !matches!(between, Between::Nothing) && (!self.daemon.up() || !self.ready_to_stop()) {
+            between = Between::Nothing;
+        }
         self.flush_line();
         fs::copy(&self.live, &copy).expect("copy");
         self.rotation_seq += 1;
         match between {
             Between::Nothing => {}
-            Between::Kill => self.kill("between copy and truncate"),
+            Between::Kill => self.kill_now("between copy and truncate"),
             Between::Restart => {
-                self.kill("between copy and truncate");
+                self.kill_now("between copy and truncate");
                 if !self.daemon.up() {
                     self.start();
                     // Let the restore meet the copy before the truncate.
@@ -1140,6 +1172,21 @@ fn gzip_to(from: &Path, to: &Path) {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(&data).expect("gzip");
     fs::write(to, enc.finish().expect("gzip")).expect("write gz");
+}
+
+/// The line the daemon logs once its signal handlers are installed and its sources are open.
+const RUNNING: &str = "longconn running";
+
+/// Occurrences of `needle` in the file (0 if it is missing).
+fn count_matches(path: &Path, needle: &str) -> usize {
+    fs::read_to_string(path).map_or(0, |t| t.matches(needle).count())
+}
+
+/// Writes `path` through a temp file in the same directory and a rename.
+fn write_atomic(path: &Path, text: &str) {
+    let tmp = path.with_extension("toml.tmp");
+    fs::write(&tmp, text).expect("write temp config");
+    fs::rename(&tmp, path).expect("rename config");
 }
 
 fn count_lines(path: &Path) -> usize {
