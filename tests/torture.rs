@@ -28,7 +28,13 @@
 //! taken after the daemon read past every deleted file is on disk. A sync writes one record of a pair of its
 //! own, long enough to raise a single alert, and awaits that alert in the file output. Rotations happen at line
 //! boundaries: a copy taken in the middle of a line, or rows written between logrotate's copy and its truncate,
-//! are lost by copytruncate itself.
+//! are lost by copytruncate itself. A copytruncate happens only to a live file that the checkpoint on disk
+//! names: the rows written after it have no header in their file, and a daemon that never had the file (it was
+//! created and copytruncated while the daemon was down, or since the last checkpoint before a kill) has no
+//! header state to read them with. Before it, a kill between the copy and the truncate has its precondition
+//! met before the copy, so no sync writes rows between them (the checkpoint would be past the copy's end).
+//! Signals come only once the daemon logged "longconn running" (its handlers are installed: a SIGTERM or
+//! SIGHUP before would kill it by the default action), and the config is rewritten atomically for a reload.
 //!
 //! Short by default (CI, release build: `cargo test --release --test torture`). `LONGCONN_TORTURE_LONG=1` runs
 //! until at least 1,000 rotations and 100 SIGKILLs; `LONGCONN_TORTURE_SEED=N` picks the schedule;
@@ -727,6 +733,31 @@ timeout = "2s"
         true
     }
 
+    /// True if the checkpoint on disk names the live file (by device and inode), live or draining.
+    fn checkpoint_names_live(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = fs::metadata(&self.live) else {
+            return false;
+        };
+        let Ok(text) = fs::read_to_string(&self.checkpoint) else {
+            return false;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return false;
+        };
+        let names = |f: &serde_json::Value| {
+            f.pointer("/id/ino").and_then(|i| i.as_u64()) == Some(meta.ino())
+                && f.pointer("/id/dev").and_then(|d| d.as_u64()) == Some(meta.dev())
+        };
+        v.pointer("/sources/0").is_some_and(|src| {
+            src.get("live").is_some_and(names)
+                || src
+                    .get("draining")
+                    .and_then(|d| d.as_array())
+                    .is_some_and(|d| d.iter().any(names))
+        })
+    }
+
     /// True once a kill or stop loses nothing no follower could keep: every deleted file was read past and
     /// checkpointed. Syncs (with a checkpoint) when needed; false if that timed out.
     fn ready_to_stop(&mut self) -> bool {
@@ -920,6 +951,12 @@ timeout = "2s"
             self.last_delete = Some(self.gen.syncs);
         }
         self.ensure_live();
+        self.flush_line();
+        // Rows after the truncate have no header in their file: they can only be read with the header state of
+        // the file before, which the daemon must know from a checkpoint (or it starts fresh on a file of rows).
+        if !self.checkpoint_names_live() && (!self.daemon.up() || !self.sync(true)) {
+            return false;
+        }
         // The kill's precondition (a checkpoint past every deleted file) is met BEFORE the copy: a sync it
         // needed between the copy and the truncate would write rows the copy lacks, so the checkpoint would be
         // past the copy's end (a copy shorter than the saved offset is no copy of what was read).
@@ -1044,6 +1081,13 @@ timeout = "2s"
         self.note(&format!("seed {seed}"));
         // Scenario 25: a fresh state directory, a rotation, and a SIGKILL before the first checkpoint.
         self.start();
+        // A first start opens the sources and saves those positions (rotated files already there are history,
+        // scenario 1: never read) after it logged "longconn running": nothing is written before that save.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.checkpoint.exists() {
+            assert!(Instant::now() < deadline, "no first checkpoint within 30 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.heavy_write();
         if self.with("first-kill") {
             self.rotate_zeek();
