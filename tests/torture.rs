@@ -37,7 +37,7 @@
 //! Signals come only once the daemon logged "longconn running" (its handlers are installed: a SIGTERM or
 //! SIGHUP before would kill it by the default action), and the config is rewritten atomically for a reload.
 //!
-//! Short by default (CI, release build: `cargo test --release --test torture`). `LONGCONN_TORTURE_LONG=1` runs
+//! Short by default (CI, release build: `cargo test --release --test integration torture::`). `LONGCONN_TORTURE_LONG=1` runs
 //! until at least 1,000 rotations and 100 SIGKILLs; `LONGCONN_TORTURE_SEED=N` picks the schedule;
 //! `LONGCONN_TORTURE_ROTATIONS=N` and `LONGCONN_TORTURE_KILLS=N` set other targets (small ones reduce a failure to
 //! a short schedule); `LONGCONN_TORTURE_WITHOUT=copytruncate,kill,...` leaves steps out (see `Torture::with`);
@@ -1485,7 +1485,7 @@ fn torture_seeded_rotations_kills_restarts_reloads() {
         .take(40)
         .collect();
     panic!(
-        "torture failed (seed {seed}): {report}\nfailed stops: {:?}\nmissing alerts by the file their first record was written to:\n{detail}\nrotated files no daemon log line names ({}): {:?}\nfirst missing ids: {:?}\nfirst unexpected ids: {:?}\nrepeats not covered by a kill (file): {:?}\ndaemon warnings and errors (first 40):\n{}\n\nrun again: LONGCONN_TORTURE_SEED={seed} {}cargo test --release --test torture\nkept: {} (schedule.txt, all_bytes.log, joined.log, daemon.log, alerts.json, state/)",
+        "torture failed (seed {seed}): {report}\nfailed stops: {:?}\nmissing alerts by the file their first record was written to:\n{detail}\nrotated files no daemon log line names ({}): {:?}\nfirst missing ids: {:?}\nfirst unexpected ids: {:?}\nrepeats not covered by a kill (file): {:?}\ndaemon warnings and errors (first 40):\n{}\n\nrun again: LONGCONN_TORTURE_SEED={seed} {}cargo test --release --test integration torture::\nkept: {} (schedule.txt, all_bytes.log, joined.log, daemon.log, alerts.json, state/)",
         f.stop_failures,
         never_named.len(),
         never_named,
