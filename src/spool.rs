@@ -229,7 +229,7 @@ fn encode(seq: u64, json: &str) -> String {
 
 /// Sequence numbers are below this: the number after a record is always a `u64`, so a spool that has
 /// handed out every number refuses to append ([`Spool::append_json`]) rather than wrap to 0 and hand
-/// numbers out twice, and a line numbered `SEQ_END` or more (damage, or written by hand) is not a record.
+/// numbers out twice, and a line numbered `SEQ_END` (damage, or written by hand) is not a record.
 const SEQ_END: u64 = u64::MAX;
 
 /// Parses one record line (without its LF): `Some(Spooled)` if it is whole, its number is below
@@ -242,7 +242,7 @@ fn parse_record(line: &[u8]) -> Option<Spooled> {
         return None;
     }
     let seq: u64 = std::str::from_utf8(seq_text).ok()?.parse().ok()?;
-    if seq >= SEQ_END {
+    if seq == SEQ_END {
         return None;
     }
     let rest = &line[tab + 1..];
@@ -538,7 +538,7 @@ impl Spool {
     pub fn append_json(&mut self, json: &str) -> Result<u64, SpoolError> {
         self.free_delivered();
         let seq = self.next_seq;
-        if seq >= SEQ_END {
+        if seq == SEQ_END {
             // Only a damaged spool gets here (a segment named near the last number): 2^64 alerts are
             // never appended.
             return Err(SpoolError::Io {
@@ -1090,11 +1090,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let json = alert_json(1);
         let line = format!("{}\t{json}\n", u64::MAX);
-        fs::write(dir.path().join(segment_name(0)), format!("{}{line}", encode(7, &json))).unwrap();
+        fs::write(
+            dir.path().join(segment_name(0)),
+            format!("{}{line}", encode(7, &json)),
+        )
+        .unwrap();
         let mut s = Spool::open(dir.path(), opts()).unwrap();
-        assert_eq!(s.next_seq(), 8, "the line numbered u64::MAX is not a record");
+        assert_eq!(
+            s.next_seq(),
+            8,
+            "the line numbered u64::MAX is not a record"
+        );
         let mut r = s.reader("out").unwrap();
-        assert_eq!(r.read(10).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(
+            r.read(10)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>(),
+            vec![7]
+        );
         assert_eq!(s.append_json(&json).unwrap(), 8);
         drop(s);
 

@@ -1,7 +1,8 @@
 //! The fuzz targets' checks (fuzz/fuzz_targets/checks.rs, included here as is) replayed on stable `cargo
-//! test` over the checked-in corpus of each target (`fuzz/corpus/<target>/`, minimized with `cargo fuzz
-//! cmin`) and over every crash input the fuzzer found (`fuzz/regressions/<target>/`), so a bug the fuzzer
-//! found once stays fixed without nightly or cargo-fuzz. Each file's name is printed before it runs: a
+//! test` over each target's real seed inputs (`fuzz/seeds/<target>/`: lines of tests/data, the shipped
+//! configs, checkpoints and spool segments written by the daemon), its checked-in corpus
+//! (`fuzz/corpus/<target>/`, minimized) and every crash input the fuzzer found (`fuzz/regressions/<target>/`),
+//! so a bug the fuzzer found once stays fixed without nightly or cargo-fuzz. Each file's name is printed before it runs: a
 //! failure names the input to reproduce with `cargo +nightly fuzz run <target> <file>`.
 
 #[path = "../fuzz/fuzz_targets/checks.rs"]
@@ -9,11 +10,11 @@ mod checks;
 
 use std::path::{Path, PathBuf};
 
-/// The inputs checked in for `target`: its corpus, then its regressions, sorted by name.
+/// The inputs checked in for `target`: its seeds, corpus and regressions, each sorted by name.
 fn inputs(target: &str) -> Vec<PathBuf> {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut all = Vec::new();
-    for kind in ["corpus", "regressions"] {
+    for kind in ["seeds", "corpus", "regressions"] {
         let dir = fuzz.join(kind).join(target);
         let Ok(rd) = std::fs::read_dir(&dir) else {
             continue;

@@ -145,7 +145,9 @@ type = "stdout"
         );
         let config = Config::from_toml_str(&toml).expect("workspace config");
         let mut tailer = Tailer::new(&config.sources[0], parse_options(), None);
-        tailer.poll(&mut |_| {}).expect("read the workspace conn.log");
+        tailer
+            .poll(&mut |_| {})
+            .expect("read the workspace conn.log");
         let real = tailer.checkpoint();
         assert!(real.live.is_some(), "the workspace conn.log was not opened");
         Workspace {
@@ -278,19 +280,29 @@ type = "stdout"
             }
             for r in batch {
                 assert!(
-                    valid.iter().any(|(s, j)| *s == r.seq && *j == r.json.as_bytes()),
+                    valid
+                        .iter()
+                        .any(|(s, j)| *s == r.seq && *j == r.json.as_bytes()),
                     "record {} read back is not a valid line of the segment",
                     r.seq
                 );
                 if let Some(l) = last {
-                    assert!(r.seq > l, "sequence numbers not increasing: {} after {l}", r.seq);
+                    assert!(
+                        r.seq > l,
+                        "sequence numbers not increasing: {} after {l}",
+                        r.seq
+                    );
                 }
                 last = Some(r.seq);
                 read += 1;
             }
-            assert!(read <= valid.len(), "more records read than the segment holds");
+            assert!(
+                read <= valid.len(),
+                "more records read than the segment holds"
+            );
         }
-        let json = r#"{"@timestamp":"2024-01-01T00:00:00Z","event":{"id":"fuzz-appended","severity":1}}"#;
+        let json =
+            r#"{"@timestamp":"2024-01-01T00:00:00Z","event":{"id":"fuzz-appended","severity":1}}"#;
         // A spool whose numbers are used up cannot take more: an error, not a panic, is acceptable.
         let Ok(seq) = spool.append_json(json) else {
             return;
@@ -300,7 +312,11 @@ type = "stdout"
         }
         spool.sync().expect("sync the spool");
         let batch = reader.read(64).expect("read the appended alert");
-        assert_eq!(batch.len(), 1, "the appended alert is not the one record read");
+        assert_eq!(
+            batch.len(),
+            1,
+            "the appended alert is not the one record read"
+        );
         assert_eq!(batch[0].seq, seq);
         assert_eq!(&*batch[0].json, json);
     }
