@@ -227,8 +227,14 @@ fn encode(seq: u64, json: &str) -> String {
     format!("{s}\t{crc:08x}\t{json}\n")
 }
 
-/// Parses one record line (without its LF): `Some(Spooled)` if it is whole, its checksum matches (or it is
-/// a version 1 line without one) and its JSON has the fields outputs need.
+/// Sequence numbers are below this: the number after a record is always a `u64`, so a spool that has
+/// handed out every number refuses to append ([`Spool::append_json`]) rather than wrap to 0 and hand
+/// numbers out twice, and a line numbered `SEQ_END` (damage, or written by hand) is not a record.
+const SEQ_END: u64 = u64::MAX;
+
+/// Parses one record line (without its LF): `Some(Spooled)` if it is whole, its number is below
+/// [`SEQ_END`], its checksum matches (or it is a version 1 line without one) and its JSON has the fields
+/// outputs need.
 fn parse_record(line: &[u8]) -> Option<Spooled> {
     let tab = memchr::memchr(b'\t', line)?;
     let seq_text = &line[..tab];
@@ -236,6 +242,9 @@ fn parse_record(line: &[u8]) -> Option<Spooled> {
         return None;
     }
     let seq: u64 = std::str::from_utf8(seq_text).ok()?.parse().ok()?;
+    if seq == SEQ_END {
+        return None;
+    }
     let rest = &line[tab + 1..];
     let lower_hex = |c: &u8| c.is_ascii_digit() || (b'a'..=b'f').contains(c);
     let json = if rest.len() > 9 && rest[8] == b'\t' && rest[..8].iter().all(lower_hex) {
@@ -529,6 +538,14 @@ impl Spool {
     pub fn append_json(&mut self, json: &str) -> Result<u64, SpoolError> {
         self.free_delivered();
         let seq = self.next_seq;
+        if seq == SEQ_END {
+            // Only a damaged spool gets here (a segment named near the last number): 2^64 alerts are
+            // never appended.
+            return Err(SpoolError::Io {
+                path: self.path_of(self.active_first),
+                source: io::Error::other("every sequence number is used: the spool is damaged"),
+            });
+        }
         let line = encode(seq, json);
         let len_now = self.written + self.buf.len() as u64;
         if len_now > 0 && len_now + line.len() as u64 > self.segment_bytes {
@@ -1062,6 +1079,45 @@ mod tests {
             max_bytes: 1 << 30,
             segment_bytes: 300,
         }
+    }
+
+    /// Found by fuzzing (fuzz/regressions/spool/): a record numbered `u64::MAX` overflowed `seq + 1` at
+    /// open, and a segment named by the last number overflowed `next_seq += 1` at the first append (a
+    /// panic in debug builds, numbers handed out again from 0 in release). Such a record is damage, and a
+    /// spool out of numbers refuses to append.
+    #[test]
+    fn the_last_sequence_number_is_never_a_record_nor_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = alert_json(1);
+        let line = format!("{}\t{json}\n", u64::MAX);
+        fs::write(
+            dir.path().join(segment_name(0)),
+            format!("{}{line}", encode(7, &json)),
+        )
+        .unwrap();
+        let mut s = Spool::open(dir.path(), opts()).unwrap();
+        assert_eq!(
+            s.next_seq(),
+            8,
+            "the line numbered u64::MAX is not a record"
+        );
+        let mut r = s.reader("out").unwrap();
+        assert_eq!(
+            r.read(10)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>(),
+            vec![7]
+        );
+        assert_eq!(s.append_json(&json).unwrap(), 8);
+        drop(s);
+
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(segment_name(u64::MAX)), b"").unwrap();
+        let mut s = Spool::open(dir.path(), opts()).unwrap();
+        let e = s.append_json(&json).unwrap_err().to_string();
+        assert!(e.contains("every sequence number is used"), "{e}");
     }
 
     fn alert_json(i: u64) -> String {
