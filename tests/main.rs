@@ -10,6 +10,7 @@ mod daemon;
 mod daemon_spool;
 mod faults_disk;
 mod faults_spool;
+mod fuzz_regressions;
 mod http_daemon;
 mod http_outputs;
 mod interim_run;
