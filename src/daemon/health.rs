@@ -20,7 +20,7 @@ use crate::metrics::{self, SourceMetrics};
 use crate::notify::Notifier;
 use crate::tail::{FileId, Tailer};
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How often gauges and the lag are refreshed.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -52,6 +52,8 @@ struct SourceHealth {
     /// When the current unreadable spell began, and when it was last logged.
     down_since: Option<Instant>,
     down_logged: Option<Instant>,
+    /// "No file at the source path" was logged (its end is logged too).
+    missing_logged: bool,
     metrics: SourceMetrics,
     /// When the source was last read to the end of everything there was.
     caught_up_at: Instant,
@@ -82,6 +84,7 @@ impl Health {
                     state: SourceState::Unknown,
                     down_since: None,
                     down_logged: None,
+                    missing_logged: false,
                     metrics: SourceMetrics::new(&s.path.display().to_string()),
                     caught_up_at: now,
                     lag_bytes: 0,
@@ -150,6 +153,11 @@ impl Health {
     /// The state of source `i` after a poll: one line per change, a reminder every
     /// [`UNREADABLE_REMINDER`] while it stays unreadable, and the `longconn_source_up` gauge.
     pub(super) fn source_state(&mut self, i: usize, state: SourceState) {
+        let dir_gone = self
+            .sources
+            .get(i)
+            .and_then(|s| std::path::Path::new(&s.path).parent().map(|d| !d.exists()))
+            .unwrap_or(false);
         let Some(s) = self.sources.get_mut(i) else {
             return;
         };
@@ -190,11 +198,22 @@ impl Health {
                 };
                 info!(source = %s.path, down_seconds = secs, "{what}");
             }
+            // After a rotation Zeek opens the next file only at its next write: a gap, not news.
+            (SourceState::Up, SourceState::Missing) if !dir_gone => {
+                debug!(source = %s.path, "no file at the source path until the next write");
+            }
             (_, SourceState::Missing) => {
-                warn!(source = %s.path, "no file at the source path (Zeek not started, or the directory is gone); waiting for it");
+                s.missing_logged = true;
+                if dir_gone {
+                    warn!(source = %s.path, "no file at the source path: its directory is gone; waiting for it");
+                } else {
+                    warn!(source = %s.path, "no file at the source path (Zeek not started?); waiting for it");
+                }
             }
             (SourceState::Missing, SourceState::Up) => {
-                info!(source = %s.path, "source file present");
+                if std::mem::take(&mut s.missing_logged) {
+                    info!(source = %s.path, "source file present");
+                }
             }
             _ => {}
         }
