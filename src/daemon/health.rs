@@ -210,10 +210,9 @@ impl Health {
                     warn!(source = %s.path, "no file at the source path (Zeek not started?); waiting for it");
                 }
             }
-            (SourceState::Missing, SourceState::Up) => {
-                if std::mem::take(&mut s.missing_logged) {
-                    info!(source = %s.path, "source file present");
-                }
+            (SourceState::Missing, SourceState::Up) if s.missing_logged => {
+                s.missing_logged = false;
+                info!(source = %s.path, "source file present");
             }
             _ => {}
         }
