@@ -8,16 +8,12 @@
 
 use crate::common;
 
+use crate::support::faults::is_root;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const NOBODY: u32 = 65534;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) takes no arguments and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// `longconn ARGS`, as nobody when `unprivileged` and we are root.
 fn longconn(args: &[&str], config: &Path, unprivileged: bool) -> Command {

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support;
+use support::faults::is_root;
 use support::zeek::{header, record, records};
 
 fn bin() -> &'static str {
@@ -644,11 +645,6 @@ fn start_unprivileged(env: &Env) -> Child {
         .stderr(err)
         .spawn()
         .expect("start longconn run under setpriv")
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn chmod(path: &std::path::Path, mode: u32) {

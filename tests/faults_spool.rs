@@ -8,6 +8,7 @@
 //!   lost is reported in the log (segment, offset, sequence number) and in the metric
 //!   `longconn_spool_records_lost_total`.
 
+use crate::support::faults::{is_root, Tmpfs};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
@@ -145,48 +146,11 @@ impl Drop for Daemon {
     }
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped (also when the test fails).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        fs::create_dir_all(dir).expect("mount point");
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("run mount");
-        assert!(st.success(), "mount -t tmpfs failed");
-        Tmpfs {
-            dir: dir.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
-
 /// The last lines of a log, for a failure message.
 fn tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn spool_bytes(dir: &Path) -> u64 {

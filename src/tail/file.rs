@@ -397,14 +397,7 @@ impl FileReader {
                     data = &data[k..];
                     continue;
                 }
-                if self.nul_run > 0 {
-                    let bytes = std::mem::take(&mut self.nul_run);
-                    sink(TailEvent::Nul {
-                        path: &self.path,
-                        offset: self.offset - bytes,
-                        bytes,
-                    });
-                }
+                self.report_nul_run(sink);
                 if self.skipping {
                     match memchr::memchr(b'\n', data) {
                         Some(i) => {
@@ -452,8 +445,8 @@ impl FileReader {
         }
     }
 
-    /// The file is done: a held partial line is counted as cut off.
-    pub fn finish(&mut self, sink: &mut dyn FnMut(TailEvent), stats: &mut PollStats) {
+    /// Reports the run of NUL bytes skipped just before `offset`, if any.
+    fn report_nul_run(&mut self, sink: &mut dyn FnMut(TailEvent)) {
         if self.nul_run > 0 {
             let bytes = std::mem::take(&mut self.nul_run);
             sink(TailEvent::Nul {
@@ -462,6 +455,11 @@ impl FileReader {
                 bytes,
             });
         }
+    }
+
+    /// The file is done: a held partial line is counted as cut off.
+    pub fn finish(&mut self, sink: &mut dyn FnMut(TailEvent), stats: &mut PollStats) {
+        self.report_nul_run(sink);
         if !self.buf.is_empty() {
             let len = self.buf.len() as u64;
             self.buf.clear();
