@@ -127,28 +127,47 @@ impl Watches {
     }
 }
 
-/// A failure that repeats for as long as its cause lasts (a full disk): logged when it starts, then at most
-/// every [`Episode::EVERY`] with the count so far, and once when it ends.
-#[derive(Debug, Default)]
+/// A failure that repeats for as long as its cause lasts (a full disk, an unreadable source): logged when it
+/// starts, then at most every `every` with the count so far, and once when it ends.
+#[derive(Debug)]
 struct Episode {
+    every: Duration,
     since: Option<Instant>,
     logged: Option<Instant>,
     count: u64,
 }
 
-impl Episode {
-    const EVERY: Duration = Duration::from_secs(60);
+impl Default for Episode {
+    fn default() -> Episode {
+        Episode::every(Duration::from_secs(60))
+    }
+}
 
-    /// One more failure: `Some(count)` when it is to be logged.
+impl Episode {
+    fn every(every: Duration) -> Episode {
+        Episode {
+            every,
+            since: None,
+            logged: None,
+            count: 0,
+        }
+    }
+
+    /// One more failure: `Some(count)` when it is to be logged (1: it has just started).
     fn hit(&mut self) -> Option<u64> {
         let now = Instant::now();
         self.count += 1;
         self.since.get_or_insert(now);
-        if self.logged.is_some_and(|t| now - t < Self::EVERY) {
+        if self.logged.is_some_and(|t| now - t < self.every) {
             return None;
         }
         self.logged = Some(now);
         Some(self.count)
+    }
+
+    /// How long it has been failing.
+    fn elapsed(&self) -> Duration {
+        self.since.map_or(Duration::ZERO, |t| t.elapsed())
     }
 
     /// It worked again: `Some((failures, how long))` if it had been failing.

@@ -13,12 +13,13 @@
 //! Lag per source: bytes between our position and the end of each file we have open (and of a new file
 //! already at the path), and how long the source has not been read to its end.
 
-use super::Pipeline;
+use super::{Episode, Pipeline};
 use crate::config::Source;
 use crate::detector::DetectorStats;
 use crate::metrics::{self, SourceMetrics};
 use crate::notify::Notifier;
 use crate::tail::{FileId, Tailer};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
@@ -49,9 +50,8 @@ const UNREADABLE_REMINDER: Duration = Duration::from_secs(300);
 struct SourceHealth {
     path: String,
     state: SourceState,
-    /// When the current unreadable spell began, and when it was last logged.
-    down_since: Option<Instant>,
-    down_logged: Option<Instant>,
+    /// The current unreadable spell, logged when it starts and every [`UNREADABLE_REMINDER`].
+    unreadable: Episode,
     /// "No file at the source path" was logged (its end is logged too).
     missing_logged: bool,
     metrics: SourceMetrics,
@@ -82,8 +82,7 @@ impl Health {
                 .map(|s| SourceHealth {
                     path: s.path.display().to_string(),
                     state: SourceState::Unknown,
-                    down_since: None,
-                    down_logged: None,
+                    unreadable: Episode::every(UNREADABLE_REMINDER),
                     missing_logged: false,
                     metrics: SourceMetrics::new(&s.path.display().to_string()),
                     caught_up_at: now,
@@ -153,68 +152,55 @@ impl Health {
     /// The state of source `i` after a poll: one line per change, a reminder every
     /// [`UNREADABLE_REMINDER`] while it stays unreadable, and the `longconn_source_up` gauge.
     pub(super) fn source_state(&mut self, i: usize, state: SourceState) {
-        let dir_gone = self
-            .sources
-            .get(i)
-            .and_then(|s| std::path::Path::new(&s.path).parent().map(|d| !d.exists()))
-            .unwrap_or(false);
         let Some(s) = self.sources.get_mut(i) else {
             return;
         };
-        let now = Instant::now();
         s.metrics.up(!matches!(state, SourceState::Unreadable(_)));
-        // Unreadable for another reason (the directory, then the file) is the same episode.
-        let same = match (&state, &s.state) {
-            (SourceState::Unreadable(_), SourceState::Unreadable(_)) => true,
-            (a, b) => a == b,
-        };
-        if same {
-            if let (SourceState::Unreadable(e), Some(since), Some(logged)) =
-                (&state, s.down_since, s.down_logged)
-            {
-                if now - logged >= UNREADABLE_REMINDER {
-                    warn!(source = %s.path, error = %e, down_seconds = (now - since).as_secs(), "source still unreadable; positions kept, retrying");
-                    s.down_logged = Some(now);
+        if let SourceState::Unreadable(e) = &state {
+            // One episode, whatever the reason (the directory, then the file).
+            match s.unreadable.hit() {
+                Some(1) => {
+                    warn!(source = %s.path, error = %e, "source unreadable; positions kept, retrying (reminder every 5 min)")
                 }
+                Some(_) => {
+                    warn!(source = %s.path, error = %e, down_seconds = s.unreadable.elapsed().as_secs(), "source still unreadable; positions kept, retrying")
+                }
+                None => {}
             }
+            if matches!(s.state, SourceState::Unreadable(_)) {
+                return;
+            }
+        } else if state == s.state {
             return;
-        }
-        match (&s.state, &state) {
-            (_, SourceState::Unreadable(e)) => {
-                if s.down_since.is_none() {
-                    s.down_since = Some(now);
+        } else if let Some((_, down)) = s.unreadable.end() {
+            let what = if state == SourceState::Missing {
+                "source readable again; its file does not exist"
+            } else {
+                "source readable again"
+            };
+            info!(source = %s.path, down_seconds = down.as_secs(), "{what}");
+        } else {
+            let dir_gone = state == SourceState::Missing
+                && Path::new(&s.path).parent().is_some_and(|d| !d.exists());
+            match (&s.state, &state) {
+                // After a rotation Zeek opens the next file only at its next write: a gap, not news.
+                (SourceState::Up, SourceState::Missing) if !dir_gone => {
+                    debug!(source = %s.path, "no file at the source path until the next write");
                 }
-                s.down_logged = Some(now);
-                warn!(source = %s.path, error = %e, "source unreadable; positions kept, retrying (reminder every 5 min)");
-            }
-            (SourceState::Unreadable(_), next) => {
-                let secs = s.down_since.map_or(0, |t| (now - t).as_secs());
-                s.down_since = None;
-                s.down_logged = None;
-                let what = if *next == SourceState::Missing {
-                    "source readable again; its file does not exist"
-                } else {
-                    "source readable again"
-                };
-                info!(source = %s.path, down_seconds = secs, "{what}");
-            }
-            // After a rotation Zeek opens the next file only at its next write: a gap, not news.
-            (SourceState::Up, SourceState::Missing) if !dir_gone => {
-                debug!(source = %s.path, "no file at the source path until the next write");
-            }
-            (_, SourceState::Missing) => {
-                s.missing_logged = true;
-                if dir_gone {
-                    warn!(source = %s.path, "no file at the source path: its directory is gone; waiting for it");
-                } else {
-                    warn!(source = %s.path, "no file at the source path (Zeek not started?); waiting for it");
+                (_, SourceState::Missing) => {
+                    s.missing_logged = true;
+                    if dir_gone {
+                        warn!(source = %s.path, "no file at the source path: its directory is gone; waiting for it");
+                    } else {
+                        warn!(source = %s.path, "no file at the source path (Zeek not started?); waiting for it");
+                    }
                 }
+                (SourceState::Missing, SourceState::Up) if s.missing_logged => {
+                    s.missing_logged = false;
+                    info!(source = %s.path, "source file present");
+                }
+                _ => {}
             }
-            (SourceState::Missing, SourceState::Up) if s.missing_logged => {
-                s.missing_logged = false;
-                info!(source = %s.path, "source file present");
-            }
-            _ => {}
         }
         s.state = state;
         // A change is shown in the status line at once, not at the next periodic update.
