@@ -6,7 +6,7 @@
 //! The tmpfs tests need root (mount); without it they print "SKIPPED: needs root" and pass. Every mount is
 //! undone by a guard, even when a test fails.
 
-use crate::support::faults::{is_root, Tmpfs};
+use crate::support::faults::{is_root, wait_until, Tmpfs};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
@@ -34,14 +34,6 @@ fn rows(from: u64, to: u64, duration: u64) -> String {
         .expect("write row");
     }
     s
-}
-
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A running `longconn run`, its stderr in a file; killed if still running when dropped.

@@ -8,7 +8,7 @@
 //!   lost is reported in the log (segment, offset, sequence number) and in the metric
 //!   `longconn_spool_records_lost_total`.
 
-use crate::support::faults::{is_root, Tmpfs};
+use crate::support::faults::{is_root, wait_until, Tmpfs};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
@@ -37,14 +37,6 @@ fn rows(range: std::ops::Range<u64>) -> String {
         .expect("write to a String");
     }
     s
-}
-
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Event ids of the JSON lines of `text`, asserting each line is one whole JSON document.
