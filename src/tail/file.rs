@@ -239,6 +239,9 @@ impl FileReader {
         // The inode of what we found (a copy made by copytruncate has another one).
         let id = file.metadata().map(|m| FileId::of(&m)).unwrap_or(saved.id);
         let seen_mtime = saved.mtime;
+        // Its first bytes as they are now (the caller recognised the file by them): a copytruncate before
+        // the next look is then recognised by its copy. A read error leaves them empty until that look.
+        let head = prefix(&file).unwrap_or_default();
         FileReader {
             path: path.to_path_buf(),
             file,
@@ -252,7 +255,7 @@ impl FileReader {
             saw_close: false,
             eof_polls: 0,
             seen_mtime,
-            head: Vec::new(),
+            head,
             nul_run: 0,
         }
     }

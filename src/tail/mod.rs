@@ -128,6 +128,17 @@ struct Pending {
     reader: FileReader,
     /// Emit `Opened` for it (not for the live file moving to the drain queue).
     announce: bool,
+    /// Among files of one modification time (a file time is only as fine as the kernel's tick): the copy
+    /// of a truncated file first, then the file we followed until this rotation (everything else found
+    /// with it came to the live path after it), then the rest by name.
+    rank: Rank,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Copy,
+    Held,
+    Other,
 }
 
 /// A saved file found again.
@@ -418,6 +429,7 @@ impl Tailer {
                     mtime: order(&meta),
                     reader: r,
                     announce: true,
+                    rank: Rank::Other,
                 });
                 continue;
             }
@@ -435,6 +447,7 @@ impl Tailer {
                         mtime: order(&meta),
                         reader: r,
                         announce: true,
+                        rank: Rank::Copy,
                     });
                 }
                 None => {
@@ -462,6 +475,7 @@ impl Tailer {
                         mtime: order(&meta),
                         reader: r,
                         announce: true,
+                        rank: Rank::Other,
                     });
                 }
             }
@@ -678,6 +692,7 @@ impl Tailer {
                 mtime: mtime(meta),
                 reader: r,
                 announce: true,
+                rank: Rank::Other,
             });
         }
         Ok(found)
@@ -727,6 +742,7 @@ impl Tailer {
                 mtime: mtime(meta),
                 reader: r,
                 announce: true,
+                rank: Rank::Copy,
             })));
         }
         Ok(None)
@@ -743,7 +759,7 @@ impl Tailer {
             } else {
                 RotatedName::of(live_name, &p.reader.path)
             };
-            (p.mtime, name)
+            (p.mtime, p.rank, name)
         });
         for p in files {
             if p.announce {
@@ -875,6 +891,7 @@ impl Tailer {
                 mtime: mtime(&old_meta),
                 reader: old,
                 announce: false,
+                rank: Rank::Held,
             });
             self.adopt(&found);
             files.extend(found);

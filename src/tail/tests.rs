@@ -1480,3 +1480,81 @@ fn scenario_07_copy_shorter_than_what_was_read_is_still_the_copy() {
     got.extend(uids(&mut t));
     assert_eq!(got, strs(&["C1"]));
 }
+
+/// Every interleaving of looks with one torture sequence (seed 2 of the long run): a copytruncate onto the
+/// name of an older copy (deleted first), rows after the truncate with no header, the truncated file
+/// deleted and recreated, the new file renamed away, a third file. Whatever the looks (and a restart before
+/// the copy or not), every row is read exactly once.
+#[test]
+fn scenario_26_copytruncate_delete_recreate_rotate_every_interleaving() {
+    const STEPS: usize = 7;
+    for (restart_first, variant) in [false, true]
+        .into_iter()
+        .flat_map(|r| [0, 1, 2].map(|v| (r, v)))
+    {
+        for mask in 0u32..(1 << STEPS) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let d = dir.path();
+            let live = d.join("conn.log");
+            let copy = d.join("conn.log.1");
+            let src = source(&live, StartAt::Beginning);
+            // Before: an older copytruncate left conn.log.1, which was read through the live file.
+            append(&live, &(header("h0") + &rows(&["P1", "P2"])));
+            let mut t = tailer(&src);
+            let mut seen = uids(&mut t);
+            fs::copy(&live, &copy).expect("copy");
+            truncate(&live);
+            if variant == 2 {
+                // The reader looked while the file was empty (right after the truncate).
+                seen.extend(uids(&mut t));
+            }
+            append(&live, &rows(&["A1", "A2", "A3"]));
+            seen.extend(uids(&mut t));
+            if variant == 1 {
+                // Rows written since the last look: the copy holds them, the truncate removes them.
+                append(&live, &rows(&["A4"]));
+            }
+            if restart_first {
+                // As the daemon does: the saved files are opened at once, before the next look.
+                t = restart(t, &src);
+                t.start(&mut |_| {}).expect("start");
+            }
+            let ctx = format!("restart {restart_first} variant {variant} mask {mask:07b}");
+            let step = |i: usize, t: &mut Tailer, seen: &mut Vec<String>| {
+                if mask & (1 << i) != 0 {
+                    seen.extend(uids(t));
+                }
+            };
+            // 0: the old copy is archived (deleted), then a new copy made.
+            fs::remove_file(&copy).expect("delete old copy");
+            fs::copy(&live, &copy).expect("copy");
+            step(0, &mut t, &mut seen);
+            // 1: truncate.
+            truncate(&live);
+            step(1, &mut t, &mut seen);
+            // 2: rows, no header.
+            append(&live, &rows(&["B1", "B2", "B3", "B4", "B5"]));
+            step(2, &mut t, &mut seen);
+            // 3: delete + recreate.
+            fs::remove_file(&live).expect("delete live");
+            step(3, &mut t, &mut seen);
+            append(&live, &(header("h2") + &rows(&["C1", "C2"])));
+            step(4, &mut t, &mut seen);
+            // 5: Zeek's rename.
+            fs::rename(&live, d.join("conn.2024-01-01-05-00-00.log")).expect("rename");
+            step(5, &mut t, &mut seen);
+            append(&live, &(header("h3") + &rows(&["D1"])));
+            step(6, &mut t, &mut seen);
+            for _ in 0..3 {
+                seen.extend(uids(&mut t));
+            }
+            // The truncated file is deleted while we hold it open: its rows after the truncate are read.
+            let mut want = strs(&["P1", "P2", "A1", "A2", "A3"]);
+            if variant == 1 {
+                want.push("A4".into());
+            }
+            want.extend(strs(&["B1", "B2", "B3", "B4", "B5", "C1", "C2", "D1"]));
+            assert_eq!(seen, want, "{ctx}");
+        }
+    }
+}
