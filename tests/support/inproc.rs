@@ -41,11 +41,13 @@ impl InProc {
 
     /// Waits until `f` holds for the published progress; panics naming `what` after [`LIMIT`].
     pub async fn wait(&mut self, what: &str, f: impl Fn(&Progress) -> bool) -> Progress {
-        match tokio::time::timeout(LIMIT, self.progress.wait_for(|p| f(p))).await {
-            Ok(Ok(p)) => p.clone(),
+        let mut progress = self.progress.clone();
+        let got = match tokio::time::timeout(LIMIT, progress.wait_for(|p| f(p))).await {
+            Ok(Ok(p)) => Some(p.clone()),
             Ok(Err(_)) => panic!("the daemon stopped while waiting for {what}"),
-            Err(_) => panic!("timed out waiting for {what}; progress {:?}", self.now()),
-        }
+            Err(_) => None,
+        };
+        got.unwrap_or_else(|| panic!("timed out waiting for {what}; progress {:?}", self.now()))
     }
 
     /// Waits for `READY`.
