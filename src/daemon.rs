@@ -39,8 +39,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 /// What is saved in the state directory.
@@ -804,7 +804,9 @@ pub async fn run(
     let result = match tokio::time::timeout(STOP_DEADLINE, worker).await {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(e.into()),
-        Ok(Err(_)) => Err(anyhow::anyhow!("pipeline failed: the pipeline thread panicked")),
+        Ok(Err(_)) => Err(anyhow::anyhow!(
+            "pipeline failed: the pipeline thread panicked"
+        )),
         Err(_) => Err(anyhow::anyhow!(
             "pipeline did not stop within {STOP_DEADLINE:?}"
         )),

@@ -600,7 +600,10 @@ fn sighup_reload_applies_new_thresholds_and_keeps_old_on_bad_config() {
     wait_checkpoint_covers(&env.state, &env.live());
     stop(child);
     let after = env.alerts();
-    assert!(after.len() > mid, "the new records raised cumulative alerts");
+    assert!(
+        after.len() > mid,
+        "the new records raised cumulative alerts"
+    );
     assert!(
         after[mid..]
             .iter()

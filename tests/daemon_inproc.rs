@@ -76,11 +76,7 @@ async fn scenario_20_restart_with_nothing_new_raises_nothing_in_process() {
     // Restarted on the same state: caught up in a round that started after the start, nothing re-read.
     let mut d = InProc::start(&sensor.config(), RunOptions::default());
     let p = d.settle().await;
-    assert_eq!(
-        (p.records, p.alerts_spooled),
-        (0, 0),
-        "nothing read twice"
-    );
+    assert_eq!((p.records, p.alerts_spooled), (0, 0), "nothing read twice");
     sensor.append(&long_rows(5..7));
     let p = d.settle().await;
     assert_eq!((p.records, p.alerts_spooled), (2, 2));

@@ -4,7 +4,6 @@
 //! READY around each SIGHUP (a good and a refused config), WATCHDOG keeps arriving from the pipeline loop,
 //! and STOPPING on SIGTERM, in that order.
 
-
 use crate::support::sensor::{row, signal, stderr_now, stop, Sensor};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
