@@ -890,6 +890,33 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_is_never_queued_behind_wake_ups() {
+        let (commands, commands_rx) = crossbeam_channel::unbounded();
+        let (wake, wakes) = crossbeam_channel::bounded(1);
+        let inbox = Inbox {
+            commands: commands_rx,
+            wakes,
+        };
+        // A busy file: thousands of notifications, coalesced into one pending wake-up.
+        for _ in 0..10_000 {
+            let _ = wake.try_send(());
+        }
+        assert_eq!(inbox.wakes.len(), 1);
+        commands.send(Command::Stop).expect("send");
+        let started = Instant::now();
+        assert!(matches!(inbox.next(RECHECK), Some(Command::Stop)));
+        assert!(started.elapsed() < RECHECK, "taken before the wake-up");
+        // The pending wake-up makes the next wait return at once; then it waits for the next one.
+        assert!(inbox.next(RECHECK).is_none());
+        assert!(inbox.wakes.is_empty());
+        drop(commands);
+        assert!(
+            matches!(inbox.next(Duration::ZERO), Some(Command::Stop)),
+            "a caller gone is a stop"
+        );
+    }
+
+    #[test]
     fn checkpoint_cadence_bounds_time_and_bytes_spent_writing() {
         let five = Duration::from_secs(5);
         // A small window: the configured interval.
