@@ -65,6 +65,16 @@ pub fn replay(
                 Err(e) => {
                     writeln!(err, "longconn replay: {name}: line {}: {e}", line_no + 1)?;
                     summary.file_errors.push(format!("{name}: {e}"));
+                    if !buf.is_empty() {
+                        // The line the error cut off (as scan does): counted, never parsed.
+                        line_no += 1;
+                        let reason = SkipReason::Truncated;
+                        *summary.lines_skipped.entry(reason.kind()).or_default() += 1;
+                        logged += 1;
+                        if logged <= 20 {
+                            writeln!(err, "{name}:{line_no}: skipped: {reason}")?;
+                        }
+                    }
                     break;
                 }
             };

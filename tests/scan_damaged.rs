@@ -140,6 +140,30 @@ fn scan(args: &[&str], files: &[&Path]) -> Scan {
     }
 }
 
+/// `longconn replay` over `path` at the shipped config: (records seen, lines skipped as truncated).
+fn replay_counts(path: &Path) -> (u64, u64) {
+    let out = Command::new(bin())
+        .arg("replay")
+        .arg("--config")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/longconn.toml"))
+        .arg(path)
+        .output()
+        .expect("run longconn replay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let number_after = |key: &str| -> u64 {
+        stderr.find(key).map_or(0, |at| {
+            stderr[at + key.len()..]
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap_or_else(|_| panic!("no number after {key:?} in {stderr}"))
+        })
+    };
+    (number_after("records seen"), number_after("truncated "))
+}
+
 /// Cut offsets across a compressed file of `len` bytes: in the header, early, middle, late, in the trailer.
 fn cuts(len: usize) -> Vec<usize> {
     vec![
@@ -208,6 +232,11 @@ fn check_cuts(name: &str, plain: &[u8]) {
         assert_eq!(s.code, 1, "{ctx}");
         assert_eq!(s.records(), complete, "records = complete lines: {ctx}");
         assert_eq!(s.truncated(), u64::from(partial), "cut-off line: {ctx}");
+        assert_eq!(
+            replay_counts(&path),
+            (complete, u64::from(partial)),
+            "replay reads and counts the same lines as scan: {ctx}"
+        );
         let message = format!(
             "longconn scan: {}: gzip data cut off at compressed byte {cut} ",
             path.display()
