@@ -1,7 +1,14 @@
 //! The daemon (`longconn run`): wiring only. It restores the checkpoint, starts one [`Tailer`] per source, and
 //! runs the pipeline tail -> parse -> detector -> spool on one blocking thread; one delivery task per output
-//! (`crate::delivery`) carries alerts from the spool to the output, while the async side turns signals and
-//! file-system notifications into control messages.
+//! (`crate::delivery`) carries alerts from the spool to the output, while the async side turns its caller's
+//! [`Control`] requests (stop, reload: `main` wires SIGTERM, SIGINT and SIGHUP to them, tests send them directly)
+//! and file-system notifications into messages for the pipeline. Nothing here installs a signal handler.
+//!
+//! The caller sees what the daemon did through a [`Progress`] watch (ready, records read, caught up, alerts
+//! spooled and delivered), so a test awaits an event instead of sleeping. File-system wake-ups are coalesced
+//! (one pending wake-up at most) and the pipeline takes its commands before them, so a stop or a reload is never
+//! queued behind the notifications of a busy file. A stop is honoured within [`STOP_DEADLINE`]: the pipeline
+//! thread is waited for that long and no longer (`run` then fails and the process exits without it).
 //!
 //! At-least-once, the ordering invariant: every alert is appended to the spool and the spool is fsynced
 //! ([`Spool::sync`]) BEFORE the checkpoint that covers the records that raised it is saved. So an alert is
@@ -25,15 +32,15 @@ use crate::config::Config;
 use crate::delivery::{self, OutputStats};
 use crate::detector::{Detector, DetectorState};
 use crate::output::{self, ReopenGeneration};
-use crate::signal::{Signal, Signals};
 use crate::spool::{Spool, SpoolOptions, DEFAULT_SEGMENT_BYTES};
 use crate::tail::{SourceCheckpoint, TailEvent, Tailer};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 /// What is saved in the state directory.
@@ -84,7 +91,7 @@ struct Watches {
     /// The directories watched, with their identity when the watch was set: a directory deleted and
     /// recreated under the same name (zeekctl moves its spool away) is another directory, watched anew.
     dirs: Vec<(PathBuf, Option<crate::tail::FileId>)>,
-    wake: mpsc::Sender<Control>,
+    wake: crossbeam_channel::Sender<()>,
 }
 
 impl Watches {
@@ -105,7 +112,8 @@ impl Watches {
         let paths: Vec<PathBuf> = dirs.iter().map(|(d, _)| d.clone()).collect();
         let wake = self.wake.clone();
         self.watcher = match crate::tail::watch::watch(&paths, move || {
-            let _ = wake.send(Control::Wake);
+            // Full: a wake-up is already pending, and the next poll sees this change too.
+            let _ = wake.try_send(());
         }) {
             Ok(w) => {
                 for d in &paths {
@@ -187,15 +195,81 @@ struct Faults {
     checkpoint: Episode,
 }
 
+/// What the caller asks of a running daemon (`main` sends these on SIGTERM/SIGINT and SIGHUP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Drain, checkpoint and stop (also when every sender is dropped).
+    Stop,
+    /// Read the config file again and apply it (a bad one is logged and the running one kept).
+    Reload,
+}
+
+/// What a running daemon has done so far, published after every round of polls: for callers (tests) to
+/// await instead of sleeping. Counters only grow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The first round of polls is done (`READY=1` was sent).
+    pub ready: bool,
+    /// Rounds of polls completed. A round that starts after a write has seen it: wait for two more rounds
+    /// than were counted when the write finished.
+    pub rounds: u64,
+    /// Records read.
+    pub records: u64,
+    /// The last round found nothing more to read in any source (and nothing waits for room in the spool).
+    pub caught_up: bool,
+    /// Alerts appended to the spool.
+    pub alerts_spooled: u64,
+    /// Alerts the outputs delivered (summed over outputs).
+    pub alerts_delivered: u64,
+    /// Checkpoints saved (including "still current", which writes nothing).
+    pub checkpoints: u64,
+    /// Reload requests handled: applied or refused.
+    pub reloads: u64,
+}
+
+impl Progress {
+    /// Caught up in a round that started after a round count of `rounds` was seen (see [`Progress::rounds`]).
+    pub fn settled_since(&self, rounds: u64) -> bool {
+        self.caught_up && self.rounds >= rounds + 2
+    }
+}
+
 /// Messages from the async side to the pipeline thread.
 #[derive(Debug)]
-pub enum Control {
-    /// Something changed on disk: poll now.
-    Wake,
+enum Command {
     /// Apply a new, already validated config.
     Reload(Box<Config>),
     /// Drain, checkpoint and stop.
     Stop,
+}
+
+/// The pipeline thread's inbox: commands in order, file-system wake-ups coalesced into at most one pending
+/// (a bounded channel of one, filled with `try_send`), and commands always taken first.
+struct Inbox {
+    commands: crossbeam_channel::Receiver<Command>,
+    wakes: crossbeam_channel::Receiver<()>,
+}
+
+impl Inbox {
+    /// The next command, waiting up to `wait` for one or for a wake-up (`None`: poll again). A closed
+    /// command channel is a stop.
+    fn next(&self, wait: Duration) -> Option<Command> {
+        match self.commands.try_recv() {
+            Ok(c) => return Some(c),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return Some(Command::Stop),
+            Err(crossbeam_channel::TryRecvError::Empty) => {}
+        }
+        if wait.is_zero() {
+            // Polling again at once: that poll sees whatever the pending wake-up was about.
+            let _ = self.wakes.try_recv();
+            return None;
+        }
+        crossbeam_channel::select_biased! {
+            recv(self.commands) -> c => Some(c.unwrap_or(Command::Stop)),
+            recv(self.wakes) -> _ => None,
+            default(wait) => None,
+        }
+    }
 }
 
 /// Options from the command line.
@@ -226,12 +300,20 @@ struct Pipeline {
     first_start: bool,
     /// Failures that repeat while a disk is full, logged at a limited rate.
     faults: Faults,
+    /// What the caller sees of our progress, and the outputs' counters summed into it.
+    progress: Arc<watch::Sender<Progress>>,
+    output_stats: Vec<Arc<OutputStats>>,
+    checkpoints: u64,
     /// Held while we run: no second daemon on this state directory.
     _state_lock: std::fs::File,
 }
 
 impl Pipeline {
-    fn start(config: Config, opts: &RunOptions) -> anyhow::Result<Pipeline> {
+    fn start(
+        config: Config,
+        opts: &RunOptions,
+        progress: Arc<watch::Sender<Progress>>,
+    ) -> anyhow::Result<Pipeline> {
         let store = CheckpointStore::new(&config.state.dir);
         store
             .prepare()
@@ -294,6 +376,9 @@ impl Pipeline {
             reconfigured: false,
             first_start,
             faults: Faults::default(),
+            progress,
+            output_stats: Vec::new(),
+            checkpoints: 0,
             _state_lock: state_lock,
         })
     }
@@ -452,6 +537,7 @@ impl Pipeline {
         if !self.reconfigured && self.saved_sources.as_ref() == Some(&sources) {
             // Nothing read and no reload since the last one: the saved state is still the current one.
             self.health.checkpoint_saved();
+            self.checkpoints += 1;
             return Ok(0);
         }
         let state = SavedState {
@@ -469,6 +555,7 @@ impl Pipeline {
                     );
                 }
                 self.health.checkpoint_saved();
+                self.checkpoints += 1;
                 self.saved_sources = Some(state.sources);
                 self.reconfigured = false;
                 Ok(size)
@@ -517,11 +604,34 @@ impl Pipeline {
         let _ = self.checkpoint();
     }
 
-    fn run(
-        mut self,
-        ctrl: mpsc::Receiver<Control>,
-        mut watches: Watches,
-    ) -> Result<(), CheckpointNotSaved> {
+    /// Publishes what the caller may await (after each round of polls and each command).
+    fn publish(&self, caught_up: bool, reloaded: bool) {
+        let p = Progress {
+            ready: true,
+            rounds: 0,
+            records: self.records,
+            caught_up,
+            alerts_spooled: self.alerts_written,
+            alerts_delivered: self
+                .output_stats
+                .iter()
+                .map(|s| s.delivered.load(Ordering::Relaxed))
+                .sum(),
+            checkpoints: self.checkpoints,
+            reloads: 0,
+        };
+        self.progress.send_modify(|old| {
+            let rounds = old.rounds + u64::from(!reloaded);
+            let reloads = old.reloads + u64::from(reloaded);
+            *old = Progress {
+                rounds,
+                reloads,
+                ..p
+            };
+        });
+    }
+
+    fn run(mut self, inbox: Inbox, mut watches: Watches) -> Result<(), CheckpointNotSaved> {
         if self.first_start {
             self.save_first_positions();
         }
@@ -534,13 +644,13 @@ impl Pipeline {
         let mut last_size = 0u64;
         loop {
             // Pending alerts (the spool refused them) or a full spool: do not read, let outputs catch up.
-            let n = if !self.alerts_buf.is_empty() {
+            let (n, polled) = if !self.alerts_buf.is_empty() {
                 self.write_alerts();
-                0
+                (0, false)
             } else if self.spool.is_full() {
-                0
+                (0, false)
             } else {
-                self.poll_all()
+                (self.poll_all(), true)
             };
             if self.spool.has_unsynced() {
                 // Hand new alerts to the outputs now, not only at the next checkpoint.
@@ -568,15 +678,17 @@ impl Pipeline {
                 watches.refresh(self.watch_dirs());
                 last_watch_check = Instant::now();
             }
+            self.publish(polled && n == 0 && self.alerts_buf.is_empty(), false);
             let wait = if n > 0 { Duration::ZERO } else { RECHECK };
             let wait = self.health.max_wait(wait);
-            match ctrl.recv_timeout(wait) {
-                Ok(Control::Wake) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Ok(Control::Reload(cfg)) => {
+            match inbox.next(wait) {
+                None => {}
+                Some(Command::Reload(cfg)) => {
                     self.reload(*cfg);
                     self.health.reloaded(); // READY=1 after RELOADING=1
+                    self.publish(false, true);
                 }
-                Ok(Control::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Some(Command::Stop) => break,
             }
         }
         // One more try for alerts the spool refused (the outputs may have freed room since).
@@ -613,17 +725,24 @@ impl CheckpointNotSaved {
     pub const EXIT_CODE: u8 = 75;
 }
 
-/// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP; a bad config is logged and the
-/// running one kept.
-pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow::Result<()> {
-    let mut signals = Signals::new()?;
+/// Runs the daemon until the caller sends [`Control::Stop`] (or drops every sender of `control`).
+/// [`Control::Reload`] re-reads `config_path`; a bad config is logged and the running one kept. What the daemon
+/// has done is published on `progress`. Installs no signal handler: `main` turns signals into `control`.
+pub async fn run(
+    config_path: &Path,
+    config: Config,
+    opts: RunOptions,
+    mut control: mpsc::Receiver<Control>,
+    progress: watch::Sender<Progress>,
+) -> anyhow::Result<()> {
+    let progress = Arc::new(progress);
     // Before the pipeline resolves its metric handles.
     let _metrics = match config.metrics.listen {
         Some(addr) => Some(crate::metrics::serve(addr).await?),
         None => None,
     };
     let notifier = crate::notify::Notifier::from_env();
-    let pipeline = Pipeline::start(config, &opts)?;
+    let mut pipeline = Pipeline::start(config, &opts, progress.clone())?;
     let reopen = ReopenGeneration::default();
     let (stop_delivery, deliveries) = start_delivery(&pipeline, &reopen)?;
     if _metrics.is_some() {
@@ -634,36 +753,50 @@ pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow
                 .collect(),
         );
     }
-    let (tx, rx) = mpsc::channel::<Control>();
+    pipeline.output_stats = deliveries.iter().map(|d| d.stats.clone()).collect();
+    let (commands, commands_rx) = crossbeam_channel::unbounded::<Command>();
+    let (wake, wakes) = crossbeam_channel::bounded::<()>(1);
+    let inbox = Inbox {
+        commands: commands_rx,
+        wakes,
+    };
     let mut watches = Watches {
         watcher: None,
         dirs: Vec::new(),
-        wake: tx.clone(),
+        wake,
     };
     watches.refresh(pipeline.watch_dirs());
     info!(sources = pipeline.tailers.len(), "longconn running");
-    let worker = tokio::task::spawn_blocking(move || pipeline.run(rx, watches));
+    // A thread of its own rather than `spawn_blocking`: a runtime waits for its blocking tasks when it is
+    // dropped, which would make the stop deadline below a wish.
+    let (done, worker) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("pipeline".into())
+        .spawn(move || {
+            let _ = done.send(pipeline.run(inbox, watches));
+        })?;
     loop {
-        match signals.recv().await {
-            Signal::Reload => {
+        match control.recv().await {
+            Some(Control::Reload) => {
                 notifier.reloading(); // the pipeline says READY=1 once it has applied it
                                       // File outputs reopen before their next batch (logrotate moved them away).
                 reopen.fetch_add(1, Ordering::Relaxed);
                 // The preflight too, so a bare SIGHUP refuses what `check` refuses.
                 match crate::config::preflight::load(config_path) {
                     Ok((cfg, _warnings)) => {
-                        let _ = tx.send(Control::Reload(Box::new(cfg)));
+                        let _ = commands.send(Command::Reload(Box::new(cfg)));
                     }
                     Err(e) => {
                         error!("reload refused, keeping the running configuration:\n{e}");
                         notifier.ready();
+                        progress.send_modify(|p| p.reloads += 1);
                     }
                 }
             }
-            Signal::Terminate => {
+            Some(Control::Stop) | None => {
                 notifier.stopping();
                 info!("stopping");
-                let _ = tx.send(Control::Stop);
+                let _ = commands.send(Command::Stop);
                 break;
             }
         }
@@ -671,7 +804,9 @@ pub async fn run(config_path: &Path, config: Config, opts: RunOptions) -> anyhow
     let result = match tokio::time::timeout(STOP_DEADLINE, worker).await {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(e.into()),
-        Ok(Err(e)) => Err(anyhow::anyhow!("pipeline failed: {e}")),
+        Ok(Err(_)) => Err(anyhow::anyhow!(
+            "pipeline failed: the pipeline thread panicked"
+        )),
         Err(_) => Err(anyhow::anyhow!(
             "pipeline did not stop within {STOP_DEADLINE:?}"
         )),
@@ -752,6 +887,33 @@ mod tests {
         let (n, _) = e.end().expect("it had failed");
         assert_eq!(n, 1001);
         assert_eq!(e.hit(), Some(1), "a new episode is logged at once");
+    }
+
+    #[test]
+    fn a_stop_is_never_queued_behind_wake_ups() {
+        let (commands, commands_rx) = crossbeam_channel::unbounded();
+        let (wake, wakes) = crossbeam_channel::bounded(1);
+        let inbox = Inbox {
+            commands: commands_rx,
+            wakes,
+        };
+        // A busy file: thousands of notifications, coalesced into one pending wake-up.
+        for _ in 0..10_000 {
+            let _ = wake.try_send(());
+        }
+        assert_eq!(inbox.wakes.len(), 1);
+        commands.send(Command::Stop).expect("send");
+        let started = Instant::now();
+        assert!(matches!(inbox.next(RECHECK), Some(Command::Stop)));
+        assert!(started.elapsed() < RECHECK, "taken before the wake-up");
+        // The pending wake-up makes the next wait return at once; then it waits for the next one.
+        assert!(inbox.next(RECHECK).is_none());
+        assert!(inbox.wakes.is_empty());
+        drop(commands);
+        assert!(
+            matches!(inbox.next(Duration::ZERO), Some(Command::Stop)),
+            "a caller gone is a stop"
+        );
     }
 
     #[test]

@@ -327,7 +327,16 @@ fn run_daemon(a: RunArgs) -> ExitCode {
         }
     };
     let opts = longconn::daemon::RunOptions { fresh: a.fresh };
-    match rt.block_on(longconn::daemon::run(&a.config.config, cfg, opts)) {
+    let result = rt.block_on(async {
+        let signals = longconn::signal::Signals::new()?;
+        let (control, control_rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(longconn::signal::forward(signals, control));
+        let (progress, _) = tokio::sync::watch::channel(longconn::daemon::Progress::default());
+        longconn::daemon::run(&a.config.config, cfg, opts, control_rx, progress).await
+    });
+    // The pipeline thread is not waited for: `run` gave up on it after its stop deadline.
+    rt.shutdown_timeout(longconn::daemon::DELIVERY_GRACE);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // Already logged as an ERROR by the pipeline.
         Err(e) if e.is::<longconn::daemon::CheckpointNotSaved>() => {

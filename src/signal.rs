@@ -1,4 +1,8 @@
-//! Process signals, in one place: SIGHUP reloads, SIGTERM and SIGINT stop.
+//! Process signals, in one place: SIGHUP reloads, SIGTERM and SIGINT stop. `main` installs the handlers and
+//! forwards what arrives to the daemon as [`Control`] requests; the daemon itself installs none, so tests
+//! drive it with the same requests in-process.
+
+use crate::daemon::Control;
 
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -30,6 +34,20 @@ impl Signals {
             _ = self.hup.recv() => Signal::Reload,
             _ = self.term.recv() => Signal::Terminate,
             _ = self.int.recv() => Signal::Terminate,
+        }
+    }
+}
+
+/// Turns signals into the daemon's control requests until the daemon stops listening.
+pub async fn forward(mut signals: Signals, control: tokio::sync::mpsc::Sender<Control>) {
+    loop {
+        let request = match signals.recv().await {
+            Signal::Reload => Control::Reload,
+            Signal::Terminate => Control::Stop,
+        };
+        if control.send(request).await.is_err() {
+            // Stopped: later signals are received and ignored, as while the daemon drains.
+            let _ = std::future::pending::<()>().await;
         }
     }
 }

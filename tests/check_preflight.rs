@@ -6,7 +6,7 @@
 //! Tests that need an unprivileged user run the binary as nobody (65534) through `setpriv` when root (CI);
 //! as a normal user they run it plainly.
 
-use crate::common;
+use crate::support::sensor;
 
 use crate::support::faults::is_root;
 use std::path::{Path, PathBuf};
@@ -121,7 +121,7 @@ fn write(path: &Path, text: &str) {
 fn config(dir: &Path, state: &Path, rest: &str) -> PathBuf {
     let log = dir.join("conn.log");
     if !log.exists() {
-        write(&log, common::HEADER);
+        write(&log, sensor::HEADER);
     }
     let path = dir.join("longconn.toml");
     write(
@@ -163,12 +163,12 @@ fn wait_stderr(child: &mut std::process::Child, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = String::new();
     loop {
-        seen.push_str(&common::stderr_now(child));
+        seen.push_str(&sensor::stderr_now(child));
         if seen.contains(needle) {
             return seen;
         }
         if let Some(status) = child.try_wait().expect("wait") {
-            seen.push_str(&common::stderr_now(child));
+            seen.push_str(&sensor::stderr_now(child));
             panic!("longconn exited ({status}) before {needle:?}:\n{seen}");
         }
         if Instant::now() > deadline {
@@ -490,7 +490,7 @@ fn scenario_source_directory_missing_is_a_warning() {
         seen.contains("does not exist (yet)") && seen.contains("source[0].path"),
         "run did not warn: {seen}"
     );
-    common::stop(run);
+    sensor::stop(run);
 }
 
 /// What the package and systemd set up: the state and log directories, the service user's. The shipped
@@ -544,7 +544,7 @@ fn shipped_config_passes_check_and_run_starts() {
     assert_eq!(check.status.code(), Some(0), "check: {err}");
     let mut run = longconn(&["run"], &path, true).spawn().expect("spawn");
     wait_stderr(&mut run, "longconn running");
-    common::stop(run);
+    sensor::stop(run);
     assert!(
         err.contains("warning: source[0].path: directory"),
         "no warning for the missing Zeek directory: {err}"

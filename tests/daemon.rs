@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::support;
 use support::faults::is_root;
+use support::sensor::{wait_checkpoint_covers, Notify};
 use support::zeek::{header, record, records};
 
 fn bin() -> &'static str {
@@ -57,6 +58,8 @@ struct Env {
     stderr: PathBuf,
     /// Every record written so far, in order, with its header: what `replay` reads.
     joined: String,
+    /// The notification socket of the daemon started last: its readiness and rounds of polls.
+    notify: std::cell::RefCell<Option<Notify>>,
 }
 
 impl Env {
@@ -83,6 +86,7 @@ impl Env {
             alerts,
             config,
             joined: header("2023-11-14-22-13-20"),
+            notify: std::cell::RefCell::new(None),
         }
     }
 
@@ -132,20 +136,45 @@ impl Env {
         self.append(&records(range));
     }
 
+    /// Starts `longconn run` and waits for its `READY=1` (the first round of polls is done).
     fn start(&self) -> Child {
+        let child = self.spawn();
+        self.wait_rounds(0);
+        child
+    }
+
+    /// Starts `longconn run` without waiting for it.
+    fn spawn(&self) -> Child {
         let err = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.stderr)
             .expect("stderr file");
-        Command::new(bin())
+        // Dropping the previous one first: its socket path is reused.
+        drop(self.notify.borrow_mut().take());
+        let notify = Notify::bind(self._tmp.path().join("notify.sock"));
+        let child = Command::new(bin())
             .args(["run", "--config"])
             .arg(&self.config)
             .args(["--log-level", "info"])
+            .envs(notify.env())
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
-            .expect("start longconn run")
+            .expect("start longconn run");
+        *self.notify.borrow_mut() = Some(notify);
+        child
+    }
+
+    /// Waits for the daemon started last to be ready and, with `rounds` > 0, for that many rounds of
+    /// polls begun after this call (each looks at every source): what it could see, it has seen.
+    fn wait_rounds(&self, rounds: usize) {
+        let notify = self.notify.borrow();
+        let notify = notify.as_ref().expect("a daemon was started");
+        notify.wait_ready();
+        if rounds > 0 {
+            notify.wait_rounds(rounds);
+        }
     }
 
     /// What `replay` raises on the joined records.
@@ -264,8 +293,8 @@ fn scenario_02_rename_rotation_same_inode() {
     // Records written just before the rotation are drained from the renamed file.
     env.append(&records(30..45));
     fs::rename(env.live(), env.logs.join("conn.2023-11-14-23-00-00.log")).expect("rotate");
-    // scenario 5: the live path is missing for a while.
-    std::thread::sleep(Duration::from_millis(300));
+    // scenario 5: the live path is missing for a while (a few rounds of polls see it missing).
+    env.wait_rounds(3);
     env.new_file(45..90);
     env.settle();
     stop(child);
@@ -372,7 +401,7 @@ fn scenario_11_partial_line_held_until_newline_across_restart() {
             .expect("open");
         f.write_all(a.as_bytes()).expect("first half");
     }
-    std::thread::sleep(Duration::from_millis(400));
+    env.wait_rounds(1);
     stop(child);
     {
         let mut f = OpenOptions::new()
@@ -441,7 +470,6 @@ fn second_daemon_on_the_same_state_directory_is_refused() {
     env.settle();
     stop(first);
     let again = env.start();
-    std::thread::sleep(Duration::from_millis(300));
     stop(again);
 }
 
@@ -456,9 +484,14 @@ fn idle_daemon_keeps_its_checkpoint_and_new_records_rewrite_it() {
     let checkpoint = env.state.join("checkpoint.json");
     // Each save renames a new file into place: a new inode.
     let inode = || fs::metadata(&checkpoint).map(|m| m.ino()).ok();
-    std::thread::sleep(Duration::from_millis(700)); // a few intervals: the last records are saved
+    // The last records are saved once the checkpoint covers the whole file.
+    wait_checkpoint_covers(&env.state, &env.live());
     let saved = inode().expect("checkpoint written");
-    std::thread::sleep(Duration::from_millis(1200)); // six more intervals with nothing to read
+    // Rounds of polls spanning six more checkpoint intervals (200 ms) with nothing to read.
+    let idle = Instant::now();
+    while idle.elapsed() < Duration::from_millis(1200) {
+        env.wait_rounds(1);
+    }
     assert_eq!(
         inode(),
         Some(saved),
@@ -492,7 +525,7 @@ fn scenario_20_graceful_stop_checkpoints_and_restart_continues_exactly() {
     // And a restart with nothing new raises nothing.
     let n = env.alerts().len();
     let child = env.start();
-    std::thread::sleep(Duration::from_millis(500));
+    env.wait_rounds(3);
     stop(child);
     assert_eq!(env.alerts().len(), n);
 }
@@ -535,7 +568,7 @@ fn sighup_reload_applies_new_thresholds_and_keeps_old_on_bad_config() {
     let good = fs::read_to_string(&env.config).expect("read config");
     fs::write(&env.config, good.replace("[window]", "[window]\nbogus = 1")).expect("write bad");
     signal(&child, libc::SIGHUP);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_log(&env, "reload refused", 1);
     env.append(&records(40..60));
     env.settle();
     let log = fs::read_to_string(&env.stderr).unwrap_or_default();
@@ -563,15 +596,20 @@ fn sighup_reload_applies_new_thresholds_and_keeps_old_on_bad_config() {
         .expect("open");
     w.write_all(records(60..120).as_bytes()).expect("append");
     drop(w);
-    std::thread::sleep(Duration::from_millis(800));
+    // Read, and their alerts spooled; the stop lets the output deliver all of them.
+    wait_checkpoint_covers(&env.state, &env.live());
+    stop(child);
     let after = env.alerts();
+    assert!(
+        after.len() > mid,
+        "the new records raised cumulative alerts"
+    );
     assert!(
         after[mid..]
             .iter()
             .all(|l| l.contains("\"trigger\":\"cumulative\"")),
         "only cumulative alerts after single levels were switched off"
     );
-    stop(child);
 }
 
 #[test]
@@ -760,8 +798,8 @@ fn live_file_replaced_by_a_symlink_loop_is_logged_once_per_change() {
     fs::rename(env.live(), env.logs.join("conn.2023-11-14-23-00-00.log")).expect("rotate");
     std::os::unix::fs::symlink("conn.log", env.live()).expect("symlink loop");
     wait_log(&env, "source unreadable", 1);
-    // Let it poll the loop for a while (about 8 re-checks); the end of the episode below proves it did.
-    std::thread::sleep(Duration::from_secs(2));
+    // Let it poll the loop for a while (8 rounds); the end of the episode below proves it did.
+    env.wait_rounds(8);
     fs::remove_file(env.live()).expect("remove loop");
     env.new_file(30..60);
     wait_log(&env, "source readable again", 1);

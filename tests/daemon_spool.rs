@@ -110,10 +110,12 @@ flush_interval = "10ms"
     assert_eq!(want.len(), 300);
 
     let stderr = d.join("daemon.stderr");
+    let notify = crate::support::sensor::Notify::bind(d.join("notify.sock"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_longconn"))
         .arg("run")
         .arg("--config")
         .arg(&config)
+        .envs(notify.env())
         .stdout(Stdio::null())
         .stderr(fs::File::create(&stderr).unwrap())
         .spawn()
@@ -131,8 +133,12 @@ flush_interval = "10ms"
             .unwrap();
         f.write_all(rest.as_bytes()).unwrap();
     }
-    // The file output went on while syslog was down, but reading stays paused: the new records wait.
-    std::thread::sleep(Duration::from_millis(500));
+    // The file output went on while syslog was down, but reading stays paused: the new records wait
+    // through rounds of polls that began after they were written.
+    wait_until(Duration::from_secs(20), "the file output's part", || {
+        ids(&alerts).len() >= 100
+    });
+    notify.wait_rounds(3);
     let partial = ids(&alerts).len();
     assert_eq!(
         partial, 100,

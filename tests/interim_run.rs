@@ -31,6 +31,13 @@ fn append(path: &Path, text: &str) {
 
 /// Kills the daemon when the test ends, pass or fail.
 struct Daemon(Child);
+
+/// A child that has exited at once, to leave in a [`Daemon`] whose daemon was stopped.
+fn spawn_nothing() -> Child {
+    let mut c = Command::new("true").spawn().expect("spawn true");
+    let _ = c.wait();
+    c
+}
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -103,10 +110,12 @@ fn daemon_alerts_on_a_still_open_connection_from_open_conn_log() {
         ),
     )
     .expect("write config");
-    let _daemon = Daemon(
+    let notify = crate::support::sensor::Notify::bind(dir.join("notify.sock"));
+    let mut daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_longconn"))
             .args(["run", "--fresh", "--config"])
             .arg(&cfg)
+            .envs(notify.env())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -134,7 +143,13 @@ fn daemon_alerts_on_a_still_open_connection_from_open_conn_log() {
     // cumulative time is below the 8h cumulative level (summing the four records would give 12h).
     append(&open_conn, &row("Clong", t0, 12_600.0));
     append(&conn, &row("Cmark", t0 + 5.0 * 3600.0, 1.0));
-    std::thread::sleep(Duration::from_millis(600));
+    // Rounds of polls that began after the writes have read them (a third alert would be spooled by now);
+    // a clean stop lets the file output deliver everything spooled.
+    notify.wait_rounds(3);
+    let mut child = std::mem::replace(&mut daemon.0, spawn_nothing());
+    // SAFETY: kill(2) on our own child with a valid signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert!(child.wait().expect("wait").success(), "clean stop");
     let got = wait_for(&alerts, |_| true);
     assert_eq!(singles(&got).len(), 2, "{got:#?}");
     assert!(got.iter().all(|a| a["longconn"]["trigger"] == "single"));

@@ -2,12 +2,13 @@
 //! dependency graph instead of one per file keeps a cold `cargo test --release` within minutes.
 //! Run one file's tests with a filter, e.g. `cargo test --release --test integration torture::`.
 
-mod common;
 mod support;
 
 mod check_preflight;
 mod daemon;
+mod daemon_inproc;
 mod daemon_spool;
+mod daemon_stop;
 mod faults_disk;
 mod faults_spool;
 mod fuzz_regressions;

@@ -3,9 +3,7 @@
 //! HTTP GET; the counters must equal what was written, before and after more rows are appended live, and
 //! the alert must show as delivered by the file output.
 
-use crate::common;
-
-use common::{bad_row, row, stderr_now, stop, Sensor};
+use crate::support::sensor::{bad_row, row, stderr_now, stop, Sensor};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

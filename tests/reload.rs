@@ -3,9 +3,7 @@
 //! makes the daemon log "configuration reloaded"; a bad one makes `reload` fail with the check's exit status and
 //! signal nothing, so the daemon keeps running on its config; a pid that cannot be signalled is named.
 
-use crate::common;
-
-use common::{signal, stderr_now, stop, Sensor};
+use crate::support::sensor::{signal, stderr_now, stop, Sensor};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 

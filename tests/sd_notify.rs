@@ -4,9 +4,7 @@
 //! READY around each SIGHUP (a good and a refused config), WATCHDOG keeps arriving from the pipeline loop,
 //! and STOPPING on SIGTERM, in that order.
 
-use crate::common;
-
-use common::{row, signal, stderr_now, stop, Sensor};
+use crate::support::sensor::{row, signal, stderr_now, stop, Sensor};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 

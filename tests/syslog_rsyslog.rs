@@ -455,12 +455,13 @@ fn rsyslog_outage_with_restart_and_kill() {
     // Receiver down. Part B is read and spooled; the daemon is stopped (SIGTERM) while it cannot deliver.
     rs.stop();
     append(conn_rows(40, 40));
-    std::thread::sleep(Duration::from_millis(1500));
+    // Read (its alerts spooled) before the stop: the checkpoint covers the file.
+    crate::support::sensor::wait_checkpoint_covers(&d.join("state"), &log);
     stop_daemon(d1);
     // Part C, read by a daemon that is killed (SIGKILL) while the receiver is still down.
     append(conn_rows(80, 40));
     let mut d2 = start_daemon(d, &config, 2);
-    std::thread::sleep(Duration::from_millis(1500));
+    crate::support::sensor::wait_checkpoint_covers(&d.join("state"), &log);
     d2.kill().unwrap();
     d2.wait().unwrap();
     // Receiver back, daemon started again: everything arrives.

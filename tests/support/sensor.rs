@@ -1,6 +1,5 @@
 //! Shared by the end-to-end tests that run the real `longconn run`: a temp sensor (conn.log, state
 //! directory, config) and the TSV rows to write into it.
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -139,4 +138,129 @@ pub fn stderr_now(child: &mut Child) -> String {
         libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A `NOTIFY_SOCKET` for one daemon, drained by a thread so that the daemon never blocks on it: what the
+/// tests of the real binary await instead of sleeping. `READY=1` comes after the first round of polls, and
+/// with the short `WATCHDOG_USEC` of [`Notify::env`] the pipeline sends `WATCHDOG=1` after about every round.
+pub struct Notify {
+    path: PathBuf,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long any one wait on a [`Notify`] may take.
+const NOTIFY_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Notify {
+    /// Binds the socket at `path` (removing a stale one).
+    pub fn bind(path: PathBuf) -> Notify {
+        let _ = std::fs::remove_file(&path);
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .expect("timeout");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (seen, done) = (seen.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(n) = sock.recv(&mut buf) {
+                        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        seen.lock().expect("lock").push(m);
+                    }
+                }
+            })
+        };
+        Notify {
+            path,
+            seen,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    /// The environment that points a daemon at this socket, with a watchdog of 40 ms (one `WATCHDOG=1`
+    /// every 20 ms at most, and a pipeline that waits no longer than that between rounds).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("NOTIFY_SOCKET", self.path.display().to_string()),
+            ("WATCHDOG_USEC", "40000".to_string()),
+        ]
+    }
+
+    /// How many messages equal to `msg` have arrived.
+    pub fn count(&self, msg: &str) -> usize {
+        self.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|m| *m == msg)
+            .count()
+    }
+
+    /// Waits until `msg` has arrived `n` times in all.
+    pub fn wait_count(&self, msg: &str, n: usize) {
+        let start = std::time::Instant::now();
+        while self.count(msg) < n {
+            assert!(
+                start.elapsed() < NOTIFY_LIMIT,
+                "no {msg:?} x{n} within {NOTIFY_LIMIT:?}; seen {:?}",
+                self.seen.lock().expect("lock")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for the first `READY=1`: the first round of polls is done.
+    pub fn wait_ready(&self) {
+        self.wait_count("READY=1", 1);
+    }
+
+    /// Waits for `rounds` rounds of polls (at least) that began after this call: three more watchdog
+    /// pings than now for the first (the first of them may come from a round already under way, the
+    /// second from one that had begun before the ping before it was read), one more for each further.
+    pub fn wait_rounds(&self, rounds: usize) {
+        let now = self.count("WATCHDOG=1");
+        self.wait_count("WATCHDOG=1", now + 2 + rounds);
+    }
+}
+
+impl Drop for Notify {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The offset of the live file of source `source` in the checkpoint saved in `state_dir`, if any.
+pub fn checkpoint_offset(state_dir: &std::path::Path, source: usize) -> Option<u64> {
+    let text = std::fs::read_to_string(state_dir.join("checkpoint.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["sources"][source]["live"]["offset"].as_u64()
+}
+
+/// Waits until the checkpoint in `state_dir` covers all of `file` (source 0): every record in it was read
+/// and its alerts are in the spool (they are synced before the checkpoint that covers them).
+pub fn wait_checkpoint_covers(state_dir: &std::path::Path, file: &std::path::Path) {
+    let start = std::time::Instant::now();
+    loop {
+        let len = std::fs::metadata(file).map(|m| m.len()).ok();
+        if len.is_some() && checkpoint_offset(state_dir, 0) == len {
+            return;
+        }
+        assert!(
+            start.elapsed() < NOTIFY_LIMIT,
+            "the checkpoint in {} does not cover {} ({:?} of {len:?} bytes)",
+            state_dir.display(),
+            file.display(),
+            checkpoint_offset(state_dir, 0)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
