@@ -41,7 +41,8 @@
 //! until at least 1,000 rotations and 100 SIGKILLs; `LONGCONN_TORTURE_SEED=N` picks the schedule;
 //! `LONGCONN_TORTURE_ROTATIONS=N` and `LONGCONN_TORTURE_KILLS=N` set other targets (small ones reduce a failure to
 //! a short schedule); `LONGCONN_TORTURE_WITHOUT=copytruncate,kill,...` leaves steps out (see `Torture::with`);
-//! `LONGCONN_TORTURE_SYNC_SECS=N` how long a sync waits (15 s). The schedule is a function of
+//! `LONGCONN_TORTURE_SYNC_SECS=N` how long a sync waits (15 s); `LONGCONN_TORTURE_LOG` the daemon's log filter
+//! (`info`; `info,longconn::tail=debug` shows the follower's decisions). The schedule is a function of
 //! the seed; the daemon's timing against it is not, so a seed reproduces a failure nearly always, not always. A
 //! failure prints the seed, the figures, the command to run it again, and keeps its directory (`schedule.txt`,
 //! `all_bytes.log`: every byte written, in order; `joined.log`: the replay input; `daemon.log`; both outputs).
@@ -236,7 +237,9 @@ impl Daemon {
             .open(&self.stderr)
             .expect("stderr file");
         let mut cmd = Command::new(bin());
-        cmd.args(["run", "--log-level", "info", "--config"])
+        // `LONGCONN_TORTURE_LOG=info,longconn::tail=debug` shows every decision of the follower.
+        let level = std::env::var("LONGCONN_TORTURE_LOG").unwrap_or_else(|_| "info".into());
+        cmd.args(["run", "--log-level", &level, "--config"])
             .arg(&self.config)
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")

@@ -80,6 +80,17 @@ impl Fingerprint {
         Ok(Some(Fingerprint::of_bytes(&prefix)))
     }
 
+    /// [`check`](Fingerprint::check) on a file's first bytes already read (up to [`FINGERPRINT_LEN`]).
+    pub fn check_prefix(&self, prefix: &[u8]) -> Option<Fingerprint> {
+        if !self.is_prefix_of(prefix) {
+            return None;
+        }
+        if prefix.len() as u64 == self.len {
+            return Some(self.clone());
+        }
+        Some(Fingerprint::of_bytes(prefix))
+    }
+
     /// True if `prefix` (a file's first bytes, up to [`FINGERPRINT_LEN`]) starts with the fingerprinted bytes.
     /// Only safe together with the inode: a short fingerprint is a prefix of many files (an empty one of all).
     pub fn is_prefix_of(&self, prefix: &[u8]) -> bool {

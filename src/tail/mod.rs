@@ -167,6 +167,10 @@ pub struct Tailer {
     budget: u64,
     #[cfg(test)]
     pub(crate) race_hook: Option<Box<dyn FnMut() + Send>>,
+    /// Runs right after a look listed the directory (tests: a change that lands between the listing and
+    /// the decisions taken from it).
+    #[cfg(test)]
+    pub(crate) listed_hook: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl Tailer {
@@ -187,6 +191,8 @@ impl Tailer {
             budget: u64::MAX,
             #[cfg(test)]
             race_hook: None,
+            #[cfg(test)]
+            listed_hook: None,
         }
     }
 
@@ -350,7 +356,7 @@ impl Tailer {
     /// are never read; when the live path is missing, they are remembered so that a file rotated from now
     /// on (before the live path was ever seen) is found as unread.
     fn first_open(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
-        let Snapshot { live, siblings } = self.snapshot()?;
+        let Snapshot { live, siblings, .. } = self.snapshot()?;
         let Some((file, _)) = live else {
             let newest = siblings.iter().map(|(_, m)| mtime(m)).max();
             self.anchor = Some(newest.unwrap_or((i64::MIN, 0)));
@@ -392,6 +398,8 @@ impl Tailer {
         // One look at the directory: the live path opened first, then the listing.
         let mut snap = self.snapshot()?;
         let mut files = Vec::new();
+        // Saved files whose inode now holds other content, away from the live path.
+        let mut rewritten: Vec<(FileId, FileCheckpoint)> = Vec::new();
         let saved_live = saved.live.into_iter().map(|c| (c, true));
         for (fc, is_live) in saved
             .draining
@@ -457,32 +465,34 @@ impl Tailer {
                     });
                 }
             }
-            // The inode now holds other content: a new file, read from 0.
+            // The inode now holds other content. At the live path: truncated or replaced in place, read
+            // from 0 with the header it had (copytruncate: the writer goes on without one, scenario 26).
+            // Elsewhere it may as well be another file that reused the inode (logrotate's next copy): it is
+            // judged as any rotated file we never saw, below.
             if let Some((found, None)) = same {
-                let mut r = FileReader::from_file(&found.path, found.file, self.opts)?;
-                // Truncated in place (copytruncate): the writer goes on without a header (scenario 26).
-                r.keep_header(&fc);
                 if found.at_live && self.live.is_none() {
+                    let mut r = FileReader::from_file(&found.path, found.file, self.opts)?;
+                    r.keep_header(&fc);
                     sink(TailEvent::Opened {
                         path: &r.path,
                         resumed_at: 0,
                     });
                     self.live = Some(r);
                 } else {
-                    let meta = r.file.metadata()?;
-                    self.remember(r.id, r.fp.clone());
-                    files.push(Pending {
-                        mtime: order(&meta),
-                        reader: r,
-                        announce: true,
-                        rank: Rank::Other,
-                    });
+                    rewritten.push((FileId::of(&found.file.metadata()?), fc));
                 }
             }
         }
-        // Rotated files we never saw: none is a file we hold now or the one at the live path.
+        // Rotated files we never saw: none is a file we hold now or the one at the live path; a copy of a
+        // file we read is not one either (tailing scenario 24).
         let open_ids: Vec<FileId> = files.iter().map(|p| p.reader.id).collect();
-        let found = self.discover(&snap, &open_ids, self.anchor)?;
+        let mut found = self.discover(&snap, &open_ids, self.anchor)?;
+        for p in &mut found {
+            if let Some((_, fc)) = rewritten.iter().find(|(id, _)| *id == p.reader.id) {
+                // A saved file truncated in place, then rotated: its rows go on without a header.
+                p.reader.keep_header(fc);
+            }
+        }
         self.adopt(&found);
         files.extend(found);
         // The file at the live path when we looked is ours from now on, whatever happens to the path next:
@@ -522,7 +532,8 @@ impl Tailer {
         if let Some((_, meta)) = snap.live.as_ref() {
             if FileId::of(meta) == fc.id && !self.is_open(fc.id) {
                 if let Some((file, _)) = snap.live.take() {
-                    let fp = fc.fingerprint.check(&file)?;
+                    // Judged by the bytes read before the listing (see `snapshot`).
+                    let fp = fc.fingerprint.check_prefix(&snap.live_head);
                     same = Some((
                         Found {
                             path: self.path.clone(),
@@ -586,17 +597,32 @@ impl Tailer {
         self.live.as_ref().is_some_and(|r| r.id == id) || self.draining.iter().any(|r| r.id == id)
     }
 
-    /// One look at the directory: the live path is opened FIRST, then the directory is listed, so a file
-    /// renamed away from the live path in between is in the listing under its new name and is recognised
-    /// there by the identity of the handle we hold (tailing scenario 23).
+    /// One look at the directory: the live path is opened FIRST and its first bytes read, then the
+    /// directory is listed, so a file renamed away from the live path in between is in the listing under its
+    /// new name and is recognised there by the identity of the handle we hold (tailing scenario 23), and a
+    /// truncate seen in those bytes came before the listing: logrotate's copy, made before its truncate, is
+    /// in it whole (tailing scenario 24: content read after the listing could show a truncate whose copy the
+    /// listing lacks).
     fn snapshot(&mut self) -> io::Result<Snapshot> {
         let live = open_live(&self.path)?;
+        let live_head = match live.as_ref() {
+            Some((file, _)) => file::prefix(file).map_err(at(&self.path))?,
+            None => Vec::new(),
+        };
         #[cfg(test)]
         if let Some(h) = self.race_hook.as_mut() {
             h();
         }
         let siblings = self.siblings()?;
-        Ok(Snapshot { live, siblings })
+        #[cfg(test)]
+        if let Some(h) = self.listed_hook.as_mut() {
+            h();
+        }
+        Ok(Snapshot {
+            live,
+            live_head,
+            siblings,
+        })
     }
 
     /// Rotated siblings of the live file: `(path, metadata)` of every regular file whose name is a rotated
@@ -673,8 +699,8 @@ impl Tailer {
                 for r in self.live.iter().chain(self.draining.iter()) {
                     v.push(r.prefix().map_err(at(&r.path))?);
                 }
-                if let Some((f, _)) = snap.live.as_ref() {
-                    v.push(file::prefix(f).map_err(at(&self.path))?);
+                if snap.live.is_some() {
+                    v.push(snap.live_head.clone());
                 }
                 open_prefixes = Some(v);
             }
@@ -730,6 +756,7 @@ impl Tailer {
             let p = file::prefix(&file).map_err(at(path))?;
             let n = head.len().min(p.len());
             if n == 0 || head[..n] != p[..n] {
+                debug!(path = %path.display(), head = head.len(), prefix = p.len(), "not a copy of the truncated file");
                 continue;
             }
             let fp = Fingerprint::of_bytes(&p);
@@ -797,7 +824,8 @@ impl Tailer {
         if let (Some(r), Some(id)) = (self.live.as_ref(), live_id) {
             if id == r.id {
                 let len = snap.live.as_ref().map_or(0, |(_, m)| m.len());
-                let head = file::prefix(&r.file).map_err(at(&r.path))?;
+                // The same inode as ours: its first bytes as read before the listing (see `snapshot`).
+                let head = snap.live_head.clone();
                 let same = len >= r.offset + r.buf.len() as u64 && r.fp.is_prefix_of(&head);
                 if same {
                     if let Some(r) = self.live.as_mut() {
@@ -943,6 +971,8 @@ impl RotatedName {
 /// The directory as seen at one moment: the file at the configured path, opened, and the rotated siblings.
 struct Snapshot {
     live: Option<(File, fs::Metadata)>,
+    /// The first bytes of `live`, read before the listing.
+    live_head: Vec<u8>,
     siblings: Vec<(PathBuf, fs::Metadata)>,
 }
 
