@@ -252,7 +252,12 @@ mod tests {
         assert_eq!(next(), "READY=1");
         n.reloading();
         let msg = next();
-        assert!(msg.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{msg}");
+        let usec = msg.strip_prefix("RELOADING=1\nMONOTONIC_USEC=");
+        assert!(
+            usec.and_then(|u| u.parse::<u64>().ok())
+                .is_some_and(|u| u > 0),
+            "{msg}"
+        );
         n.watchdog();
         n.watchdog(); // within the interval: not sent
         n.status("a\nb");
