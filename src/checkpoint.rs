@@ -167,11 +167,9 @@ impl CheckpointStore {
             .truncate(false)
             .open(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock(2) on a descriptor we own and keep open; it touches no memory of ours.
-        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r != 0 {
-            let e = io::Error::last_os_error();
+        use rustix::fs::{flock, FlockOperation};
+        if let Err(e) = flock(&f, FlockOperation::NonBlockingLockExclusive) {
+            let e = io::Error::from(e);
             if e.kind() != io::ErrorKind::WouldBlock {
                 return Err(format!("{}: {e}", path.display()));
             }

@@ -924,17 +924,12 @@ fn default_nets(list: &[&str]) -> Vec<IpNet> {
 
 /// The host name, for `sensor.name`; "longconn" if it cannot be read.
 pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes, which is the length passed; gethostname
-    // writes at most that many bytes and does not keep the pointer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        if let Ok(name) = std::str::from_utf8(&buf[..end]) {
-            let name = name.trim();
-            if !name.is_empty() {
-                return name.to_string();
-            }
+    // uname(2)'s nodename is what gethostname(3) returns on Linux.
+    let uname = rustix::system::uname();
+    if let Ok(name) = uname.nodename().to_str() {
+        let name = name.trim();
+        if !name.is_empty() {
+            return name.to_string();
         }
     }
     "longconn".to_string()

@@ -272,18 +272,26 @@ fn run_reload(a: ReloadArgs) -> ExitCode {
         );
         return checked;
     }
-    // SAFETY: kill(2) with a positive pid (clap refuses 0 and negatives, which would signal groups) and a
-    // valid signal number; no memory is involved.
-    if unsafe { libc::kill(pid, libc::SIGHUP) } == 0 {
-        return ExitCode::SUCCESS;
-    }
-    let err = std::io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::ESRCH) => eprintln!("longconn reload: no such process: pid {pid}"),
-        Some(libc::EPERM) => eprintln!(
+    use rustix::io::Errno;
+    use rustix::process::{kill_process, Pid, Signal};
+    // A positive pid (clap refuses 0 and negatives, which would signal groups).
+    let Some(target) = Pid::from_raw(pid) else {
+        eprintln!("longconn reload: no such process: pid {pid}");
+        return ExitCode::from(1);
+    };
+    let err = match kill_process(target, Signal::HUP) {
+        Ok(()) => return ExitCode::SUCCESS,
+        Err(e) => e,
+    };
+    match err {
+        Errno::SRCH => eprintln!("longconn reload: no such process: pid {pid}"),
+        Errno::PERM => eprintln!(
             "longconn reload: permission denied: cannot signal pid {pid} (run as the daemon's user or root)"
         ),
-        _ => eprintln!("longconn reload: cannot signal pid {pid}: {err}"),
+        _ => eprintln!(
+            "longconn reload: cannot signal pid {pid}: {}",
+            std::io::Error::from(err)
+        ),
     }
     ExitCode::from(1)
 }

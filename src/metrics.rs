@@ -2,10 +2,13 @@
 //! (`[metrics] listen = "127.0.0.1:9787"`, off by default).
 //!
 //! Recording goes through the `metrics` facade crate; [`serve`] installs the Prometheus recorder from
-//! `metrics-exporter-prometheus` and answers `GET /metrics` with a small tokio handler (no web framework).
+//! `metrics-exporter-prometheus` and answers `GET /metrics` over HTTP/1 with `hyper` (no web framework).
+//! The exporter's own `http-listener` is not used: it answers every path with the metrics and has no hook
+//! to refresh the scrape-time figures below or bound the connections.
 //! Without `[metrics]` no recorder is installed and every handle is a no-op, so the hot path costs nothing.
 //! Handles are resolved once per source ([`SourceMetrics`]) and incremented per poll, never per record
-//! with a label lookup. Process figures (`process_*`) and the checkpoint age are read at scrape time.
+//! with a label lookup. Process figures (`process_*`, read by the `metrics-process` crate) and the
+//! checkpoint age are set at scrape time.
 //!
 //! Every series, with its labels (`source` is the configured path):
 //!
@@ -23,7 +26,7 @@
 //! | `longconn_groups_evicted_total` | counter | | groups evicted by `window.max_groups` |
 //! | `longconn_alerts_total` | counter | trigger, level | alerts raised (`single`/`cumulative`, `low`..`critical`) |
 //! | `longconn_checkpoint_age_seconds` | gauge | | time since the last successful checkpoint |
-//! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds` | | | from `/proc/self` |
+//! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds` | | | from `/proc/self`, read by `metrics-process` |
 //!
 //! | `longconn_output_deliveries_total` | counter | output | alerts the output accepted |
 //! | `longconn_output_failures_total` | counter | output, kind | `transient`: failed attempts (retried with backoff); `permanent`: alerts set aside |
@@ -36,11 +39,15 @@
 //! was not counted.
 
 use crate::detector::DetectorStats;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info};
 
@@ -298,9 +305,7 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<Endpoint> {
                     };
                     let handle = handle.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &handle).await {
-                            debug!("metrics request failed: {e}");
-                        }
+                        answer(stream, handle).await;
                         drop(slot);
                     });
                 }
@@ -316,64 +321,69 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<Endpoint> {
 
 /// Connections served at once.
 const MAX_CLIENTS: usize = 8;
-/// Longest request head read; a scrape's is a few hundred bytes.
+/// Longest request head read; a scrape's is a few hundred bytes (8 KiB is also hyper's least).
 const MAX_REQUEST: usize = 8 * 1024;
+/// For the request head to arrive.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// For the whole exchange, so that a client that does not read its answer does not keep a slot.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Answers one HTTP/1.x request and closes the connection.
-async fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let read = async {
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok::<(), std::io::Error>(())
-    };
-    match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
-        Ok(r) => r?,
-        Err(_) => return Ok(()),
+async fn answer(stream: TcpStream, handle: PrometheusHandle) {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let response = respond(req.method(), req.uri().path(), &handle);
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT)
+        .max_buf_size(MAX_REQUEST)
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!("metrics request failed: {e}"),
+        Err(_) => debug!("metrics request timed out"),
     }
-    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
+}
+
+/// The answer to `method path`: the metrics at `/metrics`, a pointer to them at `/`.
+fn respond(method: &Method, path: &str, handle: &PrometheusHandle) -> Response<Full<Bytes>> {
     let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => {
+        (&Method::GET, "/metrics") => {
             process_figures();
             handle.run_upkeep();
             (
-                "200 OK",
+                StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
                 handle.render(),
             )
         }
-        ("GET", "/") => (
-            "200 OK",
+        (&Method::GET, "/") => (
+            StatusCode::OK,
             "text/plain; charset=utf-8",
             "longconn: metrics at /metrics\n".to_string(),
         ),
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        (&Method::GET, _) => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
         _ => (
-            "405 Method Not Allowed",
+            StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "only GET\n".to_string(),
         ),
     };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    response
 }
 
-/// Sets the scrape-time gauges: checkpoint age and the process figures from /proc/self.
+/// Sets the scrape-time gauges: checkpoint age and the process figures (`metrics-process`).
 fn process_figures() {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -383,101 +393,68 @@ fn process_figures() {
         let age = now.as_millis().saturating_sub(u128::from(last)) as f64 / 1000.0;
         ::metrics::gauge!(CHECKPOINT_AGE).set(age);
     }
-    let p = read_process();
-    if let Some(cpu) = p.cpu_seconds {
+    // Each figure is None where the system does not tell (not Linux, /proc/stat hidden by ProcSubset=pid).
+    let p = metrics_process::collector::collect();
+    if let Some(cpu) = p.cpu_seconds_total {
         // A gauge, to keep the fraction of a second (the facade's counters are integers).
         ::metrics::gauge!("process_cpu_seconds_total").set(cpu);
     }
-    if let Some(rss) = p.rss_bytes {
+    if let Some(rss) = p.resident_memory_bytes {
         ::metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
     }
     if let Some(fds) = p.open_fds {
         ::metrics::gauge!("process_open_fds").set(fds as f64);
     }
-    if let Some(max) = p.max_fds {
+    // 0 is the crate's "unlimited": no figure, as before.
+    if let Some(max) = p.max_fds.filter(|m| *m > 0) {
         ::metrics::gauge!("process_max_fds").set(max as f64);
     }
     let served = SERVE_START_MS.load(Ordering::Relaxed);
     let start = p
-        .start_time
+        .start_time_seconds
+        .map(|s| s as f64)
         .or_else(|| (served > 0).then(|| served as f64 / 1000.0));
     if let Some(start) = start {
         ::metrics::gauge!("process_start_time_seconds").set(start);
     }
 }
 
-/// Figures of this process; each is None where /proc does not tell (not Linux, ProcSubset, ...).
-#[derive(Debug, Default, PartialEq)]
-pub struct ProcessFigures {
-    pub cpu_seconds: Option<f64>,
-    pub rss_bytes: Option<u64>,
-    pub open_fds: Option<u64>,
-    pub max_fds: Option<u64>,
-    pub start_time: Option<f64>,
-}
-
-/// Reads [`ProcessFigures`] from /proc/self.
-pub fn read_process() -> ProcessFigures {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    // SAFETY: as above.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let stat = std::fs::read_to_string("/proc/self/stat").ok();
-    let fields = stat.as_deref().and_then(stat_fields);
-    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("btime "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    });
-    let field = |i: usize| -> Option<u64> { fields.as_ref()?.get(i)?.parse().ok() };
-    let per_tick = |v: u64| (ticks > 0).then(|| v as f64 / ticks as f64);
-    ProcessFigures {
-        // After the command's closing parenthesis: utime is field 14, stime 15, starttime 22 (1-based),
-        // i.e. indexes 11, 12 and 19 of what follows ") ".
-        cpu_seconds: field(11).zip(field(12)).and_then(|(u, s)| per_tick(u + s)),
-        rss_bytes: field(21)
-            .zip(u64::try_from(page).ok())
-            .map(|(pages, size)| pages * size),
-        open_fds: std::fs::read_dir("/proc/self/fd")
-            .ok()
-            .map(|d| d.count() as u64),
-        max_fds: std::fs::read_to_string("/proc/self/limits")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Max open files"))
-                    .and_then(|l| l.split_whitespace().nth(3))
-                    .and_then(|v| v.parse().ok())
-            }),
-        start_time: field(19).and_then(per_tick).zip(boot).map(|(s, b)| b + s),
-    }
-}
-
-/// The space-separated fields of /proc/self/stat after the command name (which may hold spaces).
-fn stat_fields(stat: &str) -> Option<Vec<&str>> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    Some(rest.split_whitespace().collect())
-}
-
 #[cfg(test)]
 mod tests {
-    //! /proc parsing; the endpoint itself is tested end to end in tests/metrics.rs.
+    //! The answers by method and path; the endpoint itself is tested end to end in tests/metrics.rs.
     use super::*;
 
     #[test]
-    fn stat_fields_skip_the_command() {
-        let f = stat_fields("42 (a b) c) S 1 2 3").unwrap();
-        assert_eq!(f, vec!["S", "1", "2", "3"]);
+    fn routes() {
+        let handle = PrometheusBuilder::new().build_recorder().handle();
+        let r = respond(&Method::GET, "/metrics", &handle);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            r.headers()[CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        assert_eq!(respond(&Method::GET, "/", &handle).status(), StatusCode::OK);
+        assert_eq!(
+            respond(&Method::GET, "/nope", &handle).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            respond(&Method::POST, "/metrics", &handle).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn reads_this_process() {
-        let p = read_process();
-        assert!(p.rss_bytes.is_some_and(|r| r > 0), "{p:?}");
+        let p = metrics_process::collector::collect();
+        assert!(p.resident_memory_bytes.is_some_and(|r| r > 0), "{p:?}");
         assert!(p.open_fds.is_some_and(|n| n >= 3), "{p:?}");
-        assert!(p.cpu_seconds.is_some(), "{p:?}");
+        assert!(p.cpu_seconds_total.is_some(), "{p:?}");
         assert!(p.max_fds.is_some(), "{p:?}");
-        assert!(p.start_time.is_some_and(|t| t > 1e9), "{p:?}");
+        assert!(
+            p.start_time_seconds.is_some_and(|t| t > 1_000_000_000),
+            "{p:?}"
+        );
     }
 }

@@ -1,6 +1,11 @@
-//! The systemd notification protocol (`sd_notify(3)`), by hand: one datagram of `KEY=value` lines sent to the
-//! Unix socket named by `NOTIFY_SOCKET` (a path, or `@name` for an abstract socket). When `NOTIFY_SOCKET` is
+//! The systemd notification protocol (`sd_notify(3)`): one datagram of `KEY=value` lines sent to the Unix
+//! socket named by `NOTIFY_SOCKET` (a path, or `@name` for an abstract socket). When `NOTIFY_SOCKET` is
 //! unset (not under systemd, or `Type=` other than `notify`) every call does nothing.
+//!
+//! The messages and the `CLOCK_MONOTONIC` reading come from the `sd-notify` crate ([`NotifyState`]). The
+//! datagram is sent here, on one socket kept for the daemon's life: the crate's own `notify` opens a socket
+//! per message, knows no abstract (`@name`) sockets and ends every line with a newline, where the daemon
+//! sends the lines joined by newlines as it always has.
 //!
 //! What the daemon says and when (see `daemon.rs`): `READY=1` once the config is loaded, the checkpoint
 //! restored, the file watches set and the first poll has opened the sources; around a SIGHUP reload
@@ -10,6 +15,7 @@
 //! `WATCHDOG_USEC` interval, so that a wedged pipeline (not just a live process) gets restarted.
 //! Sending is best effort: a failed send is logged once at debug level and never stops the daemon.
 
+use sd_notify::NotifyState;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -86,23 +92,24 @@ impl Notifier {
 
     /// `READY=1`: startup or a reload is complete.
     pub fn ready(&self) {
-        self.send("READY=1");
+        self.send(&[NotifyState::Ready]);
     }
 
     /// `RELOADING=1` with the `CLOCK_MONOTONIC` time, as systemd requires; follow with [`Notifier::ready`].
     pub fn reloading(&self) {
-        self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        let now = NotifyState::monotonic_usec_now().unwrap_or(NotifyState::MonotonicUsec(0));
+        self.send(&[NotifyState::Reloading, now]);
     }
 
     /// `STOPPING=1`: shutdown has begun.
     pub fn stopping(&self) {
-        self.send("STOPPING=1");
+        self.send(&[NotifyState::Stopping]);
     }
 
     /// `STATUS=`: one line shown by `systemctl status`.
     pub fn status(&self, text: &str) {
         let line: String = text.chars().filter(|c| *c != '\n').collect();
-        self.send(&format!("STATUS={line}"));
+        self.send(&[NotifyState::Status(&line)]);
     }
 
     /// `WATCHDOG=1` if half the watchdog interval has passed since the last one; cheap otherwise.
@@ -115,7 +122,7 @@ impl Notifier {
             return;
         }
         self.last_watchdog = Some(now);
-        self.send("WATCHDOG=1");
+        self.send(&[NotifyState::Watchdog]);
     }
 
     /// Before `READY=1`, while a backlog is read: `EXTEND_TIMEOUT_USEC` (at most every 10 s) so that a long
@@ -127,14 +134,21 @@ impl Notifier {
             return;
         }
         self.last_extend = Some(now);
-        self.send(&format!(
-            "EXTEND_TIMEOUT_USEC={}\nSTATUS={progress}",
-            EXTEND_BY.as_micros()
-        ));
+        let usec = u32::try_from(EXTEND_BY.as_micros()).unwrap_or(u32::MAX);
+        self.send(&[
+            NotifyState::ExtendTimeoutUsec(usec),
+            NotifyState::Status(progress),
+        ]);
     }
 
-    fn send(&self, msg: &str) {
+    /// One datagram: the states' lines joined by newlines.
+    fn send(&self, states: &[NotifyState]) {
         let Some(s) = &self.socket else { return };
+        let msg = states
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
         let sent = match &s.target {
             Target::Path(p) => s.sock.send_to(msg.as_bytes(), p),
             Target::Abstract(name) => send_abstract(&s.sock, name, msg.as_bytes()),
@@ -183,22 +197,6 @@ fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<D
         }
     }
     Some(Duration::from_micros(usec / 2))
-}
-
-/// `CLOCK_MONOTONIC` in microseconds, the clock systemd compares `MONOTONIC_USEC` with.
-fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes to it.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    secs.saturating_mul(1_000_000).saturating_add(nanos / 1_000)
 }
 
 #[cfg(test)]
@@ -254,7 +252,12 @@ mod tests {
         assert_eq!(next(), "READY=1");
         n.reloading();
         let msg = next();
-        assert!(msg.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{msg}");
+        let usec = msg.strip_prefix("RELOADING=1\nMONOTONIC_USEC=");
+        assert!(
+            usec.and_then(|u| u.parse::<u64>().ok())
+                .is_some_and(|u| u > 0),
+            "{msg}"
+        );
         n.watchdog();
         n.watchdog(); // within the interval: not sent
         n.status("a\nb");

@@ -279,21 +279,12 @@ fn probe_write(dir: &Path) -> io::Result<()> {
 
 /// access(2) for writing and searching a directory that must not be changed (an ancestor of one to create).
 fn access_write(dir: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in the path"))?;
-    // SAFETY: `c` is a valid NUL-terminated string that outlives the call; access(2) only reads it.
-    let rc = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    use rustix::fs::{access, Access};
+    access(dir, Access::WRITE_OK | Access::EXEC_OK).map_err(io::Error::from)
 }
 
 /// " as uid N": the service user is who matters, and `check` is often tried as root first.
 fn as_uid() -> String {
-    // SAFETY: geteuid(2) takes no arguments and cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = rustix::process::geteuid().as_raw();
     format!(" as uid {uid}")
 }

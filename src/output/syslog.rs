@@ -27,7 +27,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -199,7 +199,7 @@ impl SyslogOutput {
     async fn send(&mut self, batch: &[Spooled]) -> Result<(), DeliverError> {
         // A stream whose peer closed it is replaced before anything is written on it.
         let stale = match &mut self.conn {
-            Some(Conn::Tcp(s)) => peer_closed(s.as_raw_fd()),
+            Some(Conn::Tcp(s)) => peer_closed(s.as_fd()),
             Some(Conn::Tls(s)) => {
                 // One poll of a read: an alert or EOF is there now, or the server is quietly listening.
                 let mut buf = [0u8; 256];
@@ -282,26 +282,15 @@ impl SyslogOutput {
 
 /// Whether the peer closed (or reset) a plain TCP stream: a non-blocking peek that finds EOF, data (a syslog
 /// server has nothing to say) or an error other than "would block".
-fn peer_closed(fd: i32) -> bool {
+fn peer_closed(fd: BorrowedFd<'_>) -> bool {
+    use rustix::net::{recv, RecvFlags};
     let mut b = [0u8; 1];
-    // SAFETY: `fd` is an open socket owned by the caller for the duration of the call; `b` is a valid
-    // one-byte buffer.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            b.as_mut_ptr().cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        !matches!(
-            e.kind(),
+    match recv(fd, &mut b, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            io::Error::from(e).kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        )
-    } else {
-        true
+        ),
     }
 }
 

@@ -884,34 +884,9 @@ fn check_index_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A fresh HEC channel id in the UUID shape Splunk requires (8-4-4-4-12 hex digits, version 4 bits set).
+/// A fresh HEC channel id: a random UUID (version 4), the shape Splunk requires (8-4-4-4-12 hex digits).
 pub fn new_channel() -> String {
-    use sha2::{Digest, Sha256};
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = Sha256::new();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    h.update(nanos.to_le_bytes());
-    h.update(std::process::id().to_le_bytes());
-    let mut rs = std::collections::hash_map::RandomState::new().build_hasher();
-    rs.write_u128(nanos);
-    h.update(rs.finish().to_le_bytes());
-    let d = h.finalize();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    uuid::Uuid::new_v4().hyphenated().to_string()
 }
 
 #[cfg(test)]
@@ -1098,5 +1073,11 @@ mod tests {
     #[test]
     fn channels_differ() {
         assert_ne!(new_channel(), new_channel());
+        let c = new_channel();
+        let parts: Vec<&str> = c.split('-').collect();
+        let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+        assert_eq!(lens, [8, 4, 4, 4, 12], "{c}");
+        assert!(c.chars().all(|x| x == '-' || x.is_ascii_hexdigit()), "{c}");
+        assert!(parts[2].starts_with('4'), "version 4: {c}");
     }
 }
