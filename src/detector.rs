@@ -33,7 +33,7 @@ use crate::alert::{self, Alert, Trigger, MAX_UIDS};
 use crate::config::{Config, GroupBy, Level, Measure, SourceKind};
 use crate::rules::{CumulativeAlert, FilterReason, RuleState, Rules, Thresholds};
 use crate::window::{self, micros, GroupKey, Window, WindowState};
-use crate::zeek::{ConnRecord, Field, FieldSet, ParseOptions};
+use crate::zeek::{transport, ConnRecord, Field, FieldSet, ParseOptions};
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -329,7 +329,7 @@ fn group_string(k: &GroupKey, by: GroupBy) -> String {
             k.orig,
             k.resp,
             k.port,
-            window::proto_name(k.proto)
+            transport::name(k.proto)
         ),
     }
 }
@@ -475,7 +475,7 @@ impl Detector {
             orig,
             resp,
             rec.resp_p.unwrap_or(0),
-            window::proto_number(&rec.proto),
+            transport::number(&rec.proto),
         );
         let window_us = self.rules.window_us;
         let realert = self.rules.realert_after;
@@ -723,7 +723,7 @@ impl Ctx<'_> {
             GroupBy::Pair => (None, None),
             GroupBy::PairPort => (
                 Some(self.key.port),
-                Some(window::proto_name(self.key.proto).to_string()),
+                Some(transport::name(self.key.proto).to_string()),
             ),
         };
         let what = if repeat > 0 { "is still at" } else { "reached" };

@@ -10,6 +10,7 @@
 //! unset, so Zeek's masked test baselines (`XXXXXXXXXX.XXXXXX`) still count.
 
 mod json;
+pub mod transport;
 mod tsv;
 mod value;
 
