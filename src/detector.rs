@@ -10,24 +10,8 @@
 //! rule state, counters) so that [`Detector::restore`] continues exactly: the same later records give the
 //! same alerts with the same `event.id`s.
 //!
-//! ## Interim records (open_conn.log, conn_long.log)
-//! [`Detector::process`] takes the record's [`SourceKind`]. Zeek's interim logs repeat a connection that is
-//! still open (same uid and ts as its final conn.log record) with a growing running duration. Per uid the
-//! detector keeps the latest interim record ([`OpenConn`]): a newer one (a later end) *replaces* the
-//! connection's interval in its group ([`crate::window::Accumulator::replace`]) and never adds to it; an
-//! older or equal one is ignored (running totals only grow, so re-reads and out-of-order files are
-//! harmless). The final conn record replaces the interim interval and closes the uid; interim records of a
-//! closed uid are ignored for `[cumulative] interim_timeout` of event time after the close. Closed uids are
-//! remembered when the uid was open, or, when interim records are expected at all (an interim source is
-//! configured, one was seen, or replay has interim files), when its final duration is at least
-//! [`CLOSED_MIN_US`] (interim logs only ever hold connections up for minutes); at most [`MAX_CLOSED`] of
-//! them, oldest forgotten first. An open uid
-//! whose latest record ended more than `interim_timeout` (default 25h) before the watermark is forgotten (its
-//! last interval stays counted until it leaves the window). All of this is in [`DetectorState`].
-//!
-//! A single alert fires at the first interim record whose duration reaches a level, with
-//! `longconn.open = true`; later records of the same connection (interim or final) alert only at a higher
-//! level than the connection already alerted at. A record without a uid gets no uid rules.
+//! Interim records (open_conn.log, conn_long.log) repeat connections that are still open; the per-uid rules
+//! that keep them from counting twice live in [`interim`].
 
 use crate::alert::{self, Alert, Trigger, MAX_UIDS};
 use crate::config::{Config, GroupBy, Level, Measure, SourceKind};
@@ -35,110 +19,13 @@ use crate::rules::{CumulativeAlert, FilterReason, RuleState, Rules, Thresholds};
 use crate::window::{self, micros, GroupKey, Window, WindowState};
 use crate::zeek::{transport, ConnRecord, Field, FieldSet, ParseOptions};
 use compact_str::CompactString;
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
-/// Final records at least this long (µs) have their uid remembered as closed, so that a late interim
-/// record of the same connection is ignored (interim logs write connections only after minutes).
-pub const CLOSED_MIN_US: i64 = 60_000_000;
-/// At most this many closed uids are remembered (oldest forgotten first).
-pub const MAX_CLOSED: usize = 1_000_000;
+pub mod interim;
 
-/// The latest interim record of a connection that is still open.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OpenConn {
-    pub key: GroupKey,
-    pub ts: i64,
-    pub end: i64,
-    pub bytes: u64,
-    /// Highest single level alerted for this connection.
-    pub level: Option<Level>,
-}
-
-/// Interim-record bookkeeping: open uids and recently closed ones.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Interim {
-    open: FxHashMap<CompactString, OpenConn>,
-    /// Closed uid -> watermark at its close.
-    closed: FxHashMap<CompactString, i64>,
-    /// Closed uids in close order (the watermark only grows, so also in time order).
-    closed_order: VecDeque<(CompactString, i64)>,
-    since_sweep: u64,
-}
-
-/// The serialized form of the interim bookkeeping (sorted, so equal states serialize equally).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct InterimState {
-    pub open: Vec<(CompactString, OpenConn)>,
-    pub closed: Vec<(CompactString, i64)>,
-    pub since_sweep: u64,
-}
-
-impl Interim {
-    fn state(&self) -> InterimState {
-        let mut open: Vec<_> = self
-            .open
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        open.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        InterimState {
-            open,
-            closed: self.closed_order.iter().cloned().collect(),
-            since_sweep: self.since_sweep,
-        }
-    }
-
-    fn from_state(st: &InterimState) -> Interim {
-        let mut i = Interim {
-            open: st.open.iter().cloned().collect(),
-            since_sweep: st.since_sweep,
-            ..Interim::default()
-        };
-        for (uid, at) in &st.closed {
-            i.close(uid, *at);
-        }
-        i
-    }
-
-    fn close(&mut self, uid: &CompactString, at: i64) {
-        if self.closed.insert(uid.clone(), at).is_none() {
-            self.closed_order.push_back((uid.clone(), at));
-        }
-        while self.closed_order.len() > MAX_CLOSED {
-            self.pop_closed();
-        }
-    }
-
-    fn pop_closed(&mut self) {
-        if let Some((uid, at)) = self.closed_order.pop_front() {
-            if self.closed.get(&uid) == Some(&at) {
-                self.closed.remove(&uid);
-            }
-        }
-    }
-
-    /// Forgets open uids with no news and closed uids older than `timeout` before watermark `t`;
-    /// amortized O(1) per record. Returns how many open uids were dropped.
-    fn sweep(&mut self, t: i64, timeout: i64) -> u64 {
-        while self
-            .closed_order
-            .front()
-            .is_some_and(|(_, at)| t.saturating_sub(*at) > timeout)
-        {
-            self.pop_closed();
-        }
-        self.since_sweep += 1;
-        if self.since_sweep < (self.open.len() as u64).max(1024) {
-            return 0;
-        }
-        self.since_sweep = 0;
-        let before = self.open.len();
-        self.open.retain(|_, o| t.saturating_sub(o.end) <= timeout);
-        (before - self.open.len()) as u64
-    }
-}
+use interim::{Admit, Interim};
+pub use interim::{InterimState, OpenConn, CLOSED_MIN_US, MAX_CLOSED};
 
 /// Version of [`DetectorState`]'s layout.
 pub const STATE_VERSION: u32 = 1;
@@ -376,7 +263,7 @@ impl Detector {
         s.groups_tracked = self.window.len() as u64;
         s.groups_expired = self.window.expired();
         s.evictions = self.window.evictions();
-        s.interim_open = self.interim.open.len() as u64;
+        s.interim_open = self.interim.open_len() as u64;
         s
     }
 
@@ -442,26 +329,18 @@ impl Detector {
         let has_uid = !rec.uid.is_empty();
         let prev = if !has_uid {
             None
-        } else if is_interim {
-            if self.interim.closed.contains_key(&rec.uid) {
-                self.stats.interim_ignored += 1;
-                return;
-            }
-            match self.interim.open.get(&rec.uid) {
-                Some(o) if end <= o.end => {
+        } else {
+            let remember = self.expect_interim || self.stats.interim_records > 0;
+            match self
+                .interim
+                .admit(&rec.uid, is_interim, end, dur, t, remember)
+            {
+                Admit::Ignored => {
                     self.stats.interim_ignored += 1;
                     return;
                 }
-                Some(o) => Some(o.clone()),
-                None => None,
+                Admit::Use(prev) => prev,
             }
-        } else {
-            let prev = self.interim.open.remove(&rec.uid);
-            let remember = self.expect_interim || self.stats.interim_records > 0;
-            if prev.is_some() || (remember && dur >= CLOSED_MIN_US) {
-                self.interim.close(&rec.uid, t);
-            }
-            prev
         };
         self.stats.records_used += 1;
         if is_interim {
@@ -555,7 +434,7 @@ impl Detector {
             out.push(ctx.cumulative(&slot.data, level, repeat, &cum_th, figures));
         }
         if is_interim && has_uid {
-            self.interim.open.insert(
+            self.interim.keep_open(
                 rec.uid.clone(),
                 OpenConn {
                     key,
