@@ -13,9 +13,9 @@
 //! Interim records (open_conn.log, conn_long.log) repeat connections that are still open; the per-uid rules
 //! that keep them from counting twice live in [`interim`].
 
-use crate::alert::{self, Alert, Trigger, MAX_UIDS};
-use crate::config::{Config, GroupBy, Level, Measure, SourceKind};
-use crate::rules::{CumulativeAlert, FilterReason, RuleState, Rules, Thresholds};
+use crate::alert::{self, Alert, MAX_UIDS};
+use crate::config::{Config, Measure, SourceKind};
+use crate::rules::{CumulativeAlert, FilterReason, RuleState, Rules};
 use crate::window::{self, micros, GroupKey, Window, WindowState};
 use crate::zeek::{transport, ConnRecord, Field, FieldSet, ParseOptions};
 use compact_str::CompactString;
@@ -112,6 +112,26 @@ impl window::Hold for GroupData {
 }
 
 impl GroupData {
+    /// The group's figures for a cumulative alert; `measure`, `sum` and `covered` in µs.
+    fn figures(&self, measure: i64, sum: i64, covered: i64) -> alert::GroupFigures<'_> {
+        alert::GroupFigures {
+            connections: self.connections,
+            longest_us: self.longest_us,
+            total_bytes: self.total_bytes,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            episode_first: self
+                .rules
+                .episode_first
+                .as_ref()
+                .map(|(u, t)| (u.as_str(), *t)),
+            uids: self.uids.in_order(),
+            measure,
+            sum,
+            covered,
+        }
+    }
+
     /// A newer record of a connection already counted: figures change, the connection count does not.
     fn replace(&mut self, rec: &ConnRecord, ts: i64, end: i64, dur: i64, old_bytes: u64) {
         self.first_seen = self.first_seen.min(ts);
@@ -206,19 +226,6 @@ pub struct Detector {
 
 fn expects_interim(cfg: &Config) -> bool {
     cfg.sources.iter().any(|s| s.kind != SourceKind::Conn)
-}
-
-fn group_string(k: &GroupKey, by: GroupBy) -> String {
-    match by {
-        GroupBy::Pair => format!("{}>{}", k.orig, k.resp),
-        GroupBy::PairPort => format!(
-            "{}>{}:{}/{}",
-            k.orig,
-            k.resp,
-            k.port,
-            transport::name(k.proto)
-        ),
-    }
 }
 
 impl Detector {
@@ -401,7 +408,7 @@ impl Detector {
         };
         let measure = covered.unwrap_or(sum);
 
-        let ctx = Ctx {
+        let ctx = alert::Context {
             key: &key,
             group_by,
             sensor: &self.sensor,
@@ -416,7 +423,8 @@ impl Detector {
             if let Some(level) = slot.data.rules.single(&single_th, dur, t, window_us) {
                 self.stats.alerts_single[level as usize] += 1;
                 alerted = alerted.max(Some(level));
-                out.push(ctx.single(rec, level, &single_th, ts, end, dur));
+                let threshold = single_th.threshold(level).unwrap_or(0);
+                out.push(ctx.single(rec, level, threshold, ts, end, dur));
             }
         }
         if let Some(c) = slot.data.rules.cumulative(&cum_th, realert, measure, t) {
@@ -426,12 +434,9 @@ impl Detector {
             };
             self.stats.alerts_cumulative[level as usize] += 1;
             let covered = covered.unwrap_or_else(|| slot.acc.covered(w));
-            let figures = Figures {
-                measure,
-                sum,
-                covered,
-            };
-            out.push(ctx.cumulative(&slot.data, level, repeat, &cum_th, figures));
+            let group = slot.data.figures(measure, sum, covered);
+            let threshold = cum_th.threshold(level).unwrap_or(0);
+            out.push(ctx.cumulative(group, level, repeat, threshold));
         }
         if is_interim && has_uid {
             self.interim.keep_open(
@@ -445,215 +450,6 @@ impl Detector {
                 },
             );
         }
-    }
-}
-
-/// The cumulative figures of one alert, in µs.
-struct Figures {
-    measure: i64,
-    sum: i64,
-    covered: i64,
-}
-
-/// What every alert of one record shares.
-struct Ctx<'a> {
-    key: &'a GroupKey,
-    group_by: GroupBy,
-    sensor: &'a str,
-    t: i64,
-    window_us: i64,
-    /// The record is an interim record: its connection is still open.
-    open: bool,
-}
-
-impl Ctx<'_> {
-    #[allow(clippy::too_many_arguments)]
-    fn base(
-        &self,
-        trigger: Trigger,
-        level: Level,
-        id: String,
-        start: i64,
-        end: i64,
-        port: Option<u16>,
-        transport: Option<String>,
-        lc: alert::Longconn,
-        uids: Vec<String>,
-    ) -> Alert {
-        let rule = match trigger {
-            Trigger::Single => format!("longconn single connection {}", level.name()),
-            Trigger::Cumulative => format!("longconn cumulative {}", level.name()),
-        };
-        Alert {
-            timestamp: alert::rfc3339(self.t),
-            event: alert::Event {
-                kind: "alert".into(),
-                category: vec!["network".into()],
-                id,
-                severity: level.severity(),
-                duration: (end - start).saturating_mul(1000),
-                start: alert::rfc3339(start),
-                end: alert::rfc3339(end),
-            },
-            rule: alert::Rule { name: rule },
-            source: alert::Source { ip: self.key.orig },
-            destination: alert::Destination {
-                ip: self.key.resp,
-                port,
-            },
-            network: alert::Network { transport },
-            related: alert::Related {
-                ip: if self.key.orig == self.key.resp {
-                    vec![self.key.orig]
-                } else {
-                    vec![self.key.orig, self.key.resp]
-                },
-            },
-            observer: alert::Observer {
-                name: self.sensor.to_string(),
-            },
-            zeek: alert::Zeek { session_id: uids },
-            longconn: lc,
-        }
-    }
-
-    fn single(
-        &self,
-        rec: &ConnRecord,
-        level: Level,
-        th: &Thresholds,
-        ts: i64,
-        end: i64,
-        dur: i64,
-    ) -> Alert {
-        let group = group_string(self.key, self.group_by);
-        let id = alert::event_id(Trigger::Single, &group, level, &rec.uid, ts, 0);
-        let threshold = th.threshold(level).unwrap_or(0);
-        let transport = (!rec.proto.is_empty()).then(|| rec.proto.as_str().to_lowercase());
-        let port_text = rec.resp_p.map(|p| format!(":{p}")).unwrap_or_default();
-        let how = if self.open {
-            format!("has been up for {} and is still open", alert::human(dur))
-        } else {
-            format!("lasted {}", alert::human(dur))
-        };
-        let message = format!(
-            "One connection from {} to {}{} {how}, reaching the {} level ({}).",
-            self.key.orig,
-            self.key.resp,
-            port_text,
-            level.name(),
-            alert::human(threshold)
-        );
-        let lc = alert::Longconn {
-            trigger: Trigger::Single,
-            level,
-            threshold_seconds: alert::secs(threshold),
-            measure_seconds: alert::secs(dur),
-            sum_seconds: alert::secs(dur),
-            covered_seconds: alert::secs(dur),
-            open: self.open,
-            window_seconds: alert::secs(self.window_us),
-            connection_count: 1,
-            longest_seconds: alert::secs(dur),
-            total_bytes: rec.total_bytes(),
-            first_seen: alert::rfc3339(ts),
-            last_seen: alert::rfc3339(end),
-            uids_total: 1,
-            message,
-        };
-        self.base(
-            Trigger::Single,
-            level,
-            id,
-            ts,
-            end,
-            rec.resp_p,
-            transport,
-            lc,
-            vec![rec.uid.to_string()],
-        )
-    }
-
-    fn cumulative(
-        &self,
-        g: &GroupData,
-        level: Level,
-        repeat: u32,
-        th: &Thresholds,
-        fig: Figures,
-    ) -> Alert {
-        let measure = fig.measure;
-        let group = group_string(self.key, self.group_by);
-        let (first_uid, first_ts) = g
-            .rules
-            .episode_first
-            .as_ref()
-            .map_or(("", 0), |(u, t)| (u.as_str(), *t));
-        let id = alert::event_id(
-            Trigger::Cumulative,
-            &group,
-            level,
-            first_uid,
-            first_ts,
-            repeat,
-        );
-        let threshold = th.threshold(level).unwrap_or(0);
-        let (port, transport) = match self.group_by {
-            GroupBy::Pair => (None, None),
-            GroupBy::PairPort => (
-                Some(self.key.port),
-                Some(transport::name(self.key.proto).to_string()),
-            ),
-        };
-        let what = if repeat > 0 { "is still at" } else { "reached" };
-        let port_text = port.map(|p| format!(":{p}")).unwrap_or_default();
-        let still_open = if self.open {
-            " (one of them still open)"
-        } else {
-            ""
-        };
-        let message = format!(
-            "{} connections{} from {} to {}{} add up to {} in the last {} ({} covered): the group {} the {} level ({}).",
-            g.connections,
-            still_open,
-            self.key.orig,
-            self.key.resp,
-            port_text,
-            alert::human(fig.sum),
-            alert::human(self.window_us),
-            alert::human(fig.covered),
-            what,
-            level.name(),
-            alert::human(threshold)
-        );
-        let lc = alert::Longconn {
-            trigger: Trigger::Cumulative,
-            level,
-            threshold_seconds: alert::secs(threshold),
-            measure_seconds: alert::secs(measure),
-            sum_seconds: alert::secs(fig.sum),
-            covered_seconds: alert::secs(fig.covered),
-            open: self.open,
-            window_seconds: alert::secs(self.window_us),
-            connection_count: g.connections,
-            longest_seconds: alert::secs(g.longest_us),
-            total_bytes: g.total_bytes,
-            first_seen: alert::rfc3339(g.first_seen),
-            last_seen: alert::rfc3339(g.last_seen),
-            uids_total: g.connections,
-            message,
-        };
-        self.base(
-            Trigger::Cumulative,
-            level,
-            id,
-            g.first_seen,
-            g.last_seen,
-            port,
-            transport,
-            lc,
-            g.uids.in_order(),
-        )
     }
 }
 

@@ -44,9 +44,8 @@
 //! - Cursors are written atomically (temp file + rename) but not fsynced: a cursor lost in a crash falls back
 //!   to an older one (or to the oldest segment), which means redelivery, never loss.
 
-use crate::alert::Alert;
+use crate::alert::{self, Alert};
 use crate::output::Spooled;
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -199,19 +198,6 @@ fn parse_segment_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-#[derive(Deserialize)]
-struct IdFields {
-    #[serde(rename = "@timestamp")]
-    timestamp: String,
-    event: IdEvent,
-}
-
-#[derive(Deserialize)]
-struct IdEvent {
-    id: String,
-    severity: u8,
-}
-
 fn checksum(seq: &[u8], json: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(seq);
@@ -261,7 +247,7 @@ fn parse_record(line: &[u8]) -> Option<Spooled> {
         return None;
     };
     let json = std::str::from_utf8(json).ok()?;
-    let f: IdFields = serde_json::from_str(json).ok()?;
+    let f = alert::Head::parse(json).ok()?;
     Some(Spooled {
         seq,
         event_id: f.event.id,
