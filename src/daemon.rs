@@ -1,8 +1,9 @@
 //! The daemon (`longconn run`): wiring only. It restores the checkpoint, starts one [`Tailer`] per source, and
 //! runs the pipeline tail -> parse -> detector -> spool on one blocking thread; one delivery task per output
-//! (`crate::delivery`) carries alerts from the spool to the output, while the async side turns its caller's
-//! [`Control`] requests (stop, reload: `main` wires SIGTERM, SIGINT and SIGHUP to them, tests send them directly)
-//! and file-system notifications into messages for the pipeline. Nothing here installs a signal handler.
+//! (`crate::output::delivery`) carries alerts from the spool to the output, while the async side turns its
+//! caller's [`Control`] requests (stop, reload: `main` wires SIGTERM, SIGINT and SIGHUP to them, tests send
+//! them directly) and file-system notifications into messages for the pipeline. Nothing here installs a
+//! signal handler.
 //!
 //! The caller sees what the daemon did through a [`Progress`] watch (ready, records read, caught up, alerts
 //! spooled and delivered), so a test awaits an event instead of sleeping. File-system wake-ups are coalesced
@@ -29,8 +30,8 @@ mod health;
 
 use crate::checkpoint::{CheckpointStore, LoadError};
 use crate::config::Config;
-use crate::delivery::{self, OutputStats};
 use crate::detector::{Detector, DetectorState};
+use crate::output::delivery::{self, OutputStats};
 use crate::output::{self, ReopenGeneration};
 use crate::spool::{Spool, SpoolOptions, DEFAULT_SEGMENT_BYTES};
 use crate::tail::{SourceCheckpoint, TailEvent, Tailer};

@@ -45,7 +45,6 @@
 //!   to an older one (or to the oldest segment), which means redelivery, never loss.
 
 use crate::alert::{self, Alert};
-use crate::output::Spooled;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -53,6 +52,21 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::{error, info, warn};
+
+/// One alert as the spool hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spooled {
+    /// Position in the spool (strictly increasing).
+    pub seq: u64,
+    /// The alert's `event.id`.
+    pub event_id: String,
+    /// The alert's `@timestamp` (RFC 3339, UTC).
+    pub timestamp: String,
+    /// `event.severity`: 1 (low) to 4 (critical).
+    pub severity: u8,
+    /// The alert document, one line of JSON.
+    pub json: Arc<str>,
+}
 
 /// Default segment size: large enough for few files, small enough to free space early.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;

@@ -13,7 +13,8 @@
 
 use super::{backoff, Answer, HttpOutput, SplunkConfig};
 use crate::alert;
-use crate::output::{DeliverError, Spooled};
+use crate::output::DeliverError;
+use crate::spool::Spooled;
 use reqwest::header::HeaderValue;
 use reqwest::Url;
 use std::time::{Duration, Instant};
