@@ -10,7 +10,7 @@
 use crate::config::{Config, Level, SourceKind};
 use crate::detector::{Detector, DetectorStats};
 use crate::input::{self, InputPath};
-use crate::zeek::{Line, LogParser, SkipReason};
+use crate::zeek::{Line, LogParser, Show, SkipReason, SkippedLines};
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Write};
 
@@ -41,7 +41,8 @@ pub fn replay(
     }
     let mut summary = ReplaySummary::default();
     let mut alerts = Vec::new();
-    for input in inputs {
+    let mut shown = SkippedLines::default();
+    for (file, input) in inputs.iter().enumerate() {
         summary.files += 1;
         let name = input.display();
         let file_kind = kind.unwrap_or_else(|| input.kind());
@@ -57,7 +58,6 @@ pub fn replay(
         let mut parser = LogParser::new(crate::detector::parse_options());
         let mut buf = Vec::with_capacity(1024);
         let mut line_no = 0u64;
-        let mut logged = 0;
         loop {
             buf.clear();
             let n = match reader.read_until(b'\n', &mut buf) {
@@ -68,12 +68,8 @@ pub fn replay(
                     if !buf.is_empty() {
                         // The line the error cut off (as scan does): counted, never parsed.
                         line_no += 1;
-                        let reason = SkipReason::Truncated;
-                        *summary.lines_skipped.entry(reason.kind()).or_default() += 1;
-                        logged += 1;
-                        if logged <= 20 {
-                            writeln!(err, "{name}:{line_no}: skipped: {reason}")?;
-                        }
+                        let at = (file, name.as_str(), line_no);
+                        skipped_line(&mut summary, &mut shown, err, at, SkipReason::Truncated)?;
                     }
                     break;
                 }
@@ -102,17 +98,29 @@ pub fn replay(
                     } else {
                         SkipReason::Truncated
                     };
-                    *summary.lines_skipped.entry(reason.kind()).or_default() += 1;
-                    logged += 1;
-                    if logged <= 20 {
-                        writeln!(err, "{name}:{line_no}: skipped: {reason}")?;
-                    }
+                    let at = (file, name.as_str(), line_no);
+                    skipped_line(&mut summary, &mut shown, err, at, reason)?;
                 }
             }
         }
     }
     summary.stats = detector.stats();
     Ok(summary)
+}
+
+/// Counts a skipped line at `(file index, name, line number)`; the first ones of each file go to `err`.
+fn skipped_line(
+    summary: &mut ReplaySummary,
+    shown: &mut SkippedLines<usize>,
+    err: &mut dyn Write,
+    (file, name, line_no): (usize, &str, u64),
+    reason: SkipReason,
+) -> io::Result<()> {
+    *summary.lines_skipped.entry(reason.kind()).or_default() += 1;
+    if shown.count(file) == Show::Line {
+        writeln!(err, "{name}:{line_no}: skipped: {reason}")?;
+    }
+    Ok(())
 }
 
 /// The summary table for stderr.
