@@ -126,44 +126,51 @@ fn skipped_line(
 /// The summary table for stderr.
 pub fn summary_table(s: &ReplaySummary) -> String {
     let st = &s.stats;
-    let mut t = String::new();
-    t.push_str("longconn replay summary\n");
-    t.push_str(&format!("  files                 {}\n", s.files));
-    t.push_str(&format!("  records seen          {}\n", st.records_seen));
-    t.push_str(&format!("  records used          {}\n", st.records_used));
+    let mut t = String::from("longconn replay summary\n");
+    let mut row = |label: &str, value: String| t.push_str(&format!("  {label:<22}{value}\n"));
+    row("files", s.files.to_string());
+    row("records seen", st.records_seen.to_string());
+    row("records used", st.records_used.to_string());
     let filtered =
         st.filtered_never + st.filtered_direction + st.filtered_state + st.filtered_allow;
-    t.push_str(&format!(
-        "  records filtered      {filtered} (never {}, direction {}, state {}, allow {})\n",
-        st.filtered_never, st.filtered_direction, st.filtered_state, st.filtered_allow
-    ));
-    t.push_str(&format!(
-        "  records ignored       {} without ts, {} without addresses\n",
-        st.skipped_no_ts, st.skipped_no_addr
-    ));
+    row(
+        "records filtered",
+        format!(
+            "{filtered} (never {}, direction {}, state {}, allow {})",
+            st.filtered_never, st.filtered_direction, st.filtered_state, st.filtered_allow
+        ),
+    );
+    row(
+        "records ignored",
+        format!(
+            "{} without ts, {} without addresses",
+            st.skipped_no_ts, st.skipped_no_addr
+        ),
+    );
     let skipped: u64 = s.lines_skipped.values().sum();
     let reasons: Vec<String> = s
         .lines_skipped
         .iter()
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
-    t.push_str(&format!(
-        "  lines skipped         {skipped}{}\n",
-        if reasons.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", reasons.join(", "))
-        }
-    ));
-    t.push_str(&format!(
-        "  interim records       {} used, {} ignored (closed or not newer), {} open, {} forgotten\n",
-        st.interim_records, st.interim_ignored, st.interim_open, st.interim_expired
-    ));
-    t.push_str(&format!(
-        "  groups tracked        {} (evicted {})\n",
-        st.groups_tracked, st.evictions
-    ));
-    t.push_str("  alerts                low  medium  high  critical  total\n");
+    let reasons = if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", reasons.join(", "))
+    };
+    row("lines skipped", format!("{skipped}{reasons}"));
+    row(
+        "interim records",
+        format!(
+            "{} used, {} ignored (closed or not newer), {} open, {} forgotten",
+            st.interim_records, st.interim_ignored, st.interim_open, st.interim_expired
+        ),
+    );
+    row(
+        "groups tracked",
+        format!("{} (evicted {})", st.groups_tracked, st.evictions),
+    );
+    row("alerts", "low  medium  high  critical  total".into());
     for (name, counts) in [
         ("single", &st.alerts_single),
         ("cumulative", &st.alerts_cumulative),
