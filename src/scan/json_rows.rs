@@ -250,14 +250,8 @@ pub fn read(line: &[u8], ports: bool) -> Option<PairRow> {
         Some(Value::Num(n)) => Some(serde_json::from_slice::<f64>(n).ok()?),
         _ => return None,
     };
-    Some(PairRow {
-        orig_h,
-        resp_h,
-        duration,
-        bytes: PairRow::total_bytes(orig_bytes, resp_bytes),
-        resp_p,
-        proto,
-    })
+    let (pair, bytes) = ((orig_h, resp_h), (orig_bytes, resp_bytes));
+    Some(PairRow::new(pair, duration, bytes, resp_p, proto))
 }
 
 #[cfg(test)]

@@ -219,14 +219,8 @@ fn read_row(
     if set(TS) && !plain_decimal(field(TS)) {
         return None;
     }
-    Some(PairRow {
-        orig_h,
-        resp_h,
-        duration,
-        bytes: PairRow::total_bytes(orig_bytes, resp_bytes),
-        resp_p,
-        proto,
-    })
+    let (pair, bytes) = ((orig_h, resp_h), (orig_bytes, resp_bytes));
+    Some(PairRow::new(pair, duration, bytes, resp_p, proto))
 }
 
 /// `digits[.digits]` of at most 20 bytes: a time the general parser reads as a number.

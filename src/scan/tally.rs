@@ -164,9 +164,24 @@ pub struct PairRow {
 }
 
 impl PairRow {
-    /// orig_bytes + resp_bytes as [`ConnRecord::total_bytes`] adds them.
-    pub fn total_bytes(orig: Option<u64>, resp: Option<u64>) -> u64 {
-        orig.unwrap_or(0).saturating_add(resp.unwrap_or(0))
+    /// The row of a record; `bytes` is `orig_bytes + resp_bytes` as [`ConnRecord::total_bytes`] adds them.
+    pub fn new(
+        (orig_h, resp_h): (IpAddr, IpAddr),
+        duration: Option<f64>,
+        (orig_bytes, resp_bytes): (Option<u64>, Option<u64>),
+        resp_p: Option<u16>,
+        proto: u8,
+    ) -> PairRow {
+        PairRow {
+            orig_h,
+            resp_h,
+            duration,
+            bytes: orig_bytes
+                .unwrap_or(0)
+                .saturating_add(resp_bytes.unwrap_or(0)),
+            resp_p,
+            proto,
+        }
     }
 }
 
