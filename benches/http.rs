@@ -10,7 +10,8 @@
 mod receiver;
 
 use longconn::output::http::{HttpConfig, HttpOutput};
-use longconn::output::{Deliver, Spooled};
+use longconn::output::Deliver;
+use longconn::spool::Spooled;
 use receiver::{Mode, Receiver};
 use std::sync::Arc;
 use std::time::Instant;

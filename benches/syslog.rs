@@ -5,7 +5,7 @@
 //! Run: `cargo bench --bench syslog` (ALERTS=N changes the count, default 200000).
 
 use longconn::config::{Batching, Framing, SyslogConfig, SyslogTransport};
-use longconn::delivery::{self, OutputStats};
+use longconn::output::delivery::{self, OutputStats};
 use longconn::output::SyslogOutput;
 use longconn::spool::{Spool, SpoolOptions};
 use std::io::Read;

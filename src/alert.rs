@@ -1,7 +1,9 @@
 //! The alert document and its one JSON wire format: ECS-compatible nested objects, one per line.
 //!
 //! Every output (stdout, file, spool, SIEM) writes [`Alert`] through serde_json and nothing else, so this is
-//! the only place the format is defined. Times are RFC 3339 UTC with microseconds; all times are event
+//! the only place the format is defined: [`Context`] builds the documents the detector raises (rule names,
+//! messages, `event.id`), and what reads a stored document back ([`Head`] for the spool, [`observer_name`]
+//! and [`epoch_seconds`] for Splunk) reads it through this module. Times are RFC 3339 UTC with microseconds; all times are event
 //! time taken from records, never the wall clock. Fields:
 //!
 //! | field | meaning |
@@ -35,6 +37,9 @@
 //! | `longconn.uids_total` | how many uids contributed (`zeek.session_id` holds at most 50) |
 //! | `longconn.message` | one sentence in plain words |
 
+use crate::config::{GroupBy, Level};
+use crate::window::GroupKey;
+use crate::zeek::{transport, ConnRecord};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
@@ -116,7 +121,7 @@ pub struct Zeek {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Longconn {
     pub trigger: Trigger,
-    pub level: crate::config::Level,
+    pub level: Level,
     pub threshold_seconds: f64,
     pub measure_seconds: f64,
     #[serde(default)]
@@ -167,7 +172,7 @@ pub fn secs(us: i64) -> f64 {
 pub fn event_id(
     trigger: Trigger,
     group: &str,
-    level: crate::config::Level,
+    level: Level,
     first_uid: &str,
     first_ts_us: i64,
     repeat: u32,
@@ -205,6 +210,231 @@ pub fn human(us: i64) -> String {
     }
 }
 
+/// The group's text in `event.id`: `orig>resp` by pair, `orig>resp:port/proto` by pair-port.
+pub fn group_string(k: &GroupKey, by: GroupBy) -> String {
+    match by {
+        GroupBy::Pair => format!("{}>{}", k.orig, k.resp),
+        GroupBy::PairPort => format!(
+            "{}>{}:{}/{}",
+            k.orig,
+            k.resp,
+            k.port,
+            transport::name(k.proto)
+        ),
+    }
+}
+
+/// What every alert raised by one record shares.
+pub struct Context<'a> {
+    pub key: &'a GroupKey,
+    pub group_by: GroupBy,
+    pub sensor: &'a str,
+    /// The watermark (µs): `@timestamp`.
+    pub t: i64,
+    pub window_us: i64,
+    /// The record is an interim record: its connection is still open.
+    pub open: bool,
+}
+
+/// A group at a cumulative alert: what the detector keeps for it since it last had nothing inside the
+/// window, and the cumulative figures of this alert; times in µs.
+pub struct GroupFigures<'a> {
+    pub connections: u64,
+    pub longest_us: i64,
+    pub total_bytes: u64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// The uid and ts of the episode's first record (part of `event.id`).
+    pub episode_first: Option<(&'a str, i64)>,
+    /// The group's most recent uids, oldest first.
+    pub uids: Vec<String>,
+    pub measure: i64,
+    pub sum: i64,
+    pub covered: i64,
+}
+
+impl Context<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn base(
+        &self,
+        trigger: Trigger,
+        level: Level,
+        id: String,
+        start: i64,
+        end: i64,
+        port: Option<u16>,
+        transport: Option<String>,
+        lc: Longconn,
+        uids: Vec<String>,
+    ) -> Alert {
+        let rule = match trigger {
+            Trigger::Single => format!("longconn single connection {}", level.name()),
+            Trigger::Cumulative => format!("longconn cumulative {}", level.name()),
+        };
+        Alert {
+            timestamp: rfc3339(self.t),
+            event: Event {
+                kind: "alert".into(),
+                category: vec!["network".into()],
+                id,
+                severity: level.severity(),
+                duration: (end - start).saturating_mul(1000),
+                start: rfc3339(start),
+                end: rfc3339(end),
+            },
+            rule: Rule { name: rule },
+            source: Source { ip: self.key.orig },
+            destination: Destination {
+                ip: self.key.resp,
+                port,
+            },
+            network: Network { transport },
+            related: Related {
+                ip: if self.key.orig == self.key.resp {
+                    vec![self.key.orig]
+                } else {
+                    vec![self.key.orig, self.key.resp]
+                },
+            },
+            observer: Observer {
+                name: self.sensor.to_string(),
+            },
+            zeek: Zeek { session_id: uids },
+            longconn: lc,
+        }
+    }
+
+    /// The alert of one connection `rec` (from `ts` to `end`, lasting `dur`) that reached `level`, whose
+    /// threshold is `threshold` (µs).
+    pub fn single(
+        &self,
+        rec: &ConnRecord,
+        level: Level,
+        threshold: i64,
+        ts: i64,
+        end: i64,
+        dur: i64,
+    ) -> Alert {
+        let group = group_string(self.key, self.group_by);
+        let id = event_id(Trigger::Single, &group, level, &rec.uid, ts, 0);
+        let transport = (!rec.proto.is_empty()).then(|| rec.proto.as_str().to_lowercase());
+        let port_text = rec.resp_p.map(|p| format!(":{p}")).unwrap_or_default();
+        let how = if self.open {
+            format!("has been up for {} and is still open", human(dur))
+        } else {
+            format!("lasted {}", human(dur))
+        };
+        let message = format!(
+            "One connection from {} to {}{} {how}, reaching the {} level ({}).",
+            self.key.orig,
+            self.key.resp,
+            port_text,
+            level.name(),
+            human(threshold)
+        );
+        let lc = Longconn {
+            trigger: Trigger::Single,
+            level,
+            threshold_seconds: secs(threshold),
+            measure_seconds: secs(dur),
+            sum_seconds: secs(dur),
+            covered_seconds: secs(dur),
+            open: self.open,
+            window_seconds: secs(self.window_us),
+            connection_count: 1,
+            longest_seconds: secs(dur),
+            total_bytes: rec.total_bytes(),
+            first_seen: rfc3339(ts),
+            last_seen: rfc3339(end),
+            uids_total: 1,
+            message,
+        };
+        self.base(
+            Trigger::Single,
+            level,
+            id,
+            ts,
+            end,
+            rec.resp_p,
+            transport,
+            lc,
+            vec![rec.uid.to_string()],
+        )
+    }
+
+    /// The alert of a group that reached `level` (whose threshold is `threshold`, µs), or is still at it
+    /// (`repeat` > 0, a `realert_after` repeat).
+    pub fn cumulative(&self, g: GroupFigures, level: Level, repeat: u32, threshold: i64) -> Alert {
+        let measure = g.measure;
+        let group = group_string(self.key, self.group_by);
+        let (first_uid, first_ts) = g.episode_first.unwrap_or(("", 0));
+        let id = event_id(
+            Trigger::Cumulative,
+            &group,
+            level,
+            first_uid,
+            first_ts,
+            repeat,
+        );
+        let (port, transport) = match self.group_by {
+            GroupBy::Pair => (None, None),
+            GroupBy::PairPort => (
+                Some(self.key.port),
+                Some(transport::name(self.key.proto).to_string()),
+            ),
+        };
+        let what = if repeat > 0 { "is still at" } else { "reached" };
+        let port_text = port.map(|p| format!(":{p}")).unwrap_or_default();
+        let still_open = if self.open {
+            " (one of them still open)"
+        } else {
+            ""
+        };
+        let message = format!(
+            "{} connections{} from {} to {}{} add up to {} in the last {} ({} covered): the group {} the {} level ({}).",
+            g.connections,
+            still_open,
+            self.key.orig,
+            self.key.resp,
+            port_text,
+            human(g.sum),
+            human(self.window_us),
+            human(g.covered),
+            what,
+            level.name(),
+            human(threshold)
+        );
+        let lc = Longconn {
+            trigger: Trigger::Cumulative,
+            level,
+            threshold_seconds: secs(threshold),
+            measure_seconds: secs(measure),
+            sum_seconds: secs(g.sum),
+            covered_seconds: secs(g.covered),
+            open: self.open,
+            window_seconds: secs(self.window_us),
+            connection_count: g.connections,
+            longest_seconds: secs(g.longest_us),
+            total_bytes: g.total_bytes,
+            first_seen: rfc3339(g.first_seen),
+            last_seen: rfc3339(g.last_seen),
+            uids_total: g.connections,
+            message,
+        };
+        self.base(
+            Trigger::Cumulative,
+            level,
+            id,
+            g.first_seen,
+            g.last_seen,
+            port,
+            transport,
+            lc,
+            g.uids,
+        )
+    }
+}
+
 impl Alert {
     /// One JSON line (no newline).
     pub fn to_json(&self) -> String {
@@ -213,10 +443,46 @@ impl Alert {
     }
 }
 
+/// The fields the spool reads back from a stored document without parsing all of it: `@timestamp`,
+/// `event.id` and `event.severity`. Any JSON object with them is taken (what older versions spooled too).
+#[derive(Debug, Deserialize)]
+pub struct Head {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: HeadEvent,
+}
+
+/// The part of `event` that [`Head`] reads.
+#[derive(Debug, Deserialize)]
+pub struct HeadEvent {
+    pub id: String,
+    pub severity: u8,
+}
+
+impl Head {
+    pub fn parse(json: &str) -> serde_json::Result<Head> {
+        serde_json::from_str(json)
+    }
+}
+
+/// A document's `observer.name` (the sensor).
+pub fn observer_name(json: &str) -> serde_json::Result<String> {
+    #[derive(Deserialize)]
+    struct Doc {
+        observer: Observer,
+    }
+    Ok(serde_json::from_str::<Doc>(json)?.observer.name)
+}
+
+/// `@timestamp` (RFC 3339) as epoch seconds with microseconds; None if it does not parse.
+pub fn epoch_seconds(timestamp: &str) -> Option<f64> {
+    let t = chrono::DateTime::parse_from_rfc3339(timestamp).ok()?;
+    Some(t.timestamp() as f64 + f64::from(t.timestamp_subsec_micros()) / 1e6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Level;
 
     #[test]
     fn event_id_is_stable() {
@@ -265,6 +531,38 @@ mod tests {
             a, "1224bfc71d22f5c2bdba9e932e2bb2ae",
             "sha256(\"single|10.0.0.1>1.2.3.4|high|CAbc|1\")[..32]"
         );
+    }
+
+    #[test]
+    fn readers_read_what_context_writes() {
+        let (orig, resp) = ("10.0.0.1".parse().unwrap(), "1.2.3.4".parse().unwrap());
+        let key = GroupKey::new(GroupBy::PairPort, orig, resp, 443, 6);
+        let ctx = Context {
+            key: &key,
+            group_by: GroupBy::PairPort,
+            sensor: "s1",
+            t: 1_700_000_000_123_456,
+            window_us: 3_600_000_000,
+            open: false,
+        };
+        let rec = ConnRecord {
+            uid: "CAbc".into(),
+            proto: "tcp".into(),
+            resp_p: Some(443),
+            ..ConnRecord::default()
+        };
+        let (ts, dur) = (1_699_990_000_000_000, 2_000_000_000);
+        let a = ctx.single(&rec, Level::High, 60_000_000, ts, ts + dur, dur);
+        let json = a.to_json();
+        let head = Head::parse(&json).unwrap();
+        assert_eq!(head.timestamp, a.timestamp);
+        assert_eq!(head.event.id, a.event.id);
+        assert_eq!(head.event.severity, a.event.severity);
+        assert_eq!(observer_name(&json).unwrap(), "s1");
+        let t = epoch_seconds(&head.timestamp).unwrap();
+        assert!((t - 1_700_000_000.123_456).abs() < 1e-6, "{t}");
+        assert_eq!(a.network.transport.as_deref(), Some("tcp"));
+        assert_eq!(a.destination.port, Some(443));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The daemon (`longconn run`): wiring only. It restores the checkpoint, starts one [`Tailer`] per source, and
 //! runs the pipeline tail -> parse -> detector -> spool on one blocking thread; one delivery task per output
-//! (`crate::delivery`) carries alerts from the spool to the output, while the async side turns its caller's
-//! [`Control`] requests (stop, reload: `main` wires SIGTERM, SIGINT and SIGHUP to them, tests send them directly)
-//! and file-system notifications into messages for the pipeline. Nothing here installs a signal handler.
+//! (`crate::output::delivery`) carries alerts from the spool to the output, while the async side turns its
+//! caller's [`Control`] requests (stop, reload: `main` wires SIGTERM, SIGINT and SIGHUP to them, tests send
+//! them directly) and file-system notifications into messages for the pipeline. Nothing here installs a
+//! signal handler.
 //!
 //! The caller sees what the daemon did through a [`Progress`] watch (ready, records read, caught up, alerts
 //! spooled and delivered), so a test awaits an event instead of sleeping. File-system wake-ups are coalesced
@@ -29,13 +30,13 @@ mod health;
 
 use crate::checkpoint::{CheckpointStore, LoadError};
 use crate::config::Config;
-use crate::delivery::{self, OutputStats};
 use crate::detector::{Detector, DetectorState};
+use crate::output::delivery::{self, OutputStats};
 use crate::output::{self, ReopenGeneration};
 use crate::spool::{Spool, SpoolOptions, DEFAULT_SEGMENT_BYTES};
 use crate::tail::{SourceCheckpoint, TailEvent, Tailer};
+use crate::zeek::{Show, SkippedLines};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -77,9 +78,6 @@ const POLL_BUDGET: u64 = 16 * 1024 * 1024;
 
 /// How long delivery tasks may flush after the pipeline stopped.
 pub const DELIVERY_GRACE: Duration = Duration::from_secs(3);
-
-/// Skipped lines logged per source before going quiet (all are counted).
-const SKIP_LOG_LIMIT: u64 = 20;
 
 /// How often the directories to watch are recomputed.
 const WATCH_REFRESH: Duration = Duration::from_secs(2);
@@ -286,7 +284,7 @@ struct Pipeline {
     detector: Detector,
     spool: Spool,
     store: CheckpointStore,
-    skipped_logged: HashMap<PathBuf, u64>,
+    skipped_logged: SkippedLines<PathBuf>,
     alerts_buf: Vec<crate::alert::Alert>,
     alerts_written: u64,
     records: u64,
@@ -367,7 +365,7 @@ impl Pipeline {
             detector,
             spool,
             store,
-            skipped_logged: HashMap::new(),
+            skipped_logged: SkippedLines::default(),
             alerts_buf: Vec::new(),
             alerts_written: 0,
             records: 0,
@@ -414,12 +412,10 @@ impl Pipeline {
                     reason,
                 } => {
                     health.skipped(i, reason.kind());
-                    let n = skipped_logged.entry(path.to_path_buf()).or_default();
-                    *n += 1;
-                    if *n <= SKIP_LOG_LIMIT {
-                        warn!(file = %path.display(), line = line_no, reason = reason.kind(), "skipped line: {reason}");
-                    } else if *n == SKIP_LOG_LIMIT + 1 {
-                        warn!(file = %path.display(), "more skipped lines in this file; counting without logging");
+                    match skipped_logged.count(path.to_path_buf()) {
+                        Show::Line => warn!(file = %path.display(), line = line_no, reason = reason.kind(), "skipped line: {reason}"),
+                        Show::FirstHidden => warn!(file = %path.display(), "more skipped lines in this file; counting without logging"),
+                        Show::Hidden => {}
                     }
                 }
                 TailEvent::Rotated { from, to } => match to {
@@ -441,9 +437,7 @@ impl Pipeline {
                     bytes,
                 } => {
                     health.nul_bytes(i, bytes);
-                    let n = skipped_logged.entry(path.to_path_buf()).or_default();
-                    *n += 1;
-                    if *n <= SKIP_LOG_LIMIT {
+                    if skipped_logged.count(path.to_path_buf()) == Show::Line {
                         warn!(file = %path.display(), offset, bytes, "skipped a run of NUL bytes (a writer without O_APPEND after a truncation)");
                     }
                 }

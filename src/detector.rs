@@ -10,135 +10,22 @@
 //! rule state, counters) so that [`Detector::restore`] continues exactly: the same later records give the
 //! same alerts with the same `event.id`s.
 //!
-//! ## Interim records (open_conn.log, conn_long.log)
-//! [`Detector::process`] takes the record's [`SourceKind`]. Zeek's interim logs repeat a connection that is
-//! still open (same uid and ts as its final conn.log record) with a growing running duration. Per uid the
-//! detector keeps the latest interim record ([`OpenConn`]): a newer one (a later end) *replaces* the
-//! connection's interval in its group ([`crate::window::Accumulator::replace`]) and never adds to it; an
-//! older or equal one is ignored (running totals only grow, so re-reads and out-of-order files are
-//! harmless). The final conn record replaces the interim interval and closes the uid; interim records of a
-//! closed uid are ignored for `[cumulative] interim_timeout` of event time after the close. Closed uids are
-//! remembered when the uid was open, or, when interim records are expected at all (an interim source is
-//! configured, one was seen, or replay has interim files), when its final duration is at least
-//! [`CLOSED_MIN_US`] (interim logs only ever hold connections up for minutes); at most [`MAX_CLOSED`] of
-//! them, oldest forgotten first. An open uid
-//! whose latest record ended more than `interim_timeout` (default 25h) before the watermark is forgotten (its
-//! last interval stays counted until it leaves the window). All of this is in [`DetectorState`].
-//!
-//! A single alert fires at the first interim record whose duration reaches a level, with
-//! `longconn.open = true`; later records of the same connection (interim or final) alert only at a higher
-//! level than the connection already alerted at. A record without a uid gets no uid rules.
+//! Interim records (open_conn.log, conn_long.log) repeat connections that are still open; the per-uid rules
+//! that keep them from counting twice live in [`interim`].
 
-use crate::alert::{self, Alert, Trigger, MAX_UIDS};
-use crate::config::{Config, GroupBy, Level, Measure, SourceKind};
-use crate::rules::{CumulativeAlert, FilterReason, RuleState, Rules, Thresholds};
+use crate::alert::{self, Alert, MAX_UIDS};
+use crate::config::{Config, Measure, SourceKind};
+use crate::rules::{CumulativeAlert, FilterReason, RuleState, Rules};
 use crate::window::{self, micros, GroupKey, Window, WindowState};
-use crate::zeek::{ConnRecord, Field, FieldSet, ParseOptions};
+use crate::zeek::{transport, ConnRecord, Field, FieldSet, ParseOptions};
 use compact_str::CompactString;
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
-/// Final records at least this long (µs) have their uid remembered as closed, so that a late interim
-/// record of the same connection is ignored (interim logs write connections only after minutes).
-pub const CLOSED_MIN_US: i64 = 60_000_000;
-/// At most this many closed uids are remembered (oldest forgotten first).
-pub const MAX_CLOSED: usize = 1_000_000;
+pub mod interim;
 
-/// The latest interim record of a connection that is still open.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OpenConn {
-    pub key: GroupKey,
-    pub ts: i64,
-    pub end: i64,
-    pub bytes: u64,
-    /// Highest single level alerted for this connection.
-    pub level: Option<Level>,
-}
-
-/// Interim-record bookkeeping: open uids and recently closed ones.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Interim {
-    open: FxHashMap<CompactString, OpenConn>,
-    /// Closed uid -> watermark at its close.
-    closed: FxHashMap<CompactString, i64>,
-    /// Closed uids in close order (the watermark only grows, so also in time order).
-    closed_order: VecDeque<(CompactString, i64)>,
-    since_sweep: u64,
-}
-
-/// The serialized form of the interim bookkeeping (sorted, so equal states serialize equally).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct InterimState {
-    pub open: Vec<(CompactString, OpenConn)>,
-    pub closed: Vec<(CompactString, i64)>,
-    pub since_sweep: u64,
-}
-
-impl Interim {
-    fn state(&self) -> InterimState {
-        let mut open: Vec<_> = self
-            .open
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        open.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        InterimState {
-            open,
-            closed: self.closed_order.iter().cloned().collect(),
-            since_sweep: self.since_sweep,
-        }
-    }
-
-    fn from_state(st: &InterimState) -> Interim {
-        let mut i = Interim {
-            open: st.open.iter().cloned().collect(),
-            since_sweep: st.since_sweep,
-            ..Interim::default()
-        };
-        for (uid, at) in &st.closed {
-            i.close(uid, *at);
-        }
-        i
-    }
-
-    fn close(&mut self, uid: &CompactString, at: i64) {
-        if self.closed.insert(uid.clone(), at).is_none() {
-            self.closed_order.push_back((uid.clone(), at));
-        }
-        while self.closed_order.len() > MAX_CLOSED {
-            self.pop_closed();
-        }
-    }
-
-    fn pop_closed(&mut self) {
-        if let Some((uid, at)) = self.closed_order.pop_front() {
-            if self.closed.get(&uid) == Some(&at) {
-                self.closed.remove(&uid);
-            }
-        }
-    }
-
-    /// Forgets open uids with no news and closed uids older than `timeout` before watermark `t`;
-    /// amortized O(1) per record. Returns how many open uids were dropped.
-    fn sweep(&mut self, t: i64, timeout: i64) -> u64 {
-        while self
-            .closed_order
-            .front()
-            .is_some_and(|(_, at)| t.saturating_sub(*at) > timeout)
-        {
-            self.pop_closed();
-        }
-        self.since_sweep += 1;
-        if self.since_sweep < (self.open.len() as u64).max(1024) {
-            return 0;
-        }
-        self.since_sweep = 0;
-        let before = self.open.len();
-        self.open.retain(|_, o| t.saturating_sub(o.end) <= timeout);
-        (before - self.open.len()) as u64
-    }
-}
+use interim::{Admit, Interim};
+pub use interim::{InterimState, OpenConn, CLOSED_MIN_US, MAX_CLOSED};
 
 /// Version of [`DetectorState`]'s layout.
 pub const STATE_VERSION: u32 = 1;
@@ -225,6 +112,26 @@ impl window::Hold for GroupData {
 }
 
 impl GroupData {
+    /// The group's figures for a cumulative alert; `measure`, `sum` and `covered` in µs.
+    fn figures(&self, measure: i64, sum: i64, covered: i64) -> alert::GroupFigures<'_> {
+        alert::GroupFigures {
+            connections: self.connections,
+            longest_us: self.longest_us,
+            total_bytes: self.total_bytes,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            episode_first: self
+                .rules
+                .episode_first
+                .as_ref()
+                .map(|(u, t)| (u.as_str(), *t)),
+            uids: self.uids.in_order(),
+            measure,
+            sum,
+            covered,
+        }
+    }
+
     /// A newer record of a connection already counted: figures change, the connection count does not.
     fn replace(&mut self, rec: &ConnRecord, ts: i64, end: i64, dur: i64, old_bytes: u64) {
         self.first_seen = self.first_seen.min(ts);
@@ -321,19 +228,6 @@ fn expects_interim(cfg: &Config) -> bool {
     cfg.sources.iter().any(|s| s.kind != SourceKind::Conn)
 }
 
-fn group_string(k: &GroupKey, by: GroupBy) -> String {
-    match by {
-        GroupBy::Pair => format!("{}>{}", k.orig, k.resp),
-        GroupBy::PairPort => format!(
-            "{}>{}:{}/{}",
-            k.orig,
-            k.resp,
-            k.port,
-            window::proto_name(k.proto)
-        ),
-    }
-}
-
 impl Detector {
     pub fn new(cfg: &Config) -> Detector {
         let rules = Rules::new(cfg);
@@ -376,7 +270,7 @@ impl Detector {
         s.groups_tracked = self.window.len() as u64;
         s.groups_expired = self.window.expired();
         s.evictions = self.window.evictions();
-        s.interim_open = self.interim.open.len() as u64;
+        s.interim_open = self.interim.open_len() as u64;
         s
     }
 
@@ -442,26 +336,18 @@ impl Detector {
         let has_uid = !rec.uid.is_empty();
         let prev = if !has_uid {
             None
-        } else if is_interim {
-            if self.interim.closed.contains_key(&rec.uid) {
-                self.stats.interim_ignored += 1;
-                return;
-            }
-            match self.interim.open.get(&rec.uid) {
-                Some(o) if end <= o.end => {
+        } else {
+            let remember = self.expect_interim || self.stats.interim_records > 0;
+            match self
+                .interim
+                .admit(&rec.uid, is_interim, end, dur, t, remember)
+            {
+                Admit::Ignored => {
                     self.stats.interim_ignored += 1;
                     return;
                 }
-                Some(o) => Some(o.clone()),
-                None => None,
+                Admit::Use(prev) => prev,
             }
-        } else {
-            let prev = self.interim.open.remove(&rec.uid);
-            let remember = self.expect_interim || self.stats.interim_records > 0;
-            if prev.is_some() || (remember && dur >= CLOSED_MIN_US) {
-                self.interim.close(&rec.uid, t);
-            }
-            prev
         };
         self.stats.records_used += 1;
         if is_interim {
@@ -475,7 +361,7 @@ impl Detector {
             orig,
             resp,
             rec.resp_p.unwrap_or(0),
-            window::proto_number(&rec.proto),
+            transport::number(&rec.proto),
         );
         let window_us = self.rules.window_us;
         let realert = self.rules.realert_after;
@@ -522,7 +408,7 @@ impl Detector {
         };
         let measure = covered.unwrap_or(sum);
 
-        let ctx = Ctx {
+        let ctx = alert::Context {
             key: &key,
             group_by,
             sensor: &self.sensor,
@@ -537,7 +423,8 @@ impl Detector {
             if let Some(level) = slot.data.rules.single(&single_th, dur, t, window_us) {
                 self.stats.alerts_single[level as usize] += 1;
                 alerted = alerted.max(Some(level));
-                out.push(ctx.single(rec, level, &single_th, ts, end, dur));
+                let threshold = single_th.threshold(level).unwrap_or(0);
+                out.push(ctx.single(rec, level, threshold, ts, end, dur));
             }
         }
         if let Some(c) = slot.data.rules.cumulative(&cum_th, realert, measure, t) {
@@ -547,15 +434,12 @@ impl Detector {
             };
             self.stats.alerts_cumulative[level as usize] += 1;
             let covered = covered.unwrap_or_else(|| slot.acc.covered(w));
-            let figures = Figures {
-                measure,
-                sum,
-                covered,
-            };
-            out.push(ctx.cumulative(&slot.data, level, repeat, &cum_th, figures));
+            let group = slot.data.figures(measure, sum, covered);
+            let threshold = cum_th.threshold(level).unwrap_or(0);
+            out.push(ctx.cumulative(group, level, repeat, threshold));
         }
         if is_interim && has_uid {
-            self.interim.open.insert(
+            self.interim.keep_open(
                 rec.uid.clone(),
                 OpenConn {
                     key,
@@ -566,215 +450,6 @@ impl Detector {
                 },
             );
         }
-    }
-}
-
-/// The cumulative figures of one alert, in µs.
-struct Figures {
-    measure: i64,
-    sum: i64,
-    covered: i64,
-}
-
-/// What every alert of one record shares.
-struct Ctx<'a> {
-    key: &'a GroupKey,
-    group_by: GroupBy,
-    sensor: &'a str,
-    t: i64,
-    window_us: i64,
-    /// The record is an interim record: its connection is still open.
-    open: bool,
-}
-
-impl Ctx<'_> {
-    #[allow(clippy::too_many_arguments)]
-    fn base(
-        &self,
-        trigger: Trigger,
-        level: Level,
-        id: String,
-        start: i64,
-        end: i64,
-        port: Option<u16>,
-        transport: Option<String>,
-        lc: alert::Longconn,
-        uids: Vec<String>,
-    ) -> Alert {
-        let rule = match trigger {
-            Trigger::Single => format!("longconn single connection {}", level.name()),
-            Trigger::Cumulative => format!("longconn cumulative {}", level.name()),
-        };
-        Alert {
-            timestamp: alert::rfc3339(self.t),
-            event: alert::Event {
-                kind: "alert".into(),
-                category: vec!["network".into()],
-                id,
-                severity: level.severity(),
-                duration: (end - start).saturating_mul(1000),
-                start: alert::rfc3339(start),
-                end: alert::rfc3339(end),
-            },
-            rule: alert::Rule { name: rule },
-            source: alert::Source { ip: self.key.orig },
-            destination: alert::Destination {
-                ip: self.key.resp,
-                port,
-            },
-            network: alert::Network { transport },
-            related: alert::Related {
-                ip: if self.key.orig == self.key.resp {
-                    vec![self.key.orig]
-                } else {
-                    vec![self.key.orig, self.key.resp]
-                },
-            },
-            observer: alert::Observer {
-                name: self.sensor.to_string(),
-            },
-            zeek: alert::Zeek { session_id: uids },
-            longconn: lc,
-        }
-    }
-
-    fn single(
-        &self,
-        rec: &ConnRecord,
-        level: Level,
-        th: &Thresholds,
-        ts: i64,
-        end: i64,
-        dur: i64,
-    ) -> Alert {
-        let group = group_string(self.key, self.group_by);
-        let id = alert::event_id(Trigger::Single, &group, level, &rec.uid, ts, 0);
-        let threshold = th.threshold(level).unwrap_or(0);
-        let transport = (!rec.proto.is_empty()).then(|| rec.proto.as_str().to_lowercase());
-        let port_text = rec.resp_p.map(|p| format!(":{p}")).unwrap_or_default();
-        let how = if self.open {
-            format!("has been up for {} and is still open", alert::human(dur))
-        } else {
-            format!("lasted {}", alert::human(dur))
-        };
-        let message = format!(
-            "One connection from {} to {}{} {how}, reaching the {} level ({}).",
-            self.key.orig,
-            self.key.resp,
-            port_text,
-            level.name(),
-            alert::human(threshold)
-        );
-        let lc = alert::Longconn {
-            trigger: Trigger::Single,
-            level,
-            threshold_seconds: alert::secs(threshold),
-            measure_seconds: alert::secs(dur),
-            sum_seconds: alert::secs(dur),
-            covered_seconds: alert::secs(dur),
-            open: self.open,
-            window_seconds: alert::secs(self.window_us),
-            connection_count: 1,
-            longest_seconds: alert::secs(dur),
-            total_bytes: rec.total_bytes(),
-            first_seen: alert::rfc3339(ts),
-            last_seen: alert::rfc3339(end),
-            uids_total: 1,
-            message,
-        };
-        self.base(
-            Trigger::Single,
-            level,
-            id,
-            ts,
-            end,
-            rec.resp_p,
-            transport,
-            lc,
-            vec![rec.uid.to_string()],
-        )
-    }
-
-    fn cumulative(
-        &self,
-        g: &GroupData,
-        level: Level,
-        repeat: u32,
-        th: &Thresholds,
-        fig: Figures,
-    ) -> Alert {
-        let measure = fig.measure;
-        let group = group_string(self.key, self.group_by);
-        let (first_uid, first_ts) = g
-            .rules
-            .episode_first
-            .as_ref()
-            .map_or(("", 0), |(u, t)| (u.as_str(), *t));
-        let id = alert::event_id(
-            Trigger::Cumulative,
-            &group,
-            level,
-            first_uid,
-            first_ts,
-            repeat,
-        );
-        let threshold = th.threshold(level).unwrap_or(0);
-        let (port, transport) = match self.group_by {
-            GroupBy::Pair => (None, None),
-            GroupBy::PairPort => (
-                Some(self.key.port),
-                Some(window::proto_name(self.key.proto).to_string()),
-            ),
-        };
-        let what = if repeat > 0 { "is still at" } else { "reached" };
-        let port_text = port.map(|p| format!(":{p}")).unwrap_or_default();
-        let still_open = if self.open {
-            " (one of them still open)"
-        } else {
-            ""
-        };
-        let message = format!(
-            "{} connections{} from {} to {}{} add up to {} in the last {} ({} covered): the group {} the {} level ({}).",
-            g.connections,
-            still_open,
-            self.key.orig,
-            self.key.resp,
-            port_text,
-            alert::human(fig.sum),
-            alert::human(self.window_us),
-            alert::human(fig.covered),
-            what,
-            level.name(),
-            alert::human(threshold)
-        );
-        let lc = alert::Longconn {
-            trigger: Trigger::Cumulative,
-            level,
-            threshold_seconds: alert::secs(threshold),
-            measure_seconds: alert::secs(measure),
-            sum_seconds: alert::secs(fig.sum),
-            covered_seconds: alert::secs(fig.covered),
-            open: self.open,
-            window_seconds: alert::secs(self.window_us),
-            connection_count: g.connections,
-            longest_seconds: alert::secs(g.longest_us),
-            total_bytes: g.total_bytes,
-            first_seen: alert::rfc3339(g.first_seen),
-            last_seen: alert::rfc3339(g.last_seen),
-            uids_total: g.connections,
-            message,
-        };
-        self.base(
-            Trigger::Cumulative,
-            level,
-            id,
-            g.first_seen,
-            g.last_seen,
-            port,
-            transport,
-            lc,
-            g.uids.in_order(),
-        )
     }
 }
 

@@ -419,8 +419,7 @@ fn run_scan(a: ScanArgs) -> ExitCode {
 
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
-    const MAX_PER_FILE: usize = 20;
-    let mut shown_per_file = std::collections::BTreeMap::<usize, usize>::new();
+    let mut skipped = longconn::zeek::SkippedLines::default();
     let headerless: Vec<&str> = r.file_errors.iter().map(|e| e.file.as_str()).collect();
     for i in &r.issues {
         // A file with no header at all gets one message below, not one per row.
@@ -429,20 +428,16 @@ fn run_scan(a: ScanArgs) -> ExitCode {
         {
             continue;
         }
-        let shown = shown_per_file.entry(i.file).or_default();
-        *shown += 1;
-        if *shown <= MAX_PER_FILE {
+        if skipped.count(i.file) == longconn::zeek::Show::Line {
             let _ = writeln!(err, "{}:{}: skipped: {}", r.files[i.file], i.line, i.reason);
         }
     }
-    for (file, shown) in shown_per_file {
-        if shown > MAX_PER_FILE {
-            let _ = writeln!(
-                err,
-                "{}: further skipped lines not shown (see the counts below)",
-                r.files[file]
-            );
-        }
+    for &file in skipped.hidden() {
+        let _ = writeln!(
+            err,
+            "{}: further skipped lines not shown (see the counts below)",
+            r.files[file]
+        );
     }
     for e in &r.file_errors {
         let _ = writeln!(err, "longconn scan: {}: {}", e.file, e.message);

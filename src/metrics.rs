@@ -252,7 +252,7 @@ pub fn detector(stats: &DetectorStats) {
 
 /// Copies each output's delivery counters (name, stats) into the metrics every second, for as long as the
 /// runtime runs. Does nothing without a recorder.
-pub fn outputs(outputs: Vec<(String, std::sync::Arc<crate::delivery::OutputStats>)>) {
+pub fn outputs(outputs: Vec<(String, std::sync::Arc<crate::output::delivery::OutputStats>)>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {

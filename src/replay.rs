@@ -10,7 +10,7 @@
 use crate::config::{Config, Level, SourceKind};
 use crate::detector::{Detector, DetectorStats};
 use crate::input::{self, InputPath};
-use crate::zeek::{Line, LogParser, SkipReason};
+use crate::zeek::{Line, LogParser, Show, SkipReason, SkippedLines};
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Write};
 
@@ -41,7 +41,8 @@ pub fn replay(
     }
     let mut summary = ReplaySummary::default();
     let mut alerts = Vec::new();
-    for input in inputs {
+    let mut shown = SkippedLines::default();
+    for (file, input) in inputs.iter().enumerate() {
         summary.files += 1;
         let name = input.display();
         let file_kind = kind.unwrap_or_else(|| input.kind());
@@ -57,7 +58,6 @@ pub fn replay(
         let mut parser = LogParser::new(crate::detector::parse_options());
         let mut buf = Vec::with_capacity(1024);
         let mut line_no = 0u64;
-        let mut logged = 0;
         loop {
             buf.clear();
             let n = match reader.read_until(b'\n', &mut buf) {
@@ -68,12 +68,8 @@ pub fn replay(
                     if !buf.is_empty() {
                         // The line the error cut off (as scan does): counted, never parsed.
                         line_no += 1;
-                        let reason = SkipReason::Truncated;
-                        *summary.lines_skipped.entry(reason.kind()).or_default() += 1;
-                        logged += 1;
-                        if logged <= 20 {
-                            writeln!(err, "{name}:{line_no}: skipped: {reason}")?;
-                        }
+                        let at = (file, name.as_str(), line_no);
+                        skipped_line(&mut summary, &mut shown, err, at, SkipReason::Truncated)?;
                     }
                     break;
                 }
@@ -102,11 +98,8 @@ pub fn replay(
                     } else {
                         SkipReason::Truncated
                     };
-                    *summary.lines_skipped.entry(reason.kind()).or_default() += 1;
-                    logged += 1;
-                    if logged <= 20 {
-                        writeln!(err, "{name}:{line_no}: skipped: {reason}")?;
-                    }
+                    let at = (file, name.as_str(), line_no);
+                    skipped_line(&mut summary, &mut shown, err, at, reason)?;
                 }
             }
         }
@@ -115,47 +108,69 @@ pub fn replay(
     Ok(summary)
 }
 
+/// Counts a skipped line at `(file index, name, line number)`; the first ones of each file go to `err`.
+fn skipped_line(
+    summary: &mut ReplaySummary,
+    shown: &mut SkippedLines<usize>,
+    err: &mut dyn Write,
+    (file, name, line_no): (usize, &str, u64),
+    reason: SkipReason,
+) -> io::Result<()> {
+    *summary.lines_skipped.entry(reason.kind()).or_default() += 1;
+    if shown.count(file) == Show::Line {
+        writeln!(err, "{name}:{line_no}: skipped: {reason}")?;
+    }
+    Ok(())
+}
+
 /// The summary table for stderr.
 pub fn summary_table(s: &ReplaySummary) -> String {
     let st = &s.stats;
-    let mut t = String::new();
-    t.push_str("longconn replay summary\n");
-    t.push_str(&format!("  files                 {}\n", s.files));
-    t.push_str(&format!("  records seen          {}\n", st.records_seen));
-    t.push_str(&format!("  records used          {}\n", st.records_used));
+    let mut t = String::from("longconn replay summary\n");
+    let mut row = |label: &str, value: String| t.push_str(&format!("  {label:<22}{value}\n"));
+    row("files", s.files.to_string());
+    row("records seen", st.records_seen.to_string());
+    row("records used", st.records_used.to_string());
     let filtered =
         st.filtered_never + st.filtered_direction + st.filtered_state + st.filtered_allow;
-    t.push_str(&format!(
-        "  records filtered      {filtered} (never {}, direction {}, state {}, allow {})\n",
-        st.filtered_never, st.filtered_direction, st.filtered_state, st.filtered_allow
-    ));
-    t.push_str(&format!(
-        "  records ignored       {} without ts, {} without addresses\n",
-        st.skipped_no_ts, st.skipped_no_addr
-    ));
+    row(
+        "records filtered",
+        format!(
+            "{filtered} (never {}, direction {}, state {}, allow {})",
+            st.filtered_never, st.filtered_direction, st.filtered_state, st.filtered_allow
+        ),
+    );
+    row(
+        "records ignored",
+        format!(
+            "{} without ts, {} without addresses",
+            st.skipped_no_ts, st.skipped_no_addr
+        ),
+    );
     let skipped: u64 = s.lines_skipped.values().sum();
     let reasons: Vec<String> = s
         .lines_skipped
         .iter()
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
-    t.push_str(&format!(
-        "  lines skipped         {skipped}{}\n",
-        if reasons.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", reasons.join(", "))
-        }
-    ));
-    t.push_str(&format!(
-        "  interim records       {} used, {} ignored (closed or not newer), {} open, {} forgotten\n",
-        st.interim_records, st.interim_ignored, st.interim_open, st.interim_expired
-    ));
-    t.push_str(&format!(
-        "  groups tracked        {} (evicted {})\n",
-        st.groups_tracked, st.evictions
-    ));
-    t.push_str("  alerts                low  medium  high  critical  total\n");
+    let reasons = if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", reasons.join(", "))
+    };
+    row("lines skipped", format!("{skipped}{reasons}"));
+    row(
+        "interim records",
+        format!(
+            "{} used, {} ignored (closed or not newer), {} open, {} forgotten",
+            st.interim_records, st.interim_ignored, st.interim_open, st.interim_expired
+        ),
+    );
+    row(
+        "groups tracked",
+        format!("{} (evicted {})", st.groups_tracked, st.evictions),
+    );
+    row("alerts", "low  medium  high  critical  total".into());
     for (name, counts) in [
         ("single", &st.alerts_single),
         ("cumulative", &st.alerts_cumulative),

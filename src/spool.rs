@@ -44,9 +44,7 @@
 //! - Cursors are written atomically (temp file + rename) but not fsynced: a cursor lost in a crash falls back
 //!   to an older one (or to the oldest segment), which means redelivery, never loss.
 
-use crate::alert::Alert;
-use crate::output::Spooled;
-use serde::Deserialize;
+use crate::alert::{self, Alert};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -54,6 +52,21 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::{error, info, warn};
+
+/// One alert as the spool hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spooled {
+    /// Position in the spool (strictly increasing).
+    pub seq: u64,
+    /// The alert's `event.id`.
+    pub event_id: String,
+    /// The alert's `@timestamp` (RFC 3339, UTC).
+    pub timestamp: String,
+    /// `event.severity`: 1 (low) to 4 (critical).
+    pub severity: u8,
+    /// The alert document, one line of JSON.
+    pub json: Arc<str>,
+}
 
 /// Default segment size: large enough for few files, small enough to free space early.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
@@ -200,19 +213,6 @@ fn parse_segment_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-#[derive(Deserialize)]
-struct IdFields {
-    #[serde(rename = "@timestamp")]
-    timestamp: String,
-    event: IdEvent,
-}
-
-#[derive(Deserialize)]
-struct IdEvent {
-    id: String,
-    severity: u8,
-}
-
 fn checksum(seq: &[u8], json: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(seq);
@@ -262,7 +262,7 @@ fn parse_record(line: &[u8]) -> Option<Spooled> {
         return None;
     };
     let json = std::str::from_utf8(json).ok()?;
-    let f: IdFields = serde_json::from_str(json).ok()?;
+    let f = alert::Head::parse(json).ok()?;
     Some(Spooled {
         seq,
         event_id: f.event.id,

@@ -79,32 +79,6 @@ pub fn micros(secs: f64) -> Option<i64> {
     }
 }
 
-/// IANA protocol number for a Zeek transport name (0 when unknown).
-pub fn proto_number(name: &str) -> u8 {
-    if name.eq_ignore_ascii_case("tcp") {
-        6
-    } else if name.eq_ignore_ascii_case("udp") {
-        17
-    } else if name.eq_ignore_ascii_case("icmp") {
-        1
-    } else if name.eq_ignore_ascii_case("icmp6") || name.eq_ignore_ascii_case("ipv6-icmp") {
-        58
-    } else {
-        0
-    }
-}
-
-/// Zeek transport name for a protocol number ("unknown" for 0 and others).
-pub fn proto_name(n: u8) -> &'static str {
-    match n {
-        6 => "tcp",
-        17 => "udp",
-        1 => "icmp",
-        58 => "icmp6",
-        _ => "unknown",
-    }
-}
-
 /// The group a connection belongs to. With `group_by = "pair"`, `port` and `proto` are 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct GroupKey {

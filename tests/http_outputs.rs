@@ -6,7 +6,8 @@
 use crate::support;
 
 use longconn::output::http::{HttpConfig, HttpOutput};
-use longconn::output::{Deliver, DeliverError, Spooled};
+use longconn::output::{Deliver, DeliverError};
+use longconn::spool::Spooled;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

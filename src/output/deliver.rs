@@ -4,24 +4,9 @@
 //! At-least-once: a batch may be delivered again after a failure or a restart; every alert carries a stable
 //! `event.id`, so receivers (Elasticsearch `_id`, SIEM dedup) drop duplicates.
 
+use crate::spool::Spooled;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-
-/// One alert as the spool hands it out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Spooled {
-    /// Position in the spool (strictly increasing).
-    pub seq: u64,
-    /// The alert's `event.id`.
-    pub event_id: String,
-    /// The alert's `@timestamp` (RFC 3339, UTC).
-    pub timestamp: String,
-    /// `event.severity`: 1 (low) to 4 (critical).
-    pub severity: u8,
-    /// The alert document, one line of JSON.
-    pub json: Arc<str>,
-}
 
 /// Why a batch was not delivered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

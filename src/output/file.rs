@@ -7,8 +7,9 @@
 //! rollback fails, nothing more is written to the file until it succeeds. A file that ends with a partial line
 //! when it is opened (a crash mid-write) is cut back to its last newline, with a warning.
 
-use super::{Deliver, DeliverError, DeliverFuture, ReopenGeneration, Spooled};
+use super::{Deliver, DeliverError, DeliverFuture, ReopenGeneration};
 use crate::config::FsyncPolicy;
+use crate::spool::Spooled;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;

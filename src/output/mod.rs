@@ -1,20 +1,22 @@
 //! Alert outputs: where alerts go. Every output is a [`Deliver`]: the spool hands it batches of alerts in
-//! order, from its own cursor, through a delivery task (`crate::delivery`); it accepts a batch or says whether
+//! order, from its own cursor, through a delivery task ([`delivery`]); it accepts a batch or says whether
 //! to retry. Outputs: stdout and file (JSON lines), syslog (RFC 5424 over UDP, TCP, TLS or a unix socket);
 //! HTTP outputs plug into the same contract.
 
 mod deliver;
+pub mod delivery;
 mod file;
 pub mod http;
 pub mod syslog;
 pub mod tls;
 
-pub use deliver::{Deliver, DeliverError, DeliverFuture, Spooled};
+pub use deliver::{Deliver, DeliverError, DeliverFuture};
 pub use file::FileOutput;
 pub use http::{HttpConfig, HttpOutput};
 pub use syslog::SyslogOutput;
 
 use crate::config::Output as OutputConfig;
+use crate::spool::Spooled;
 use std::io::{self, Write};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

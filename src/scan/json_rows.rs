@@ -9,7 +9,8 @@
 //! caller for the general JSON reader, so every line counts, is skipped or is reported exactly as
 //! [`crate::zeek::LogParser`] would have it.
 
-use super::tally::{proto_code, PairRow};
+use super::tally::PairRow;
+use crate::zeek::transport;
 use crate::zeek::{parse_addr, Field};
 
 /// The fields read, as bits of `seen`.
@@ -235,7 +236,7 @@ pub fn read(line: &[u8], ports: bool) -> Option<PairRow> {
     // goes to the general reader.
     let proto = match (ports, &vals[Key::Proto as usize]) {
         (false, _) | (true, None | Some(Value::Null)) => 0,
-        (true, Some(Value::Str(s))) => proto_code(s)?,
+        (true, Some(Value::Str(s))) => transport::code(s)?,
         _ => return None,
     };
     // The time only has to be valid: any plain number is.
@@ -249,14 +250,8 @@ pub fn read(line: &[u8], ports: bool) -> Option<PairRow> {
         Some(Value::Num(n)) => Some(serde_json::from_slice::<f64>(n).ok()?),
         _ => return None,
     };
-    Some(PairRow {
-        orig_h,
-        resp_h,
-        duration,
-        bytes: PairRow::total_bytes(orig_bytes, resp_bytes),
-        resp_p,
-        proto,
-    })
+    let (pair, bytes) = ((orig_h, resp_h), (orig_bytes, resp_bytes));
+    Some(PairRow::new(pair, duration, bytes, resp_p, proto))
 }
 
 #[cfg(test)]
@@ -421,7 +416,7 @@ mod tests {
                         prop_assert_eq!(rec.total_bytes(), r.bytes);
                         if ports {
                             prop_assert_eq!(rec.resp_p, r.resp_p);
-                            prop_assert_eq!(proto_code(rec.proto.as_bytes()), Some(r.proto));
+                            prop_assert_eq!(transport::code(rec.proto.as_bytes()), Some(r.proto));
                         }
                     }
                     other => prop_assert!(false, "{}: read by the fast path, {:?} for the parser", line, other),

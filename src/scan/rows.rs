@@ -9,7 +9,8 @@
 //! time is only checked (it is counted as a bad value when it does not parse); it is read, with uid, proto
 //! and service, only for the rare row that enters the table of longest connections.
 
-use super::tally::{proto_code, PairRow};
+use super::tally::PairRow;
+use crate::zeek::transport;
 use crate::zeek::{fast_decimal, parse_addr, parse_port, parse_u64, Field, TsvHeader};
 
 /// The columns read from each row, as indexes into [`Spans`].
@@ -208,7 +209,7 @@ fn read_row(
     } else if field(PROTO).contains(&b'\\') {
         return None;
     } else {
-        proto_code(field(PROTO))?
+        transport::code(field(PROTO))?
     };
     let duration = if set(DURATION) {
         Some(fast_decimal(field(DURATION))?)
@@ -218,14 +219,8 @@ fn read_row(
     if set(TS) && !plain_decimal(field(TS)) {
         return None;
     }
-    Some(PairRow {
-        orig_h,
-        resp_h,
-        duration,
-        bytes: PairRow::total_bytes(orig_bytes, resp_bytes),
-        resp_p,
-        proto,
-    })
+    let (pair, bytes) = ((orig_h, resp_h), (orig_bytes, resp_bytes));
+    Some(PairRow::new(pair, duration, bytes, resp_p, proto))
 }
 
 /// `digits[.digits]` of at most 20 bytes: a time the general parser reads as a number.
@@ -442,7 +437,7 @@ mod tests {
                                 assert_eq!(rec.total_bytes(), r.bytes);
                                 if ports {
                                     assert_eq!(rec.resp_p, r.resp_p);
-                                    assert_eq!(proto_code(rec.proto.as_bytes()), Some(r.proto));
+                                    assert_eq!(transport::code(rec.proto.as_bytes()), Some(r.proto));
                                 }
                             }
                             other => panic!("{:?}: fast path read a row the parser gives as {other:?}",

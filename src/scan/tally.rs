@@ -20,7 +20,7 @@
 
 use super::pairs::{PairAgg, PairTable, PortTable};
 use crate::config::Measure;
-use crate::zeek::{ConnRecord, SkipReason};
+use crate::zeek::{transport, ConnRecord, SkipReason};
 use compact_str::CompactString;
 use ipnet::IpNet;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -159,14 +159,29 @@ pub struct PairRow {
     /// orig_bytes + resp_bytes (unset as 0, saturating), as [`crate::zeek::ConnRecord::total_bytes`].
     pub bytes: u64,
     pub resp_p: Option<u16>,
-    /// The tally's code of `proto` ([`crate::scan::tally::proto_code`]), read only by pair-port (else 0).
+    /// The tally's code of `proto` ([`crate::zeek::transport::code`]), read only by pair-port (else 0).
     pub proto: u8,
 }
 
 impl PairRow {
-    /// orig_bytes + resp_bytes as [`ConnRecord::total_bytes`] adds them.
-    pub fn total_bytes(orig: Option<u64>, resp: Option<u64>) -> u64 {
-        orig.unwrap_or(0).saturating_add(resp.unwrap_or(0))
+    /// The row of a record; `bytes` is `orig_bytes + resp_bytes` as [`ConnRecord::total_bytes`] adds them.
+    pub fn new(
+        (orig_h, resp_h): (IpAddr, IpAddr),
+        duration: Option<f64>,
+        (orig_bytes, resp_bytes): (Option<u64>, Option<u64>),
+        resp_p: Option<u16>,
+        proto: u8,
+    ) -> PairRow {
+        PairRow {
+            orig_h,
+            resp_h,
+            duration,
+            bytes: orig_bytes
+                .unwrap_or(0)
+                .saturating_add(resp_bytes.unwrap_or(0)),
+            resp_p,
+            proto,
+        }
     }
 }
 
@@ -235,17 +250,6 @@ pub struct Tally {
     ports4: PortTable,
 }
 
-/// The `proto` texts the flat tables encode (Zeek's `transport_proto` enum; unset or empty as ""), by code.
-const PROTOS: [&str; 5] = ["", "tcp", "udp", "icmp", "unknown_transport"];
-
-/// The code of a `proto` text in [`PROTOS`]; `None` for any other text (such groups go to the hash map).
-pub fn proto_code(text: &[u8]) -> Option<u8> {
-    PROTOS
-        .iter()
-        .position(|p| p.as_bytes() == text)
-        .map(|i| i as u8)
-}
-
 /// The [`PortTable`] key of an IPv4 group by pair-port: the pair, then whether `resp_p` is set, the port
 /// and the protocol code (bits 25 to 63 stay zero, so it is never the table's empty key).
 fn port_key(o: std::net::Ipv4Addr, r: std::net::Ipv4Addr, resp_p: Option<u16>, proto: u8) -> u128 {
@@ -263,7 +267,7 @@ fn port_group(k: u128) -> GroupKey {
         orig_h: IpAddr::V4(std::net::Ipv4Addr::from((pair >> 32) as u32)),
         resp_h: IpAddr::V4(std::net::Ipv4Addr::from(pair as u32)),
         resp_p: (low >> 24 & 1 == 1).then_some((low >> 8) as u16),
-        proto: Some(CompactString::from(PROTOS[(low & 0xff) as usize])),
+        proto: Some(CompactString::from(transport::text(low as u8))),
     }
 }
 
@@ -329,7 +333,7 @@ impl Tally {
     #[inline]
     pub fn prefetch(&self, rec: &ConnRecord) {
         if let (Some(o), Some(r)) = (rec.orig_h, rec.resp_h) {
-            self.prefetch_group(o, r, rec.resp_p, || proto_code(rec.proto.as_bytes()));
+            self.prefetch_group(o, r, rec.resp_p, || transport::code(rec.proto.as_bytes()));
         }
     }
 
@@ -423,7 +427,7 @@ impl Tally {
             return;
         };
         match self.flat_slot(orig_h, resp_h, rec.resp_p, || {
-            proto_code(rec.proto.as_bytes())
+            transport::code(rec.proto.as_bytes())
         }) {
             Some(g) => g.merge(&PairAgg {
                 total_ns: ns,
@@ -480,7 +484,7 @@ impl Tally {
                         orig_h,
                         resp_h,
                         resp_p: if pair_port { resp_p } else { None },
-                        proto: pair_port.then(|| CompactString::from(PROTOS[proto as usize])),
+                        proto: pair_port.then(|| CompactString::from(transport::text(proto))),
                     })
                     .or_default(),
             ),

@@ -10,9 +10,12 @@
 //! unset, so Zeek's masked test baselines (`XXXXXXXXXX.XXXXXX`) still count.
 
 mod json;
+mod skipped;
+pub mod transport;
 mod tsv;
 mod value;
 
+pub use skipped::{Show, SkippedLines, SHOWN_PER_FILE};
 pub use tsv::TsvHeader;
 /// The value parsers, for readers that split lines themselves (`scan`'s fast path) and must accept exactly
 /// what [`LogParser`] accepts.

@@ -10,7 +10,8 @@
 //! and 404 (a missing index where auto-creation is off) are `Permanent`.
 
 use super::{backoff, ElasticConfig, HttpOutput};
-use crate::output::{DeliverError, Spooled};
+use crate::output::DeliverError;
+use crate::spool::Spooled;
 use reqwest::Url;
 use std::time::Duration;
 

@@ -23,7 +23,8 @@ pub use config::{
     DEFAULT_SOURCETYPE,
 };
 
-use super::{Deliver, DeliverError, DeliverFuture, Spooled};
+use super::{Deliver, DeliverError, DeliverFuture};
+use crate::spool::Spooled;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::{StatusCode, Url};
 use std::io::Write;

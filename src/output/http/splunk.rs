@@ -12,7 +12,9 @@
 //! reported `Transient` and the spool sends it again (the alerts keep their `event.id`).
 
 use super::{backoff, Answer, HttpOutput, SplunkConfig};
-use crate::output::{DeliverError, Spooled};
+use crate::alert;
+use crate::output::DeliverError;
+use crate::spool::Spooled;
 use reqwest::header::HeaderValue;
 use reqwest::Url;
 use std::time::{Duration, Instant};
@@ -89,11 +91,11 @@ impl Hec {
         let mut body = Vec::with_capacity(chunk.iter().map(|s| s.json.len() + extra).sum());
         for s in chunk {
             body.push(b'{');
-            if let Some(t) = epoch_seconds(&s.timestamp) {
+            if let Some(t) = alert::epoch_seconds(&s.timestamp) {
                 body.extend_from_slice(format!("\"time\":{t:.6},").as_bytes());
             }
             if self.per_alert_host {
-                let host = observer_name(&s.json).map_err(|e| {
+                let host = alert::observer_name(&s.json).map_err(|e| {
                     DeliverError::Permanent(format!("alert seq {} is not an alert: {e}", s.seq))
                 })?;
                 body.extend_from_slice(b"\"host\":");
@@ -116,24 +118,6 @@ impl Hec {
 
 fn json_string(s: &str) -> String {
     serde_json::Value::from(s).to_string()
-}
-
-/// `@timestamp` (RFC 3339) as epoch seconds; None if it does not parse (HEC then uses receipt time).
-pub fn epoch_seconds(timestamp: &str) -> Option<f64> {
-    let t = chrono::DateTime::parse_from_rfc3339(timestamp).ok()?;
-    Some(t.timestamp() as f64 + f64::from(t.timestamp_subsec_micros()) / 1e6)
-}
-
-fn observer_name(json: &str) -> Result<String, serde_json::Error> {
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        observer: Observer,
-    }
-    #[derive(serde::Deserialize)]
-    struct Observer {
-        name: String,
-    }
-    Ok(serde_json::from_str::<Doc>(json)?.observer.name)
 }
 
 #[derive(serde::Deserialize)]

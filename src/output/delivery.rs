@@ -13,9 +13,9 @@
 //! - On stop, a task delivers what is already in the spool until it runs dry or fails; the daemon gives the
 //!   tasks a short grace period and then drops them. Undelivered alerts stay in the spool for the next start.
 
+use super::{Deliver, DeliverError};
 use crate::config::Batching;
-use crate::output::{Deliver, DeliverError, Spooled};
-use crate::spool::SpoolReader;
+use crate::spool::{SpoolReader, Spooled};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
