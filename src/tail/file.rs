@@ -395,12 +395,21 @@ impl FileReader {
                 }
                 return Ok(any);
             }
+            // What was read counts only if the file still starts with the bytes we know, read AFTER it: a
+            // truncate (copytruncate) and new rows past our offset between the caller's look and this read
+            // would otherwise be read from the middle of a line (tailing scenario 7). The caller's next
+            // look sees the truncate and reads the file again from 0.
+            let head = prefix(&self.file)?;
+            if !self.fp.is_prefix_of(&head) {
+                return Ok(any);
+            }
             any = true;
             stats.bytes += n as u64;
-            if self.fp.len < FINGERPRINT_LEN as u64 && pos + n as u64 > self.fp.len {
+            if self.fp.len < FINGERPRINT_LEN as u64 && head.len() as u64 > self.fp.len {
                 // The fingerprint covers what was read, up to its full length (a file opened right after
-                // its creation was fingerprinted at a few bytes). A mismatch is left to the caller's check.
-                self.refresh_fingerprint()?;
+                // its creation was fingerprinted at a few bytes).
+                self.fp = Fingerprint::of_bytes(&head);
+                self.head = head;
             }
             let mut data = &chunk[..n];
             while !data.is_empty() {
