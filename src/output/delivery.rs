@@ -181,7 +181,13 @@ async fn deliver_batch(
                 }
                 attempt += 1;
                 let delay = backoff(attempt, rng);
-                warn!(output = %name, attempt, retry_in_ms = delay.as_millis() as u64, "delivery failed, will retry: {reason}");
+                // One warning when the outage starts, then at attempts 2, 4, 8, ... (with the backoff capped,
+                // a long outage is not a line per retry); "delivery recovered" ends it.
+                if attempt.is_power_of_two() {
+                    warn!(output = %name, attempt, retry_in_ms = delay.as_millis() as u64, "delivery failed, will retry: {reason}");
+                } else {
+                    debug!(output = %name, attempt, retry_in_ms = delay.as_millis() as u64, "delivery failed, will retry: {reason}");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.changed() => {

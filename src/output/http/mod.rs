@@ -120,7 +120,8 @@ impl HttpOutput {
             if let Err(e) = &result {
                 match e {
                     DeliverError::Transient(reason) => {
-                        tracing::warn!(output = %self.name, alerts = chunk.len(),
+                        // The delivery loop logs the failure (rate-limited); this adds the request's detail.
+                        tracing::debug!(output = %self.name, alerts = chunk.len(),
                             first_seq = chunk[0].seq, %reason, "http delivery failed, will retry")
                     }
                     DeliverError::Permanent(reason) => {
