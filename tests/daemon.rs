@@ -145,6 +145,12 @@ impl Env {
 
     /// Starts `longconn run` without waiting for it.
     fn spawn(&self) -> Child {
+        self.spawn_with(Command::new(bin()))
+    }
+
+    /// Starts `longconn run` through `cmd` (the binary itself, or a wrapper that execs it with the
+    /// arguments added here) without waiting for it.
+    fn spawn_with(&self, mut cmd: Command) -> Child {
         let err = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -152,8 +158,11 @@ impl Env {
             .expect("stderr file");
         // Dropping the previous one first: its socket path is reused.
         drop(self.notify.borrow_mut().take());
-        let notify = Notify::bind(self._tmp.path().join("notify.sock"));
-        let child = Command::new(bin())
+        let sock = self._tmp.path().join("notify.sock");
+        let notify = Notify::bind(sock.clone());
+        // A daemon that runs as another user may send to it too.
+        chmod(&sock, 0o666);
+        let child = cmd
             .args(["run", "--config"])
             .arg(&self.config)
             .args(["--log-level", "info"])
@@ -661,28 +670,21 @@ fn scenario_25_sigkill_before_the_first_checkpoint() {
     stop(child);
 }
 
-/// Runs `longconn run` as an unprivileged user (uid/gid 65534), for faults that root would not see.
+/// Runs `longconn run` as an unprivileged user (uid/gid 65534), for faults that root would not see, and
+/// waits for its `READY=1` as [`Env::start`] does.
 fn start_unprivileged(env: &Env) -> Child {
-    let err = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&env.stderr)
-        .expect("stderr file");
-    Command::new("setpriv")
+    let mut setpriv = Command::new("setpriv");
+    setpriv
         .args([
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
         ])
-        .arg(bin())
-        .args(["run", "--config"])
-        .arg(&env.config)
-        .args(["--log-level", "info"])
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .expect("start longconn run under setpriv")
+        .arg(bin());
+    let child = env.spawn_with(setpriv);
+    env.wait_rounds(0);
+    child
 }
 
 fn chmod(path: &std::path::Path, mode: u32) {

@@ -41,6 +41,11 @@ fn dead_output_fills_the_spool_then_catches_up() {
         .local_addr()
         .unwrap()
         .port();
+    let metrics_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut log = String::from(HEADER);
     let mut rest = String::new();
     for i in 0..300u64 {
@@ -85,6 +90,8 @@ name = "down"
 transport = "tcp"
 address = "127.0.0.1:{port}"
 flush_interval = "10ms"
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
 "#,
             log = d.join("conn.log").display(),
             state = d.join("state").display(),
@@ -134,11 +141,18 @@ flush_interval = "10ms"
         f.write_all(rest.as_bytes()).unwrap();
     }
     // The file output went on while syslog was down, but reading stays paused: the new records wait
-    // through rounds of polls that began after they were written.
+    // through rounds of polls that began after they were written, and the daemon's own count of records
+    // read (taken in the round that reads them, before its watchdog ping) says none of them was read, so
+    // no alert of theirs is on its way to the file either.
     wait_until(Duration::from_secs(20), "the file output's part", || {
         ids(&alerts).len() >= 100
     });
     notify.wait_rounds(3);
+    let source = d.join("conn.log").display().to_string();
+    let read = crate::support::sensor::scrape(metrics_port).and_then(|body| {
+        crate::support::sensor::metric(&body, "longconn_records_read_total", &[("source", &source)])
+    });
+    assert_eq!(read, Some(100.0), "records read while reading was paused");
     let partial = ids(&alerts).len();
     assert_eq!(
         partial, 100,

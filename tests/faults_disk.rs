@@ -79,6 +79,25 @@ impl Daemon {
         }
     }
 
+    /// Waits until `n` lines of the log contain every one of `needles`.
+    fn wait_lines(&self, limit: Duration, needles: &[&str], n: usize) {
+        let start = Instant::now();
+        let count = || {
+            self.log()
+                .lines()
+                .filter(|l| needles.iter().all(|w| l.contains(w)))
+                .count()
+        };
+        while count() < n {
+            assert!(
+                start.elapsed() < limit,
+                "timed out waiting for {n} lines with {needles:?} in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn signal(&self, sig: i32) {
         let child = self.child.as_ref().expect("running");
         // SAFETY: kill(2) on our own child's pid.
@@ -259,9 +278,12 @@ fn file_output_on_a_full_file_system_writes_each_alert_once_and_whole() {
     assert_eq!(want.len(), 1500);
 
     let d = s.start(1);
-    d.wait_log(Duration::from_secs(30), "No space left on device");
-    // Let a few retries meet the full disk, then make room.
-    std::thread::sleep(Duration::from_millis(300));
+    // A few retries meet the full disk (the first failure and two more attempts, each logged), then room.
+    d.wait_lines(
+        Duration::from_secs(30),
+        &["delivery failed, will retry", "No space left on device"],
+        3,
+    );
     out_fs.resize("32m");
     wait_until(Duration::from_secs(60), "every alert written", || {
         complete_lines(&s.alerts) >= want.len()

@@ -12,8 +12,8 @@ use crate::support::faults::{is_root, wait_until, Tmpfs};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -357,16 +357,6 @@ flush_interval = "10ms"
     assert_eq!(got.len(), set.len(), "no id twice (no SIGKILL)");
 }
 
-/// Prometheus text of the daemon's endpoint.
-fn scrape(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text.split_once("\r\n\r\n")?.1.to_string())
-}
-
 #[test]
 fn byte_flipped_in_the_middle_of_a_spool_segment() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -469,7 +459,7 @@ flush_interval = "10ms"
     let body = {
         let mut body = String::new();
         wait_until(Duration::from_secs(10), "the lost metric", || {
-            body = scrape(metrics_port).unwrap_or_default();
+            body = crate::support::sensor::scrape(metrics_port).unwrap_or_default();
             body.lines().any(|l| {
                 l.starts_with("longconn_spool_records_lost_total{")
                     && l.contains("output=\"late\"")

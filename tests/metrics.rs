@@ -3,7 +3,7 @@
 //! HTTP GET; the counters must equal what was written, before and after more rows are appended live, and
 //! the alert must show as delivered by the file output.
 
-use crate::support::sensor::{bad_row, row, stderr_now, stop, Sensor};
+use crate::support::sensor::{bad_row, metric, row, stderr_now, stop, Sensor};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -16,24 +16,6 @@ fn get(port: u16, path: &str) -> (String, String) {
     s.read_to_string(&mut text).expect("read response");
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
     (head.to_string(), body.to_string())
-}
-
-/// The value of the series `name` whose labels include every `labels` pair.
-fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    body.lines().find_map(|line| {
-        let (series, v) = line.rsplit_once(' ')?;
-        let (n, rest) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest),
-            None => (series, ""),
-        };
-        if n != name {
-            return None;
-        }
-        labels
-            .iter()
-            .all(|(k, val)| rest.contains(&format!("{k}=\"{val}\"")))
-            .then(|| v.parse().ok())?
-    })
 }
 
 fn free_port() -> u16 {
@@ -78,10 +60,10 @@ fn counters_match_what_was_written() {
     let mut child = sensor.spawn(&[]);
 
     let body = scrape_until(port, "5 records read", |b| {
-        value(b, "longconn_records_read_total", &[("source", src)]) == Some(5.0)
-            && value(b, "longconn_groups_tracked", &[]) == Some(3.0)
+        metric(b, "longconn_records_read_total", &[("source", src)]) == Some(5.0)
+            && metric(b, "longconn_groups_tracked", &[]) == Some(3.0)
     });
-    let v = |name: &str, labels: &[(&str, &str)]| value(&body, name, labels);
+    let v = |name: &str, labels: &[(&str, &str)]| metric(&body, name, labels);
     assert_eq!(
         v("longconn_records_used_total", &[("source", src)]),
         Some(4.0)
@@ -126,12 +108,12 @@ fn counters_match_what_was_written() {
     text += &row(11, "10.0.0.1", "198.51.100.7", 10.0);
     sensor.append(&text);
     let body = scrape_until(port, "8 records read, caught up", |b| {
-        value(b, "longconn_records_read_total", &[("source", src)]) == Some(8.0)
-            && value(b, "longconn_groups_tracked", &[]) == Some(4.0)
-            && value(b, "longconn_source_lag_bytes", &[("source", src)]) == Some(0.0)
-            && value(b, "longconn_checkpoint_age_seconds", &[]).is_some()
+        metric(b, "longconn_records_read_total", &[("source", src)]) == Some(8.0)
+            && metric(b, "longconn_groups_tracked", &[]) == Some(4.0)
+            && metric(b, "longconn_source_lag_bytes", &[("source", src)]) == Some(0.0)
+            && metric(b, "longconn_checkpoint_age_seconds", &[]).is_some()
     });
-    let v = |name: &str, labels: &[(&str, &str)]| value(&body, name, labels);
+    let v = |name: &str, labels: &[(&str, &str)]| metric(&body, name, labels);
     assert_eq!(
         v("longconn_records_used_total", &[("source", src)]),
         Some(7.0)
@@ -155,9 +137,9 @@ fn counters_match_what_was_written() {
     );
     // The one alert went through the spool to the file output.
     let body = scrape_until(port, "the alert delivered", |b| {
-        value(b, "longconn_output_deliveries_total", &[("output", "file")]) == Some(1.0)
+        metric(b, "longconn_output_deliveries_total", &[("output", "file")]) == Some(1.0)
     });
-    let v = |name: &str, labels: &[(&str, &str)]| value(&body, name, labels);
+    let v = |name: &str, labels: &[(&str, &str)]| metric(&body, name, labels);
     let failures = |kind| {
         v(
             "longconn_output_failures_total",

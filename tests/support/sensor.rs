@@ -264,3 +264,33 @@ pub fn wait_checkpoint_covers(state_dir: &std::path::Path, file: &std::path::Pat
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The Prometheus text of a daemon's `[metrics]` endpoint on `port` (None while it does not answer).
+pub fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// The value of the series `name` in the Prometheus text `body` whose labels include every `labels` pair.
+pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    body.lines().find_map(|line| {
+        let (series, v) = line.rsplit_once(' ')?;
+        let (n, rest) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest),
+            None => (series, ""),
+        };
+        if n != name {
+            return None;
+        }
+        labels
+            .iter()
+            .all(|(k, val)| rest.contains(&format!("{k}=\"{val}\"")))
+            .then(|| v.parse().ok())?
+    })
+}
