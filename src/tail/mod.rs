@@ -356,8 +356,16 @@ impl Tailer {
     /// are never read; when the live path is missing, they are remembered so that a file rotated from now
     /// on (before the live path was ever seen) is found as unread.
     fn first_open(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<()> {
-        let Snapshot { live, siblings, .. } = self.snapshot()?;
-        let Some((file, _)) = live else {
+        let Snapshot {
+            live,
+            siblings,
+            renamed,
+            ..
+        } = self.snapshot()?;
+        // At a first start the file renamed while we looked is still the one to follow: what was rotated
+        // after it is history, as every rotated file already there is (tailing scenario 1).
+        let live = live.map(|(file, _)| file).or(renamed.map(|(_, file)| file));
+        let Some(file) = live else {
             let newest = siblings.iter().map(|(_, m)| mtime(m)).max();
             self.anchor = Some(newest.unwrap_or((i64::MIN, 0)));
             for (path, meta) in &siblings {
@@ -555,7 +563,7 @@ impl Tailer {
                 if same.is_some() {
                     continue;
                 }
-                let Some(file) = open_existing(path)? else {
+                let Some(file) = snap.open(id, path)? else {
                     continue;
                 };
                 let fp = fc.fingerprint.check(&file)?;
@@ -568,7 +576,7 @@ impl Tailer {
                     fp,
                 ));
             } else if copy.is_none() && fc.fingerprint.len > 0 && meta.len() > 0 {
-                let Some(file) = open_existing(path)? else {
+                let Some(file) = snap.open(id, path)? else {
                     continue;
                 };
                 if let Some(fp) = fc.fingerprint.check(&file)? {
@@ -618,10 +626,24 @@ impl Tailer {
         if let Some(h) = self.listed_hook.as_mut() {
             h();
         }
+        // Renamed between the open and the listing: the listing may hold files rotated after it, which
+        // must not be read before it. It is a rotated file of this listing then (its handle kept, so it is
+        // read even if it is deleted next), and the live path is looked at again at the next poll.
+        let mut live = live;
+        let mut live_head = live_head;
+        let mut renamed = None;
+        if let Some((_, meta)) = live.as_ref() {
+            let id = FileId::of(meta);
+            if siblings.iter().any(|(_, m)| FileId::of(m) == id) {
+                renamed = live.take().map(|(file, _)| (id, file));
+                live_head.clear();
+            }
+        }
         Ok(Snapshot {
             live,
             live_head,
             siblings,
+            renamed,
         })
     }
 
@@ -687,7 +709,7 @@ impl Tailer {
             {
                 continue;
             }
-            let Some(file) = open_existing(path)? else {
+            let Some(file) = snap.open(id, path)? else {
                 continue;
             };
             let head = file::prefix(&file).map_err(at(path))?;
@@ -748,7 +770,7 @@ impl Tailer {
             if id == before.id || self.is_open(id) || Some(id) == live_id || meta.len() == 0 {
                 continue;
             }
-            let Some(file) = open_existing(path)? else {
+            let Some(file) = snap.open(id, path)? else {
                 continue;
             };
             // The copy starts with the bytes we had (it may be shorter than what we read: rows written
@@ -971,6 +993,8 @@ impl RotatedName {
 /// The directory as seen at one moment: the file at the configured path, opened, and the rotated siblings.
 struct Snapshot {
     live: Option<(File, fs::Metadata)>,
+    /// The file opened at the live path and found renamed in the listing: `live` is `None` then.
+    renamed: Option<(FileId, File)>,
     /// The first bytes of `live`, read before the listing.
     live_head: Vec<u8>,
     siblings: Vec<(PathBuf, fs::Metadata)>,
@@ -979,6 +1003,14 @@ struct Snapshot {
 impl Snapshot {
     fn live_id(&self) -> Option<FileId> {
         self.live.as_ref().map(|(_, m)| FileId::of(m))
+    }
+
+    /// Opens a listed sibling: the handle we hold if it is the file renamed while we looked.
+    fn open(&self, id: FileId, path: &Path) -> io::Result<Option<File>> {
+        match self.renamed.as_ref() {
+            Some((rid, file)) if *rid == id => file.try_clone().map(Some).map_err(at(path)),
+            _ => open_existing(path),
+        }
     }
 }
 
