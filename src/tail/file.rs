@@ -236,11 +236,15 @@ impl FileReader {
     }
 
     /// Resumes a file already opened and recognised as `saved`.
+    /// `head` is the file's first bytes as read when it was recognised by them (`fp` was checked against
+    /// them): read again here, they could show a truncate that the check did not, and a copytruncate right
+    /// after the restart would not be recognised by its copy.
     pub fn resume(
         path: &Path,
         file: File,
         saved: &FileCheckpoint,
         fp: Fingerprint,
+        head: Vec<u8>,
         opts: ParseOptions,
     ) -> FileReader {
         let mut parser = LogParser::new(opts);
@@ -250,9 +254,6 @@ impl FileReader {
         // The inode of what we found (a copy made by copytruncate has another one).
         let id = file.metadata().map(|m| FileId::of(&m)).unwrap_or(saved.id);
         let seen_mtime = saved.mtime;
-        // Its first bytes as they are now (the caller recognised the file by them): a copytruncate before
-        // the next look is then recognised by its copy. A read error leaves them empty until that look.
-        let head = prefix(&file).unwrap_or_default();
         FileReader {
             path: path.to_path_buf(),
             file,

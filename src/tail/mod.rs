@@ -146,6 +146,11 @@ struct Found {
     path: PathBuf,
     file: File,
     at_live: bool,
+    /// Its first bytes, as read when it was recognised.
+    head: Vec<u8>,
+    /// Its metadata as the look saw it, before the listing (the live file) or in it: taken again later,
+    /// its length could show a truncate whose copy the listing lacks.
+    meta: fs::Metadata,
 }
 
 /// Follows one configured source path.
@@ -419,8 +424,9 @@ impl Tailer {
             let order = |m: &fs::Metadata| if is_live { mtime(m) } else { (i64::MIN, 0) };
             if let Some((found, Some(fp))) = same {
                 // The same file: resume it.
-                let meta = found.file.metadata()?;
-                let mut r = FileReader::resume(&found.path, found.file, &fc, fp, self.opts);
+                let meta = found.meta;
+                let mut r =
+                    FileReader::resume(&found.path, found.file, &fc, fp, found.head, self.opts);
                 if meta.len() < fc.offset {
                     sink(TailEvent::Truncated { path: &r.path });
                     r.restart();
@@ -454,10 +460,10 @@ impl Tailer {
             }
             // Rewritten in place (copytruncate) or gone: the rest may be in a copy.
             match copy {
-                Some((path, file, fp)) => {
+                Some((path, file, fp, head)) => {
                     sink(TailEvent::Truncated { path: &fc.path });
                     let meta = file.metadata()?;
-                    let r = FileReader::resume(&path, file, &fc, fp, self.opts);
+                    let r = FileReader::resume(&path, file, &fc, fp, head, self.opts);
                     self.remember(r.id, r.fp.clone());
                     files.push(Pending {
                         mtime: order(&meta),
@@ -533,13 +539,13 @@ impl Tailer {
         snap: &mut Snapshot,
     ) -> io::Result<(
         Option<(Found, Option<Fingerprint>)>,
-        Option<(PathBuf, File, Fingerprint)>,
+        Option<(PathBuf, File, Fingerprint, Vec<u8>)>,
     )> {
         let mut same = None;
         let mut copy = None;
         if let Some((_, meta)) = snap.live.as_ref() {
             if FileId::of(meta) == fc.id && !self.is_open(fc.id) {
-                if let Some((file, _)) = snap.live.take() {
+                if let Some((file, meta)) = snap.live.take() {
                     // Judged by the bytes read before the listing (see `snapshot`).
                     let fp = fc.fingerprint.check_prefix(&snap.live_head);
                     same = Some((
@@ -547,6 +553,8 @@ impl Tailer {
                             path: self.path.clone(),
                             file,
                             at_live: true,
+                            head: snap.live_head.clone(),
+                            meta,
                         },
                         fp,
                     ));
@@ -566,12 +574,15 @@ impl Tailer {
                 let Some(file) = snap.open(id, path)? else {
                     continue;
                 };
-                let fp = fc.fingerprint.check(&file)?;
+                let head = file::prefix(&file).map_err(at(path))?;
+                let fp = fc.fingerprint.check_prefix(&head);
                 same = Some((
                     Found {
                         path: path.clone(),
                         file,
                         at_live: false,
+                        head,
+                        meta: meta.clone(),
                     },
                     fp,
                 ));
@@ -579,8 +590,9 @@ impl Tailer {
                 let Some(file) = snap.open(id, path)? else {
                     continue;
                 };
-                if let Some(fp) = fc.fingerprint.check(&file)? {
-                    copy = Some((path.clone(), file, fp));
+                let head = file::prefix(&file).map_err(at(path))?;
+                if let Some(fp) = fc.fingerprint.check_prefix(&head) {
+                    copy = Some((path.clone(), file, fp, head));
                 }
             }
         }
@@ -785,7 +797,7 @@ impl Tailer {
             if meta.len() <= before.offset {
                 return Ok(Some(Err((id, fp))));
             }
-            let r = FileReader::resume(path, file, before, fp, self.opts);
+            let r = FileReader::resume(path, file, before, fp, p, self.opts);
             debug!(path = %r.path.display(), offset = r.offset, "draining the copy of a truncated file");
             return Ok(Some(Ok(Pending {
                 mtime: mtime(meta),
