@@ -2008,6 +2008,7 @@ impl Config {
         // HTTP outputs have their own keys: parse them from the raw table, and leave only `type` and `name`
         // for the shared checks.
         let mut http = Vec::new();
+        let mut unbuilt_http = Vec::new();
         if let Some(toml::Value::Array(outputs)) = table.get_mut("output") {
             for (i, o) in outputs.iter_mut().enumerate() {
                 let Some(t) = o.as_table_mut() else { continue };
@@ -2016,7 +2017,10 @@ impl Config {
                 }
                 match crate::output::http::HttpConfig::from_raw(t, &format!("output[{i}]")) {
                     Ok(cfg) => http.push((i, cfg)),
-                    Err(e) => errs.extend(e),
+                    Err((e, files)) => {
+                        errs.extend(e);
+                        unbuilt_http.push((i, files));
+                    }
                 }
                 t.retain(|k, _| k == "type" || k == "name");
             }
@@ -2034,7 +2038,10 @@ impl Config {
         let mut check = Check {
             errs,
             http,
-            origins: preflight::Origins::default(),
+            origins: preflight::Origins {
+                unbuilt_http,
+                ..Default::default()
+            },
         };
         let config = check.convert(raw);
         Ok((config, check.errs, check.origins))
