@@ -198,7 +198,7 @@ fn groups(n: u64) {
     let text = config(dir.path(), "1h").replace("max_groups", "x");
     let text = text.replace("[state]", "[window]\nmax_groups = 2000000\n[state]");
     let cfg = Config::from_toml_str(&text).expect("config");
-    let mut det = Detector::new(&cfg);
+    let mut det = Detector::new(&cfg.detector());
     let mut out = Vec::new();
     let base = rss_kib();
     let t = Instant::now();
@@ -215,7 +215,7 @@ fn groups(n: u64) {
             resp_bytes: Some(1000),
             ..ConnRecord::default()
         };
-        det.process(&rec, longconn::config::SourceKind::Conn, &mut out);
+        det.process(&rec, longconn::zeek::SourceKind::Conn, &mut out);
         out.clear();
     }
     let feed = t.elapsed().as_secs_f64();
@@ -230,7 +230,7 @@ fn groups(n: u64) {
     drop(det);
     let t = Instant::now();
     let back: DetectorState = serde_json::from_slice(&json).expect("parse");
-    let restored = Detector::restore(&cfg, back);
+    let restored = Detector::restore(&cfg.detector(), back);
     let secs = t.elapsed().as_secs_f64();
     println!(
         "restore {} groups from a {:.0} MB checkpoint: {secs:.2} s",

@@ -37,7 +37,8 @@
 //! | `longconn.uids_total` | how many uids contributed (`zeek.session_id` holds at most 50) |
 //! | `longconn.message` | one sentence in plain words |
 
-use crate::config::{GroupBy, Level};
+use crate::rules::Level;
+use crate::window::GroupBy;
 use crate::window::GroupKey;
 use crate::zeek::{transport, ConnRecord};
 use serde::{Deserialize, Serialize};

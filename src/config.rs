@@ -12,99 +12,22 @@
 
 pub mod preflight;
 
+use crate::detector::DetectorConfig;
+use crate::rules::{
+    Allow, CumulativeConfig, Direction, FilterConfig, Level, Levels, Match, Measure, Override,
+    DEFAULT_INTERIM_TIMEOUT, DEFAULT_INTERNAL, DEFAULT_NEVER,
+};
+use crate::window::{GroupBy, WindowConfig};
+use crate::zeek::SourceKind;
 use ipnet::IpNet;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// Alert severity levels, lowest first.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Level {
-    pub const ALL: [Level; 4] = [Level::Low, Level::Medium, Level::High, Level::Critical];
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::Low => "low",
-            Level::Medium => "medium",
-            Level::High => "high",
-            Level::Critical => "critical",
-        }
-    }
-    /// ECS `event.severity`: 1 (low) to 4 (critical).
-    pub fn severity(self) -> u8 {
-        self as u8 + 1
-    }
-}
-
-/// Thresholds per level; a level may be switched off (None). Set levels are strictly increasing.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Levels {
-    /// Indexed by `Level as usize`.
-    pub thresholds: [Option<Duration>; 4],
-}
-
-impl Levels {
-    /// The highest level whose threshold `seconds` reaches, if any.
-    pub fn level_for(&self, seconds: f64) -> Option<Level> {
-        Level::ALL
-            .iter()
-            .rev()
-            .copied()
-            .find(|l| matches!(self.thresholds[*l as usize], Some(t) if seconds >= t.as_secs_f64()))
-    }
-    /// The lowest set threshold.
-    pub fn lowest(&self) -> Option<Duration> {
-        self.thresholds.iter().flatten().next().copied()
-    }
-    pub fn threshold(&self, level: Level) -> Option<Duration> {
-        self.thresholds[level as usize]
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupBy {
-    /// (orig_h, resp_h)
-    Pair,
-    /// (orig_h, resp_h, resp_p, proto)
-    PairPort,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// internal orig -> external resp
-    Outbound,
-    /// external orig -> internal resp
-    Inbound,
-    /// internal -> internal
-    Internal,
-    /// external -> external
-    External,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StartAt {
     Beginning,
     End,
-}
-
-/// Which kind of Zeek log a source is (issue 6 adds the interim kinds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    Conn,
-    OpenConn,
-    ConnLong,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,70 +48,6 @@ pub struct StateConfig {
 pub struct MetricsConfig {
     /// Where to serve `GET /metrics`; None (the default) serves nothing.
     pub listen: Option<std::net::SocketAddr>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct WindowConfig {
-    pub length: Duration,
-    pub group_by: GroupBy,
-    pub max_groups: usize,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct CumulativeConfig {
-    pub levels: Levels,
-    pub realert_after: Option<Duration>,
-    /// What the cumulative levels are compared with (issue 6).
-    pub measure: Measure,
-    /// An open connection (seen only in interim logs) with no news for this long in event time is forgotten.
-    pub interim_timeout: Duration,
-}
-
-/// The cumulative measure: `sum` of connection time inside the window, or `covered`, the length of the
-/// union of the group's connection intervals inside the window (wall-clock time with a connection up).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Measure {
-    #[default]
-    Sum,
-    Covered,
-}
-
-/// Default of `[cumulative] interim_timeout`: a day and an hour, so an hourly open_conn record or a daily
-/// conn_long record always comes before its connection is forgotten.
-pub const DEFAULT_INTERIM_TIMEOUT: Duration = Duration::from_secs(25 * 3600);
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct FilterConfig {
-    pub internal: Vec<IpNet>,
-    pub directions: Vec<Direction>,
-    pub never: Vec<IpNet>,
-    pub always: Vec<IpNet>,
-    pub ignore_states: Vec<String>,
-}
-
-/// Match keys shared by `[[allow]]` and `[[override]]`: every key given must match.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Match {
-    pub src: Option<IpNet>,
-    pub dst: Option<IpNet>,
-    pub port: Option<u16>,
-    /// Lower-case transport name: "tcp", "udp", "icmp".
-    pub proto: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Allow {
-    pub matches: Match,
-    pub comment: Option<String>,
-}
-
-/// Other thresholds for matching traffic; a level given here replaces that level of the main config.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Override {
-    pub matches: Match,
-    pub single: [Option<Duration>; 4],
-    pub cumulative: [Option<Duration>; 4],
 }
 
 /// One `[[output]]`. Every output has a unique `name` (its cursor in the spool, and its label in logs).
@@ -388,6 +247,22 @@ pub struct Config {
     pub overrides: Vec<Override>,
     pub outputs: Vec<Output>,
     pub spool: SpoolConfig,
+}
+
+impl Config {
+    /// What the detector reads: the window, the rules, the sensor name and the kinds of the sources.
+    pub fn detector(&self) -> DetectorConfig {
+        DetectorConfig {
+            sensor_name: self.sensor_name.clone(),
+            window: self.window.clone(),
+            single: self.single.clone(),
+            cumulative: self.cumulative.clone(),
+            filter: self.filter.clone(),
+            allow: self.allow.clone(),
+            overrides: self.overrides.clone(),
+            source_kinds: self.sources.iter().map(|s| s.kind).collect(),
+        }
+    }
 }
 
 /// Where `run` and `check` look for the config when `--config` is not given.
@@ -900,18 +775,6 @@ const DEFAULT_LEVELS: [Option<Duration>; 4] = [
     Some(Duration::from_secs(8 * 3600)),
     Some(Duration::from_secs(12 * 3600)),
 ];
-pub(crate) const DEFAULT_INTERNAL: &[&str] =
-    &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"];
-pub(crate) const DEFAULT_NEVER: &[&str] = &[
-    "127.0.0.0/8",
-    "::1/128",
-    "169.254.0.0/16",
-    "fe80::/10",
-    "224.0.0.0/4",
-    "ff00::/8",
-    "255.255.255.255/32",
-    "0.0.0.0/32",
-];
 /// Zeek's `conn_state` values, the only ones `filter.ignore_states` accepts.
 const CONN_STATES: &[&str] = &[
     "S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH",
@@ -1036,24 +899,6 @@ fn name_of<T: PartialEq + Copy>(value: T, choices: &[(&'static str, T)]) -> &'st
         .find(|c| c.1 == value)
         .map(|c| c.0)
         .unwrap_or("")
-}
-
-impl SourceKind {
-    /// The kind a source has when `kind` is not given, from its file name: `open_conn` and `conn_long`
-    /// name Zeek's interim logs, anything else is a conn log.
-    pub fn from_path(path: &std::path::Path) -> SourceKind {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if name.contains("open_conn") {
-            SourceKind::OpenConn
-        } else if name.contains("conn_long") {
-            SourceKind::ConnLong
-        } else {
-            SourceKind::Conn
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -2008,6 +1853,7 @@ impl Config {
         // HTTP outputs have their own keys: parse them from the raw table, and leave only `type` and `name`
         // for the shared checks.
         let mut http = Vec::new();
+        let mut unbuilt_http = Vec::new();
         if let Some(toml::Value::Array(outputs)) = table.get_mut("output") {
             for (i, o) in outputs.iter_mut().enumerate() {
                 let Some(t) = o.as_table_mut() else { continue };
@@ -2016,7 +1862,10 @@ impl Config {
                 }
                 match crate::output::http::HttpConfig::from_raw(t, &format!("output[{i}]")) {
                     Ok(cfg) => http.push((i, cfg)),
-                    Err(e) => errs.extend(e),
+                    Err((e, files)) => {
+                        errs.extend(e);
+                        unbuilt_http.push((i, files));
+                    }
                 }
                 t.retain(|k, _| k == "type" || k == "name");
             }
@@ -2034,7 +1883,10 @@ impl Config {
         let mut check = Check {
             errs,
             http,
-            origins: preflight::Origins::default(),
+            origins: preflight::Origins {
+                unbuilt_http,
+                ..Default::default()
+            },
         };
         let config = check.convert(raw);
         Ok((config, check.errs, check.origins))

@@ -334,9 +334,9 @@ impl Pipeline {
         let (detector, mut saved_sources) = match saved {
             Some(s) => {
                 info!(path = %store.path().display(), "checkpoint restored");
-                (Detector::restore(&config, s.detector), s.sources)
+                (Detector::restore(&config.detector(), s.detector), s.sources)
             }
-            None => (Detector::new(&config), Vec::new()),
+            None => (Detector::new(&config.detector()), Vec::new()),
         };
         let tailers = config
             .sources
@@ -564,7 +564,7 @@ impl Pipeline {
     }
 
     fn reload(&mut self, config: Config) {
-        self.detector.reconfigure(&config);
+        self.detector.reconfigure(&config.detector());
         self.reconfigured = true;
         if config.outputs != self.config.outputs || config.spool != self.config.spool {
             warn!("changes to [[output]] and [spool] take effect at the next restart");

@@ -14,10 +14,12 @@
 //! that keep them from counting twice live in [`interim`].
 
 use crate::alert::{self, Alert, MAX_UIDS};
-use crate::config::{Config, Measure, SourceKind};
-use crate::rules::{CumulativeAlert, FilterReason, RuleState, Rules};
-use crate::window::{self, micros, GroupKey, Window, WindowState};
-use crate::zeek::{transport, ConnRecord, Field, FieldSet, ParseOptions};
+use crate::rules::{
+    Allow, CumulativeAlert, CumulativeConfig, FilterConfig, FilterReason, Levels, Measure,
+    Override, RuleState, Rules,
+};
+use crate::window::{self, micros, GroupKey, Window, WindowConfig, WindowState};
+use crate::zeek::{transport, ConnRecord, Field, FieldSet, ParseOptions, SourceKind};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -224,12 +226,29 @@ pub struct Detector {
     expect_interim: bool,
 }
 
-fn expects_interim(cfg: &Config) -> bool {
-    cfg.sources.iter().any(|s| s.kind != SourceKind::Conn)
+/// What the detector needs to know: the window, the rules, the sensor's name for its alerts, and the kinds
+/// of log its records come from. The daemon's `Config` makes one (`Config::detector`); tests build it in
+/// code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorConfig {
+    /// `observer.name` in every alert.
+    pub sensor_name: String,
+    pub window: WindowConfig,
+    pub single: Levels,
+    pub cumulative: CumulativeConfig,
+    pub filter: FilterConfig,
+    pub allow: Vec<Allow>,
+    pub overrides: Vec<Override>,
+    /// The kinds of the configured sources: with an interim kind, final records remember their uid.
+    pub source_kinds: Vec<SourceKind>,
+}
+
+fn expects_interim(cfg: &DetectorConfig) -> bool {
+    cfg.source_kinds.iter().any(|k| *k != SourceKind::Conn)
 }
 
 impl Detector {
-    pub fn new(cfg: &Config) -> Detector {
+    pub fn new(cfg: &DetectorConfig) -> Detector {
         let rules = Rules::new(cfg);
         Detector {
             window: Window::new(rules.window_us, cfg.window.group_by, cfg.window.max_groups),
@@ -243,7 +262,7 @@ impl Detector {
 
     /// Applies new thresholds, filters, sensor name and window settings (SIGHUP), keeping window contents
     /// and alert state. A changed `group_by` empties the window (groups cannot be re-keyed).
-    pub fn reconfigure(&mut self, cfg: &Config) {
+    pub fn reconfigure(&mut self, cfg: &DetectorConfig) {
         self.rules = Rules::new(cfg);
         self.sensor = cfg.sensor_name.clone();
         self.expect_interim = self.expect_interim || expects_interim(cfg);
@@ -284,7 +303,7 @@ impl Detector {
     }
 
     /// Rebuilds a detector from [`Detector::snapshot`] and applies `cfg` on top (as a reload would).
-    pub fn restore(cfg: &Config, state: DetectorState) -> Detector {
+    pub fn restore(cfg: &DetectorConfig, state: DetectorState) -> Detector {
         let rules = Rules::new(cfg);
         let window = Window::from_state(&state.window, cfg.window.max_groups, GroupData::clone);
         let mut d = Detector {
@@ -455,3 +474,6 @@ impl Detector {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+pub(crate) mod fixtures;

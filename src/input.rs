@@ -24,10 +24,10 @@ pub enum InputPath {
 
 impl InputPath {
     /// The log kind from the file name, as for a `[[source]]` (stdin is a conn log).
-    pub fn kind(&self) -> crate::config::SourceKind {
+    pub fn kind(&self) -> crate::zeek::SourceKind {
         match self {
-            InputPath::File(p) => crate::config::SourceKind::from_path(p),
-            InputPath::Stdin => crate::config::SourceKind::Conn,
+            InputPath::File(p) => crate::zeek::SourceKind::from_path(p),
+            InputPath::Stdin => crate::zeek::SourceKind::Conn,
         }
     }
 

@@ -14,7 +14,8 @@
 //!
 //! The spool is the only queue: when it is full the pipeline stops reading (the log files are the buffer).
 //! The core (`zeek`, `window`, `rules`, `alert`, `detector`, `scan::tally`) is pure: it reads no clock, does
-//! no I/O and takes time only from the records; files, sockets, threads and clocks live at the edges.
+//! no I/O and takes time only from the records; files, sockets, threads and clocks live at the edges. It owns
+//! its types and takes its own [`detector::DetectorConfig`]; `config` depends on the core, never the reverse.
 //! An alert is in the spool (fsynced) before the checkpoint covering its records is saved.
 //!
 //! Module map:
@@ -43,8 +44,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod daemon;
 pub mod detector;
-#[cfg(test)]
-mod fixtures;
 pub mod input;
 pub mod metrics;
 pub mod notify;

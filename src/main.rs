@@ -101,8 +101,8 @@ enum KindArg {
 }
 
 impl KindArg {
-    fn kind(self) -> longconn::config::SourceKind {
-        use longconn::config::SourceKind;
+    fn kind(self) -> longconn::zeek::SourceKind {
+        use longconn::zeek::SourceKind;
         match self {
             KindArg::Conn => SourceKind::Conn,
             KindArg::OpenConn => SourceKind::OpenConn,
@@ -405,8 +405,8 @@ fn run_scan(a: ScanArgs) -> ExitCode {
             min_duration: a.min_duration.unwrap_or(0.0),
             exclude: a.exclude,
             measure: match a.measure {
-                MeasureArg::Sum => longconn::config::Measure::Sum,
-                MeasureArg::Covered => longconn::config::Measure::Covered,
+                MeasureArg::Sum => longconn::rules::Measure::Sum,
+                MeasureArg::Covered => longconn::rules::Measure::Covered,
             },
             interim_files: Vec::new(),
         },

@@ -234,7 +234,7 @@ impl SourceMetrics {
 
 /// Publishes the detector's window and alert figures (called every second or so).
 pub fn detector(stats: &DetectorStats) {
-    use crate::config::Level;
+    use crate::rules::Level;
     ::metrics::gauge!(GROUPS_TRACKED).set(stats.groups_tracked as f64);
     ::metrics::counter!(GROUPS_EXPIRED).absolute(stats.groups_expired);
     ::metrics::counter!(GROUPS_EVICTED).absolute(stats.evictions);

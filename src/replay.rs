@@ -7,9 +7,11 @@
 //! `[[source]]` (`SourceKind::from_path`; stdin is conn), unless `kind` overrides it for every file. Give
 //! conn and interim files in event order (e.g. hour by hour) to see the alert timing the daemon would have.
 
-use crate::config::{Config, Level, SourceKind};
+use crate::config::Config;
 use crate::detector::{Detector, DetectorStats};
 use crate::input::{self, InputPath};
+use crate::rules::Level;
+use crate::zeek::SourceKind;
 use crate::zeek::{Line, LogParser, Show, SkipReason, SkippedLines};
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Write};
@@ -32,7 +34,7 @@ pub fn replay(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> io::Result<ReplaySummary> {
-    let mut detector = Detector::new(config);
+    let mut detector = Detector::new(&config.detector());
     if inputs
         .iter()
         .any(|i| kind.unwrap_or_else(|| i.kind()) != SourceKind::Conn)

@@ -24,12 +24,151 @@
 //! `realert_after`, a group that still holds a level repeats the alert (at its current level) once that much
 //! event time has passed since its last alert.
 
-use crate::config::{Config, Direction, Level, Levels, Match, Measure};
+use crate::detector::DetectorConfig;
 use crate::zeek::ConnRecord;
 use compact_str::CompactString;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
+use std::time::Duration;
+
+/// Default of `[cumulative] interim_timeout`: a day and an hour, so an hourly open_conn record or a daily
+/// conn_long record always comes before its connection is forgotten.
+pub const DEFAULT_INTERIM_TIMEOUT: Duration = Duration::from_secs(25 * 3600);
+
+/// Default of `[filter] internal`: the private ranges (RFC 1918, IPv6 ULA).
+pub const DEFAULT_INTERNAL: &[&str] =
+    &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"];
+/// Default of `[filter] never`: loopback, link-local, multicast, broadcast and the unspecified address.
+pub const DEFAULT_NEVER: &[&str] = &[
+    "127.0.0.0/8",
+    "::1/128",
+    "169.254.0.0/16",
+    "fe80::/10",
+    "224.0.0.0/4",
+    "ff00::/8",
+    "255.255.255.255/32",
+    "0.0.0.0/32",
+];
+
+/// Alert severity levels, lowest first.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Level {
+    pub const ALL: [Level; 4] = [Level::Low, Level::Medium, Level::High, Level::Critical];
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Low => "low",
+            Level::Medium => "medium",
+            Level::High => "high",
+            Level::Critical => "critical",
+        }
+    }
+    /// ECS `event.severity`: 1 (low) to 4 (critical).
+    pub fn severity(self) -> u8 {
+        self as u8 + 1
+    }
+}
+
+/// Thresholds per level; a level may be switched off (None). Set levels are strictly increasing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Levels {
+    /// Indexed by `Level as usize`.
+    pub thresholds: [Option<Duration>; 4],
+}
+
+impl Levels {
+    /// The highest level whose threshold `seconds` reaches, if any.
+    pub fn level_for(&self, seconds: f64) -> Option<Level> {
+        Level::ALL
+            .iter()
+            .rev()
+            .copied()
+            .find(|l| matches!(self.thresholds[*l as usize], Some(t) if seconds >= t.as_secs_f64()))
+    }
+    /// The lowest set threshold.
+    pub fn lowest(&self) -> Option<Duration> {
+        self.thresholds.iter().flatten().next().copied()
+    }
+    pub fn threshold(&self, level: Level) -> Option<Duration> {
+        self.thresholds[level as usize]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// internal orig -> external resp
+    Outbound,
+    /// external orig -> internal resp
+    Inbound,
+    /// internal -> internal
+    Internal,
+    /// external -> external
+    External,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CumulativeConfig {
+    pub levels: Levels,
+    pub realert_after: Option<Duration>,
+    /// What the cumulative levels are compared with (issue 6).
+    pub measure: Measure,
+    /// An open connection (seen only in interim logs) with no news for this long in event time is forgotten.
+    pub interim_timeout: Duration,
+}
+
+/// The cumulative measure: `sum` of connection time inside the window, or `covered`, the length of the
+/// union of the group's connection intervals inside the window (wall-clock time with a connection up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    #[default]
+    Sum,
+    Covered,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterConfig {
+    pub internal: Vec<IpNet>,
+    pub directions: Vec<Direction>,
+    pub never: Vec<IpNet>,
+    pub always: Vec<IpNet>,
+    pub ignore_states: Vec<String>,
+}
+
+/// Match keys shared by `[[allow]]` and `[[override]]`: every key given must match.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Match {
+    pub src: Option<IpNet>,
+    pub dst: Option<IpNet>,
+    pub port: Option<u16>,
+    /// Lower-case transport name: "tcp", "udp", "icmp".
+    pub proto: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allow {
+    pub matches: Match,
+    pub comment: Option<String>,
+}
+
+/// Other thresholds for matching traffic; a level given here replaces that level of the main config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub matches: Match,
+    pub single: [Option<Duration>; 4],
+    pub cumulative: [Option<Duration>; 4],
+}
 
 /// Why a record was left out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -127,7 +266,7 @@ impl Matcher {
 /// Levels an override replaces (indexed by `Level as usize`).
 type LevelPatch = [Option<std::time::Duration>; 4];
 
-/// The compiled filters and thresholds of one [`Config`].
+/// The compiled filters and thresholds of one [`DetectorConfig`].
 #[derive(Debug, Clone)]
 pub struct Rules {
     internal: NetSet,
@@ -197,7 +336,7 @@ fn direction_index(d: Direction) -> usize {
 }
 
 impl Rules {
-    pub fn new(cfg: &Config) -> Rules {
+    pub fn new(cfg: &DetectorConfig) -> Rules {
         let mut directions = [false; 4];
         for d in &cfg.filter.directions {
             directions[direction_index(*d)] = true;

@@ -54,12 +54,30 @@
 //! max_groups/16` so that eviction is amortized; each eviction is counted. The slab does not shrink: its
 //! high-water mark is bounded by `max_groups`.
 
-use crate::config::GroupBy;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::IpAddr;
+use std::time::Duration;
+
+/// How records are grouped: the key of a window entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// (orig_h, resp_h)
+    Pair,
+    /// (orig_h, resp_h, resp_p, proto)
+    PairPort,
+}
+
+/// `[window]`: the window's length, grouping and memory bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowConfig {
+    pub length: Duration,
+    pub group_by: GroupBy,
+    pub max_groups: usize,
+}
 
 /// A group holding more live intervals than this is compacted (approximate from then on).
 pub const EXACT_LIMIT: usize = 1000;

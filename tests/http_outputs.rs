@@ -453,7 +453,7 @@ fn documented_examples_are_valid() {
             if table.get("type").and_then(|t| t.as_str()) != Some("http") {
                 continue;
             }
-            if let Err(errs) = HttpConfig::from_raw(table, &format!("output[{i}]")) {
+            if let Err((errs, _)) = HttpConfig::from_raw(table, &format!("output[{i}]")) {
                 for e in errs {
                     assert!(
                         e.key.ends_with("_file") && e.reason.contains("cannot read"),
@@ -645,7 +645,8 @@ async fn mutual_tls_with_a_client_certificate() {
     assert_eq!(rx.state().docs.len(), 25);
 }
 
-/// Client certificate and proxy settings are checked at load, every mistake reported with its key.
+/// Client certificate and proxy settings are checked at load and their files by the preflight
+/// (`HttpFiles::check`), every mistake reported with its key.
 #[test]
 fn client_certificate_and_proxy_mistakes_are_reported_at_load() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -655,13 +656,19 @@ fn client_certificate_and_proxy_mistakes_are_reported_at_load() {
         let text =
             format!("url = \"https://siem.example:9200\"\nformat = \"elasticsearch\"\n{extra}");
         let table: toml::Table = text.parse().expect("TOML");
-        match HttpConfig::from_raw(&table, "output[0]") {
-            Ok(_) => Vec::new(),
-            Err(errs) => errs
-                .iter()
-                .map(|e| format!("{}: {}", e.key, e.reason))
-                .collect(),
-        }
+        let (errs, files) = match HttpConfig::from_raw(&table, "output[0]") {
+            Ok(c) => (Vec::new(), c.files()),
+            Err(e) => e,
+        };
+        errs.iter()
+            .map(|e| format!("{}: {}", e.key, e.reason))
+            .chain(
+                files
+                    .check()
+                    .into_iter()
+                    .map(|(key, reason)| format!("output[0].{key}: {reason}")),
+            )
+            .collect::<Vec<String>>()
     };
     let e = errors(&format!("client_cert = {:?}\n", path("client.pem")));
     assert!(

@@ -154,3 +154,23 @@ fn reload_names_a_pid_it_may_not_signal() {
     assert_eq!(out.status.code(), Some(1), "reload: {err}");
     assert!(err.contains("permission denied"), "reload: {err}");
 }
+
+#[test]
+fn reload_with_an_unchanged_config_and_hec_ack_reports_no_change() {
+    // A Splunk HEC output with `ack = true` and no `channel`: loading the same file twice must give the same
+    // config (the channel id is made when the output is built), so a SIGHUP without a change warns of none.
+    let sensor = Sensor::new(
+        "[[output]]\ntype = \"http\"\nname = \"hec\"\nurl = \"http://127.0.0.1:9/\"\nformat = \"splunk_hec\"\ntoken = \"t\"\nack = true\n",
+    );
+    let mut daemon = sensor.spawn(&[]);
+    let mut log = String::new();
+    wait_for(&mut daemon, &mut log, "longconn running", 1);
+    signal(&daemon, libc::SIGHUP);
+    wait_for(&mut daemon, &mut log, "configuration reloaded", 1);
+    log.push_str(&stop(daemon));
+    assert!(!log.contains("reload refused"), "{log}");
+    assert!(
+        !log.contains("take effect at the next restart"),
+        "an unchanged config was reported as changed:\n{log}"
+    );
+}

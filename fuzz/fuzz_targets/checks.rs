@@ -196,7 +196,7 @@ type = "stdout"
             }
             Err(LoadError::Unreadable(e)) => panic!("a checkpoint we wrote is unreadable: {e}"),
         };
-        let mut detector = Detector::restore(&self.config, saved.detector);
+        let mut detector = Detector::restore(&self.config.detector(), saved.detector);
         let source = &self.config.sources[0];
         let mut alerts = Vec::new();
         let mut positions = Vec::new();

@@ -7,8 +7,9 @@
 //! systemd runs before start and before reload) would have passed it. So [`load`] reads the config and then
 //! looks at the machine, without changing anything but a probe file created and removed in an existing
 //! state directory:
-//! - every file an output or its TLS setup needs is read and parsed by the same loaders and constructors
-//!   the outputs use at start (`crate::output::tls`, `SyslogOutput::new`, `HttpOutput::new`);
+//! - every file an output or its TLS setup needs, and every secret file or variable, is read and parsed by
+//!   the same loaders and constructors the outputs use at start (`crate::output::tls`, `SyslogOutput::new`,
+//!   `HttpOutput::new`);
 //! - the state directory is a directory this user can write (a file created and removed in it), or can be
 //!   created (its nearest existing ancestor is a writable directory); the same for an alert file;
 //! - every source's directory exists: a warning only, since Zeek may not have started yet.
@@ -16,6 +17,7 @@
 //! Every problem comes back at once with its key, together with the config's own errors.
 
 use super::{Config, ConfigError, ConfigErrors, Output, SyslogTransport};
+use crate::output::http::HttpFiles;
 use crate::output::{tls, HttpOutput, SyslogOutput};
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -27,6 +29,9 @@ use std::path::Path;
 pub(super) struct Origins {
     pub(super) sources: Vec<usize>,
     pub(super) outputs: Vec<usize>,
+    /// The HTTP outputs whose tables had errors, by index, with the files and secrets they name: read
+    /// here too, so that `check` reports every problem at once.
+    pub(super) unbuilt_http: Vec<(usize, HttpFiles)>,
 }
 
 /// What the preflight found. Errors make `check` and `run` exit 78; warnings are printed and do not.
@@ -74,9 +79,22 @@ fn check(config: &Config, origins: &Origins) -> Findings {
     // The outputs' constructors log when they succeed; what the preflight builds is thrown away, so keep
     // it out of `run`'s log.
     tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-        for (j, output) in config.outputs.iter().enumerate() {
-            let i = origins.outputs.get(j).copied().unwrap_or(j);
-            self::output(&format!("output[{i}]"), output, &mut found);
+        let mut outputs: Vec<(usize, Result<&Output, &HttpFiles>)> = config
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(j, o)| (origins.outputs.get(j).copied().unwrap_or(j), Ok(o)))
+            .chain(origins.unbuilt_http.iter().map(|(i, f)| (*i, Err(f))))
+            .collect();
+        outputs.sort_by_key(|(i, _)| *i);
+        for (i, output) in outputs {
+            let key = format!("output[{i}]");
+            match output {
+                Ok(output) => self::output(&key, output, &mut found),
+                Err(files) => {
+                    http_files(&key, files, &mut found);
+                }
+            }
         }
     });
     found
@@ -164,21 +182,16 @@ fn output(key: &str, output: &Output, found: &mut Findings) {
         Output::Stdout { .. } => {}
         Output::File { path, .. } => alert_file(&k("path"), path, found),
         Output::Syslog { name, syslog, .. } => {
-            let mut files_ok = true;
-            if let SyslogTransport::Tls { tls, .. } = &syslog.transport {
-                if let Err(reason) = tls::read_certs(&tls.ca_file) {
-                    found.error(&k("ca_file"), reason);
-                    files_ok = false;
+            let problems = match &syslog.transport {
+                SyslogTransport::Tls { tls, .. } => {
+                    tls::check_files(Some(&tls.ca_file), tls.client_cert.as_ref())
                 }
-                if let Some((cert, private)) = &tls.client_cert {
-                    if let Err(errs) = tls::load_client_identity(cert, private) {
-                        for (field, reason) in errs {
-                            found.error(&k(field), reason);
-                        }
-                        files_ok = false;
-                    }
-                }
+                _ => Vec::new(),
+            };
+            for (field, reason) in &problems {
+                found.error(&k(field), reason.as_str());
             }
+            let files_ok = problems.is_empty();
             // What `run` builds at start; with the files fine, anything else it refuses lands here.
             if files_ok {
                 if let Err(reason) = SyslogOutput::new(name.clone(), syslog) {
@@ -186,13 +199,24 @@ fn output(key: &str, output: &Output, found: &mut Findings) {
                 }
             }
         }
-        // Its files (ca_file, client identity, secrets) were read when the config was loaded.
         Output::Http { name, http } => {
-            if let Err(reason) = HttpOutput::new(name.clone(), http) {
-                found.error(key, reason);
+            if http_files(key, &http.files(), found) {
+                if let Err(reason) = HttpOutput::new(name.clone(), http) {
+                    found.error(key, reason);
+                }
             }
         }
     }
+}
+
+/// An HTTP output's CA bundle, client identity and secrets: loading only noted where each one is, `run`
+/// reads them when it builds the output. False if one fails.
+fn http_files(key: &str, files: &HttpFiles, found: &mut Findings) -> bool {
+    let problems = files.check();
+    for (field, reason) in &problems {
+        found.error(&format!("{key}.{field}"), reason.as_str());
+    }
+    problems.is_empty()
 }
 
 /// The file output appends to `path`, creating it and its directories if need be.

@@ -18,7 +18,7 @@
 //! `longconn.open = true`; later records of the same connection (interim or final) alert only at a higher
 //! level than the connection already alerted at. A record without a uid gets no uid rules.
 
-use crate::config::Level;
+use crate::rules::Level;
 use crate::window::GroupKey;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;

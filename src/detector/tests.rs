@@ -1,9 +1,10 @@
 //! Table and property tests for [`crate::detector`].
 
+use super::fixtures::{self, rec};
 use super::*;
 use crate::alert::Trigger;
-use crate::config::{GroupBy, Level};
-use crate::fixtures::{self, rec};
+use crate::rules::{Level, Match};
+use crate::window::GroupBy;
 
 const H: f64 = 3600.0;
 const T0: f64 = 1_700_000_000.0;
@@ -24,13 +25,13 @@ fn kinds(alerts: &[Alert]) -> Vec<(Trigger, Level)> {
         .collect()
 }
 
-fn no_single() -> crate::config::Config {
+fn no_single() -> DetectorConfig {
     let mut cfg = fixtures::config();
     cfg.single.thresholds = [None; 4];
     cfg
 }
 
-fn no_cumulative() -> crate::config::Config {
+fn no_cumulative() -> DetectorConfig {
     let mut cfg = fixtures::config();
     cfg.cumulative.levels.thresholds = [None; 4];
     cfg
@@ -251,15 +252,15 @@ fn pair_versus_pair_port() {
 fn filters_overrides_and_allow_through_the_detector() {
     let mut cfg = fixtures::config();
     cfg.filter.ignore_states = vec!["S0".into()];
-    cfg.allow = vec![crate::config::Allow {
-        matches: crate::config::Match {
+    cfg.allow = vec![Allow {
+        matches: Match {
             dst: "203.0.113.10/32".parse().ok(),
             ..Default::default()
         },
         comment: None,
     }];
-    cfg.overrides = vec![crate::config::Override {
-        matches: crate::config::Match {
+    cfg.overrides = vec![Override {
+        matches: Match {
             src: "10.9.0.0/16".parse().ok(),
             ..Default::default()
         },
@@ -661,11 +662,7 @@ fn interim_before_final_counts_once_and_alerts_at_first_snapshot_past_a_level() 
 #[test]
 fn final_before_a_late_interim_ignores_the_interim() {
     let mut cfg = no_single();
-    cfg.sources.push(crate::config::Source {
-        path: "/opt/zeek/logs/current/open_conn.log".into(),
-        start_at: crate::config::StartAt::Beginning,
-        kind: OPEN,
-    });
+    cfg.source_kinds.push(OPEN);
     let mut d = Detector::new(&cfg);
     let a = feed(
         &mut d,
@@ -785,7 +782,7 @@ fn parallel_connections_sum_and_covered_side_by_side() {
         (m.measure_seconds, m.sum_seconds, m.covered_seconds),
         (4.0 * H, 4.0 * H, 2.0 * H)
     );
-    cfg.cumulative.measure = crate::config::Measure::Covered;
+    cfg.cumulative.measure = Measure::Covered;
     let a = run(&mut Detector::new(&cfg), &recs);
     assert_eq!(kinds(&a), vec![(C, Low)]);
     let m = &a[0].longconn;

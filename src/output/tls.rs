@@ -3,7 +3,7 @@
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The certificates of a PEM file (a CA bundle, or a chain leaf first); an error names the file.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -59,6 +59,26 @@ pub fn load_client_identity(
         )]);
     }
     Ok((chain, private))
+}
+
+/// What an output's TLS setup will read at start, read now (the preflight): each problem with the key at
+/// fault (`ca_file`, `client_cert`, `client_key`).
+pub fn check_files(
+    ca_file: Option<&Path>,
+    client_cert: Option<&(PathBuf, PathBuf)>,
+) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    if let Some(ca_file) = ca_file {
+        if let Err(reason) = read_certs(ca_file) {
+            problems.push(("ca_file", reason));
+        }
+    }
+    if let Some((cert, key)) = client_cert {
+        if let Err(errs) = load_client_identity(cert, key) {
+            problems.extend(errs);
+        }
+    }
+    problems
 }
 
 /// [`load_client_identity`] for the outputs' TLS setup at start: every error in one message.

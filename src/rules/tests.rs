@@ -1,8 +1,7 @@
 //! Table and property tests for [`crate::rules`].
 
 use super::*;
-use crate::config::{Allow, Direction, Override};
-use crate::fixtures::{self, hours, rec};
+use crate::detector::fixtures::{self, hours, rec};
 
 const HOUR: i64 = 3_600_000_000;
 
@@ -13,7 +12,7 @@ fn addrs(r: &ConnRecord) -> (IpAddr, IpAddr) {
     )
 }
 
-fn filter_of(cfg: &Config, r: &ConnRecord) -> Result<(), FilterReason> {
+fn filter_of(cfg: &DetectorConfig, r: &ConnRecord) -> Result<(), FilterReason> {
     let (o, d) = addrs(r);
     Rules::new(cfg).filter(o, d, r)
 }
@@ -60,7 +59,7 @@ fn filters_table() {
     udp.proto = "UDP".into();
 
     use FilterReason as F;
-    let cases: Vec<(&str, &Config, ConnRecord, Result<(), FilterReason>)> = vec![
+    let cases: Vec<(&str, &DetectorConfig, ConnRecord, Result<(), FilterReason>)> = vec![
         (
             "plain outbound passes",
             &base,

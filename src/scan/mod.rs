@@ -33,7 +33,7 @@ pub struct ScanOptions {
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// The kind of every input; `None`: each from its file name (`tally.interim_files` is filled from it).
-    pub kind: Option<crate::config::SourceKind>,
+    pub kind: Option<crate::zeek::SourceKind>,
 }
 
 /// An input that could not be read, or that held no Zeek log.
@@ -296,7 +296,7 @@ pub fn scan(inputs: &[InputPath], opts: &ScanOptions) -> ScanReport {
     let mut tally_opts = opts.tally.clone();
     tally_opts.interim_files = inputs
         .iter()
-        .map(|i| opts.kind.unwrap_or_else(|| i.kind()) != crate::config::SourceKind::Conn)
+        .map(|i| opts.kind.unwrap_or_else(|| i.kind()) != crate::zeek::SourceKind::Conn)
         .collect();
     let opts = &ScanOptions {
         tally: tally_opts,

@@ -19,7 +19,7 @@
 //! overlapped nothing (disjoint), so covered never drops below what such records alone give.
 
 use super::pairs::{PairAgg, PairTable, PortTable};
-use crate::config::Measure;
+use crate::rules::Measure;
 use crate::zeek::{transport, ConnRecord, SkipReason};
 use compact_str::CompactString;
 use ipnet::IpNet;

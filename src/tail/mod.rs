@@ -31,7 +31,8 @@ pub mod watch;
 #[cfg(test)]
 mod tests;
 
-use crate::config::{Source, SourceKind, StartAt};
+use crate::config::{Source, StartAt};
+use crate::zeek::SourceKind;
 use crate::zeek::{ConnRecord, ParseOptions, SkipReason};
 use file::{mtime, FileReader};
 pub use file::{FileCheckpoint, FileId, Fingerprint, HeaderLine, FINGERPRINT_LEN};

@@ -3,7 +3,7 @@
 //! `poll` is called directly, so nothing sleeps.
 
 use super::*;
-use crate::config::SourceKind;
+use crate::zeek::SourceKind;
 use proptest::prelude::*;
 use std::fs::OpenOptions;
 use std::io::Write;

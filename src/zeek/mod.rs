@@ -25,6 +25,33 @@ use compact_str::CompactString;
 use std::fmt;
 use std::net::IpAddr;
 
+/// Which kind of Zeek log a source is (issue 6 adds the interim kinds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Conn,
+    OpenConn,
+    ConnLong,
+}
+
+impl SourceKind {
+    /// The kind a source has when `kind` is not given, from its file name: `open_conn` and `conn_long`
+    /// name Zeek's interim logs, anything else is a conn log.
+    pub fn from_path(path: &std::path::Path) -> SourceKind {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.contains("open_conn") {
+            SourceKind::OpenConn
+        } else if name.contains("conn_long") {
+            SourceKind::ConnLong
+        } else {
+            SourceKind::Conn
+        }
+    }
+}
+
 /// One conn.log record, with the fields longconn uses. Everything but the two addresses may be unset.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ConnRecord {

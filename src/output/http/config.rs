@@ -3,15 +3,16 @@
 //! Like the rest of the configuration, every problem is reported at once, each with its full key
 //! (`output[2].url`, `output[2].headers.X-Scope`). Secrets (`token`, `password`, `api_key`) may be given
 //! inline, but `*_file` (a file holding the secret, trailing newline dropped) or `*_env` (the name of an
-//! environment variable) are preferred so the config file can be world-readable; they are read here, so
-//! `longconn check` reports a missing file or variable. A [`Secret`] prints as `***` in `Debug`, and no log
-//! line ever carries one. Keys that belong to another format (`ack` with `elasticsearch`) are errors, not
+//! environment variable) are preferred so the config file can be world-readable. Loading is pure: the config
+//! holds where a secret comes from ([`SecretSource`]), the CA and client certificate paths, and the HEC
+//! channel if one is configured; the output reads the files and variables and makes a channel id when it is
+//! built, and the preflight reads them too, so `longconn check` reports a missing file or variable. A
+//! [`Secret`] prints as `***` in `Debug`, and no log line ever carries one. Keys that belong to another format (`ack` with `elasticsearch`) are errors, not
 //! silently ignored.
 
 use crate::config::{parse_duration, ConfigError};
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
-use rustls_pki_types::CertificateDer;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -42,63 +43,80 @@ impl Format {
     }
 }
 
-/// A credential. `Debug` prints `***`; the value is only reachable through [`Secret::expose`]. Equality
-/// compares values only.
-#[derive(Clone)]
+/// A credential. `Debug` prints `***`; the value is only reachable through [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret {
     value: String,
-    origin: SecretOrigin,
-}
-
-/// Where a secret was read from, so the effective config can name the file or variable instead of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretOrigin {
-    Inline,
-    File(PathBuf),
-    Env(String),
 }
 
 impl Secret {
-    /// An inline secret.
     pub fn new(value: impl Into<String>) -> Secret {
-        Secret::with_origin(value, SecretOrigin::Inline)
-    }
-    pub fn with_origin(value: impl Into<String>, origin: SecretOrigin) -> Secret {
         Secret {
             value: value.into(),
-            origin,
         }
     }
     /// The value, for building a request header. Never log it.
     pub fn expose(&self) -> &str {
         &self.value
     }
-    pub fn origin(&self) -> &SecretOrigin {
-        &self.origin
-    }
-    /// `NAME_file = PATH`, `NAME_env = VAR`, or `NAME = "***"` for an inline secret.
-    fn to_toml(&self, name: &str, table: &mut toml::Table) {
-        match &self.origin {
-            SecretOrigin::Inline => table.insert(name.into(), "***".into()),
-            SecretOrigin::File(p) => {
-                table.insert(format!("{name}_file"), p.display().to_string().into())
-            }
-            SecretOrigin::Env(v) => table.insert(format!("{name}_env"), v.clone().into()),
-        };
-    }
 }
-
-impl PartialEq for Secret {
-    fn eq(&self, other: &Secret) -> bool {
-        self.value == other.value
-    }
-}
-
-impl Eq for Secret {}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")
+    }
+}
+
+/// Where a secret comes from, as the file says: inline (`NAME`), a file (`NAME_file`) or an environment
+/// variable (`NAME_env`). Loading a config never reads it (two loads of one file are equal); the output
+/// reads it when it is built, and the preflight reads it so that `check` reports a missing file or variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Inline(Secret),
+    File(PathBuf),
+    Env(String),
+}
+
+impl SecretSource {
+    /// The key it was given under: `NAME`, `NAME_file` or `NAME_env`.
+    pub fn key(&self, name: &str) -> String {
+        match self {
+            SecretSource::Inline(_) => name.to_string(),
+            SecretSource::File(_) => format!("{name}_file"),
+            SecretSource::Env(_) => format!("{name}_env"),
+        }
+    }
+
+    /// The secret, trimmed; Err says what is wrong with the file or variable (never the value).
+    pub fn read(&self) -> Result<Secret, String> {
+        match self {
+            SecretSource::Inline(s) => Ok(s.clone()),
+            SecretSource::File(path) => {
+                let path = path.display();
+                match std::fs::read_to_string(path.to_string()) {
+                    Ok(s) if s.trim().is_empty() => Err(format!("{path} is empty")),
+                    Ok(s) => Ok(Secret::new(s.trim())),
+                    Err(e) => Err(format!("cannot read {path}: {e}")),
+                }
+            }
+            SecretSource::Env(var) => match std::env::var(var) {
+                Ok(s) if s.trim().is_empty() => Err(format!("environment variable {var} is empty")),
+                Ok(s) => Ok(Secret::new(s.trim())),
+                Err(_) => Err(format!(
+                    "environment variable {var} is not set (or not UTF-8)"
+                )),
+            },
+        }
+    }
+
+    /// `NAME_file = PATH`, `NAME_env = VAR`, or `NAME = "***"` for an inline secret.
+    fn to_toml(&self, name: &str, table: &mut toml::Table) {
+        let value = match self {
+            SecretSource::Inline(_) => "***".into(),
+            SecretSource::File(p) => p.display().to_string().into(),
+            SecretSource::Env(v) => v.clone().into(),
+        };
+        table.insert(self.key(name), value);
     }
 }
 
@@ -107,14 +125,14 @@ impl std::fmt::Debug for Secret {
 pub enum Auth {
     None,
     /// `Authorization: Splunk TOKEN` (splunk_hec) or `Authorization: Bearer TOKEN` (ndjson).
-    Token(Secret),
+    Token(SecretSource),
     /// `Authorization: Basic base64(user:password)`.
     Basic {
         username: String,
-        password: Secret,
+        password: SecretSource,
     },
     /// `Authorization: ApiKey KEY` (Elasticsearch; the key is the base64 `id:api_key` Kibana shows).
-    ApiKey(Secret),
+    ApiKey(SecretSource),
 }
 
 /// Splunk HEC settings.
@@ -131,7 +149,8 @@ pub struct SplunkConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckConfig {
-    pub channel: String,
+    /// The configured channel; None: the output makes a fresh one (a random UUID) each time it is built.
+    pub channel: Option<String>,
     pub timeout: Duration,
 }
 
@@ -157,9 +176,8 @@ pub struct HttpConfig {
     pub timeout: Duration,
     /// Extra trust anchors (PEM); with none, the system's roots are used.
     pub ca_file: Option<PathBuf>,
-    pub ca_certs: Vec<CertificateDer<'static>>,
     /// A client certificate (PEM chain, leaf first) and its private key (PEM), for servers that ask for
-    /// one (mutual TLS); both files are read and checked at load and read again when the client is built.
+    /// one (mutual TLS); both files are read when the client is built (and by the preflight).
     pub client_cert: Option<(PathBuf, PathBuf)>,
     pub proxy: ProxySetting,
     /// Extra headers; values are marked sensitive (they may be credentials).
@@ -167,6 +185,62 @@ pub struct HttpConfig {
     pub auth: Auth,
     pub splunk: Option<SplunkConfig>,
     pub elastic: Option<ElasticConfig>,
+}
+
+/// What an HTTP output reads from the machine when it is built: its CA bundle, its client identity and its
+/// secrets, each secret with the key it was given under (`token_file`, `proxy_password_env`). Known even
+/// when the output's table has other errors, so that `check` reports every problem at once.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpFiles {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub secrets: Vec<(String, SecretSource)>,
+}
+
+impl HttpFiles {
+    fn new(
+        ca_file: Option<PathBuf>,
+        client_cert: Option<(PathBuf, PathBuf)>,
+        proxy: &ProxySetting,
+        auth: &Auth,
+    ) -> HttpFiles {
+        let mut secrets = Vec::new();
+        if let ProxySetting::Via {
+            auth: Some((_, password)),
+            ..
+        } = proxy
+        {
+            secrets.push((password.key("proxy_password"), password.clone()));
+        }
+        match auth {
+            Auth::None => {}
+            Auth::Token(s) => secrets.push((s.key("token"), s.clone())),
+            Auth::Basic { password, .. } => {
+                secrets.push((password.key("password"), password.clone()))
+            }
+            Auth::ApiKey(s) => secrets.push((s.key("api_key"), s.clone())),
+        }
+        HttpFiles {
+            ca_file,
+            client_cert,
+            secrets,
+        }
+    }
+
+    /// Reads everything the output will read when it is built: each problem with the key at fault
+    /// (`ca_file`, `client_key`, `token_file`), with the message the output would give.
+    pub fn check(&self) -> Vec<(String, String)> {
+        let tls =
+            crate::output::tls::check_files(self.ca_file.as_deref(), self.client_cert.as_ref());
+        let secrets = self
+            .secrets
+            .iter()
+            .filter_map(|(key, source)| source.read().err().map(|reason| (key.clone(), reason)));
+        tls.into_iter()
+            .map(|(key, reason)| (key.to_string(), reason))
+            .chain(secrets)
+            .collect()
+    }
 }
 
 /// How requests reach the server.
@@ -180,7 +254,7 @@ pub enum ProxySetting {
     /// with `proxy_username` and `proxy_password` (Basic) if the proxy asks for them.
     Via {
         url: Url,
-        auth: Option<(String, Secret)>,
+        auth: Option<(String, SecretSource)>,
     },
 }
 
@@ -318,7 +392,8 @@ impl<'t> Reader<'t> {
         }
     }
     /// One secret given in one of three ways (`NAME`, `NAME_file`, `NAME_env`); None if none is given.
-    fn secret(&mut self, name: &str) -> Option<Secret> {
+    /// Only where it comes from: it is read when the output is built.
+    fn secret(&mut self, name: &str) -> Option<SecretSource> {
         let file_key = format!("{name}_file");
         let env_key = format!("{name}_env");
         let given: Vec<&str> = [name, file_key.as_str(), env_key.as_str()]
@@ -336,7 +411,9 @@ impl<'t> Reader<'t> {
         if self.table.contains_key(name) {
             // The value itself is never echoed in an error.
             return match self.table.get(name) {
-                Some(toml::Value::String(s)) if !s.trim().is_empty() => Some(Secret::new(s.trim())),
+                Some(toml::Value::String(s)) if !s.trim().is_empty() => {
+                    Some(SecretSource::Inline(Secret::new(s.trim())))
+                }
                 Some(toml::Value::String(_)) => {
                     self.push(name, "is empty");
                     None
@@ -350,39 +427,10 @@ impl<'t> Reader<'t> {
             };
         }
         if let Some(path) = self.text(&file_key) {
-            return match std::fs::read_to_string(path) {
-                Ok(s) if s.trim().is_empty() => {
-                    self.push(&file_key, format!("{path} is empty"));
-                    None
-                }
-                Ok(s) => Some(Secret::with_origin(
-                    s.trim(),
-                    SecretOrigin::File(PathBuf::from(path)),
-                )),
-                Err(e) => {
-                    self.push(&file_key, format!("cannot read {path}: {e}"));
-                    None
-                }
-            };
+            return Some(SecretSource::File(PathBuf::from(path)));
         }
         if let Some(var) = self.text(&env_key) {
-            return match std::env::var(var) {
-                Ok(s) if s.trim().is_empty() => {
-                    self.push(&env_key, format!("environment variable {var} is empty"));
-                    None
-                }
-                Ok(s) => Some(Secret::with_origin(
-                    s.trim(),
-                    SecretOrigin::Env(var.to_string()),
-                )),
-                Err(_) => {
-                    self.push(
-                        &env_key,
-                        format!("environment variable {var} is not set (or not UTF-8)"),
-                    );
-                    None
-                }
-            };
+            return Some(SecretSource::Env(var.to_string()));
         }
         None
     }
@@ -390,8 +438,11 @@ impl<'t> Reader<'t> {
 
 impl HttpConfig {
     /// Checks one `[[output]]` table of `type = "http"`; `key` is its prefix (`output[2]`). Returns every
-    /// problem at once.
-    pub fn from_raw(table: &toml::Table, key: &str) -> Result<HttpConfig, Vec<ConfigError>> {
+    /// problem at once, with what the output would read from the machine (for the preflight).
+    pub fn from_raw(
+        table: &toml::Table,
+        key: &str,
+    ) -> Result<HttpConfig, (Vec<ConfigError>, HttpFiles)> {
         let mut r = Reader {
             table,
             prefix: key,
@@ -481,16 +532,7 @@ impl HttpConfig {
         let gzip = r.bool("gzip", false);
         let timeout = r.duration("timeout", Duration::from_secs(10));
 
-        let (ca_file, ca_certs) = match r.text("ca_file") {
-            None => (None, Vec::new()),
-            Some(path) => match crate::output::tls::read_certs(std::path::Path::new(path)) {
-                Ok(certs) => (Some(PathBuf::from(path)), certs),
-                Err(reason) => {
-                    r.push("ca_file", reason);
-                    (None, Vec::new())
-                }
-            },
-        };
+        let ca_file = r.text("ca_file").map(PathBuf::from);
 
         let client_cert = read_client_cert(&mut r);
         let proxy = read_proxy(&mut r);
@@ -519,8 +561,8 @@ impl HttpConfig {
                 source: source.to_string(),
                 index,
                 host,
-                ack: ack.then(|| AckConfig {
-                    channel: channel.unwrap_or_else(new_channel),
+                ack: ack.then_some(AckConfig {
+                    channel,
                     timeout: ack_timeout,
                 }),
             }
@@ -543,7 +585,6 @@ impl HttpConfig {
                 gzip,
                 timeout,
                 ca_file,
-                ca_certs,
                 client_cert,
                 proxy,
                 headers,
@@ -551,12 +592,22 @@ impl HttpConfig {
                 splunk,
                 elastic,
             }),
-            _ => Err(r.errs),
+            _ => Err((r.errs, HttpFiles::new(ca_file, client_cert, &proxy, &auth))),
         }
     }
 }
 
 impl HttpConfig {
+    /// The files and variables the output reads when it is built (for the preflight).
+    pub fn files(&self) -> HttpFiles {
+        HttpFiles::new(
+            self.ca_file.clone(),
+            self.client_cert.clone(),
+            &self.proxy,
+            &self.auth,
+        )
+    }
+
     /// The effective settings as an `[[output]]` table (`longconn check`), defaults filled in, `type`
     /// and `name` left to the caller. Secrets appear as the file or variable they came from; inline
     /// secrets and header values as `"***"`.
@@ -620,7 +671,9 @@ impl HttpConfig {
             }
             t.insert("ack".into(), s.ack.is_some().into());
             if let Some(a) = &s.ack {
-                t.insert("channel".into(), a.channel.clone().into());
+                if let Some(c) = &a.channel {
+                    t.insert("channel".into(), c.clone().into());
+                }
                 t.insert("ack_timeout".into(), format_duration(a.timeout).into());
             }
         }
@@ -674,18 +727,7 @@ fn read_client_cert(r: &mut Reader<'_>) -> Option<(PathBuf, PathBuf)> {
             r.push("client_cert", "missing: client_key needs its client_cert");
             None
         }
-        (Some(cert), Some(key)) => {
-            let paths = (PathBuf::from(cert), PathBuf::from(key));
-            match crate::output::tls::load_client_identity(&paths.0, &paths.1) {
-                Ok(_) => Some(paths),
-                Err(errs) => {
-                    for (field, reason) in errs {
-                        r.push(field, reason);
-                    }
-                    None
-                }
-            }
-        }
+        (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
         _ => None, // the other key had a bad value, already reported
     }
 }
@@ -909,7 +951,7 @@ mod tests {
     fn errs(text: &str) -> Vec<ConfigError> {
         match HttpConfig::from_raw(&table(text), "output[2]") {
             Ok(c) => panic!("accepted: {text}\n{c:?}"),
-            Err(e) => e,
+            Err((e, _)) => e,
         }
     }
 
@@ -939,18 +981,28 @@ mod tests {
             ack = true
             ack_timeout = "5s"
         "#);
-        assert_eq!(c.auth, Auth::Token(Secret::new("abc-123")));
+        assert_eq!(
+            c.auth,
+            Auth::Token(SecretSource::Env("LONGCONN_TEST_HEC_TOKEN".into()))
+        );
+        let Auth::Token(token) = &c.auth else {
+            panic!("{c:?}")
+        };
+        assert_eq!(token.read(), Ok(Secret::new("abc-123")));
         let s = c.splunk.as_ref().expect("splunk");
         assert_eq!(s.sourcetype, "longconn:alert");
         assert_eq!(s.source, "longconn");
         assert_eq!(s.host, None);
         let ack = s.ack.as_ref().expect("ack");
         assert_eq!(ack.timeout, Duration::from_secs(5));
-        assert_eq!(ack.channel.len(), 36);
-        assert_eq!(ack.channel.matches('-').count(), 4);
+        assert_eq!(ack.channel, None, "made when the output is built");
         let debug = format!("{c:?}");
         assert!(!debug.contains("abc-123"), "{debug}");
-        assert!(debug.contains("***"), "{debug}");
+        let inline = format!("{:?}", SecretSource::Inline(Secret::new("abc-123")));
+        assert!(
+            !inline.contains("abc-123") && inline.contains("***"),
+            "{inline}"
+        );
     }
 
     #[test]
@@ -966,9 +1018,12 @@ mod tests {
             c.auth,
             Auth::Basic {
                 username: "longconn".into(),
-                password: Secret::new("s3cret")
+                password: SecretSource::File(path.clone())
             }
         );
+        let files = c.files();
+        assert_eq!(files.secrets[0].0, "password_file");
+        assert_eq!(files.secrets[0].1.read(), Ok(Secret::new("s3cret")));
         assert_eq!(
             c.elastic.as_ref().map(|e| e.index.as_str()),
             Some(DEFAULT_ELASTIC_INDEX)
@@ -999,14 +1054,13 @@ mod tests {
             ("output[2].gzip", "true or false"),
             ("output[2].colour", "unknown key"),
             ("output[2].ack", "only of splunk_hec"),
-            ("output[2].api_key_env", "not set"),
             ("output[2].index", "not a valid index"),
             ("output[2].headers.Content-Type", "sets this header"),
             ("output[2].headers.bad name", "not a valid header name"),
         ] {
             assert!(has(&e, key, part), "{key} ({part}) missing from {e:#?}");
         }
-        assert_eq!(e.len(), 10, "{e:#?}");
+        assert_eq!(e.len(), 9, "{e:#?}");
     }
 
     #[test]
@@ -1033,6 +1087,29 @@ mod tests {
         let e =
             errs("url = \"http://h\"\nformat = \"splunk_hec\"\ntoken = \"t\"\nchannel = \"c\"\n");
         assert!(has(&e, "output[2].channel", "ack = true"), "{e:?}");
+    }
+
+    #[test]
+    fn loading_is_pure_and_secrets_are_read_on_demand() {
+        let text = "url = \"https://s:8088\"\nformat = \"splunk_hec\"\ntoken_file = \"/nonexistent/token\"\nack = true\nca_file = \"/nonexistent/ca.pem\"\n";
+        assert_eq!(ok(text), ok(text), "two loads of one table are equal");
+        let files = ok(text).files();
+        assert_eq!(files.ca_file, Some(PathBuf::from("/nonexistent/ca.pem")));
+        let (key, source) = &files.secrets[0];
+        assert_eq!(key, "token_file");
+        let reason = source.read().expect_err("no such file");
+        assert!(
+            reason.starts_with("cannot read /nonexistent/token: "),
+            "{reason}"
+        );
+        let unset = SecretSource::Env("LONGCONN_TEST_UNSET_VARIABLE".into());
+        assert_eq!(
+            unset.read(),
+            Err(
+                "environment variable LONGCONN_TEST_UNSET_VARIABLE is not set (or not UTF-8)"
+                    .into()
+            )
+        );
     }
 
     #[test]

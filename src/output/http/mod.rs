@@ -18,8 +18,8 @@ pub mod elastic;
 pub mod splunk;
 
 pub use config::{
-    new_channel, AckConfig, Auth, ElasticConfig, Format, HttpConfig, ProxySetting, Secret,
-    SecretOrigin, SplunkConfig, DEFAULT_BATCH_SIZE, DEFAULT_ELASTIC_INDEX, DEFAULT_SOURCE,
+    new_channel, AckConfig, Auth, ElasticConfig, Format, HttpConfig, HttpFiles, ProxySetting,
+    Secret, SecretSource, SplunkConfig, DEFAULT_BATCH_SIZE, DEFAULT_ELASTIC_INDEX, DEFAULT_SOURCE,
     DEFAULT_SOURCETYPE,
 };
 
@@ -60,8 +60,8 @@ impl std::fmt::Debug for HttpOutput {
 }
 
 impl HttpOutput {
-    /// Builds the client (TLS roots: `ca_file` if given, plus the system's). Fails only on a TLS setup
-    /// problem.
+    /// Builds the client (TLS roots: `ca_file` if given, else the system's) and reads the secrets. Fails on
+    /// a file or variable it cannot read, or a TLS setup problem.
     pub fn new(name: String, cfg: &HttpConfig) -> Result<HttpOutput, String> {
         let client = build_client(cfg)?;
         let mut headers = HeaderMap::new();
@@ -274,17 +274,28 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
+/// A secret read for use, its error naming the key it was given under (`token_file: cannot read ...`).
+fn read_secret(source: &SecretSource, name: &str) -> Result<Secret, String> {
+    source
+        .read()
+        .map_err(|reason| format!("{}: {reason}", source.key(name)))
+}
+
 fn auth_header(auth: &Auth, format: Format) -> Result<Option<HeaderValue>, String> {
     use base64_lite::encode;
     let text = match auth {
         Auth::None => return Ok(None),
-        Auth::Token(t) if format == Format::SplunkHec => format!("Splunk {}", t.expose()),
-        Auth::Token(t) => format!("Bearer {}", t.expose()),
+        Auth::Token(t) if format == Format::SplunkHec => {
+            format!("Splunk {}", read_secret(t, "token")?.expose())
+        }
+        Auth::Token(t) => format!("Bearer {}", read_secret(t, "token")?.expose()),
         Auth::Basic { username, password } => format!(
             "Basic {}",
-            encode(format!("{username}:{}", password.expose()).as_bytes())
+            encode(
+                format!("{username}:{}", read_secret(password, "password")?.expose()).as_bytes()
+            )
         ),
-        Auth::ApiKey(k) => format!("ApiKey {}", k.expose()),
+        Auth::ApiKey(k) => format!("ApiKey {}", read_secret(k, "api_key")?.expose()),
     };
     let mut value = HeaderValue::from_str(&text)
         .map_err(|_| "the credential holds characters not allowed in a header".to_string())?;
@@ -320,7 +331,14 @@ mod base64_lite {
 fn build_client(cfg: &HttpConfig) -> Result<reqwest::Client, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    if cfg.ca_certs.is_empty() {
+    if let Some(ca_file) = &cfg.ca_file {
+        let certs = crate::output::tls::read_certs(ca_file).map_err(|e| format!("ca_file: {e}"))?;
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("ca_file: unusable certificate: {e}"))?;
+        }
+    } else {
         let found = rustls_native_certs::load_native_certs();
         for cert in found.certs {
             // A system bundle may hold a certificate rustls cannot use; skip it rather than fail.
@@ -328,12 +346,6 @@ fn build_client(cfg: &HttpConfig) -> Result<reqwest::Client, String> {
         }
         if roots.is_empty() && cfg.url.scheme() == "https" {
             return Err("no system CA certificates found; set ca_file".to_string());
-        }
-    } else {
-        for cert in &cfg.ca_certs {
-            roots
-                .add(cert.clone())
-                .map_err(|e| format!("ca_file: unusable certificate: {e}"))?;
         }
     }
     let tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -356,7 +368,7 @@ fn build_client(cfg: &HttpConfig) -> Result<reqwest::Client, String> {
             let mut proxy = reqwest::Proxy::all(url.as_str())
                 .map_err(|e| format!("proxy: {}", error_chain(&e)))?;
             if let Some((user, password)) = auth {
-                proxy = proxy.basic_auth(user, password.expose());
+                proxy = proxy.basic_auth(user, read_secret(password, "proxy_password")?.expose());
             }
             builder = builder.proxy(proxy);
         }

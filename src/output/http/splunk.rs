@@ -11,7 +11,7 @@
 //! `{"acks":[ID]}` until `{"acks":{"ID":true}}`; if that does not come within `ack_timeout` the batch is
 //! reported `Transient` and the spool sends it again (the alerts keep their `event.id`).
 
-use super::{backoff, Answer, HttpOutput, SplunkConfig};
+use super::{backoff, new_channel, Answer, HttpOutput, SplunkConfig};
 use crate::alert;
 use crate::output::DeliverError;
 use crate::spool::Spooled;
@@ -70,8 +70,10 @@ impl Hec {
         let ack = match &cfg.ack {
             None => None,
             Some(a) => {
-                let value = HeaderValue::from_str(&a.channel)
-                    .map_err(|_| format!("channel {:?} is not a valid header value", a.channel))?;
+                // A configured channel, or a fresh one each time the output is built.
+                let channel = a.channel.clone().unwrap_or_else(new_channel);
+                let value = HeaderValue::from_str(&channel)
+                    .map_err(|_| format!("channel {channel:?} is not a valid header value"))?;
                 Some((value, a.timeout))
             }
         };

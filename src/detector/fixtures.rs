@@ -1,9 +1,13 @@
-//! Test fixtures: [`Config`] values and [`ConnRecord`]s built in code, for the pure core's table tests
+//! Test fixtures: a [`DetectorConfig`] and [`ConnRecord`]s built in code, for the pure core's table tests
 //! (the TOML loader is tested on its own).
 
-use crate::config::*;
-use crate::zeek::ConnRecord;
-use std::path::PathBuf;
+use super::DetectorConfig;
+use crate::rules::{
+    CumulativeConfig, Direction, FilterConfig, Levels, Measure, DEFAULT_INTERIM_TIMEOUT,
+    DEFAULT_INTERNAL, DEFAULT_NEVER,
+};
+use crate::window::{GroupBy, WindowConfig};
+use crate::zeek::{ConnRecord, SourceKind};
 use std::time::Duration;
 
 pub const H: u64 = 3600;
@@ -19,21 +23,11 @@ pub fn levels(low: u64, medium: u64, high: u64, critical: u64) -> Levels {
 }
 
 /// The defaults: 24h window by pair, levels 1h/4h/8h/12h for both rules, RFC 1918 internal,
-/// every direction, the usual `never` list.
-pub fn config() -> Config {
+/// every direction, the usual `never` list, one conn source.
+pub fn config() -> DetectorConfig {
     let nets = |v: &[&str]| v.iter().filter_map(|s| s.parse().ok()).collect::<Vec<_>>();
-    Config {
+    DetectorConfig {
         sensor_name: "sensor01".into(),
-        sources: vec![Source {
-            path: PathBuf::from("/tmp/conn.log"),
-            start_at: StartAt::Beginning,
-            kind: SourceKind::Conn,
-        }],
-        state: StateConfig {
-            dir: PathBuf::from("/tmp/state"),
-            checkpoint_interval: Duration::from_secs(5),
-        },
-        metrics: Default::default(),
         window: WindowConfig {
             length: Duration::from_secs(24 * H),
             group_by: GroupBy::Pair,
@@ -43,30 +37,24 @@ pub fn config() -> Config {
         cumulative: CumulativeConfig {
             levels: levels(1, 4, 8, 12),
             realert_after: None,
-            measure: crate::config::Measure::Sum,
-            interim_timeout: crate::config::DEFAULT_INTERIM_TIMEOUT,
+            measure: Measure::Sum,
+            interim_timeout: DEFAULT_INTERIM_TIMEOUT,
         },
         filter: FilterConfig {
-            internal: nets(crate::config::DEFAULT_INTERNAL),
+            internal: nets(DEFAULT_INTERNAL),
             directions: vec![
                 Direction::Outbound,
                 Direction::Inbound,
                 Direction::Internal,
                 Direction::External,
             ],
-            never: nets(crate::config::DEFAULT_NEVER),
+            never: nets(DEFAULT_NEVER),
             always: vec![],
             ignore_states: vec![],
         },
         allow: vec![],
         overrides: vec![],
-        outputs: vec![Output::Stdout {
-            name: "stdout".into(),
-            batch: crate::config::DEFAULT_BATCHING,
-        }],
-        spool: crate::config::SpoolConfig {
-            max_bytes: crate::config::DEFAULT_SPOOL_MAX_BYTES,
-        },
+        source_kinds: vec![SourceKind::Conn],
     }
 }
 
