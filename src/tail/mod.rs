@@ -237,9 +237,20 @@ impl Tailer {
         let looked = self.check_live(sink);
 
         let mut i = 0;
+        // The header of the file drained before, for one that starts with rows (below).
+        let mut prev_header: Option<crate::zeek::TsvHeader> = None;
         while i < self.draining.len() {
             let r = &mut self.draining[i];
+            // A rotated file read from its start that has no header continues the file drained just before
+            // it: a live file copytruncated (its header is in the copy, drained first) and then rotated
+            // before we ever had it open (tailing scenario 26). A header block of its own replaces this one.
+            if r.offset == 0 && r.buf.is_empty() && !has_fields(r.parser.header()) {
+                if let Some(h) = prev_header.take() {
+                    r.parser.set_header(h);
+                }
+            }
             let any = r.read(&mut self.chunk, self.max_line, u64::MAX, sink, &mut stats)?;
+            prev_header = has_fields(r.parser.header()).then(|| r.parser.header().clone());
             r.eof_polls = if any { 0 } else { r.eof_polls + 1 };
             let unlinked = r.file.metadata().map(|m| m.nlink() == 0).unwrap_or(true);
             // Finished: the writer closed it (`#close`), or it is deleted (nobody can write it), or a whole
