@@ -83,10 +83,15 @@ fn poll(t: &mut Tailer) -> Vec<Ev> {
 
 /// The uids of the records of one poll.
 fn uids(t: &mut Tailer) -> Vec<String> {
-    poll(t)
-        .into_iter()
+    recs(&poll(t))
+}
+
+/// The uids of the records among `events`.
+fn recs(events: &[Ev]) -> Vec<String> {
+    events
+        .iter()
         .filter_map(|e| match e {
-            Ev::Rec(u) => Some(u),
+            Ev::Rec(u) => Some(u.clone()),
             _ => None,
         })
         .collect()
@@ -1481,6 +1486,20 @@ fn scenario_07_copy_shorter_than_what_was_read_is_still_the_copy() {
     assert_eq!(got, strs(&["C1"]));
 }
 
+/// A live file read (P1, P2), then copytruncated by logrotate (an older copy `conn.log.1` left behind) and
+/// empty: (live path, copy path, source, tailer, uids read so far).
+fn after_a_copytruncate(d: &Path) -> (PathBuf, PathBuf, Source, Tailer, Vec<String>) {
+    let live = d.join("conn.log");
+    let copy = d.join("conn.log.1");
+    let src = source(&live, StartAt::Beginning);
+    append(&live, &(header("h0") + &rows(&["P1", "P2"])));
+    let mut t = tailer(&src);
+    let seen = uids(&mut t);
+    fs::copy(&live, &copy).expect("copy");
+    truncate(&live);
+    (live, copy, src, t, seen)
+}
+
 /// Every interleaving of looks with one torture sequence (seed 2 of the long run): a copytruncate onto the
 /// name of an older copy (deleted first), rows after the truncate with no header, the truncated file
 /// deleted and recreated, the new file renamed away, a third file. Whatever the looks (and a restart before
@@ -1495,15 +1514,7 @@ fn scenario_26_copytruncate_delete_recreate_rotate_every_interleaving() {
         for mask in 0u32..(1 << STEPS) {
             let dir = tempfile::tempdir().expect("tempdir");
             let d = dir.path();
-            let live = d.join("conn.log");
-            let copy = d.join("conn.log.1");
-            let src = source(&live, StartAt::Beginning);
-            // Before: an older copytruncate left conn.log.1, which was read through the live file.
-            append(&live, &(header("h0") + &rows(&["P1", "P2"])));
-            let mut t = tailer(&src);
-            let mut seen = uids(&mut t);
-            fs::copy(&live, &copy).expect("copy");
-            truncate(&live);
+            let (live, copy, src, mut t, mut seen) = after_a_copytruncate(d);
             if variant == 2 {
                 // The reader looked while the file was empty (right after the truncate).
                 seen.extend(uids(&mut t));
@@ -1577,15 +1588,7 @@ fn scenario_24_copytruncate_after_recreate_kills_every_interleaving() {
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        let live = d.join("conn.log");
-        let copy = d.join("conn.log.1");
-        let src = source(&live, StartAt::Beginning);
-        // Before: an older copytruncate left conn.log.1, read through the live file.
-        append(&live, &(header("h0") + &rows(&["P1", "P2"])));
-        let mut t = tailer(&src);
-        let mut seen = uids(&mut t);
-        fs::copy(&live, &copy).expect("copy");
-        truncate(&live);
+        let (live, copy, src, mut t, mut seen) = after_a_copytruncate(d);
         append(&live, &rows(&["P3"]));
         seen.extend(uids(&mut t));
         let mut saved = (
@@ -1603,10 +1606,7 @@ fn scenario_24_copytruncate_after_recreate_kills_every_interleaving() {
                 if only.is_some() {
                     eprintln!("step {i} look: {ev:?}");
                 }
-                seen.extend(ev.into_iter().filter_map(|e| match e {
-                    Ev::Rec(u) => Some(u),
-                    _ => None,
-                }));
+                seen.extend(recs(&ev));
             }
             2 => {
                 seen.extend(uids(t));
@@ -1623,10 +1623,7 @@ fn scenario_24_copytruncate_after_recreate_kills_every_interleaving() {
                 if only.is_some() {
                     eprintln!("step {i} kill+look: {ev:?}");
                 }
-                seen.extend(ev.into_iter().filter_map(|e| match e {
-                    Ev::Rec(u) => Some(u),
-                    _ => None,
-                }));
+                seen.extend(recs(&ev));
             }
         };
         // 0: delete + recreate (the header first).
@@ -1652,10 +1649,7 @@ fn scenario_24_copytruncate_after_recreate_kills_every_interleaving() {
             if only.is_some() {
                 eprintln!("final look: {ev:?}");
             }
-            seen.extend(ev.into_iter().filter_map(|e| match e {
-                Ev::Rec(u) => Some(u),
-                _ => None,
-            }));
+            seen.extend(recs(&ev));
         }
         let want = strs(&["P1", "P2", "P3", "A1", "A2", "A3", "B1", "B2", "B3"]);
         assert_eq!(seen, want, "{ctx}");
@@ -1725,10 +1719,7 @@ fn scenario_07_truncate_and_regrow_between_look_and_read() {
         !events.iter().any(|e| matches!(e, Ev::Skip(_))),
         "no cut line: {events:?}"
     );
-    got.extend(events.into_iter().filter_map(|e| match e {
-        Ev::Rec(u) => Some(u),
-        _ => None,
-    }));
+    got.extend(recs(&events));
     let mut want = strs(&["A1", "A2"]);
     want.extend((1..=12).map(|i| format!("B{i}")));
     assert_eq!(got, want);
@@ -1811,10 +1802,7 @@ fn scenario_24_copytruncate_and_rename_during_the_restore() {
     for _ in 0..3 {
         events.extend(poll(&mut t));
     }
-    got.extend(events.iter().filter_map(|e| match e {
-        Ev::Rec(u) => Some(u.clone()),
-        _ => None,
-    }));
+    got.extend(recs(&events));
     assert_eq!(got, strs(&["A1", "A2", "A3", "B1", "C1"]), "{events:?}");
 }
 
@@ -1851,9 +1839,6 @@ fn scenario_26_copytruncated_then_rotated_before_we_ever_had_it() {
         !events.iter().any(|e| matches!(e, Ev::Skip(_))),
         "nothing skipped: {events:?}"
     );
-    got.extend(events.into_iter().filter_map(|e| match e {
-        Ev::Rec(u) => Some(u),
-        _ => None,
-    }));
+    got.extend(recs(&events));
     assert_eq!(got, strs(&["W1", "A1", "B1", "B2", "C1"]));
 }
