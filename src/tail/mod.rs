@@ -424,7 +424,8 @@ impl Tailer {
         let mut snap = self.snapshot()?;
         let mut files = Vec::new();
         // Saved files whose inode now holds other content, away from the live path.
-        let mut rewritten: Vec<(FileId, FileCheckpoint)> = Vec::new();
+        // (The inode is the saved one: `locate` found it by `fc.id`.)
+        let mut rewritten: Vec<FileCheckpoint> = Vec::new();
         let saved_live = saved.live.into_iter().map(|c| (c, true));
         for (fc, is_live) in saved
             .draining
@@ -505,7 +506,7 @@ impl Tailer {
                     });
                     self.live = Some(r);
                 } else {
-                    rewritten.push((FileId::of(&found.file.metadata()?), fc));
+                    rewritten.push(fc);
                 }
             }
         }
@@ -514,7 +515,7 @@ impl Tailer {
         let open_ids: Vec<FileId> = files.iter().map(|p| p.reader.id).collect();
         let mut found = self.discover(&snap, &open_ids, self.anchor)?;
         for p in &mut found {
-            if let Some((_, fc)) = rewritten.iter().find(|(id, _)| *id == p.reader.id) {
+            if let Some(fc) = rewritten.iter().find(|fc| fc.id == p.reader.id) {
                 // A saved file truncated in place, then rotated: its rows go on without a header.
                 p.reader.keep_header(fc);
             }
@@ -636,8 +637,8 @@ impl Tailer {
     /// in it whole (tailing scenario 24: content read after the listing could show a truncate whose copy the
     /// listing lacks).
     fn snapshot(&mut self) -> io::Result<Snapshot> {
-        let live = open_live(&self.path)?;
-        let live_head = match live.as_ref() {
+        let mut live = open_live(&self.path)?;
+        let mut live_head = match live.as_ref() {
             Some((file, _)) => file::prefix(file).map_err(at(&self.path))?,
             None => Vec::new(),
         };
@@ -653,8 +654,6 @@ impl Tailer {
         // Renamed between the open and the listing: the listing may hold files rotated after it, which
         // must not be read before it. It is a rotated file of this listing then (its handle kept, so it is
         // read even if it is deleted next), and the live path is looked at again at the next poll.
-        let mut live = live;
-        let mut live_head = live_head;
         let mut renamed = None;
         if let Some((_, meta)) = live.as_ref() {
             let id = FileId::of(meta);

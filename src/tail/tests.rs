@@ -1598,18 +1598,19 @@ fn scenario_24_copytruncate_after_recreate_kills_every_interleaving() {
         let ctx = format!("plan {plan:012b}");
         // Per step, two bits: 0 nothing, 1 a look, 2 a look and a checkpoint, 3 a SIGKILL (restart from the
         // last checkpoint, what was read since it is read again) and a look.
+        let look = |what: &str, t: &mut Tailer, seen: &mut Vec<String>| {
+            let ev = poll(t);
+            if only.is_some() {
+                eprintln!("{what}: {ev:?}");
+            }
+            seen.extend(recs(&ev));
+        };
         let mut step = |i: u32, t: &mut Tailer, seen: &mut Vec<String>| match (plan >> (2 * i)) & 3
         {
             0 => {}
-            1 => {
-                let ev = poll(t);
-                if only.is_some() {
-                    eprintln!("step {i} look: {ev:?}");
-                }
-                seen.extend(recs(&ev));
-            }
+            1 => look(&format!("step {i} look"), t, seen),
             2 => {
-                seen.extend(uids(t));
+                look(&format!("step {i} look"), t, seen);
                 saved = (
                     serde_json::to_string(&t.checkpoint()).expect("json"),
                     seen.len(),
@@ -1619,11 +1620,7 @@ fn scenario_24_copytruncate_after_recreate_kills_every_interleaving() {
                 let ck: SourceCheckpoint = serde_json::from_str(&saved.0).expect("json");
                 *t = Tailer::new(&src, ParseOptions::default(), Some(ck));
                 seen.truncate(saved.1);
-                let ev = poll(t);
-                if only.is_some() {
-                    eprintln!("step {i} kill+look: {ev:?}");
-                }
-                seen.extend(recs(&ev));
+                look(&format!("step {i} kill+look"), t, seen);
             }
         };
         // 0: delete + recreate (the header first).
@@ -1645,11 +1642,7 @@ fn scenario_24_copytruncate_after_recreate_kills_every_interleaving() {
         append(&live, &rows(&["B3"]));
         step(5, &mut t, &mut seen);
         for _ in 0..3 {
-            let ev = poll(&mut t);
-            if only.is_some() {
-                eprintln!("final look: {ev:?}");
-            }
-            seen.extend(recs(&ev));
+            look("final look", &mut t, &mut seen);
         }
         let want = strs(&["P1", "P2", "P3", "A1", "A2", "A3", "B1", "B2", "B3"]);
         assert_eq!(seen, want, "{ctx}");
