@@ -34,14 +34,7 @@ fn the_last_sequence_number_is_never_a_record_nor_handed_out() {
         "the line numbered u64::MAX is not a record"
     );
     let mut r = s.reader("out").unwrap();
-    assert_eq!(
-        r.read(10)
-            .unwrap()
-            .iter()
-            .map(|r| r.seq)
-            .collect::<Vec<_>>(),
-        vec![7]
-    );
+    assert_eq!(seqs(&r.read(10).unwrap()), vec![7]);
     assert_eq!(s.append_json(&json).unwrap(), 8);
     drop(s);
 
@@ -50,6 +43,14 @@ fn the_last_sequence_number_is_never_a_record_nor_handed_out() {
     let mut s = Spool::open(dir.path(), opts()).unwrap();
     let e = s.append_json(&json).unwrap_err().to_string();
     assert!(e.contains("every sequence number is used"), "{e}");
+}
+
+/// Appends the alerts numbered `range` and syncs them.
+fn append_synced(s: &mut Spool, range: std::ops::Range<u64>) {
+    for i in range {
+        s.append_json(&alert_json(i)).unwrap();
+    }
+    s.sync().unwrap();
 }
 
 fn alert_json(i: u64) -> String {
@@ -84,18 +85,12 @@ fn append_sync_read_in_order_across_segments() {
     s.sync().unwrap();
     assert!(segments(dir.path()).len() > 1, "segments rolled");
     let got = r.read(4).unwrap();
-    assert_eq!(
-        got.iter().map(|x| x.seq).collect::<Vec<_>>(),
-        vec![0, 1, 2, 3]
-    );
+    assert_eq!(seqs(&got), vec![0, 1, 2, 3]);
     assert_eq!(got[0].event_id, "id0");
     assert_eq!(got[0].severity, 3);
     assert_eq!(&*got[1].json, alert_json(1));
     let rest = r.read(100).unwrap();
-    assert_eq!(
-        rest.iter().map(|x| x.seq).collect::<Vec<_>>(),
-        (4..10).collect::<Vec<_>>()
-    );
+    assert_eq!(seqs(&rest), (4..10).collect::<Vec<_>>());
 }
 
 #[test]
@@ -104,10 +99,7 @@ fn cursors_persist_and_segments_go_when_all_passed() {
     let mut s = Spool::open(dir.path(), opts()).unwrap();
     let mut a = s.reader("a").unwrap();
     let mut b = s.reader("b").unwrap();
-    for i in 0..10 {
-        s.append_json(&alert_json(i)).unwrap();
-    }
-    s.sync().unwrap();
+    append_synced(&mut s, 0..10);
     let before = segments(dir.path()).len();
     let got = a.read(100).unwrap();
     a.commit(got.last().unwrap().seq + 1).unwrap();
@@ -137,10 +129,7 @@ fn all_delivered_keeps_numbering_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Spool::open(dir.path(), opts()).unwrap();
     let mut a = s.reader("a").unwrap();
-    for i in 0..10 {
-        s.append_json(&alert_json(i)).unwrap();
-    }
-    s.sync().unwrap();
+    append_synced(&mut s, 0..10);
     a.read(100).unwrap();
     a.commit(10).unwrap();
     assert_eq!(
@@ -154,14 +143,7 @@ fn all_delivered_keeps_numbering_after_restart() {
     assert_eq!(s.append_json(&alert_json(10)).unwrap(), 10);
     s.sync().unwrap();
     let mut a = s.reader("a").unwrap();
-    assert_eq!(
-        a.read(10)
-            .unwrap()
-            .iter()
-            .map(|x| x.seq)
-            .collect::<Vec<_>>(),
-        vec![10]
-    );
+    assert_eq!(seqs(&a.read(10).unwrap()), vec![10]);
 }
 
 #[test]
@@ -193,10 +175,7 @@ fn full_then_room_again() {
 fn torn_tail_is_discarded_and_numbering_continues() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Spool::open(dir.path(), opts()).unwrap();
-    for i in 0..2 {
-        s.append_json(&alert_json(i)).unwrap();
-    }
-    s.sync().unwrap();
+    append_synced(&mut s, 0..2);
     drop(s);
     let last = segments(dir.path()).pop().unwrap();
     let path = dir.path().join(&last);
@@ -212,7 +191,7 @@ fn torn_tail_is_discarded_and_numbering_continues() {
     s.sync().unwrap();
     let mut r = s.reader("a").unwrap();
     let got = r.read(10).unwrap();
-    assert_eq!(got.iter().map(|x| x.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(seqs(&got), vec![0, 1, 2]);
     assert!(got.iter().all(|x| x.event_id.starts_with("id")));
 
     // Garbage (zeros after a power loss) instead of a partial line is discarded the same way.
@@ -232,10 +211,7 @@ fn rewind_reads_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Spool::open(dir.path(), opts()).unwrap();
     let mut r = s.reader("a").unwrap();
-    for i in 0..5 {
-        s.append_json(&alert_json(i)).unwrap();
-    }
-    s.sync().unwrap();
+    append_synced(&mut s, 0..5);
     assert_eq!(r.read(3).unwrap().len(), 3);
     r.rewind(1);
     assert_eq!(r.read(1).unwrap()[0].seq, 1);
@@ -334,10 +310,7 @@ fn active_segment_is_freed_when_every_cursor_has_passed_it() {
 fn a_flipped_byte_mid_segment_skips_exactly_that_record_and_counts_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Spool::open(dir.path(), one_segment()).unwrap();
-    for i in 0..10 {
-        s.append_json(&alert_json(i)).unwrap();
-    }
-    s.sync().unwrap();
+    append_synced(&mut s, 0..10);
     drop(s);
     let path = dir.path().join(segment_name(0));
     let mut bytes = fs::read(&path).unwrap();
@@ -366,10 +339,7 @@ fn a_flipped_byte_mid_segment_skips_exactly_that_record_and_counts_it() {
 fn damage_in_a_rolled_segment_is_skipped_too() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Spool::open(dir.path(), opts()).unwrap();
-    for i in 0..12 {
-        s.append_json(&alert_json(i)).unwrap();
-    }
-    s.sync().unwrap();
+    append_synced(&mut s, 0..12);
     let segs = segments(dir.path());
     assert!(segs.len() >= 3);
     // The middle record of the first segment loses a byte of its JSON.
@@ -388,10 +358,7 @@ fn damage_in_a_rolled_segment_is_skipped_too() {
 fn a_lost_record_is_reported_with_segment_offset_and_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Spool::open(dir.path(), one_segment()).unwrap();
-    for i in 0..10 {
-        s.append_json(&alert_json(i)).unwrap();
-    }
-    s.sync().unwrap();
+    append_synced(&mut s, 0..10);
     let path = dir.path().join(segment_name(0));
     let mut bytes = fs::read(&path).unwrap();
     // The LF ending record 3 is damaged: records 3 and 4 become one bad line, both are lost.
@@ -435,10 +402,7 @@ fn a_lost_record_is_reported_with_segment_offset_and_numbers() {
 fn damage_at_the_end_of_a_segment_is_reported_when_the_next_begins() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Spool::open(dir.path(), opts()).unwrap();
-    for i in 0..12 {
-        s.append_json(&alert_json(i)).unwrap();
-    }
-    s.sync().unwrap();
+    append_synced(&mut s, 0..12);
     let segs = segments(dir.path());
     let path = dir.path().join(&segs[0]);
     let mut bytes = fs::read(&path).unwrap();
@@ -494,10 +458,7 @@ fn a_cut_tail_that_an_output_had_delivered_is_reported_lost_not_raised_again() {
     let mut s = Spool::open(dir.path(), one_segment()).unwrap();
     let mut a = s.reader("a").unwrap();
     let mut b = s.reader("b").unwrap();
-    for i in 0..5 {
-        s.append_json(&alert_json(i)).unwrap();
-    }
-    s.sync().unwrap();
+    append_synced(&mut s, 0..5);
     a.read(10).unwrap();
     a.commit(5).unwrap();
     b.commit(3).unwrap();
