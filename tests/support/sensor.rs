@@ -18,6 +18,19 @@ pub fn bad_row(n: u32) -> String {
     format!("1700000000.{n:06}\tCbad{n}\t10.0.0.1\n")
 }
 
+/// `cmd` (a `longconn` command) as the daemon tests run it: none of the environment that changes its logging
+/// or makes it talk to systemd (`RUST_LOG`, `JOURNAL_STREAM`, `NOTIFY_SOCKET`, `WATCHDOG_*`); stdin and
+/// stdout to /dev/null (stderr is the caller's).
+pub fn quiet(cmd: &mut Command) -> &mut Command {
+    cmd.env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+}
+
 /// A temp sensor: `conn.log`, `state/`, `alerts.json` and `longconn.toml` in one directory.
 pub struct Sensor {
     pub dir: tempfile::TempDir,
@@ -66,17 +79,8 @@ impl Sensor {
     /// `longconn run` on this sensor, stderr piped, with `env` added.
     pub fn spawn(&self, env: &[(&str, &str)]) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_longconn"));
-        cmd.arg("run")
-            .arg("--config")
-            .arg(self.config())
-            .env_remove("RUST_LOG")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.arg("run").arg("--config").arg(self.config());
+        quiet(&mut cmd).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
