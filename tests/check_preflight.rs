@@ -8,7 +8,7 @@
 
 use crate::support::sensor;
 
-use crate::support::faults::is_root;
+use crate::support::faults::{is_root, skip_unless_root};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -347,8 +347,7 @@ fn syslog_tls_client_key_of_another_certificate() {
 
 #[test]
 fn syslog_tls_client_cert_unreadable() {
-    if !is_root() {
-        println!("SKIPPED: needs root (an unreadable file needs another user)");
+    if skip_unless_root(" (an unreadable file needs another user)") {
         return;
     }
     let dir = world_dir();

@@ -6,13 +6,13 @@
 //! The tmpfs tests need root (mount); without it they print "SKIPPED: needs root" and pass. Every mount is
 //! undone by a guard, even when a test fails.
 
-use crate::support::faults::{is_root, wait_until, Daemon, Tmpfs};
+use crate::support::faults::{skip_unless_root, wait_until, Daemon, Tmpfs};
+use crate::support::sensor;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const HEADER: &str = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\n#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\n";
@@ -112,17 +112,8 @@ batch_size = 100
     fn replay_ids(&self) -> BTreeSet<String> {
         let all = self.path("all.log");
         fs::write(&all, &self.written).expect("all.log");
-        let out = Command::new(env!("CARGO_BIN_EXE_longconn"))
-            .args(["replay", "--config"])
-            .arg(self.config())
-            .arg(&all)
-            .stderr(Stdio::null())
-            .output()
-            .expect("replay");
-        assert!(out.status.success(), "replay failed");
-        String::from_utf8(out.stdout)
-            .expect("utf-8")
-            .lines()
+        sensor::replay(&self.config(), &all)
+            .iter()
             .map(|l| event_id(l).expect("replay writes alerts"))
             .collect()
     }
@@ -158,8 +149,7 @@ fn complete_lines(path: &Path) -> usize {
 /// alert file is a whole alert, each id `replay` gives is there exactly once (no SIGKILL in between).
 #[test]
 fn file_output_on_a_full_file_system_writes_each_alert_once_and_whole() {
-    if !is_root() {
-        println!("SKIPPED: needs root");
+    if skip_unless_root("") {
         return;
     }
     let mnt = tempfile::tempdir().expect("tempdir");
@@ -203,8 +193,7 @@ fn file_output_on_a_full_file_system_writes_each_alert_once_and_whole() {
 /// non-zero exit (75), no "checkpoint saved", no temp file left behind.
 #[test]
 fn failed_final_checkpoint_is_an_error_and_a_non_zero_exit() {
-    if !is_root() {
-        println!("SKIPPED: needs root");
+    if skip_unless_root("") {
         return;
     }
     let mnt = tempfile::tempdir().expect("tempdir");

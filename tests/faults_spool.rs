@@ -8,14 +8,15 @@
 //!   lost is reported in the log (segment, offset, sequence number) and in the metric
 //!   `longconn_spool_records_lost_total`.
 
-use crate::support::faults::{is_root, wait_until, Daemon, Tmpfs};
+use crate::support::faults::{skip_unless_root, wait_until, Daemon, Tmpfs};
+use crate::support::sensor;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const HEADER: &str = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\n#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\n";
@@ -61,15 +62,7 @@ fn delivered(path: &Path) -> Vec<String> {
 }
 
 fn replay_ids(config: &Path, log: &Path) -> BTreeSet<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_longconn"))
-        .args(["replay", "--config"])
-        .arg(config)
-        .arg(log)
-        .stderr(Stdio::null())
-        .output()
-        .expect("run replay");
-    assert!(out.status.success(), "replay failed");
-    ids_of(&String::from_utf8(out.stdout).expect("utf-8"))
+    ids_of(&sensor::replay(config, log).join("\n"))
         .into_iter()
         .collect()
 }
@@ -133,6 +126,14 @@ fn wait_all_delivered(alerts: &Path, want: usize, stderr: &Path, state: &Path) {
     });
 }
 
+/// The file `alerts` holds every id of `want` exactly once, and no other.
+fn assert_each_delivered_once(alerts: &Path, want: &BTreeSet<String>) {
+    let got = delivered(alerts);
+    let set: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(&set, want, "every replay id delivered, no other");
+    assert_eq!(got.len(), set.len(), "no id twice (no SIGKILL)");
+}
+
 /// The last lines of a log, for a failure message.
 fn tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
@@ -153,8 +154,7 @@ fn spool_bytes(dir: &Path) -> u64 {
 
 #[test]
 fn spool_on_a_partition_smaller_than_one_segment() {
-    if !is_root() {
-        println!("SKIPPED: needs root (mounts a 2 MB tmpfs for the state directory)");
+    if skip_unless_root(" (mounts a 2 MB tmpfs for the state directory)") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -195,17 +195,13 @@ fn spool_on_a_partition_smaller_than_one_segment() {
         .expect("append");
     wait_all_delivered(&alerts, want.len(), &stderr, &state);
     daemon.stop_ok();
-    let got = delivered(&alerts);
-    let set: BTreeSet<String> = got.iter().cloned().collect();
-    assert_eq!(set, want, "every replay id delivered, no other");
-    assert_eq!(got.len(), set.len(), "no id twice (no SIGKILL)");
+    assert_each_delivered_once(&alerts, &want);
     assert!(spool_bytes(&state.join("spool")) < 2 << 20);
 }
 
 #[test]
 fn spool_disk_full_episode_frees_delivered_space_and_retries() {
-    if !is_root() {
-        println!("SKIPPED: needs root (mounts a 2 MB tmpfs for the state directory)");
+    if skip_unless_root(" (mounts a 2 MB tmpfs for the state directory)") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -260,10 +256,7 @@ fn spool_disk_full_episode_frees_delivered_space_and_retries() {
     // Room again before stopping, so the final checkpoint is saved.
     fs::remove_file(&ballast).expect("remove ballast");
     daemon.stop_ok();
-    let got = delivered(&alerts);
-    let set: BTreeSet<String> = got.iter().cloned().collect();
-    assert_eq!(set, want, "every replay id delivered, no other");
-    assert_eq!(got.len(), set.len(), "no id twice (no SIGKILL)");
+    assert_each_delivered_once(&alerts, &want);
 }
 
 #[test]

@@ -1339,21 +1339,7 @@ fn torture_seeded_rotations_kills_restarts_reloads() {
     // What replay raises over every record written, in order, under one header block.
     let joined = t.dir.join("joined.log");
     fs::write(&joined, &t.joined).expect("write joined");
-    let out = Command::new(bin())
-        .args(["replay", "--config"])
-        .arg(t.dir.join("replay.toml"))
-        .arg(&joined)
-        .output()
-        .expect("replay");
-    assert!(
-        out.status.success(),
-        "replay failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replay_lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let replay_lines = support::sensor::replay(&t.dir.join("replay.toml"), &joined);
     let expected: BTreeSet<String> = replay_lines.iter().filter_map(|l| event_id(l)).collect();
 
     let file_lines: Vec<String> = fs::read_to_string(&t.alerts)

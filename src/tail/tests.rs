@@ -247,19 +247,7 @@ fn scenario_03_rotated_file_gzipped_elsewhere_and_deleted_before_drained() {
     fs::remove_file(&rotated).expect("delete");
     append(&live, &(header("h2") + &rows(&["B1"])));
     let ev = poll(&mut t);
-    let recs: Vec<_> = ev
-        .iter()
-        .filter(|e| matches!(e, Ev::Rec(_)))
-        .cloned()
-        .collect();
-    assert_eq!(
-        recs,
-        vec![
-            Ev::Rec("A2".into()),
-            Ev::Rec("A3".into()),
-            Ev::Rec("B1".into())
-        ]
-    );
+    assert_eq!(recs(&ev), strs(&["A2", "A3", "B1"]));
     assert!(ev.contains(&Ev::Finished));
     assert!(uids(&mut t).is_empty());
 }
@@ -363,8 +351,7 @@ fn scenario_07_copytruncate_and_truncate_then_grow_past_offset() {
     append(&live, &(header("h2") + &rows(&["B1"])));
     let ev = poll(&mut t);
     assert!(ev.contains(&Ev::Truncated));
-    let recs: Vec<_> = ev.into_iter().filter(|e| matches!(e, Ev::Rec(_))).collect();
-    assert_eq!(recs, vec![Ev::Rec("A3".into()), Ev::Rec("B1".into())]);
+    assert_eq!(recs(&ev), strs(&["A3", "B1"]));
 
     // Truncated, then written past the old offset before we look again: the fingerprint tells.
     OpenOptions::new()
@@ -398,19 +385,7 @@ fn scenario_08_delete_recreate_and_inode_reuse() {
     append(&live, &(header("h3") + &rows(&["N1", "N2", "N3"])));
     let mut t = Tailer::new(&src, ParseOptions::default(), Some(saved));
     let ev = poll(&mut t);
-    let recs: Vec<_> = ev
-        .iter()
-        .filter(|e| matches!(e, Ev::Rec(_)))
-        .cloned()
-        .collect();
-    assert_eq!(
-        recs,
-        vec![
-            Ev::Rec("N1".into()),
-            Ev::Rec("N2".into()),
-            Ev::Rec("N3".into())
-        ]
-    );
+    assert_eq!(recs(&ev), strs(&["N1", "N2", "N3"]));
 }
 
 #[test]

@@ -15,6 +15,16 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Whether a test that needs root is skipped: when not root, says `SKIPPED: needs root` and `why` (the test
+/// then returns and passes).
+pub fn skip_unless_root(why: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    println!("SKIPPED: needs root{why}");
+    true
+}
+
 /// Polls `f` until it holds; panics naming `what` after `limit`.
 pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();

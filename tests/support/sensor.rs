@@ -2,7 +2,7 @@
 //! directory, config) and the TSV rows to write into it.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 pub const HEADER: &str = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#open\t2024-01-01-00-00-00\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\n#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\n";
@@ -29,6 +29,26 @@ pub fn quiet(cmd: &mut Command) -> &mut Command {
         .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
+}
+
+/// The alert lines `longconn replay --config CONFIG LOG` writes; fails (with its stderr) unless it succeeds.
+pub fn replay(config: &Path, log: &Path) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_longconn"))
+        .args(["replay", "--config"])
+        .arg(config)
+        .arg(log)
+        .output()
+        .expect("run replay");
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// A temp sensor: `conn.log`, `state/`, `alerts.json` and `longconn.toml` in one directory.
