@@ -52,7 +52,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::support;
@@ -240,14 +240,8 @@ impl Daemon {
         // `LONGCONN_TORTURE_LOG=info,longconn::tail=debug` shows every decision of the follower.
         let level = std::env::var("LONGCONN_TORTURE_LOG").unwrap_or_else(|_| "info".into());
         cmd.args(["run", "--log-level", &level, "--config"])
-            .arg(&self.config)
-            .env_remove("RUST_LOG")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err);
+            .arg(&self.config);
+        support::sensor::quiet(&mut cmd).stderr(err);
         for key in [
             "HTTP_PROXY",
             "http_proxy",

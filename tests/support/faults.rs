@@ -1,6 +1,7 @@
 //! What the fault-injection tests share: whether they run as root (mounting a tmpfs and dropping privileges
-//! need it; CI runs as root, elsewhere such tests print SKIPPED) and a tmpfs guard that unmounts itself,
-//! also when a test fails.
+//! need it; CI runs as root, elsewhere such tests print SKIPPED), a tmpfs guard that unmounts itself, also
+//! when a test fails, and [`Daemon`], `longconn run` with its stderr in a file, killed if a test fails
+//! while it runs (so that a tmpfs can be unmounted).
 #![allow(dead_code)]
 
 use super::sensor;

@@ -1,5 +1,6 @@
 //! Shared by the end-to-end tests that run the real `longconn run`: a temp sensor (conn.log, state
-//! directory, config) and the TSV rows to write into it.
+//! directory, config) and the TSV rows to write into it; [`quiet`], the environment a daemon under test runs
+//! in; [`replay`], what `longconn replay` raises.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
