@@ -44,6 +44,8 @@
 //! - Cursors are written atomically (temp file + rename) but not fsynced: a cursor lost in a crash falls back
 //!   to an older one (or to the oldest segment), which means redelivery, never loss.
 
+pub mod config;
+
 use crate::alert::{self, Alert};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};

@@ -10,7 +10,8 @@
 //! [`Secret`] prints as `***` in `Debug`, and no log line ever carries one. Keys that belong to another format (`ack` with `elasticsearch`) are errors, not
 //! silently ignored.
 
-use crate::config::{parse_duration, ConfigError};
+use crate::config::diag::ConfigError;
+use crate::config::values::parse_duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
 use std::path::PathBuf;
@@ -612,7 +613,7 @@ impl HttpConfig {
     /// and `name` left to the caller. Secrets appear as the file or variable they came from; inline
     /// secrets and header values as `"***"`.
     pub fn to_effective_toml(&self) -> toml::Table {
-        use crate::config::format_duration;
+        use crate::config::values::format_duration;
         let mut t = toml::Table::new();
         t.insert("url".into(), self.url.as_str().into());
         t.insert("format".into(), self.format.name().into());
