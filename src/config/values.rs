@@ -108,3 +108,86 @@ pub fn split_host_port(text: &str) -> Result<String, String> {
         _ => Err(format!("{text:?}: {port:?} is not a port number (1-65535)")),
     }
 }
+
+/// Seconds in a day, for the bounds sections document in days.
+pub const DAY: u64 = 24 * 3600;
+
+/// `d` if it is at most `max` (one of the documented bounds), else why not: "721h is too long: at most
+/// 720h (30 days)".
+pub fn at_most(d: Duration, max: Duration) -> Result<Duration, String> {
+    if d <= max {
+        return Ok(d);
+    }
+    let days = match max.as_secs() / DAY {
+        0 => String::new(),
+        1 => " (a day)".to_string(),
+        n => format!(" ({n} days)"),
+    };
+    Err(format!(
+        "{} is too long: at most {}{days}",
+        format_duration(d),
+        format_duration(max)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::*;
+
+    #[test]
+    fn duration_forms() {
+        for (text, secs) in [
+            ("90m", 5400),
+            ("1h30m", 5400),
+            ("1h 30m", 5400),
+            ("86400s", 86400),
+            ("24h", 86400),
+            ("1d", 86400),
+            ("5s", 5),
+            (" 2h ", 7200),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        for bad in ["", "abc", "10", "1x", "-5m", "0s", "0h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
+        }
+        let c = load(&format!("{MINIMAL}[window]\nlength = \"1h30m\"\n"));
+        assert_eq!(c.window.length, Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn format_duration_parses_back() {
+        for secs in [1, 5, 59, 3600, 5400, 86400, 90061, 200 * 86400] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+        for (d, text) in [
+            (h(24), "24h"),
+            (Duration::from_secs(5400), "1h 30m"),
+            (Duration::from_secs(5), "5s"),
+            (Duration::from_millis(1500), "1s 500ms"),
+            (Duration::new(3661, 1_001_001), "1h 1m 1s 1ms 1us 1ns"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d));
+        }
+    }
+
+    #[test]
+    fn cidrs_and_bare_addresses() {
+        assert_eq!(parse_net("10.1.2.3"), Ok("10.1.2.3/32".parse().unwrap()));
+        assert_eq!(
+            parse_net("2001:db8::1"),
+            Ok("2001:db8::1/128".parse().unwrap())
+        );
+        assert_eq!(parse_net("fd00::/8"), Ok("fd00::/8".parse().unwrap()));
+        assert!(parse_net("10.0.0.0/33").is_err());
+        assert!(parse_net("10.0.0").is_err());
+        assert!(parse_net("10.1.2.3/8").unwrap_err().contains("10.0.0.0/8"));
+    }
+}

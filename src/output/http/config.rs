@@ -10,7 +10,7 @@
 //! [`Secret`] prints as `***` in `Debug`, and no log line ever carries one. Keys that belong to another format (`ack` with `elasticsearch`) are errors, not
 //! silently ignored.
 
-use crate::config::diag::ConfigError;
+use crate::config::diag::{ConfigError, Diagnostics, Reader};
 use crate::config::values::parse_duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
@@ -330,37 +330,32 @@ fn keys_for(format: Format) -> Vec<&'static str> {
     keys
 }
 
-/// Collects errors; each getter reports a wrong type with the full key and returns None.
-struct Reader<'t> {
-    table: &'t toml::Table,
-    prefix: &'t str,
-    errs: Vec<ConfigError>,
-}
-
-impl<'t> Reader<'t> {
-    fn key(&self, name: &str) -> String {
-        if name.is_empty() {
-            return self.prefix.to_string();
-        }
-        format!("{}.{name}", self.prefix)
-    }
-    fn push(&mut self, key: &str, reason: impl Into<String>) {
-        self.errs.push(ConfigError {
-            key: self.key(key),
-            reason: reason.into(),
-        });
-    }
-    fn str(&mut self, name: &str) -> Option<&'t str> {
-        match self.table.get(name)? {
-            toml::Value::String(s) => Some(s.as_str()),
-            other => {
-                let found = other.type_str();
-                self.push(name, format!("expected a string, found {found}"));
-                None
+/// Every key an HTTP output takes, in any format.
+pub fn all_keys() -> Vec<&'static str> {
+    let mut keys: Vec<&str> = Vec::new();
+    for (_, f) in FORMATS {
+        for k in keys_for(*f) {
+            if !keys.contains(&k) {
+                keys.push(k);
             }
         }
     }
+    keys
+}
+
+/// The shared [`Reader`]'s getters with the HTTP output's conventions: defaults, non-empty strings,
+/// secrets given in one of three ways.
+trait HttpRead<'t> {
     /// A string that must not be empty or blank.
+    fn text(&mut self, name: &str) -> Option<&'t str>;
+    fn bool_or(&mut self, name: &str, default: bool) -> bool;
+    fn duration_or(&mut self, name: &str, default: Duration) -> Duration;
+    /// One secret given in one of three ways (`NAME`, `NAME_file`, `NAME_env`); None if none is given.
+    /// Only where it comes from: it is read when the output is built.
+    fn secret(&mut self, name: &str) -> Option<SecretSource>;
+}
+
+impl<'t> HttpRead<'t> for Reader<'_, 't> {
     fn text(&mut self, name: &str) -> Option<&'t str> {
         let s = self.str(name)?;
         if s.trim().is_empty() {
@@ -369,37 +364,21 @@ impl<'t> Reader<'t> {
         }
         Some(s)
     }
-    fn bool(&mut self, name: &str, default: bool) -> bool {
-        match self.table.get(name) {
-            None => default,
-            Some(toml::Value::Boolean(b)) => *b,
-            Some(other) => {
-                let found = other.type_str();
-                self.push(name, format!("expected true or false, found {found}"));
-                default
-            }
-        }
+    fn bool_or(&mut self, name: &str, default: bool) -> bool {
+        self.bool(name).unwrap_or(default)
     }
-    fn duration(&mut self, name: &str, default: Duration) -> Duration {
+    fn duration_or(&mut self, name: &str, default: Duration) -> Duration {
         let Some(text) = self.str(name) else {
             return default;
         };
-        match parse_duration(text) {
-            Ok(d) => d,
-            Err(reason) => {
-                self.push(name, reason);
-                default
-            }
-        }
+        self.parse(name, parse_duration(text)).unwrap_or(default)
     }
-    /// One secret given in one of three ways (`NAME`, `NAME_file`, `NAME_env`); None if none is given.
-    /// Only where it comes from: it is read when the output is built.
     fn secret(&mut self, name: &str) -> Option<SecretSource> {
         let file_key = format!("{name}_file");
         let env_key = format!("{name}_env");
         let given: Vec<&str> = [name, file_key.as_str(), env_key.as_str()]
             .into_iter()
-            .filter(|k| self.table.contains_key(*k))
+            .filter(|k| self.has(k))
             .collect();
         if given.len() > 1 {
             let key = given[1].to_string();
@@ -409,9 +388,9 @@ impl<'t> Reader<'t> {
             );
             return None;
         }
-        if self.table.contains_key(name) {
+        if self.has(name) {
             // The value itself is never echoed in an error.
-            return match self.table.get(name) {
+            return match self.table().get(name) {
                 Some(toml::Value::String(s)) if !s.trim().is_empty() => {
                     Some(SecretSource::Inline(Secret::new(s.trim())))
                 }
@@ -438,18 +417,35 @@ impl<'t> Reader<'t> {
 }
 
 impl HttpConfig {
-    /// Checks one `[[output]]` table of `type = "http"`; `key` is its prefix (`output[2]`). Returns every
-    /// problem at once, with what the output would read from the machine (for the preflight).
+    /// Checks one `[[output]]` table of `type = "http"` on its own; `key` is its prefix (`output[2]`).
+    /// Returns every problem at once, with what the output would read from the machine.
     pub fn from_raw(
         table: &toml::Table,
         key: &str,
     ) -> Result<HttpConfig, (Vec<ConfigError>, HttpFiles)> {
-        let mut r = Reader {
-            table,
-            prefix: key,
-            errs: Vec::new(),
-        };
+        let mut diag = Diagnostics::new();
+        let mut r = Reader::new(&mut diag, table, key);
+        let out = HttpConfig::from_toml(&mut r, &|_| None);
+        drop(r);
+        let errors = diag.finish();
+        match out {
+            Ok(c) if errors.is_empty() => Ok(c),
+            Ok(c) => Err((errors, c.files())),
+            Err(files) => Err((errors, files)),
+        }
+    }
 
+    /// Checks one `[[output]]` table of `type = "http"` (`type` and `name` are the caller's), every
+    /// problem at once. Err holds what the output would read from the machine (for the preflight).
+    /// `elsewhere` says why a key of another output type is refused.
+    pub fn from_toml<'t>(
+        r: &mut Reader<'_, 't>,
+        elsewhere: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<HttpConfig, HttpFiles> {
+        let errors_before = r.diag().len();
+        let table = r.table();
+
+        let mut format_known = true;
         let format = match r.str("format") {
             None => Format::Ndjson,
             Some(text) => match FORMATS.iter().find(|(n, _)| *n == text) {
@@ -460,11 +456,11 @@ impl HttpConfig {
                         "format",
                         format!("{text:?} is not one of {}", names.join(", ")),
                     );
+                    format_known = false;
                     Format::Ndjson
                 }
             },
         };
-        let format_known = !r.errs.iter().any(|e| e.key == r.key("format"));
 
         let known = keys_for(format);
         for name in table.keys() {
@@ -485,7 +481,10 @@ impl HttpConfig {
                 .filter(|(_, f)| keys_for(*f).contains(&name.as_str()))
                 .map(|(n, _)| *n)
                 .collect();
-            let reason = if owners.is_empty() {
+            let reason = if let Some(reason) = owners.is_empty().then(|| elsewhere(name)).flatten()
+            {
+                reason
+            } else if owners.is_empty() {
                 format!("unknown key (expected one of: {})", known.join(", "))
             } else {
                 format!(
@@ -529,27 +528,27 @@ impl HttpConfig {
                 DEFAULT_BATCH_SIZE
             }
         };
-        let flush_interval = r.duration("flush_interval", Duration::from_secs(1));
-        let gzip = r.bool("gzip", false);
-        let timeout = r.duration("timeout", Duration::from_secs(10));
+        let flush_interval = r.duration_or("flush_interval", Duration::from_secs(1));
+        let gzip = r.bool_or("gzip", false);
+        let timeout = r.duration_or("timeout", Duration::from_secs(10));
 
         let ca_file = r.text("ca_file").map(PathBuf::from);
 
-        let client_cert = read_client_cert(&mut r);
-        let proxy = read_proxy(&mut r);
+        let client_cert = read_client_cert(r);
+        let proxy = read_proxy(r);
 
-        let headers = read_headers(&mut r);
+        let headers = read_headers(r);
 
-        let auth = read_auth(&mut r, format);
+        let auth = read_auth(r, format);
 
         let splunk = (format == Format::SplunkHec).then(|| {
             let sourcetype = r.text("sourcetype").unwrap_or(DEFAULT_SOURCETYPE);
             let source = r.text("source").unwrap_or(DEFAULT_SOURCE);
             let index = r.text("index").map(str::to_string);
             let host = r.text("host").map(str::to_string);
-            let ack = r.bool("ack", false);
+            let ack = r.bool_or("ack", false);
             let channel = r.text("channel").map(str::to_string);
-            let ack_timeout = r.duration("ack_timeout", Duration::from_secs(30));
+            let ack_timeout = r.duration_or("ack_timeout", Duration::from_secs(30));
             if !ack {
                 for k in ["channel", "ack_timeout"] {
                     if table.contains_key(k) {
@@ -577,7 +576,7 @@ impl HttpConfig {
             }
         }
 
-        match (r.errs.is_empty(), url) {
+        match (r.diag().len() == errors_before, url) {
             (true, Some(url)) => Ok(HttpConfig {
                 url,
                 format,
@@ -593,7 +592,7 @@ impl HttpConfig {
                 splunk,
                 elastic,
             }),
-            _ => Err((r.errs, HttpFiles::new(ca_file, client_cert, &proxy, &auth))),
+            _ => Err(HttpFiles::new(ca_file, client_cert, &proxy, &auth)),
         }
     }
 }
@@ -715,16 +714,16 @@ fn parse_http_url(text: &str, instead: &str) -> Result<Url, String> {
 }
 
 /// `client_cert` and `client_key`: both or neither; the chain and the key must parse and belong together.
-fn read_client_cert(r: &mut Reader<'_>) -> Option<(PathBuf, PathBuf)> {
+fn read_client_cert(r: &mut Reader<'_, '_>) -> Option<(PathBuf, PathBuf)> {
     let cert = r.text("client_cert");
     let key = r.text("client_key");
     match (cert, key) {
         (None, None) => None,
-        (Some(_), None) if !r.table.contains_key("client_key") => {
+        (Some(_), None) if !r.has("client_key") => {
             r.push("client_key", "missing: client_cert needs its client_key");
             None
         }
-        (None, Some(_)) if !r.table.contains_key("client_cert") => {
+        (None, Some(_)) if !r.has("client_cert") => {
             r.push("client_cert", "missing: client_key needs its client_cert");
             None
         }
@@ -734,14 +733,14 @@ fn read_client_cert(r: &mut Reader<'_>) -> Option<(PathBuf, PathBuf)> {
 }
 
 /// `proxy` (a URL or `"none"`) and its credentials.
-fn read_proxy(r: &mut Reader<'_>) -> ProxySetting {
+fn read_proxy(r: &mut Reader<'_, '_>) -> ProxySetting {
     let auth_keys = [
         "proxy_username",
         "proxy_password",
         "proxy_password_file",
         "proxy_password_env",
     ];
-    let auth_given = auth_keys.iter().any(|k| r.table.contains_key(*k));
+    let auth_given = auth_keys.iter().any(|k| r.has(k));
     let setting = match r.text("proxy") {
         None => ProxySetting::Environment,
         Some(text) if text.trim().eq_ignore_ascii_case("none") => ProxySetting::Direct,
@@ -757,7 +756,7 @@ fn read_proxy(r: &mut Reader<'_>) -> ProxySetting {
         return setting;
     }
     let ProxySetting::Via { url, .. } = setting else {
-        if !r.table.contains_key("proxy") {
+        if !r.has("proxy") {
             r.push(
                 "proxy",
                 "missing: proxy_username and proxy_password need a proxy URL",
@@ -774,7 +773,7 @@ fn read_proxy(r: &mut Reader<'_>) -> ProxySetting {
             url,
             auth: Some((u.to_string(), p)),
         },
-        (None, _) if !r.table.contains_key("proxy_username") => {
+        (None, _) if !r.has("proxy_username") => {
             r.push(
                 "proxy_username",
                 "missing: a proxy password needs a username",
@@ -788,7 +787,7 @@ fn read_proxy(r: &mut Reader<'_>) -> ProxySetting {
                 "proxy_password_env",
             ]
             .iter()
-            .any(|k| r.table.contains_key(*k)) =>
+            .any(|k| r.has(k)) =>
         {
             r.push(
                 "proxy_password",
@@ -805,9 +804,9 @@ fn parse_proxy_url(text: &str) -> Result<Url, String> {
         .map_err(|e| format!("{e}; give http://HOST:PORT or \"none\""))
 }
 
-fn read_headers(r: &mut Reader<'_>) -> Vec<(HeaderName, HeaderValue)> {
+fn read_headers(r: &mut Reader<'_, '_>) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
-    let table = match r.table.get("headers") {
+    let table = match r.table().get("headers") {
         None => return out,
         Some(toml::Value::Table(t)) => t,
         Some(other) => {
@@ -849,10 +848,11 @@ fn read_headers(r: &mut Reader<'_>) -> Vec<(HeaderName, HeaderValue)> {
     out
 }
 
-fn read_auth(r: &mut Reader<'_>, format: Format) -> Auth {
-    let has = |keys: &[&str]| keys.iter().any(|k| r.table.contains_key(*k));
+fn read_auth(r: &mut Reader<'_, '_>, format: Format) -> Auth {
+    let table = r.table();
+    let has = |keys: &[&str]| keys.iter().any(|k| table.contains_key(*k));
     let header_auth = r
-        .table
+        .table()
         .get("headers")
         .and_then(toml::Value::as_table)
         .is_some_and(|t| t.keys().any(|k| k.eq_ignore_ascii_case("authorization")));
@@ -887,7 +887,7 @@ fn read_auth(r: &mut Reader<'_>, format: Format) -> Auth {
                 username: u.to_string(),
                 password: p,
             },
-            (None, _) if !r.table.contains_key("username") => {
+            (None, _) if !r.has("username") => {
                 r.push("username", "missing: a password needs a username");
                 Auth::None
             }
@@ -942,17 +942,27 @@ mod tests {
         text.parse::<toml::Table>().expect("test TOML")
     }
 
+    /// Reads `text` as the table of `output[2]`.
+    fn read(text: &str) -> (Result<HttpConfig, HttpFiles>, Vec<ConfigError>) {
+        let t = table(text);
+        let mut d = Diagnostics::new();
+        let mut r = Reader::new(&mut d, &t, "output[2]");
+        let out = HttpConfig::from_toml(&mut r, &|_| None);
+        drop(r);
+        (out, d.finish())
+    }
+
     fn ok(text: &str) -> HttpConfig {
-        match HttpConfig::from_raw(&table(text), "output[2]") {
-            Ok(c) => c,
-            Err(e) => panic!("{text}\n{e:?}"),
+        match read(text) {
+            (Ok(c), e) if e.is_empty() => c,
+            (c, e) => panic!("{text}\n{c:?}\n{e:?}"),
         }
     }
 
     fn errs(text: &str) -> Vec<ConfigError> {
-        match HttpConfig::from_raw(&table(text), "output[2]") {
-            Ok(c) => panic!("accepted: {text}\n{c:?}"),
-            Err((e, _)) => e,
+        match read(text) {
+            (Ok(c), _) => panic!("accepted: {text}\n{c:?}"),
+            (Err(_), e) => e,
         }
     }
 
