@@ -49,14 +49,6 @@ impl ConfigError {
     }
 }
 
-/// One error at `key`.
-pub fn err(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.to_string(),
-        reason: reason.into(),
-    }
-}
-
 /// Where an error sorts in the report (see the order described in [`crate::config`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Order {
@@ -304,6 +296,11 @@ impl<'d, 't> Reader<'d, 't> {
         }
     }
 
+    /// The keys asked for so far, in the order asked.
+    pub fn asked(&self) -> &[String] {
+        &self.asked
+    }
+
     /// The keys given with a value of the right type, in the order asked.
     pub fn given(&self) -> Vec<String> {
         self.given.clone()
@@ -514,5 +511,85 @@ impl<'d, 't> Reader<'d, 't> {
                 place,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        text.parse().expect("test TOML")
+    }
+
+    #[test]
+    fn wrong_types_and_unknown_keys_in_file_order() {
+        let t = table("b = 1\nzz = 2\nlist = [\"x\", 3]\n[sub]\nq = 1\n");
+        let mut d = Diagnostics::new();
+        let mut r = Reader::root(&mut d, &t);
+        assert_eq!(r.str("b"), None);
+        assert_eq!(r.str_list("list"), None);
+        r.section("sub", |s| {
+            s.push("", "a value problem");
+            s.int("n")
+        });
+        r.finish();
+        let got: Vec<String> = d.finish().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "b: expected a string, found integer",
+                "zz: unknown key (expected one of: b, list, sub)",
+                "list[1]: expected a string, found integer",
+                "sub.q: unknown key (expected one of: n)",
+                "sub: a value problem",
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_is_dropped_under_an_earlier_error() {
+        let t = table("[[a]]\npath = 3\n[[a]]\n");
+        let mut d = Diagnostics::new();
+        let mut r = Reader::root(&mut d, &t);
+        let (_, ok) = r.tables("a", |a| {
+            let _ = a.str("path");
+            a.missing("path", "missing");
+        });
+        assert!(ok);
+        r.diag().push("a[1].path.x", "later, below the key");
+        r.finish();
+        let got: Vec<String> = d.finish().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "a[0].path: expected a string, found integer",
+                "a[1].path: missing",
+                "a[1].path.x: later, below the key",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_array_with_a_non_table_is_refused_whole() {
+        let t = table("a = [{ k = 1, u = 2 }, 3]\n");
+        let mut d = Diagnostics::new();
+        let mut r = Reader::root(&mut d, &t);
+        let (items, ok) = r.tables("a", |a| {
+            let k = a.int("k");
+            a.push("k", "a value check, dropped");
+            k
+        });
+        assert!(!ok);
+        assert_eq!(items, [Some(1)]);
+        r.finish();
+        let got: Vec<String> = d.finish().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "a[0].u: unknown key (expected one of: k)",
+                "a[1]: expected a table, found integer",
+            ]
+        );
     }
 }

@@ -483,3 +483,36 @@ fn every_error_is_reported_at_once() {
     );
     let _: &dyn std::error::Error = &e;
 }
+
+#[test]
+fn errors_come_in_the_documented_order() {
+    // The HTTP outputs' own problems, then unknown keys and wrong types in file order, then the value
+    // checks in section order; a missing key under a reported one is not reported again.
+    let e = errors(
+        r#"
+        [window]
+        length = "forever"
+        colour = "blue"
+        [[source]]
+        path = 3
+        [[output]]
+        type = "http"
+        format = "xml"
+        [sensor]
+        nmae = "x"
+        "#,
+    );
+    let keys: Vec<&str> = e.errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "output[0].format",
+            "output[0].url",
+            "window.colour",
+            "source[0].path",
+            "sensor.nmae",
+            "window.length",
+        ],
+        "{e}"
+    );
+}

@@ -650,4 +650,26 @@ mod tests {
             }]
         );
     }
+
+    #[test]
+    fn the_key_lists_are_the_keys_read() {
+        // The keys of stdout, file and syslog outputs are read for every type but http: the file output's
+        // in the order of its list, then the syslog output's others in theirs (the stdout output's are
+        // among the file output's). The unknown-key message names them in that order.
+        let table = toml::Table::new();
+        let mut d = Diagnostics::new();
+        let mut r = Reader::new(&mut d, &table, "output[0]");
+        read_output(&mut r, 0);
+        let mut union: Vec<&str> = Vec::new();
+        for k in FILE_KEYS.iter().chain(STDOUT_KEYS).chain(syslog::KEYS) {
+            if !union.contains(k) {
+                union.push(k);
+            }
+        }
+        assert_eq!(r.asked(), union);
+        // Every key the HTTP output takes belongs to it, and to no other type by accident.
+        for key in http::config::all_keys() {
+            assert!(keys_of("http").unwrap().contains(&key));
+        }
+    }
 }
