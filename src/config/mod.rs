@@ -14,13 +14,16 @@
 //! by key, reports each value of the wrong TOML type and reads it as absent, and at the end of a table
 //! reports every key nobody asked for as unknown. Then the values are parsed and the cross-field rules
 //! checked (levels strictly increasing, at least one source, ...). A user sees every mistake in one go:
-//! all problems land in one [`ConfigErrors`], in this order, which does not depend on how the code is
-//! arranged:
+//! all problems land in one [`ConfigErrors`], in this order (the order the loader always had, so reports
+//! did not change when the sections moved to their stages):
 //! 1. each `type = "http"` output's own problems, output by output, in the order that output checks them;
 //! 2. unknown keys and values of the wrong type, in file order;
-//! 3. the value checks, section by section in the order of [`Config`]'s fields (`[spool]` last), within
-//!    a section in the order of its keys.
+//! 3. the value checks, section by section in the order of [`Config`]'s fields, within a section in the
+//!    order of its keys, table by table for arrays (for `[[output]]`: every `name` first, then each
+//!    output).
 //!
+//! An array of tables with an element that is not a table (`source = [1, { path = "/a" }]`) is refused
+//! whole: the keys and types of its tables are still checked (2), their values are not.
 //! A missing required key is not reported when a problem in 1 or 2, or an earlier one in 3, concerns it
 //! or a key below it (a value dropped for its type, a misspelt key), so one mistake gives one error.
 //! Defaults are what a SOC wants out of the box; `config/longconn.toml` lists each with its reason.
