@@ -15,6 +15,8 @@
 //! (permission denied, an I/O error) is an error, not absence: the daemon refuses to start rather than
 //! begin again and overwrite it.
 
+pub mod config;
+
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};

@@ -15,7 +15,9 @@
 //! The spool is the only queue: when it is full the pipeline stops reading (the log files are the buffer).
 //! The core (`zeek`, `window`, `rules`, `alert`, `detector`, `scan::tally`) is pure: it reads no clock, does
 //! no I/O and takes time only from the records; files, sockets, threads and clocks live at the edges. It owns
-//! its types and takes its own [`detector::DetectorConfig`]; `config` depends on the core, never the reverse.
+//! its types and takes its own [`detector::DetectorConfig`]; `config` depends on the core, never the reverse:
+//! the core's sections (`window::config`, `rules::config`) are read with `config::diag` and `config::values`
+//! only, which import nothing else of the crate.
 //! An alert is in the spool (fsynced) before the checkpoint covering its records is saved.
 //!
 //! Module map:
@@ -30,7 +32,7 @@
 //! | [`detector`] | window + rules: records in, alerts out; snapshot and restore; [`detector::interim`], the uid bookkeeping of open_conn/conn_long records |
 //! | [`alert`] | the alert document: the one place the JSON wire format is defined, built and read back |
 //! | [`replay`] | the detector over archives |
-//! | [`config`] | TOML -> typed `Config`, every error at once; `config::preflight`, the checks on the machine |
+//! | [`config`] | the loader: TOML -> typed `Config`, every error at once; [`config::diag`], the diagnostics and the section reader; [`config::values`], the value parsers; `config::preflight`, the checks on the machine. Each stage reads its own section in its `config` submodule (`tail::config`, `window::config`, `rules::config`, `output::config`, ...) |
 //! | [`tail`] | following one source through rotations (file identity, checkpoints of positions) |
 //! | [`checkpoint`] | the atomic, checksummed checkpoint file |
 //! | [`spool`] | the durable, bounded alert queue with one cursor per output; its record type `Spooled` |

@@ -38,6 +38,8 @@
 //! [`describe`]. A series appears on the endpoint the first time it is touched, so nothing is reported that
 //! was not counted.
 
+pub mod config;
+
 use crate::detector::DetectorStats;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};

@@ -24,6 +24,8 @@
 //! `realert_after`, a group that still holds a level repeats the alert (at its current level) once that much
 //! event time has passed since its last alert.
 
+pub mod config;
+
 use crate::detector::DetectorConfig;
 use crate::zeek::ConnRecord;
 use compact_str::CompactString;

@@ -54,6 +54,8 @@
 //! max_groups/16` so that eviction is amortized; each eviction is counted. The slab does not shrink: its
 //! high-water mark is bounded by `max_groups`.
 
+pub mod config;
+
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;

@@ -43,10 +43,10 @@ struct Findings {
 
 impl Findings {
     fn error(&mut self, key: &str, reason: impl Into<String>) {
-        self.errors.push(super::err(key, reason));
+        self.errors.push(ConfigError::new(key, reason));
     }
     fn warning(&mut self, key: &str, reason: impl Into<String>) {
-        self.warnings.push(super::err(key, reason));
+        self.warnings.push(ConfigError::new(key, reason));
     }
 }
 
@@ -54,7 +54,7 @@ impl Findings {
 /// call. Ok holds the config and the warnings; Err every error, the file's and the machine's.
 pub fn load(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
     let text = fs::read_to_string(path).map_err(|e| ConfigErrors {
-        errors: vec![super::err(
+        errors: vec![ConfigError::new(
             &path.display().to_string(),
             format!("cannot read: {e}"),
         )],

@@ -14,10 +14,10 @@
 //! already at the path), and how long the source has not been read to its end.
 
 use super::{Episode, Pipeline};
-use crate::config::Source;
 use crate::detector::DetectorStats;
 use crate::metrics::{self, SourceMetrics};
 use crate::notify::Notifier;
+use crate::tail::config::Source;
 use crate::tail::{FileId, Tailer};
 use std::path::Path;
 use std::time::{Duration, Instant};

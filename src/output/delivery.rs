@@ -14,7 +14,7 @@
 //!   tasks a short grace period and then drops them. Undelivered alerts stay in the spool for the next start.
 
 use super::{Deliver, DeliverError};
-use crate::config::Batching;
+use crate::output::config::Batching;
 use crate::spool::{SpoolReader, Spooled};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //! when it is opened (a crash mid-write) is cut back to its last newline, with a warning.
 
 use super::{Deliver, DeliverError, DeliverFuture, ReopenGeneration};
-use crate::config::FsyncPolicy;
+use crate::output::config::FsyncPolicy;
 use crate::spool::Spooled;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

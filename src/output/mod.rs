@@ -3,6 +3,7 @@
 //! to retry. Outputs: stdout and file (JSON lines), syslog (RFC 5424 over UDP, TCP, TLS or a unix socket);
 //! HTTP outputs plug into the same contract.
 
+pub mod config;
 mod deliver;
 pub mod delivery;
 mod file;
@@ -15,8 +16,8 @@ pub use file::FileOutput;
 pub use http::{HttpConfig, HttpOutput};
 pub use syslog::SyslogOutput;
 
-use crate::config::Output as OutputConfig;
 use crate::spool::Spooled;
+use config::Output as OutputConfig;
 use std::io::{self, Write};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

@@ -19,9 +19,11 @@
 //!   a server refuses a client certificate only after the client's handshake is done, so a new connection
 //!   is watched for 250 ms for such a refusal before anything is written on it.
 
+pub mod config;
+
 use super::{Deliver, DeliverError, DeliverFuture};
-use crate::config::{Framing, SyslogConfig, SyslogTransport, TlsConfig};
 use crate::spool::Spooled;
+use config::{Framing, SyslogConfig, SyslogTransport, TlsConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{

@@ -25,6 +25,7 @@
 //! they are drained in modification-time order. A wall clock stepping back between two such unseen rotations
 //! can hide one of them; files we had open are never affected.
 
+pub mod config;
 mod file;
 mod restore;
 pub mod watch;
@@ -32,9 +33,9 @@ pub mod watch;
 #[cfg(test)]
 mod tests;
 
-use crate::config::{Source, StartAt};
 use crate::zeek::SourceKind;
 use crate::zeek::{ConnRecord, ParseOptions, SkipReason};
+use config::{Source, StartAt};
 use file::{mtime, FileReader};
 pub use file::{FileCheckpoint, FileId, Fingerprint, HeaderLine, FINGERPRINT_LEN};
 use serde::{Deserialize, Serialize};

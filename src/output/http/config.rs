@@ -10,7 +10,8 @@
 //! [`Secret`] prints as `***` in `Debug`, and no log line ever carries one. Keys that belong to another format (`ack` with `elasticsearch`) are errors, not
 //! silently ignored.
 
-use crate::config::{parse_duration, ConfigError};
+use crate::config::diag::{ConfigError, Diagnostics, Reader};
+use crate::config::values::parse_duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
 use std::path::PathBuf;
@@ -329,37 +330,32 @@ fn keys_for(format: Format) -> Vec<&'static str> {
     keys
 }
 
-/// Collects errors; each getter reports a wrong type with the full key and returns None.
-struct Reader<'t> {
-    table: &'t toml::Table,
-    prefix: &'t str,
-    errs: Vec<ConfigError>,
-}
-
-impl<'t> Reader<'t> {
-    fn key(&self, name: &str) -> String {
-        if name.is_empty() {
-            return self.prefix.to_string();
-        }
-        format!("{}.{name}", self.prefix)
-    }
-    fn push(&mut self, key: &str, reason: impl Into<String>) {
-        self.errs.push(ConfigError {
-            key: self.key(key),
-            reason: reason.into(),
-        });
-    }
-    fn str(&mut self, name: &str) -> Option<&'t str> {
-        match self.table.get(name)? {
-            toml::Value::String(s) => Some(s.as_str()),
-            other => {
-                let found = other.type_str();
-                self.push(name, format!("expected a string, found {found}"));
-                None
+/// Every key an HTTP output takes, in any format.
+pub fn all_keys() -> Vec<&'static str> {
+    let mut keys: Vec<&str> = Vec::new();
+    for (_, f) in FORMATS {
+        for k in keys_for(*f) {
+            if !keys.contains(&k) {
+                keys.push(k);
             }
         }
     }
+    keys
+}
+
+/// The shared [`Reader`]'s getters with the HTTP output's conventions: defaults, non-empty strings,
+/// secrets given in one of three ways.
+trait HttpRead<'t> {
     /// A string that must not be empty or blank.
+    fn text(&mut self, name: &str) -> Option<&'t str>;
+    fn bool_or(&mut self, name: &str, default: bool) -> bool;
+    fn duration_or(&mut self, name: &str, default: Duration) -> Duration;
+    /// One secret given in one of three ways (`NAME`, `NAME_file`, `NAME_env`); None if none is given.
+    /// Only where it comes from: it is read when the output is built.
+    fn secret(&mut self, name: &str) -> Option<SecretSource>;
+}
+
+impl<'t> HttpRead<'t> for Reader<'_, 't> {
     fn text(&mut self, name: &str) -> Option<&'t str> {
         let s = self.str(name)?;
         if s.trim().is_empty() {
@@ -368,37 +364,21 @@ impl<'t> Reader<'t> {
         }
         Some(s)
     }
-    fn bool(&mut self, name: &str, default: bool) -> bool {
-        match self.table.get(name) {
-            None => default,
-            Some(toml::Value::Boolean(b)) => *b,
-            Some(other) => {
-                let found = other.type_str();
-                self.push(name, format!("expected true or false, found {found}"));
-                default
-            }
-        }
+    fn bool_or(&mut self, name: &str, default: bool) -> bool {
+        self.bool(name).unwrap_or(default)
     }
-    fn duration(&mut self, name: &str, default: Duration) -> Duration {
+    fn duration_or(&mut self, name: &str, default: Duration) -> Duration {
         let Some(text) = self.str(name) else {
             return default;
         };
-        match parse_duration(text) {
-            Ok(d) => d,
-            Err(reason) => {
-                self.push(name, reason);
-                default
-            }
-        }
+        self.parse(name, parse_duration(text)).unwrap_or(default)
     }
-    /// One secret given in one of three ways (`NAME`, `NAME_file`, `NAME_env`); None if none is given.
-    /// Only where it comes from: it is read when the output is built.
     fn secret(&mut self, name: &str) -> Option<SecretSource> {
         let file_key = format!("{name}_file");
         let env_key = format!("{name}_env");
         let given: Vec<&str> = [name, file_key.as_str(), env_key.as_str()]
             .into_iter()
-            .filter(|k| self.table.contains_key(*k))
+            .filter(|k| self.has(k))
             .collect();
         if given.len() > 1 {
             let key = given[1].to_string();
@@ -408,9 +388,9 @@ impl<'t> Reader<'t> {
             );
             return None;
         }
-        if self.table.contains_key(name) {
+        if self.has(name) {
             // The value itself is never echoed in an error.
-            return match self.table.get(name) {
+            return match self.table().get(name) {
                 Some(toml::Value::String(s)) if !s.trim().is_empty() => {
                     Some(SecretSource::Inline(Secret::new(s.trim())))
                 }
@@ -437,22 +417,43 @@ impl<'t> Reader<'t> {
 }
 
 impl HttpConfig {
-    /// Checks one `[[output]]` table of `type = "http"`; `key` is its prefix (`output[2]`). Returns every
-    /// problem at once, with what the output would read from the machine (for the preflight).
+    /// Checks one `[[output]]` table of `type = "http"` on its own; `key` is its prefix (`output[2]`).
+    /// Returns every problem at once, with what the output would read from the machine.
     pub fn from_raw(
         table: &toml::Table,
         key: &str,
     ) -> Result<HttpConfig, (Vec<ConfigError>, HttpFiles)> {
-        let mut r = Reader {
-            table,
-            prefix: key,
-            errs: Vec::new(),
-        };
+        let mut diag = Diagnostics::new();
+        let mut r = Reader::new(&mut diag, table, key);
+        let out = HttpConfig::from_toml(&mut r, &|_| None);
+        drop(r);
+        let errors = diag.finish();
+        match out {
+            Ok(c) if errors.is_empty() => Ok(c),
+            Ok(c) => Err((errors, c.files())),
+            Err(files) => Err((errors, files)),
+        }
+    }
 
+    /// Checks one `[[output]]` table of `type = "http"` (`type` and `name` are the caller's), every
+    /// problem at once. Err holds what the output would read from the machine (for the preflight).
+    /// `elsewhere` says why a key of another output type is refused.
+    pub fn from_toml<'t>(
+        r: &mut Reader<'_, 't>,
+        elsewhere: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<HttpConfig, HttpFiles> {
+        let errors_before = r.diag().len();
+        let table = r.table();
+
+        // A format given but not one we know (or not a string): keys of any format are not reported.
+        let mut format_known = !r.has("format");
         let format = match r.str("format") {
             None => Format::Ndjson,
             Some(text) => match FORMATS.iter().find(|(n, _)| *n == text) {
-                Some((_, f)) => *f,
+                Some((_, f)) => {
+                    format_known = true;
+                    *f
+                }
                 None => {
                     let names: Vec<String> = FORMATS.iter().map(|f| format!("{:?}", f.0)).collect();
                     r.push(
@@ -463,7 +464,6 @@ impl HttpConfig {
                 }
             },
         };
-        let format_known = !r.errs.iter().any(|e| e.key == r.key("format"));
 
         let known = keys_for(format);
         for name in table.keys() {
@@ -484,7 +484,10 @@ impl HttpConfig {
                 .filter(|(_, f)| keys_for(*f).contains(&name.as_str()))
                 .map(|(n, _)| *n)
                 .collect();
-            let reason = if owners.is_empty() {
+            let reason = if let Some(reason) = owners.is_empty().then(|| elsewhere(name)).flatten()
+            {
+                reason
+            } else if owners.is_empty() {
                 format!("unknown key (expected one of: {})", known.join(", "))
             } else {
                 format!(
@@ -528,27 +531,27 @@ impl HttpConfig {
                 DEFAULT_BATCH_SIZE
             }
         };
-        let flush_interval = r.duration("flush_interval", Duration::from_secs(1));
-        let gzip = r.bool("gzip", false);
-        let timeout = r.duration("timeout", Duration::from_secs(10));
+        let flush_interval = r.duration_or("flush_interval", Duration::from_secs(1));
+        let gzip = r.bool_or("gzip", false);
+        let timeout = r.duration_or("timeout", Duration::from_secs(10));
 
         let ca_file = r.text("ca_file").map(PathBuf::from);
 
-        let client_cert = read_client_cert(&mut r);
-        let proxy = read_proxy(&mut r);
+        let client_cert = read_client_cert(r);
+        let proxy = read_proxy(r);
 
-        let headers = read_headers(&mut r);
+        let headers = read_headers(r);
 
-        let auth = read_auth(&mut r, format);
+        let auth = read_auth(r, format);
 
         let splunk = (format == Format::SplunkHec).then(|| {
             let sourcetype = r.text("sourcetype").unwrap_or(DEFAULT_SOURCETYPE);
             let source = r.text("source").unwrap_or(DEFAULT_SOURCE);
             let index = r.text("index").map(str::to_string);
             let host = r.text("host").map(str::to_string);
-            let ack = r.bool("ack", false);
+            let ack = r.bool_or("ack", false);
             let channel = r.text("channel").map(str::to_string);
-            let ack_timeout = r.duration("ack_timeout", Duration::from_secs(30));
+            let ack_timeout = r.duration_or("ack_timeout", Duration::from_secs(30));
             if !ack {
                 for k in ["channel", "ack_timeout"] {
                     if table.contains_key(k) {
@@ -576,7 +579,7 @@ impl HttpConfig {
             }
         }
 
-        match (r.errs.is_empty(), url) {
+        match (r.diag().len() == errors_before, url) {
             (true, Some(url)) => Ok(HttpConfig {
                 url,
                 format,
@@ -592,7 +595,7 @@ impl HttpConfig {
                 splunk,
                 elastic,
             }),
-            _ => Err((r.errs, HttpFiles::new(ca_file, client_cert, &proxy, &auth))),
+            _ => Err(HttpFiles::new(ca_file, client_cert, &proxy, &auth)),
         }
     }
 }
@@ -612,7 +615,7 @@ impl HttpConfig {
     /// and `name` left to the caller. Secrets appear as the file or variable they came from; inline
     /// secrets and header values as `"***"`.
     pub fn to_effective_toml(&self) -> toml::Table {
-        use crate::config::format_duration;
+        use crate::config::values::format_duration;
         let mut t = toml::Table::new();
         t.insert("url".into(), self.url.as_str().into());
         t.insert("format".into(), self.format.name().into());
@@ -714,16 +717,16 @@ fn parse_http_url(text: &str, instead: &str) -> Result<Url, String> {
 }
 
 /// `client_cert` and `client_key`: both or neither; the chain and the key must parse and belong together.
-fn read_client_cert(r: &mut Reader<'_>) -> Option<(PathBuf, PathBuf)> {
+fn read_client_cert(r: &mut Reader<'_, '_>) -> Option<(PathBuf, PathBuf)> {
     let cert = r.text("client_cert");
     let key = r.text("client_key");
     match (cert, key) {
         (None, None) => None,
-        (Some(_), None) if !r.table.contains_key("client_key") => {
+        (Some(_), None) if !r.has("client_key") => {
             r.push("client_key", "missing: client_cert needs its client_key");
             None
         }
-        (None, Some(_)) if !r.table.contains_key("client_cert") => {
+        (None, Some(_)) if !r.has("client_cert") => {
             r.push("client_cert", "missing: client_key needs its client_cert");
             None
         }
@@ -733,14 +736,14 @@ fn read_client_cert(r: &mut Reader<'_>) -> Option<(PathBuf, PathBuf)> {
 }
 
 /// `proxy` (a URL or `"none"`) and its credentials.
-fn read_proxy(r: &mut Reader<'_>) -> ProxySetting {
+fn read_proxy(r: &mut Reader<'_, '_>) -> ProxySetting {
     let auth_keys = [
         "proxy_username",
         "proxy_password",
         "proxy_password_file",
         "proxy_password_env",
     ];
-    let auth_given = auth_keys.iter().any(|k| r.table.contains_key(*k));
+    let auth_given = auth_keys.iter().any(|k| r.has(k));
     let setting = match r.text("proxy") {
         None => ProxySetting::Environment,
         Some(text) if text.trim().eq_ignore_ascii_case("none") => ProxySetting::Direct,
@@ -756,7 +759,7 @@ fn read_proxy(r: &mut Reader<'_>) -> ProxySetting {
         return setting;
     }
     let ProxySetting::Via { url, .. } = setting else {
-        if !r.table.contains_key("proxy") {
+        if !r.has("proxy") {
             r.push(
                 "proxy",
                 "missing: proxy_username and proxy_password need a proxy URL",
@@ -773,7 +776,7 @@ fn read_proxy(r: &mut Reader<'_>) -> ProxySetting {
             url,
             auth: Some((u.to_string(), p)),
         },
-        (None, _) if !r.table.contains_key("proxy_username") => {
+        (None, _) if !r.has("proxy_username") => {
             r.push(
                 "proxy_username",
                 "missing: a proxy password needs a username",
@@ -787,7 +790,7 @@ fn read_proxy(r: &mut Reader<'_>) -> ProxySetting {
                 "proxy_password_env",
             ]
             .iter()
-            .any(|k| r.table.contains_key(*k)) =>
+            .any(|k| r.has(k)) =>
         {
             r.push(
                 "proxy_password",
@@ -804,9 +807,9 @@ fn parse_proxy_url(text: &str) -> Result<Url, String> {
         .map_err(|e| format!("{e}; give http://HOST:PORT or \"none\""))
 }
 
-fn read_headers(r: &mut Reader<'_>) -> Vec<(HeaderName, HeaderValue)> {
+fn read_headers(r: &mut Reader<'_, '_>) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
-    let table = match r.table.get("headers") {
+    let table = match r.table().get("headers") {
         None => return out,
         Some(toml::Value::Table(t)) => t,
         Some(other) => {
@@ -848,10 +851,11 @@ fn read_headers(r: &mut Reader<'_>) -> Vec<(HeaderName, HeaderValue)> {
     out
 }
 
-fn read_auth(r: &mut Reader<'_>, format: Format) -> Auth {
-    let has = |keys: &[&str]| keys.iter().any(|k| r.table.contains_key(*k));
+fn read_auth(r: &mut Reader<'_, '_>, format: Format) -> Auth {
+    let table = r.table();
+    let has = |keys: &[&str]| keys.iter().any(|k| table.contains_key(*k));
     let header_auth = r
-        .table
+        .table()
         .get("headers")
         .and_then(toml::Value::as_table)
         .is_some_and(|t| t.keys().any(|k| k.eq_ignore_ascii_case("authorization")));
@@ -886,7 +890,7 @@ fn read_auth(r: &mut Reader<'_>, format: Format) -> Auth {
                 username: u.to_string(),
                 password: p,
             },
-            (None, _) if !r.table.contains_key("username") => {
+            (None, _) if !r.has("username") => {
                 r.push("username", "missing: a password needs a username");
                 Auth::None
             }
@@ -932,229 +936,4 @@ pub fn new_channel() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    //! Config tables: defaults, every error at once with its key, secrets from file and env, and `Debug`
-    //! never showing a secret.
-    use super::*;
-
-    fn table(text: &str) -> toml::Table {
-        text.parse::<toml::Table>().expect("test TOML")
-    }
-
-    fn ok(text: &str) -> HttpConfig {
-        match HttpConfig::from_raw(&table(text), "output[2]") {
-            Ok(c) => c,
-            Err(e) => panic!("{text}\n{e:?}"),
-        }
-    }
-
-    fn errs(text: &str) -> Vec<ConfigError> {
-        match HttpConfig::from_raw(&table(text), "output[2]") {
-            Ok(c) => panic!("accepted: {text}\n{c:?}"),
-            Err((e, _)) => e,
-        }
-    }
-
-    fn has(errs: &[ConfigError], key: &str, part: &str) -> bool {
-        errs.iter().any(|e| e.key == key && e.reason.contains(part))
-    }
-
-    #[test]
-    fn ndjson_defaults() {
-        let c = ok("type = \"http\"\nname = \"hook\"\nurl = \"http://127.0.0.1:9000/in\"\n");
-        assert_eq!(c.format, Format::Ndjson);
-        assert_eq!(c.batch_size, 500);
-        assert_eq!(c.flush_interval, Duration::from_secs(1));
-        assert_eq!(c.timeout, Duration::from_secs(10));
-        assert!(!c.gzip);
-        assert_eq!(c.auth, Auth::None);
-        assert!(c.splunk.is_none() && c.elastic.is_none());
-    }
-
-    #[test]
-    fn splunk_defaults_and_secret_from_env() {
-        std::env::set_var("LONGCONN_TEST_HEC_TOKEN", "abc-123\n");
-        let c = ok(r#"
-            url = "https://splunk:8088"
-            format = "splunk_hec"
-            token_env = "LONGCONN_TEST_HEC_TOKEN"
-            ack = true
-            ack_timeout = "5s"
-        "#);
-        assert_eq!(
-            c.auth,
-            Auth::Token(SecretSource::Env("LONGCONN_TEST_HEC_TOKEN".into()))
-        );
-        let Auth::Token(token) = &c.auth else {
-            panic!("{c:?}")
-        };
-        assert_eq!(token.read(), Ok(Secret::new("abc-123")));
-        let s = c.splunk.as_ref().expect("splunk");
-        assert_eq!(s.sourcetype, "longconn:alert");
-        assert_eq!(s.source, "longconn");
-        assert_eq!(s.host, None);
-        let ack = s.ack.as_ref().expect("ack");
-        assert_eq!(ack.timeout, Duration::from_secs(5));
-        assert_eq!(ack.channel, None, "made when the output is built");
-        let debug = format!("{c:?}");
-        assert!(!debug.contains("abc-123"), "{debug}");
-        let inline = format!("{:?}", SecretSource::Inline(Secret::new("abc-123")));
-        assert!(
-            !inline.contains("abc-123") && inline.contains("***"),
-            "{inline}"
-        );
-    }
-
-    #[test]
-    fn elastic_secrets_from_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("pw");
-        std::fs::write(&path, "s3cret\n").expect("write");
-        let c = ok(&format!(
-            "url = \"https://es:9200\"\nformat = \"elasticsearch\"\nusername = \"longconn\"\npassword_file = {:?}\n",
-            path.display().to_string()
-        ));
-        assert_eq!(
-            c.auth,
-            Auth::Basic {
-                username: "longconn".into(),
-                password: SecretSource::File(path.clone())
-            }
-        );
-        let files = c.files();
-        assert_eq!(files.secrets[0].0, "password_file");
-        assert_eq!(files.secrets[0].1.read(), Ok(Secret::new("s3cret")));
-        assert_eq!(
-            c.elastic.as_ref().map(|e| e.index.as_str()),
-            Some(DEFAULT_ELASTIC_INDEX)
-        );
-        assert!(!format!("{c:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn every_error_at_once() {
-        let e = errs(
-            r#"
-            url = "ftp://x"
-            format = "elasticsearch"
-            batch_size = 0
-            flush_interval = "soon"
-            gzip = "yes"
-            colour = "blue"
-            ack = true
-            api_key_env = "LONGCONN_TEST_UNSET_VARIABLE"
-            index = "Bad Index"
-            headers = { "Content-Type" = "text/plain", "X-Ok" = "1", "bad name" = "x" }
-        "#,
-        );
-        for (key, part) in [
-            ("output[2].url", "scheme"),
-            ("output[2].batch_size", "out of range"),
-            ("output[2].flush_interval", "not a duration"),
-            ("output[2].gzip", "true or false"),
-            ("output[2].colour", "unknown key"),
-            ("output[2].ack", "only of splunk_hec"),
-            ("output[2].index", "not a valid index"),
-            ("output[2].headers.Content-Type", "sets this header"),
-            ("output[2].headers.bad name", "not a valid header name"),
-        ] {
-            assert!(has(&e, key, part), "{key} ({part}) missing from {e:#?}");
-        }
-        assert_eq!(e.len(), 9, "{e:#?}");
-    }
-
-    #[test]
-    fn missing_and_conflicting() {
-        let e = errs("format = \"splunk_hec\"\n");
-        assert!(has(&e, "output[2].url", "missing"), "{e:?}");
-        assert!(has(&e, "output[2].token_file", "missing"), "{e:?}");
-        let e = errs(
-            "url = \"http://h\"\nformat = \"splunk_hec\"\ntoken = \"a\"\ntoken_file = \"/b\"\n",
-        );
-        assert!(has(&e, "output[2].token_file", "only one of"), "{e:?}");
-        let e = errs(
-            "url = \"http://h\"\nformat = \"elasticsearch\"\nusername = \"u\"\napi_key = \"k\"\n",
-        );
-        assert!(has(&e, "output[2]", "one way"), "{e:?}");
-        let e = errs("url = \"http://h\"\nformat = \"elasticsearch\"\nusername = \"u\"\n");
-        assert!(has(&e, "output[2].password_file", "missing"), "{e:?}");
-        let e = errs("url = \"http://user:pw@h\"\n");
-        assert!(has(&e, "output[2].url", "credentials"), "{e:?}");
-        assert!(!format!("{e:?}").contains("pw@"), "{e:?}");
-        let e = errs("url = \"http://h\"\nformat = \"xml\"\ntoken = \"t\"\n");
-        assert_eq!(e.len(), 1, "{e:?}");
-        assert!(has(&e, "output[2].format", "not one of"), "{e:?}");
-        let e =
-            errs("url = \"http://h\"\nformat = \"splunk_hec\"\ntoken = \"t\"\nchannel = \"c\"\n");
-        assert!(has(&e, "output[2].channel", "ack = true"), "{e:?}");
-    }
-
-    #[test]
-    fn loading_is_pure_and_secrets_are_read_on_demand() {
-        let text = "url = \"https://s:8088\"\nformat = \"splunk_hec\"\ntoken_file = \"/nonexistent/token\"\nack = true\nca_file = \"/nonexistent/ca.pem\"\n";
-        assert_eq!(ok(text), ok(text), "two loads of one table are equal");
-        let files = ok(text).files();
-        assert_eq!(files.ca_file, Some(PathBuf::from("/nonexistent/ca.pem")));
-        let (key, source) = &files.secrets[0];
-        assert_eq!(key, "token_file");
-        let reason = source.read().expect_err("no such file");
-        assert!(
-            reason.starts_with("cannot read /nonexistent/token: "),
-            "{reason}"
-        );
-        let unset = SecretSource::Env("LONGCONN_TEST_UNSET_VARIABLE".into());
-        assert_eq!(
-            unset.read(),
-            Err(
-                "environment variable LONGCONN_TEST_UNSET_VARIABLE is not set (or not UTF-8)"
-                    .into()
-            )
-        );
-    }
-
-    #[test]
-    fn inline_secret_is_not_echoed_in_errors() {
-        let e = errs("url = \"http://h\"\nformat = \"splunk_hec\"\ntoken = 12345\n");
-        assert!(has(&e, "output[2].token", "expected a string"), "{e:?}");
-        assert!(!format!("{e:?}").contains("12345"));
-    }
-
-    #[test]
-    fn effective_toml_reads_back_and_hides_secrets() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("key");
-        std::fs::write(&path, "the-api-key\n").expect("write");
-        std::env::set_var("LONGCONN_TEST_HEC_TOKEN_2", "hec-secret");
-        for text in [
-            format!(
-                "url = \"https://es:9200\"\nformat = \"elasticsearch\"\napi_key_file = {:?}\ngzip = true\n",
-                path.display().to_string()
-            ),
-            "url = \"https://s:8088\"\nformat = \"splunk_hec\"\ntoken_env = \"LONGCONN_TEST_HEC_TOKEN_2\"\nack = true\nindex = \"net\"\ntimeout = \"1m 30s\"\n".to_string(),
-            "url = \"http://h/in\"\nheaders = { X-A = \"secret-header\" }\nbatch_size = 7\n".to_string(),
-        ] {
-            let c = ok(&text);
-            let effective = c.to_effective_toml();
-            let shown = format!("{}\n{c:?}", effective);
-            for secret in ["the-api-key", "hec-secret", "secret-header"] {
-                assert!(!shown.contains(secret), "{shown}");
-            }
-            if c.headers.is_empty() {
-                assert_eq!(ok(&effective.to_string()), c, "{shown}");
-            }
-        }
-        let inline = ok("url = \"http://h\"\ntoken = \"abc\"\n").to_effective_toml();
-        assert_eq!(inline.get("token").and_then(|v| v.as_str()), Some("***"));
-    }
-
-    #[test]
-    fn channels_differ() {
-        assert_ne!(new_channel(), new_channel());
-        let c = new_channel();
-        let parts: Vec<&str> = c.split('-').collect();
-        let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
-        assert_eq!(lens, [8, 4, 4, 4, 12], "{c}");
-        assert!(c.chars().all(|x| x == '-' || x.is_ascii_hexdigit()), "{c}");
-        assert!(parts[2].starts_with('4'), "version 4: {c}");
-    }
-}
+mod tests;

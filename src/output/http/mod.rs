@@ -13,7 +13,7 @@
 //! the status and the first bytes of the receiver's answer, never a credential (URLs with credentials are
 //! refused by the config).
 
-mod config;
+pub mod config;
 pub mod elastic;
 pub mod splunk;
 
