@@ -37,6 +37,7 @@
 //! | `longconn.uids_total` | how many uids contributed (`zeek.session_id` holds at most 50) |
 //! | `longconn.message` | one sentence in plain words |
 
+use crate::detector::context::{Named, Reason};
 use crate::rules::Level;
 use crate::window::GroupBy;
 use crate::window::GroupKey;
@@ -59,6 +60,8 @@ pub struct Alert {
     #[serde(default, skip_serializing_if = "Network::is_empty")]
     pub network: Network,
     pub related: Related,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
     pub observer: Observer,
     pub zeek: Zeek,
     pub longconn: Longconn,
@@ -90,6 +93,20 @@ pub struct Destination {
     pub ip: IpAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// The server's name, when ssl.log, http.log or dns.log gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+/// ECS `tls`: only `tls.client.server_name`, when the name is the connection's TLS SNI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tls {
+    pub client: TlsClient,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsClient {
+    pub server_name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -138,6 +155,18 @@ pub struct Longconn {
     pub first_seen: String,
     pub last_seen: String,
     pub uids_total: u64,
+    /// Where `destination.domain` came from: `sni`, `http_host` or `dns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_source: Option<String>,
+    /// Cumulative: the server names seen for the group's connections (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+    /// The context modifiers applied (see `detector::context`), when any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// The level the duration (single) or measure (cumulative) reached before the modifiers, when any applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_level: Option<Level>,
     pub message: String,
 }
 
@@ -225,6 +254,66 @@ pub fn group_string(k: &GroupKey, by: GroupBy) -> String {
     }
 }
 
+/// What the context knew when a record raised alerts: its server's name and the modifiers applied.
+pub struct Why<'a> {
+    pub named: Option<&'a Named>,
+    pub reasons: &'a [Reason],
+}
+
+impl Why<'_> {
+    /// ` (name)` after the responder in a message, or nothing.
+    fn name_text(&self) -> String {
+        self.named
+            .map(|n| format!(" ({})", n.name))
+            .unwrap_or_default()
+    }
+
+    /// The modifiers' sentence for a message: empty when none applied.
+    fn sentence(&self, reached: Level, level: Level) -> String {
+        if self.reasons.is_empty() {
+            return String::new();
+        }
+        let words: Vec<&str> = self.reasons.iter().map(|r| r.words()).collect();
+        let moved = match level.cmp(&reached) {
+            std::cmp::Ordering::Less => {
+                format!("lowered from {} to {}", reached.name(), level.name())
+            }
+            std::cmp::Ordering::Greater => {
+                format!("raised from {} to {}", reached.name(), level.name())
+            }
+            std::cmp::Ordering::Equal => "level unchanged".to_string(),
+        };
+        format!(" Context: {}; {moved}.", words.join("; "))
+    }
+
+    fn fill(&self, a: &mut Alert, reached: Level) {
+        if let Some(n) = self.named {
+            a.destination.domain = Some(n.name.to_string());
+            a.longconn.domain_source = Some(n.source.name().to_string());
+            if n.source == crate::detector::context::DomainSource::Sni {
+                a.tls = Some(Tls {
+                    client: TlsClient {
+                        server_name: n.name.to_string(),
+                    },
+                });
+            }
+        }
+        if !self.reasons.is_empty() {
+            a.longconn.reasons = self.reasons.iter().map(|r| r.name().to_string()).collect();
+            a.longconn.duration_level = Some(reached);
+        }
+    }
+}
+
+/// ` (a, b)` after the responder in a cumulative message, or nothing.
+fn names_text(names: &[compact_str::CompactString]) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    let list: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+    format!(" ({})", list.join(", "))
+}
+
 /// What every alert raised by one record shares.
 pub struct Context<'a> {
     pub key: &'a GroupKey,
@@ -249,6 +338,8 @@ pub struct GroupFigures<'a> {
     pub episode_first: Option<(&'a str, i64)>,
     /// The group's most recent uids, oldest first.
     pub uids: Vec<String>,
+    /// Server names seen for the group's connections.
+    pub names: &'a [compact_str::CompactString],
     pub measure: i64,
     pub sum: i64,
     pub covered: i64,
@@ -288,8 +379,10 @@ impl Context<'_> {
             destination: Destination {
                 ip: self.key.resp,
                 port,
+                domain: None,
             },
             network: Network { transport },
+            tls: None,
             related: Related {
                 ip: if self.key.orig == self.key.resp {
                     vec![self.key.orig]
@@ -305,16 +398,19 @@ impl Context<'_> {
         }
     }
 
-    /// The alert of one connection `rec` (from `ts` to `end`, lasting `dur`) that reached `level`, whose
-    /// threshold is `threshold` (µs).
+    /// The alert of one connection `rec` (from `ts` to `end`, lasting `dur`) whose duration reached
+    /// `reached` (threshold `threshold`, µs), alerted at `level` after the context modifiers in `why`.
+    #[allow(clippy::too_many_arguments)]
     pub fn single(
         &self,
         rec: &ConnRecord,
         level: Level,
+        reached: Level,
         threshold: i64,
         ts: i64,
         end: i64,
         dur: i64,
+        why: &Why,
     ) -> Alert {
         let group = group_string(self.key, self.group_by);
         let id = event_id(Trigger::Single, &group, level, &rec.uid, ts, 0);
@@ -326,12 +422,14 @@ impl Context<'_> {
             format!("lasted {}", human(dur))
         };
         let message = format!(
-            "One connection from {} to {}{} {how}, reaching the {} level ({}).",
+            "One connection from {} to {}{}{} {how}, reaching the {} level ({}).{}",
             self.key.orig,
             self.key.resp,
             port_text,
-            level.name(),
-            human(threshold)
+            why.name_text(),
+            reached.name(),
+            human(threshold),
+            why.sentence(reached, level)
         );
         let lc = Longconn {
             trigger: Trigger::Single,
@@ -348,9 +446,13 @@ impl Context<'_> {
             first_seen: rfc3339(ts),
             last_seen: rfc3339(end),
             uids_total: 1,
+            domain_source: None,
+            domains: Vec::new(),
+            reasons: Vec::new(),
+            duration_level: None,
             message,
         };
-        self.base(
+        let mut a = self.base(
             Trigger::Single,
             level,
             id,
@@ -360,12 +462,22 @@ impl Context<'_> {
             transport,
             lc,
             vec![rec.uid.to_string()],
-        )
+        );
+        why.fill(&mut a, reached);
+        a
     }
 
-    /// The alert of a group that reached `level` (whose threshold is `threshold`, µs), or is still at it
-    /// (`repeat` > 0, a `realert_after` repeat).
-    pub fn cumulative(&self, g: GroupFigures, level: Level, repeat: u32, threshold: i64) -> Alert {
+    /// The alert of a group whose measure reached `reached` (threshold `threshold`, µs), alerted at
+    /// `level` after the context modifiers in `why`, or still at it (`repeat` > 0, a `realert_after` repeat).
+    pub fn cumulative(
+        &self,
+        g: GroupFigures,
+        level: Level,
+        reached: Level,
+        repeat: u32,
+        threshold: i64,
+        why: &Why,
+    ) -> Alert {
         let measure = g.measure;
         let group = group_string(self.key, self.group_by);
         let (first_uid, first_ts) = g.episode_first.unwrap_or(("", 0));
@@ -392,18 +504,20 @@ impl Context<'_> {
             ""
         };
         let message = format!(
-            "{} connections{} from {} to {}{} add up to {} in the last {} ({} covered): the group {} the {} level ({}).",
+            "{} connections{} from {} to {}{}{} add up to {} in the last {} ({} covered): the group {} the {} level ({}).{}",
             g.connections,
             still_open,
             self.key.orig,
             self.key.resp,
             port_text,
+            names_text(g.names),
             human(g.sum),
             human(self.window_us),
             human(g.covered),
             what,
-            level.name(),
-            human(threshold)
+            reached.name(),
+            human(threshold),
+            why.sentence(reached, level)
         );
         let lc = Longconn {
             trigger: Trigger::Cumulative,
@@ -420,9 +534,13 @@ impl Context<'_> {
             first_seen: rfc3339(g.first_seen),
             last_seen: rfc3339(g.last_seen),
             uids_total: g.connections,
+            domain_source: None,
+            domains: g.names.iter().map(ToString::to_string).collect(),
+            reasons: Vec::new(),
+            duration_level: None,
             message,
         };
-        self.base(
+        let mut a = self.base(
             Trigger::Cumulative,
             level,
             id,
@@ -432,7 +550,9 @@ impl Context<'_> {
             transport,
             lc,
             g.uids,
-        )
+        );
+        why.fill(&mut a, reached);
+        a
     }
 }
 
@@ -553,7 +673,20 @@ mod tests {
             ..ConnRecord::default()
         };
         let (ts, dur) = (1_699_990_000_000_000, 2_000_000_000);
-        let a = ctx.single(&rec, Level::High, 60_000_000, ts, ts + dur, dur);
+        let why = Why {
+            named: None,
+            reasons: &[],
+        };
+        let a = ctx.single(
+            &rec,
+            Level::High,
+            Level::High,
+            60_000_000,
+            ts,
+            ts + dur,
+            dur,
+            &why,
+        );
         let json = a.to_json();
         let head = Head::parse(&json).unwrap();
         assert_eq!(head.timestamp, a.timestamp);
