@@ -548,3 +548,383 @@ impl Context {
         c
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detector::fixtures::{self, rec};
+    use crate::detector::Detector;
+    use crate::zeek::SourceKind;
+
+    const T0: f64 = 1_700_000_000.0;
+    const H: f64 = 3600.0;
+
+    fn ctx(
+        kind: ContextKind,
+        uid: &str,
+        orig: &str,
+        resp: &str,
+        ts: f64,
+        name: &str,
+    ) -> ContextRecord {
+        ContextRecord {
+            kind,
+            ts,
+            uid: uid.into(),
+            orig_h: orig.parse().expect("addr"),
+            resp_h: Some(resp.parse().expect("addr")),
+            resp_p: Some(443),
+            name: Some(name.into()),
+            answers: Vec::new(),
+        }
+    }
+
+    fn dns(orig: &str, ts: f64, name: &str, answer: &str) -> ContextRecord {
+        ContextRecord {
+            kind: ContextKind::Dns,
+            ts,
+            uid: "Cdns".into(),
+            orig_h: orig.parse().expect("addr"),
+            resp_h: Some("10.0.0.53".parse().expect("addr")),
+            resp_p: Some(53),
+            name: Some(name.into()),
+            answers: vec![answer.parse().expect("addr")],
+        }
+    }
+
+    fn tls(uid: &str, orig: &str, resp: &str, ts: f64, dur: f64) -> ConnRecord {
+        ConnRecord {
+            resp_p: Some(443),
+            service: Some("ssl".into()),
+            ..rec(uid, orig, resp, ts, dur)
+        }
+    }
+
+    /// One step of a join table: a context record, or a conn record with the name its alert must carry.
+    enum Step {
+        Ctx(ContextRecord),
+        Conn(ConnRecord, Option<(&'static str, &'static str)>),
+    }
+
+    fn run(steps: Vec<Step>) {
+        let mut d = Detector::new(&fixtures::config());
+        for (i, step) in steps.into_iter().enumerate() {
+            match step {
+                Step::Ctx(r) => d.process_context(&r),
+                Step::Conn(r, want) => {
+                    let mut out = Vec::new();
+                    d.process(&r, SourceKind::Conn, &mut out);
+                    let a = out.first().unwrap_or_else(|| panic!("step {i}: no alert"));
+                    let got = a
+                        .destination
+                        .domain
+                        .as_deref()
+                        .zip(a.longconn.domain_source.as_deref());
+                    assert_eq!(got, want, "step {i}");
+                    if want.is_some_and(|(_, src)| src == "sni") {
+                        assert_eq!(
+                            a.tls.as_ref().map(|t| t.client.server_name.as_str()),
+                            want.map(|w| w.0)
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ssl_before_conn_names_by_uid() {
+        run(vec![
+            Step::Ctx(ctx(
+                ContextKind::Ssl,
+                "C1",
+                "10.0.0.1",
+                "1.2.3.4",
+                T0,
+                "a.example.com",
+            )),
+            Step::Conn(
+                tls("C1", "10.0.0.1", "1.2.3.4", T0, 5.0 * H),
+                Some(("a.example.com", "sni")),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn conn_before_ssl_is_unnamed_and_http_host_names_its_own_uid() {
+        run(vec![
+            Step::Conn(tls("C1", "10.0.0.1", "1.2.3.4", T0, 2.0 * H), None),
+            Step::Ctx(ctx(
+                ContextKind::Ssl,
+                "C1",
+                "10.0.0.1",
+                "1.2.3.4",
+                T0,
+                "late.example.com",
+            )),
+            Step::Ctx(ctx(
+                ContextKind::Http,
+                "C2",
+                "10.0.0.2",
+                "5.6.7.8",
+                T0 + H,
+                "web.example.com",
+            )),
+            Step::Conn(
+                rec("C2", "10.0.0.2", "5.6.7.8", T0 + H, 2.0 * H),
+                Some(("web.example.com", "http_host")),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_pair_name_names_its_continuations_within_the_window() {
+        // Named TLS lowers a level: 5h pieces (medium) still alert, at low.
+        let mut cont = rec("C2", "10.0.0.1", "1.2.3.4", T0 + 3.0 * H, 9.0 * H);
+        cont.resp_p = Some(443);
+        cont.conn_state = Some("OTH".into());
+        let mut late = rec("C3", "10.0.0.1", "1.2.3.4", T0 + 40.0 * H, 5.0 * H);
+        late.resp_p = Some(443);
+        run(vec![
+            Step::Ctx(ctx(
+                ContextKind::Ssl,
+                "C1",
+                "10.0.0.1",
+                "1.2.3.4",
+                T0,
+                "push.example.com",
+            )),
+            Step::Conn(
+                tls("C1", "10.0.0.1", "1.2.3.4", T0, 5.0 * H),
+                Some(("push.example.com", "sni")),
+            ),
+            Step::Conn(cont, Some(("push.example.com", "sni"))),
+            // A day later the pair's name is out of the window.
+            Step::Conn(late, None),
+        ]);
+    }
+
+    #[test]
+    fn uid_names_expire_with_the_window() {
+        let mut far = rec("X", "10.9.9.9", "9.9.9.9", T0 + 30.0 * H, 0.0);
+        far.resp_p = Some(1);
+        let mut d = Detector::new(&fixtures::config());
+        d.process_context(&ctx(
+            ContextKind::Ssl,
+            "C1",
+            "10.0.0.1",
+            "1.2.3.4",
+            T0,
+            "old.example.com",
+        ));
+        d.process(&far, SourceKind::Conn, &mut Vec::new());
+        // The next sweep (an eighth of a window later) drops the day-old name.
+        let mut later = rec("Y", "10.9.9.9", "9.9.9.9", T0 + 34.0 * H, 0.0);
+        later.resp_p = Some(1);
+        d.process(&later, SourceKind::Conn, &mut Vec::new());
+        assert!(d.snapshot().context.uids.is_empty());
+        assert!(d.snapshot().context.pairs.is_empty());
+    }
+
+    #[test]
+    fn a_dns_answer_names_only_the_host_that_asked() {
+        run(vec![
+            Step::Ctx(dns("10.0.0.1", T0, "api.example.com", "1.2.3.4")),
+            Step::Conn(
+                rec("C1", "10.0.0.1", "1.2.3.4", T0 + 1.0, 2.0 * H),
+                Some(("api.example.com", "dns")),
+            ),
+            // Another host reaching the same address did not ask: no name for it.
+            Step::Conn(rec("C2", "10.0.0.2", "1.2.3.4", T0 + 2.0, 2.0 * H), None),
+        ]);
+    }
+
+    #[test]
+    fn uid_map_is_bounded_and_counts_evictions() {
+        let mut c = Context::default();
+        let cfg = ContextConfig {
+            max_entries: 2,
+            ..ContextConfig::default()
+        };
+        for (i, uid) in ["C1", "C2", "C3"].iter().enumerate() {
+            let r = ctx(
+                ContextKind::Ssl,
+                uid,
+                "10.0.0.1",
+                "1.2.3.4",
+                T0 + i as f64,
+                "x.example.com",
+            );
+            c.observe(&r, &cfg, None, (24.0 * H * 1e6) as i64);
+        }
+        assert_eq!(c.uids.len(), 2);
+        assert!(!c.uids.contains_key("C1"));
+        assert_eq!(c.stats().evictions, 1);
+    }
+
+    fn reasons_of(
+        c: &Context,
+        r: &ConnRecord,
+        named: Option<&Named>,
+        cfg: &ContextConfig,
+    ) -> Vec<Reason> {
+        let (o, d) = (r.orig_h.expect("orig"), r.resp_h.expect("resp"));
+        c.reasons(
+            r,
+            o,
+            d,
+            named,
+            cfg,
+            (T0 * 1e6) as i64 + 1,
+            (24.0 * H * 1e6) as i64,
+        )
+    }
+
+    #[test]
+    fn each_modifier_applies_when_its_rule_holds_and_not_otherwise() {
+        let cfg = ContextConfig::default();
+        let c = Context::default();
+        let sni = Named {
+            name: "a.example.com".into(),
+            source: DomainSource::Sni,
+            port: Some(443),
+            at: (T0 * 1e6) as i64,
+        };
+        // named_tls_usual_port: SNI on 443 with service ssl, or a continuation without service.
+        let r = tls("C1", "10.0.0.1", "1.2.3.4", T0, H);
+        assert_eq!(
+            reasons_of(&c, &r, Some(&sni), &cfg),
+            vec![Reason::NamedTlsUsualPort]
+        );
+        let mut cont = r.clone();
+        cont.service = None;
+        assert_eq!(
+            reasons_of(&c, &cont, Some(&sni), &cfg),
+            vec![Reason::NamedTlsUsualPort]
+        );
+        // ...not on an unusual port, not without a name, not when Zeek saw another protocol.
+        let mut odd = r.clone();
+        odd.resp_p = Some(4444);
+        assert!(reasons_of(&c, &odd, Some(&sni), &cfg).is_empty());
+        assert!(reasons_of(&c, &r, None, &cfg).is_empty());
+        let mut ssh = r.clone();
+        ssh.service = Some("ssh".into());
+        assert!(reasons_of(&c, &ssh, Some(&sni), &cfg).is_empty());
+        // unidentified_protocol: TCP, no service, no name, a port outside known_ports.
+        let mut unk = rec("C2", "10.0.0.1", "1.2.3.4", T0, H);
+        unk.resp_p = Some(50516);
+        assert_eq!(
+            reasons_of(&c, &unk, None, &cfg),
+            vec![Reason::UnidentifiedProtocol]
+        );
+        unk.proto = "udp".into();
+        assert!(reasons_of(&c, &unk, None, &cfg).is_empty());
+        unk.proto = "tcp".into();
+        unk.resp_p = Some(22);
+        assert!(reasons_of(&c, &unk, None, &cfg).is_empty());
+        // Switched off, nothing applies.
+        let off = ContextConfig {
+            named_tls_usual_port: false,
+            unidentified_protocol: false,
+            ..ContextConfig::default()
+        };
+        assert!(reasons_of(&c, &r, Some(&sni), &off).is_empty());
+        unk.resp_p = Some(50516);
+        assert!(reasons_of(&c, &unk, None, &off).is_empty());
+    }
+
+    #[test]
+    fn no_dns_answer_only_when_the_hosts_dns_is_visible() {
+        let cfg = ContextConfig::default();
+        let mut c = Context::default();
+        let mut r = rec("C1", "10.0.0.1", "1.2.3.4", T0, H);
+        r.resp_p = Some(22);
+        assert!(
+            reasons_of(&c, &r, None, &cfg).is_empty(),
+            "no dns.log: no evidence"
+        );
+        c.observe(
+            &dns("10.0.0.1", T0 - 10.0, "other.example.com", "5.5.5.5"),
+            &cfg,
+            None,
+            (24.0 * H * 1e6) as i64,
+        );
+        assert_eq!(reasons_of(&c, &r, None, &cfg), vec![Reason::NoDnsAnswer]);
+        let named = Named {
+            name: "x.example.com".into(),
+            source: DomainSource::Dns,
+            port: None,
+            at: (T0 * 1e6) as i64,
+        };
+        assert!(reasons_of(&c, &r, Some(&named), &cfg).is_empty());
+    }
+
+    #[test]
+    fn prevalence_needs_enough_sources() {
+        let cfg = ContextConfig::default();
+        let mut c = Context::default();
+        let now = (T0 * 1e6) as i64;
+        let popular = Dest::Addr("1.1.1.1".parse().expect("addr"));
+        for i in 0..60u8 {
+            let src: IpAddr = format!("10.0.1.{i}").parse().expect("addr");
+            if i < 40 {
+                c.reached(src, popular.clone(), now, &cfg, 0);
+            } else {
+                c.reached(
+                    src,
+                    Dest::Addr(format!("9.9.9.{i}").parse().expect("addr")),
+                    now,
+                    &cfg,
+                    0,
+                );
+            }
+        }
+        let r = rec("C1", "10.0.1.1", "1.1.1.1", T0, H);
+        assert_eq!(
+            reasons_of(&c, &r, None, &cfg),
+            vec![Reason::CommonDestination]
+        );
+        let rare = rec("C2", "10.0.1.50", "9.9.9.50", T0, H);
+        assert_eq!(
+            reasons_of(&c, &rare, None, &cfg),
+            vec![Reason::RareDestination]
+        );
+        // Nine sources are too few to say anything.
+        let mut few = Context::default();
+        for i in 0..9u8 {
+            few.reached(
+                format!("10.0.2.{i}").parse().expect("addr"),
+                popular.clone(),
+                now,
+                &cfg,
+                0,
+            );
+        }
+        assert!(reasons_of(&few, &r, None, &cfg).is_empty());
+    }
+
+    proptest::proptest! {
+        /// Modifiers never move a level by more than one step and never invent an alert.
+        #[test]
+        fn modifiers_move_at_most_one_step(level in proptest::option::of(0usize..4), picks in proptest::collection::vec(0usize..5, 0..6)) {
+            let all = [
+                Reason::NamedTlsUsualPort,
+                Reason::CommonDestination,
+                Reason::UnidentifiedProtocol,
+                Reason::NoDnsAnswer,
+                Reason::RareDestination,
+            ];
+            let reasons: Vec<Reason> = picks.iter().map(|i| all[*i]).collect();
+            let level = level.map(|i| Level::ALL[i]);
+            let got = apply(level, &reasons);
+            match level {
+                None => proptest::prop_assert_eq!(got, None),
+                Some(l) => {
+                    let from = l as i32;
+                    let to = got.map_or(-1, |g| g as i32);
+                    proptest::prop_assert!((to - from).abs() <= 1);
+                }
+            }
+        }
+    }
+}
