@@ -41,6 +41,7 @@ pub const FIELDS: FieldSet = FieldSet::of(&[
     Field::Ts,
     Field::Uid,
     Field::OrigH,
+    Field::OrigP,
     Field::RespH,
     Field::RespP,
     Field::Proto,
@@ -49,6 +50,7 @@ pub const FIELDS: FieldSet = FieldSet::of(&[
     Field::OrigBytes,
     Field::RespBytes,
     Field::ConnState,
+    Field::CommunityId,
 ]);
 
 /// How `run` and `replay` parse records for the detector.
@@ -512,6 +514,7 @@ impl Detector {
             t,
             window_us,
             open: is_interim,
+            direction: self.rules.direction(orig, resp),
         };
         // A connection alerts again only at a higher level than it already alerted at.
         let conn_level = prev.as_ref().and_then(|p| p.level);

@@ -549,6 +549,43 @@ impl Context {
     }
 }
 
+/// Alerts with every optional field set, for the alert module's field-table test.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+    use crate::alert::Alert;
+    use crate::detector::fixtures::{self, rec};
+    use crate::detector::Detector;
+    use crate::zeek::SourceKind;
+
+    pub fn sample_alerts() -> Vec<Alert> {
+        let t0 = 1_700_000_000.0;
+        let mut d = Detector::new(&fixtures::config());
+        let mut out = Vec::new();
+        d.process_context(&ContextRecord {
+            kind: ContextKind::Ssl,
+            ts: t0,
+            uid: "C1".into(),
+            orig_h: "10.0.0.1".parse().expect("addr"),
+            resp_h: Some("1.2.3.4".parse().expect("addr")),
+            resp_p: Some(443),
+            name: Some("a.example.com".into()),
+            answers: Vec::new(),
+        });
+        let mut r = rec("C1", "10.0.0.1", "1.2.3.4", t0, 5.0 * 3600.0);
+        r.service = Some("ssl".into());
+        d.process(&r, SourceKind::Conn, &mut out);
+        let mut d = Detector::new(&fixtures::config());
+        let mut pieces = rec("C2", "10.0.0.2", "5.6.7.8", t0, 3.0 * 3600.0);
+        pieces.resp_p = Some(4444);
+        d.process(&pieces, SourceKind::Conn, &mut out);
+        pieces.uid = "C3".into();
+        pieces.ts = Some(t0 + 3.0 * 3600.0);
+        d.process(&pieces, SourceKind::Conn, &mut out);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 //! never stops the caller; a bad value in a field the caller did not mark as required is counted and read as
 //! unset, so Zeek's masked test baselines (`XXXXXXXXXX.XXXXXX`) still count.
 
+pub mod community_id;
 pub mod context;
 mod json;
 mod skipped;
