@@ -8,7 +8,7 @@
 
 use crate::support::sensor;
 
-use crate::support::faults::is_root;
+use crate::support::faults::{is_root, skip_unless_root};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -30,17 +30,8 @@ fn longconn(args: &[&str], config: &Path, unprivileged: bool) -> Command {
     } else {
         Command::new(exe)
     };
-    cmd.args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args(args).arg("--config").arg(config);
+    sensor::quiet(&mut cmd).stderr(Stdio::piped());
     cmd
 }
 
@@ -110,6 +101,24 @@ fn chmod(path: &Path, mode: u32) {
 
 fn chown(path: &Path, uid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(uid)).expect("chown");
+}
+
+/// The start of a syslog output over TLS (its certificates follow).
+const TLS_SYSLOG: &str =
+    "[[output]]\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"siem.example.org:6514\"\n";
+
+/// A directory with permissions `mode`.
+fn mkdir(path: &Path, mode: u32) {
+    std::fs::create_dir(path).expect("mkdir");
+    chmod(path, mode);
+}
+
+/// A `[[output]]` table of the file output writing to `path`.
+fn file_output(path: &Path) -> String {
+    format!(
+        "[[output]]\ntype = \"file\"\npath = \"{}\"\n",
+        path.display()
+    )
 }
 
 fn write(path: &Path, text: &str) {
@@ -185,14 +194,7 @@ fn state_path_is_a_plain_file() {
     let state = dir.path().join("state");
     write(&state, "not a directory\n");
     let alerts = dir.path().join("alerts.json");
-    let cfg = config(
-        dir.path(),
-        &state,
-        &format!(
-            "[[output]]\ntype = \"file\"\npath = \"{}\"\n",
-            alerts.display()
-        ),
-    );
+    let cfg = config(dir.path(), &state, &file_output(&alerts));
     both_refuse(
         dir.path(),
         &cfg,
@@ -214,9 +216,8 @@ fn state_below_a_plain_file() {
 fn state_dir_not_writable() {
     let dir = world_dir();
     let state = dir.path().join("state");
-    std::fs::create_dir(&state).expect("mkdir");
     // Root's, read-only for everyone else; as root we run as nobody, else drop our own write bit.
-    chmod(&state, 0o555);
+    mkdir(&state, 0o555);
     let cfg = config(dir.path(), &state, "[[output]]\ntype = \"stdout\"\n");
     both_refuse(
         dir.path(),
@@ -231,8 +232,7 @@ fn state_dir_not_writable() {
 fn state_dir_cannot_be_created() {
     let dir = world_dir();
     let parent = dir.path().join("lib");
-    std::fs::create_dir(&parent).expect("mkdir");
-    chmod(&parent, 0o555);
+    mkdir(&parent, 0o555);
     let cfg = config(dir.path(), &parent.join("longconn/state"), "");
     both_refuse(
         dir.path(),
@@ -247,18 +247,13 @@ fn state_dir_cannot_be_created() {
 fn alert_file_directory_not_writable() {
     let dir = world_dir();
     let logs = dir.path().join("log");
-    std::fs::create_dir(&logs).expect("mkdir");
-    chmod(&logs, 0o555);
+    mkdir(&logs, 0o555);
     let state = dir.path().join("state");
-    std::fs::create_dir(&state).expect("mkdir");
-    chmod(&state, 0o777);
+    mkdir(&state, 0o777);
     let cfg = config(
         dir.path(),
         &state,
-        &format!(
-            "[[output]]\ntype = \"file\"\npath = \"{}\"\n",
-            logs.join("longconn/alerts.json").display()
-        ),
+        &file_output(&logs.join("longconn/alerts.json")),
     );
     both_refuse(
         dir.path(),
@@ -277,7 +272,7 @@ fn syslog_tls_ca_file_missing() {
         dir.path(),
         &dir.path().join("state"),
         &format!(
-            "[[output]]\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"siem.example.org:6514\"\nca_file = \"{}\"\n[[output]]\ntype = \"file\"\npath = \"{}\"\n",
+            "{TLS_SYSLOG}ca_file = \"{}\"\n[[output]]\ntype = \"file\"\npath = \"{}\"\n",
             dir.path().join("siem-ca.pem").display(),
             dir.path().join("alerts.json").display()
         ),
@@ -298,10 +293,7 @@ fn syslog_tls_ca_file_not_pem() {
     let cfg = config(
         dir.path(),
         &dir.path().join("state"),
-        &format!(
-            "[[output]]\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"siem.example.org:6514\"\nca_file = \"{}\"\n",
-            ca.display()
-        ),
+        &format!("{TLS_SYSLOG}ca_file = \"{}\"\n", ca.display()),
     );
     both_refuse(
         dir.path(),
@@ -315,11 +307,7 @@ fn syslog_tls_ca_file_not_pem() {
 #[test]
 fn syslog_tls_without_ca_file() {
     let dir = world_dir();
-    let cfg = config(
-        dir.path(),
-        &dir.path().join("state"),
-        "[[output]]\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"siem.example.org:6514\"\n",
-    );
+    let cfg = config(dir.path(), &dir.path().join("state"), TLS_SYSLOG);
     both_refuse(dir.path(), &cfg, false, &[("output[0].ca_file", "missing")]);
 }
 
@@ -340,7 +328,7 @@ fn syslog_tls_client_key_of_another_certificate() {
         dir.path(),
         &dir.path().join("state"),
         &format!(
-            "[[output]]\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"siem.example.org:6514\"\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+            "{TLS_SYSLOG}ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
             ca.display(),
             cert.display(),
             key.display()
@@ -359,8 +347,7 @@ fn syslog_tls_client_key_of_another_certificate() {
 
 #[test]
 fn syslog_tls_client_cert_unreadable() {
-    if !is_root() {
-        println!("SKIPPED: needs root (an unreadable file needs another user)");
+    if skip_unless_root(" (an unreadable file needs another user)") {
         return;
     }
     let dir = world_dir();
@@ -377,13 +364,12 @@ fn syslog_tls_client_cert_unreadable() {
     chmod(&cert, 0o600);
     chmod(&key, 0o600);
     let state = dir.path().join("state");
-    std::fs::create_dir(&state).expect("mkdir");
-    chmod(&state, 0o777);
+    mkdir(&state, 0o777);
     let cfg = config(
         dir.path(),
         &state,
         &format!(
-            "[[output]]\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"siem.example.org:6514\"\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+            "{TLS_SYSLOG}ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
             ca_path.display(),
             cert.display(),
             key.display()
@@ -440,7 +426,7 @@ fn every_problem_at_once() {
         dir.path(),
         &state,
         &format!(
-            "[window]\nlength = \"forever\"\n[[output]]\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"siem.example.org:6514\"\nca_file = \"{}\"\n",
+            "[window]\nlength = \"forever\"\n{TLS_SYSLOG}ca_file = \"{}\"\n",
             dir.path().join("nope.pem").display()
         ),
     );

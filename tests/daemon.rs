@@ -190,21 +190,10 @@ impl Env {
     fn expected(&self) -> Vec<String> {
         let joined = self.logs.parent().expect("tmp").join("joined.log");
         fs::write(&joined, &self.joined).expect("write joined");
-        let out = Command::new(bin())
-            .args(["replay", "--config"])
-            .arg(self.logs.parent().expect("tmp").join("replay.toml"))
-            .arg(&joined)
-            .output()
-            .expect("replay");
-        assert!(
-            out.status.success(),
-            "replay failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
+        support::sensor::replay(
+            &self.logs.parent().expect("tmp").join("replay.toml"),
+            &joined,
+        )
     }
 
     fn alerts(&self) -> Vec<String> {

@@ -101,16 +101,8 @@ listen = "127.0.0.1:{metrics_port}"
     .unwrap();
     let full_log = format!("{log}{rest}");
     fs::write(d.join("full.log"), &full_log).unwrap();
-    let replay = Command::new(env!("CARGO_BIN_EXE_longconn"))
-        .args(["replay", "--config"])
-        .arg(&config)
-        .arg(d.join("full.log"))
-        .stderr(Stdio::null())
-        .output()
-        .unwrap();
-    let want: BTreeSet<String> = String::from_utf8(replay.stdout)
-        .unwrap()
-        .lines()
+    let want: BTreeSet<String> = crate::support::sensor::replay(&config, &d.join("full.log"))
+        .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v["event"]["id"].as_str().map(str::to_string))
         .collect();

@@ -6,13 +6,13 @@
 //! The tmpfs tests need root (mount); without it they print "SKIPPED: needs root" and pass. Every mount is
 //! undone by a guard, even when a test fails.
 
-use crate::support::faults::{is_root, wait_until, Tmpfs};
+use crate::support::faults::{skip_unless_root, wait_until, Daemon, Tmpfs};
+use crate::support::sensor;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const HEADER: &str = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\n#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\n";
@@ -34,110 +34,6 @@ fn rows(from: u64, to: u64, duration: u64) -> String {
         .expect("write row");
     }
     s
-}
-
-/// A running `longconn run`, its stderr in a file; killed if still running when dropped.
-struct Daemon {
-    child: Option<Child>,
-    stderr: PathBuf,
-}
-
-impl Daemon {
-    fn start(config: &Path, stderr: &Path) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_longconn"))
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(stderr).expect("stderr file"))
-            .spawn()
-            .expect("spawn longconn");
-        Daemon {
-            child: Some(child),
-            stderr: stderr.to_path_buf(),
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn wait_log(&self, limit: Duration, needle: &str) {
-        let start = Instant::now();
-        while !self.log().contains(needle) {
-            assert!(
-                start.elapsed() < limit,
-                "timed out waiting for {needle:?} in the log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until `n` lines of the log contain every one of `needles`.
-    fn wait_lines(&self, limit: Duration, needles: &[&str], n: usize) {
-        let start = Instant::now();
-        let count = || {
-            self.log()
-                .lines()
-                .filter(|l| needles.iter().all(|w| l.contains(w)))
-                .count()
-        };
-        while count() < n {
-            assert!(
-                start.elapsed() < limit,
-                "timed out waiting for {n} lines with {needles:?} in the log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        let child = self.child.as_ref().expect("running");
-        // SAFETY: kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(i32::try_from(child.id()).expect("pid"), sig) };
-        assert_eq!(rc, 0, "kill");
-    }
-
-    /// SIGTERM, then the exit status (within 15 s).
-    fn stop(mut self) -> (ExitStatus, String) {
-        self.signal(libc::SIGTERM);
-        let mut child = self.child.take().expect("running");
-        let start = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                return (st, self.log());
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                let _ = child.kill();
-                panic!("longconn did not stop after SIGTERM:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(mut self) -> String {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.log()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// The test's sensor: `conn.log` and the config in a temp dir; state and alerts where the test puts them.
@@ -216,17 +112,8 @@ batch_size = 100
     fn replay_ids(&self) -> BTreeSet<String> {
         let all = self.path("all.log");
         fs::write(&all, &self.written).expect("all.log");
-        let out = Command::new(env!("CARGO_BIN_EXE_longconn"))
-            .args(["replay", "--config"])
-            .arg(self.config())
-            .arg(&all)
-            .stderr(Stdio::null())
-            .output()
-            .expect("replay");
-        assert!(out.status.success(), "replay failed");
-        String::from_utf8(out.stdout)
-            .expect("utf-8")
-            .lines()
+        sensor::replay(&self.config(), &all)
+            .iter()
             .map(|l| event_id(l).expect("replay writes alerts"))
             .collect()
     }
@@ -262,8 +149,7 @@ fn complete_lines(path: &Path) -> usize {
 /// alert file is a whole alert, each id `replay` gives is there exactly once (no SIGKILL in between).
 #[test]
 fn file_output_on_a_full_file_system_writes_each_alert_once_and_whole() {
-    if !is_root() {
-        println!("SKIPPED: needs root");
+    if skip_unless_root("") {
         return;
     }
     let mnt = tempfile::tempdir().expect("tempdir");
@@ -307,8 +193,7 @@ fn file_output_on_a_full_file_system_writes_each_alert_once_and_whole() {
 /// non-zero exit (75), no "checkpoint saved", no temp file left behind.
 #[test]
 fn failed_final_checkpoint_is_an_error_and_a_non_zero_exit() {
-    if !is_root() {
-        println!("SKIPPED: needs root");
+    if skip_unless_root("") {
         return;
     }
     let mnt = tempfile::tempdir().expect("tempdir");

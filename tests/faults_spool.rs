@@ -8,14 +8,15 @@
 //!   lost is reported in the log (segment, offset, sequence number) and in the metric
 //!   `longconn_spool_records_lost_total`.
 
-use crate::support::faults::{is_root, wait_until, Tmpfs};
+use crate::support::faults::{skip_unless_root, wait_until, Daemon, Tmpfs};
+use crate::support::sensor;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const HEADER: &str = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\n#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\n";
@@ -61,15 +62,7 @@ fn delivered(path: &Path) -> Vec<String> {
 }
 
 fn replay_ids(config: &Path, log: &Path) -> BTreeSet<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_longconn"))
-        .args(["replay", "--config"])
-        .arg(config)
-        .arg(log)
-        .stderr(Stdio::null())
-        .output()
-        .expect("run replay");
-    assert!(out.status.success(), "replay failed");
-    ids_of(&String::from_utf8(out.stdout).expect("utf-8"))
+    ids_of(&sensor::replay(config, log).join("\n"))
         .into_iter()
         .collect()
 }
@@ -82,60 +75,63 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The daemon, killed if a test fails while it runs (so a tmpfs can be unmounted).
-struct Daemon {
-    child: Option<Child>,
+/// A config reading `log`, its state in `state`, alerts to the file `alerts` (flushed every 10 ms), one alert
+/// per row (`low = "1m"`); `tables` (whole TOML tables) added before the output.
+fn file_output_config(log: &Path, state: &Path, alerts: &Path, tables: &str) -> String {
+    format!(
+        r#"[[source]]
+path = "{log}"
+[state]
+dir = "{state}"
+checkpoint_interval = "200ms"
+[single]
+levels = {{ low = "1m" }}
+[cumulative]
+levels = {{}}
+{tables}[[output]]
+type = "file"
+path = "{alerts}"
+flush_interval = "10ms"
+"#,
+        log = log.display(),
+        state = state.display(),
+        alerts = alerts.display(),
+    )
 }
 
-impl Daemon {
-    fn start(config: &Path, stderr: &Path) -> Daemon {
-        let err = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(stderr)
-            .expect("stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_longconn"))
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("spawn longconn");
-        Daemon { child: Some(child) }
-    }
-
-    /// SIGTERM, and a clean exit within 15 s.
-    fn stop(mut self) {
-        let mut child = self.child.take().expect("running");
-        let pid = i32::try_from(child.id()).expect("pid");
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                assert!(status.success(), "exit {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
+/// Waits (2 min at most) until the file `alerts` holds `want` alerts; fails as soon as delivery makes no
+/// progress for 30 s, showing the end of the daemon's log and the state and spool directories.
+fn wait_all_delivered(alerts: &Path, want: usize, stderr: &Path, state: &Path) {
+    let mut last = (0, Instant::now());
+    wait_until(Duration::from_secs(120), "every alert delivered", || {
+        let n = delivered(alerts).len();
+        if n != last.0 {
+            last = (n, Instant::now());
         }
-    }
+        assert!(
+            last.1.elapsed() < Duration::from_secs(30),
+            "delivery stalled at {n} of {want} alerts; the log ends with:\n{}\n{}",
+            tail(stderr),
+            String::from_utf8_lossy(
+                &Command::new("ls")
+                    .arg("-la")
+                    .arg(state.join("spool"))
+                    .arg(state)
+                    .output()
+                    .unwrap()
+                    .stdout
+            )
+        );
+        n >= want
+    });
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// The file `alerts` holds every id of `want` exactly once, and no other.
+fn assert_each_delivered_once(alerts: &Path, want: &BTreeSet<String>) {
+    let got = delivered(alerts);
+    let set: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(&set, want, "every replay id delivered, no other");
+    assert_eq!(got.len(), set.len(), "no id twice (no SIGKILL)");
 }
 
 /// The last lines of a log, for a failure message.
@@ -158,8 +154,7 @@ fn spool_bytes(dir: &Path) -> u64 {
 
 #[test]
 fn spool_on_a_partition_smaller_than_one_segment() {
-    if !is_root() {
-        println!("SKIPPED: needs root (mounts a 2 MB tmpfs for the state directory)");
+    if skip_unless_root(" (mounts a 2 MB tmpfs for the state directory)") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -174,27 +169,7 @@ fn spool_on_a_partition_smaller_than_one_segment() {
     // Default [spool]: max_bytes 1 GiB, so the configured segment size is the 16 MiB default.
     fs::write(
         &config,
-        format!(
-            r#"[[source]]
-path = "{log}"
-[state]
-dir = "{state}"
-checkpoint_interval = "200ms"
-[window]
-length = "10m"
-[single]
-levels = {{ low = "1m" }}
-[cumulative]
-levels = {{}}
-[[output]]
-type = "file"
-path = "{alerts}"
-flush_interval = "10ms"
-"#,
-            log = log.display(),
-            state = state.display(),
-            alerts = alerts.display(),
-        ),
+        file_output_config(&log, &state, &alerts, "[window]\nlength = \"10m\"\n"),
     )
     .expect("config");
     // About 4 MB of alerts in all, twice the partition.
@@ -209,7 +184,7 @@ flush_interval = "10ms"
     wait_until(Duration::from_secs(60), "the first 1500 alerts", || {
         delivered(&alerts).len() >= 1500
     });
-    daemon.stop();
+    daemon.stop_ok();
 
     let daemon = Daemon::start(&config, &stderr);
     fs::OpenOptions::new()
@@ -218,41 +193,15 @@ flush_interval = "10ms"
         .expect("open log")
         .write_all(second.as_bytes())
         .expect("append");
-    let mut last = (0, Instant::now());
-    wait_until(Duration::from_secs(120), "every alert delivered", || {
-        let n = delivered(&alerts).len();
-        if n != last.0 {
-            last = (n, Instant::now());
-        }
-        assert!(
-            last.1.elapsed() < Duration::from_secs(30),
-            "delivery stalled at {n} of {} alerts; the log ends with:\n{}\n{}",
-            want.len(),
-            tail(&stderr),
-            String::from_utf8_lossy(
-                &Command::new("ls")
-                    .arg("-la")
-                    .arg(state.join("spool"))
-                    .arg(&state)
-                    .output()
-                    .unwrap()
-                    .stdout
-            )
-        );
-        n >= want.len()
-    });
-    daemon.stop();
-    let got = delivered(&alerts);
-    let set: BTreeSet<String> = got.iter().cloned().collect();
-    assert_eq!(set, want, "every replay id delivered, no other");
-    assert_eq!(got.len(), set.len(), "no id twice (no SIGKILL)");
+    wait_all_delivered(&alerts, want.len(), &stderr, &state);
+    daemon.stop_ok();
+    assert_each_delivered_once(&alerts, &want);
     assert!(spool_bytes(&state.join("spool")) < 2 << 20);
 }
 
 #[test]
 fn spool_disk_full_episode_frees_delivered_space_and_retries() {
-    if !is_root() {
-        println!("SKIPPED: needs root (mounts a 2 MB tmpfs for the state directory)");
+    if skip_unless_root(" (mounts a 2 MB tmpfs for the state directory)") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -265,29 +214,7 @@ fn spool_disk_full_episode_frees_delivered_space_and_retries() {
     let alerts = d.join("alerts.json");
     let config = d.join("longconn.toml");
     let stderr = d.join("daemon.stderr");
-    fs::write(
-        &config,
-        format!(
-            r#"[[source]]
-path = "{log}"
-[state]
-dir = "{state}"
-checkpoint_interval = "200ms"
-[single]
-levels = {{ low = "1m" }}
-[cumulative]
-levels = {{}}
-[[output]]
-type = "file"
-path = "{alerts}"
-flush_interval = "10ms"
-"#,
-            log = log.display(),
-            state = state.display(),
-            alerts = alerts.display(),
-        ),
-    )
-    .expect("config");
+    fs::write(&config, file_output_config(&log, &state, &alerts, "")).expect("config");
     let records = rows(0..3000);
     fs::write(d.join("full.log"), format!("{HEADER}{records}")).expect("full log");
     let want = replay_ids(&config, &d.join("full.log"));
@@ -314,29 +241,7 @@ flush_interval = "10ms"
         .expect("open log")
         .write_all(records.as_bytes())
         .expect("append");
-    let mut last = (0, Instant::now());
-    wait_until(Duration::from_secs(120), "every alert delivered", || {
-        let n = delivered(&alerts).len();
-        if n != last.0 {
-            last = (n, Instant::now());
-        }
-        assert!(
-            last.1.elapsed() < Duration::from_secs(30),
-            "delivery stalled at {n} of {} alerts; the log ends with:\n{}\n{}",
-            want.len(),
-            tail(&stderr),
-            String::from_utf8_lossy(
-                &Command::new("ls")
-                    .arg("-la")
-                    .arg(state.join("spool"))
-                    .arg(&state)
-                    .output()
-                    .unwrap()
-                    .stdout
-            )
-        );
-        n >= want.len()
-    });
+    wait_all_delivered(&alerts, want.len(), &stderr, &state);
     let text = fs::read_to_string(&stderr).expect("stderr");
     assert!(
         text.contains("spool: no space left for alerts"),
@@ -350,11 +255,8 @@ flush_interval = "10ms"
     );
     // Room again before stopping, so the final checkpoint is saved.
     fs::remove_file(&ballast).expect("remove ballast");
-    daemon.stop();
-    let got = delivered(&alerts);
-    let set: BTreeSet<String> = got.iter().cloned().collect();
-    assert_eq!(set, want, "every replay id delivered, no other");
-    assert_eq!(got.len(), set.len(), "no id twice (no SIGKILL)");
+    daemon.stop_ok();
+    assert_each_delivered_once(&alerts, &want);
 }
 
 #[test]
@@ -368,26 +270,11 @@ fn byte_flipped_in_the_middle_of_a_spool_segment() {
     let config = d.join("longconn.toml");
     let stderr = d.join("daemon.stderr");
     let metrics_port = free_port();
-    let base = format!(
-        r#"[[source]]
-path = "{log}"
-[state]
-dir = "{state}"
-checkpoint_interval = "200ms"
-[single]
-levels = {{ low = "1m" }}
-[cumulative]
-levels = {{}}
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-[[output]]
-type = "file"
-path = "{alerts}"
-flush_interval = "10ms"
-"#,
-        log = log.display(),
-        state = state.display(),
-        alerts = alerts.display(),
+    let base = file_output_config(
+        &log,
+        &state,
+        &alerts,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
     );
     // First run: the output "late" is a syslog server that is down, so its cursor stays at the start.
     let down = free_port();
@@ -404,7 +291,7 @@ flush_interval = "10ms"
     wait_until(Duration::from_secs(30), "100 alerts in the file", || {
         delivered(&alerts).len() >= 100
     });
-    daemon.stop();
+    daemon.stop_ok();
 
     // Flip one byte in the middle of record 50 (sequence number 50) of the spool, while stopped.
     let spool = state.join("spool");
@@ -468,7 +355,7 @@ flush_interval = "10ms"
         });
         body
     };
-    daemon.stop();
+    daemon.stop_ok();
     let got: BTreeSet<String> = delivered(&late).into_iter().collect();
     let mut expected = want.clone();
     expected.remove(&victim);

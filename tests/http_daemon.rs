@@ -109,15 +109,8 @@ fn append(path: &Path, text: &str, joined: &mut String) {
 fn expected(dir: &Path, cfg: &Path, joined: &str) -> BTreeMap<String, String> {
     let file = dir.join("joined.log");
     fs::write(&file, joined).expect("write joined");
-    let out = std::process::Command::new(bin())
-        .args(["replay", "--config"])
-        .arg(cfg)
-        .arg(&file)
-        .output()
-        .expect("replay");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    support::sensor::replay(cfg, &file)
+        .iter()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).expect("json");
             (

@@ -1,9 +1,12 @@
 //! `longconn reload --pid PID --config PATH`, what the unit's ExecReload runs (so that a minimal Debian, without
 //! procps and its /bin/kill, can reload): the real binary against a real daemon started here. A good config
 //! makes the daemon log "configuration reloaded"; a bad one makes `reload` fail with the check's exit status and
-//! signal nothing, so the daemon keeps running on its config; a pid that cannot be signalled is named.
+//! signal nothing, so the daemon keeps running on its config; a pid that cannot be signalled is named. That
+//! nothing was signalled is read from a witness process that blocks SIGHUP (a sent one stays pending, in
+//! /proc/PID/status), never concluded from a daemon that stayed quiet for a while.
 
 use crate::support::sensor::{signal, stderr_now, stop, Sensor};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
@@ -36,6 +39,64 @@ fn wait_for(child: &mut Child, log: &mut String, needle: &str, times: usize) {
     }
 }
 
+/// A stand-in for the daemon that never acts on SIGHUP: `sleep` with SIGHUP blocked, so a SIGHUP sent to
+/// it stays pending, shown in /proc/PID/status as soon as kill(2) returns. Whether a command signalled it
+/// is read when the command has exited, with no wait and no race.
+struct Witness(Child);
+
+impl Witness {
+    fn start() -> Witness {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("60");
+        // SAFETY: between fork and exec only async-signal-safe calls (sigemptyset, sigaddset, sigprocmask).
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGHUP);
+                if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let w = Witness(cmd.spawn().expect("spawn sleep"));
+        assert!(w.mask("SigBlk:") & HUP != 0, "SIGHUP not blocked");
+        w
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// A signal mask of /proc/PID/status (`SigBlk:`, `SigPnd:`, `ShdPnd:`).
+    fn mask(&self, key: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in:\n{status}"));
+        u64::from_str_radix(hex.trim(), 16).expect("a hex mask")
+    }
+
+    /// A SIGHUP was sent and is pending (to the process or its thread).
+    fn hup_pending(&self) -> bool {
+        (self.mask("ShdPnd:") | self.mask("SigPnd:")) & HUP != 0
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// SIGHUP in a signal mask.
+const HUP: u64 = 1 << (libc::SIGHUP - 1);
+
 #[test]
 fn reload_with_a_good_config_makes_the_daemon_reload() {
     let sensor = Sensor::new("");
@@ -62,6 +123,7 @@ fn reload_with_a_bad_config_fails_and_signals_nothing() {
     let mut daemon = sensor.spawn(&[]);
     let mut log = String::new();
     wait_for(&mut daemon, &mut log, "longconn running", 1);
+    let witness = Witness::start();
 
     let good = std::fs::read_to_string(sensor.config()).expect("config");
     std::fs::write(
@@ -69,22 +131,35 @@ fn reload_with_a_bad_config_fails_and_signals_nothing() {
         format!("{good}[metrics]\nlisten = \"nowhere\"\n"),
     )
     .expect("write bad config");
-    let out = reload(&sensor.config(), daemon.id());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "reload: {err}");
-    assert!(err.contains("metrics.listen"), "the check's message: {err}");
-    assert!(err.contains("not signalled"), "reload: {err}");
+    for pid in [witness.pid(), daemon.id()] {
+        let out = reload(&sensor.config(), pid);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "reload: {err}");
+        assert!(err.contains("metrics.listen"), "the check's message: {err}");
+        assert!(err.contains("not signalled"), "reload: {err}");
+    }
+    // The proof that nothing was signalled, read rather than waited for: a SIGHUP sent by `reload` would be
+    // pending on the witness from the moment kill(2) returned, before `reload` exited.
     assert!(
-        daemon.try_wait().expect("wait").is_none(),
-        "the daemon died"
+        !witness.hup_pending(),
+        "reload sent SIGHUP with a bad config"
     );
 
-    // The proof that nothing was signalled: had `reload` sent SIGHUP, the daemon would have read the bad
-    // config and logged "reload refused" before handling the SIGHUP sent here, with the good config back.
+    // The good config back: the same command signals (the witness shows it at once) and the daemon reloads.
     std::fs::write(sensor.config(), &good).expect("restore config");
-    signal(&daemon, libc::SIGHUP);
+    for pid in [witness.pid(), daemon.id()] {
+        let out = reload(&sensor.config(), pid);
+        assert!(
+            out.status.success(),
+            "reload failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(witness.hup_pending(), "the witness missed a SIGHUP");
     wait_for(&mut daemon, &mut log, "configuration reloaded", 1);
     log.push_str(&stop(daemon));
+    // The daemon logs one of these two lines per reload request it handles: exactly one, the good one.
     assert!(
         !log.contains("reload refused"),
         "the bad config reached the daemon:\n{log}"
@@ -123,12 +198,9 @@ fn reload_names_a_pid_it_may_not_signal() {
             .status()
             .expect("chown");
         assert!(status.success());
-        let child = Command::new("sleep")
-            .arg("60")
-            .spawn()
-            .expect("spawn sleep");
-        let pid = child.id();
-        target = Some(child);
+        let witness = Witness::start();
+        let pid = witness.pid();
+        target = Some(witness);
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
             .arg(env!("CARGO_BIN_EXE_longconn"))
@@ -142,14 +214,8 @@ fn reload_names_a_pid_it_may_not_signal() {
         reload(&sensor.config(), 1)
     };
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    if let Some(mut child) = target {
-        // Still alive: SIGHUP would have killed `sleep`.
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "sleep was signalled"
-        );
-        let _ = child.kill();
-        let _ = child.wait();
+    if let Some(witness) = target {
+        assert!(!witness.hup_pending(), "the target was signalled");
     }
     assert_eq!(out.status.code(), Some(1), "reload: {err}");
     assert!(err.contains("permission denied"), "reload: {err}");

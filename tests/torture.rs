@@ -52,7 +52,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::support;
@@ -240,14 +240,8 @@ impl Daemon {
         // `LONGCONN_TORTURE_LOG=info,longconn::tail=debug` shows every decision of the follower.
         let level = std::env::var("LONGCONN_TORTURE_LOG").unwrap_or_else(|_| "info".into());
         cmd.args(["run", "--log-level", &level, "--config"])
-            .arg(&self.config)
-            .env_remove("RUST_LOG")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err);
+            .arg(&self.config);
+        support::sensor::quiet(&mut cmd).stderr(err);
         for key in [
             "HTTP_PROXY",
             "http_proxy",
@@ -1339,21 +1333,7 @@ fn torture_seeded_rotations_kills_restarts_reloads() {
     // What replay raises over every record written, in order, under one header block.
     let joined = t.dir.join("joined.log");
     fs::write(&joined, &t.joined).expect("write joined");
-    let out = Command::new(bin())
-        .args(["replay", "--config"])
-        .arg(t.dir.join("replay.toml"))
-        .arg(&joined)
-        .output()
-        .expect("replay");
-    assert!(
-        out.status.success(),
-        "replay failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replay_lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let replay_lines = support::sensor::replay(&t.dir.join("replay.toml"), &joined);
     let expected: BTreeSet<String> = replay_lines.iter().filter_map(|l| event_id(l)).collect();
 
     let file_lines: Vec<String> = fs::read_to_string(&t.alerts)

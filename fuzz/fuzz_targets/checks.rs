@@ -328,7 +328,7 @@ impl Default for Workspace {
     }
 }
 
-/// The records a segment holds by the format (src/spool.rs), parsed here on their own: `(seq, json)` of
+/// The records a segment holds by the format (src/spool/record.rs), parsed here on their own: `(seq, json)` of
 /// each line `SEQ<TAB>CRC<TAB>JSON` whose CRC-32 of `SEQ<TAB>JSON` matches, and of each line `SEQ<TAB>{...`
 /// (version 1, no checksum).
 fn valid_lines(data: &[u8]) -> Vec<(u64, &[u8])> {

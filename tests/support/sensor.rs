@@ -1,8 +1,9 @@
 //! Shared by the end-to-end tests that run the real `longconn run`: a temp sensor (conn.log, state
-//! directory, config) and the TSV rows to write into it.
+//! directory, config) and the TSV rows to write into it; [`quiet`], the environment a daemon under test runs
+//! in; [`replay`], what `longconn replay` raises.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 pub const HEADER: &str = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#open\t2024-01-01-00-00-00\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\n#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\n";
@@ -16,6 +17,39 @@ pub fn row(n: u32, orig: &str, resp: &str, duration: f64) -> String {
 /// A row with too few columns (skipped as `column_count`).
 pub fn bad_row(n: u32) -> String {
     format!("1700000000.{n:06}\tCbad{n}\t10.0.0.1\n")
+}
+
+/// `cmd` (a `longconn` command) as the daemon tests run it: none of the environment that changes its logging
+/// or makes it talk to systemd (`RUST_LOG`, `JOURNAL_STREAM`, `NOTIFY_SOCKET`, `WATCHDOG_*`); stdin and
+/// stdout to /dev/null (stderr is the caller's).
+pub fn quiet(cmd: &mut Command) -> &mut Command {
+    cmd.env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+}
+
+/// The alert lines `longconn replay --config CONFIG LOG` writes; fails (with its stderr) unless it succeeds.
+pub fn replay(config: &Path, log: &Path) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_longconn"))
+        .args(["replay", "--config"])
+        .arg(config)
+        .arg(log)
+        .output()
+        .expect("run replay");
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// A temp sensor: `conn.log`, `state/`, `alerts.json` and `longconn.toml` in one directory.
@@ -66,17 +100,8 @@ impl Sensor {
     /// `longconn run` on this sensor, stderr piped, with `env` added.
     pub fn spawn(&self, env: &[(&str, &str)]) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_longconn"));
-        cmd.arg("run")
-            .arg("--config")
-            .arg(self.config())
-            .env_remove("RUST_LOG")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.arg("run").arg("--config").arg(self.config());
+        quiet(&mut cmd).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
