@@ -884,6 +884,9 @@ const KINDS: &[(&str, SourceKind)] = &[
     ("conn", SourceKind::Conn),
     ("open_conn", SourceKind::OpenConn),
     ("conn_long", SourceKind::ConnLong),
+    ("ssl", SourceKind::Ssl),
+    ("http", SourceKind::Http),
+    ("dns", SourceKind::Dns),
 ];
 pub const MEASURES: &[(&str, Measure)] = &[("sum", Measure::Sum), ("covered", Measure::Covered)];
 const GROUP_BY: &[(&str, GroupBy)] = &[("pair", GroupBy::Pair), ("pair_port", GroupBy::PairPort)];

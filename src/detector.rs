@@ -264,7 +264,7 @@ pub struct DetectorConfig {
 }
 
 fn expects_interim(cfg: &DetectorConfig) -> bool {
-    cfg.source_kinds.iter().any(|k| *k != SourceKind::Conn)
+    cfg.source_kinds.iter().any(|k| k.is_interim())
 }
 
 impl Detector {
@@ -388,7 +388,7 @@ impl Detector {
         self.stats.interim_expired += self.interim.sweep(t, self.rules.interim_timeout_us);
 
         // Uid rules (see the module doc).
-        let is_interim = kind != SourceKind::Conn;
+        let is_interim = kind.is_interim();
         let has_uid = !rec.uid.is_empty();
         let prev = if !has_uid {
             None

@@ -44,7 +44,7 @@ pub fn replay(
     let mut detector = Detector::new(&config.detector());
     if inputs
         .iter()
-        .any(|i| kind.unwrap_or_else(|| i.kind()) != SourceKind::Conn)
+        .any(|i| kind.unwrap_or_else(|| i.kind()).is_interim())
     {
         detector.expect_interim();
     }
