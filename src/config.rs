@@ -2590,7 +2590,7 @@ mod tests {
             "\"beginning\", \"end\"",
         );
         assert_error(
-            "[[source]]\npath = \"/a\"\nkind = \"dns\"\n",
+            "[[source]]\npath = \"/a\"\nkind = \"dhcp\"\n",
             "source[0].kind",
             "not one of",
         );
