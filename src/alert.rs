@@ -9,16 +9,26 @@
 //! | field | meaning |
 //! |---|---|
 //! | `@timestamp` | the watermark when the alert was raised (largest `ts + duration` seen) |
+//! | `message` | the plain-words sentence (the same as `longconn.message`) |
+//! | `ecs.version` | the ECS version these fields follow, `8.11.0` |
 //! | `event.kind` | always `"alert"` |
 //! | `event.category` | always `["network"]` |
+//! | `event.type` | always `["connection"]` |
+//! | `event.dataset` | always `"longconn.alert"` |
 //! | `event.id` | first 32 hex digits of SHA-256 over trigger, group key, level, the uid and ts (µs) of the episode's first record (single: the record itself) and, for a `realert_after` repeat, its number; the same records always give the same id, however they were read |
 //! | `event.severity` | 1 (low) to 4 (critical) |
 //! | `event.duration` | `event.end - event.start` in nanoseconds |
 //! | `event.start` / `event.end` | single: the connection's start and end; cumulative: `longconn.first_seen` and `longconn.last_seen` |
 //! | `rule.name` | `"longconn single connection <level>"` or `"longconn cumulative <level>"` |
 //! | `source.ip` / `destination.ip` | the originator and responder addresses |
-//! | `destination.port` | the responder port (single alerts and `group_by = "pair_port"` only) |
+//! | `source.port` | single alerts: the originator port (not for ICMP, whose "ports" are type and code) |
+//! | `destination.port` | the responder port (single alerts, not for ICMP; and `group_by = "pair_port"`) |
+//! | `destination.domain` | the server's name when ssl.log (SNI), http.log (Host) or dns.log (an answer to this host) gave one; see `detector::context` |
+//! | `tls.client.server_name` | the name, when it came from the TLS SNI |
 //! | `network.transport` | `tcp`, `udp`, `icmp`...: the record's (single) or the group's (pair_port); absent for cumulative alerts by pair |
+//! | `network.direction` | `outbound`, `inbound`, `internal` or `external`, from `[filter] internal` |
+//! | `network.protocol` | single alerts: Zeek's `service` when it identified the protocol |
+//! | `network.community_id` | single alerts: the record's `community_id`, else Community ID v1 computed from its 5-tuple |
 //! | `related.ip` | both addresses |
 //! | `observer.name` | the sensor name from the config |
 //! | `zeek.session_id` | uids of contributing connections: single, the record; cumulative, the group's most recent (up to 50) |
@@ -35,9 +45,16 @@
 //! | `longconn.total_bytes` | their `orig_bytes + resp_bytes` |
 //! | `longconn.first_seen` / `longconn.last_seen` | earliest start and latest end of those connections |
 //! | `longconn.uids_total` | how many uids contributed (`zeek.session_id` holds at most 50) |
-//! | `longconn.message` | one sentence in plain words |
+//! | `longconn.domain_source` | where `destination.domain` came from: `sni`, `http_host` or `dns` |
+//! | `longconn.domains` | cumulative: the server names seen for the group's connections (at most 10) |
+//! | `longconn.reasons` | the context modifiers applied, by stable name (`named_tls_usual_port`, `common_destination`, `unidentified_protocol`, `no_dns_answer`, `rare_destination`); absent when none |
+//! | `longconn.duration_level` | with `reasons`: the level the duration (single) or measure (cumulative) reached before them; `longconn.level` is the level after |
+//! | `longconn.message` | one sentence in plain words; names the server when known and says which modifiers moved the level |
+//!
+//! `event.id` does not depend on the wall clock or on the order records were read in; no field does.
 
-use crate::rules::Level;
+use crate::detector::context::{Named, Reason};
+use crate::rules::{Direction, Level};
 use crate::window::GroupBy;
 use crate::window::GroupKey;
 use crate::zeek::{transport, ConnRecord};
@@ -48,10 +65,18 @@ use std::net::IpAddr;
 /// At most this many uids go into `zeek.session_id`.
 pub const MAX_UIDS: usize = 50;
 
+/// The ECS version the documents follow (`ecs.version`).
+pub const ECS_VERSION: &str = "8.11.0";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     #[serde(rename = "@timestamp")]
     pub timestamp: String,
+    /// The plain-words sentence (also in `longconn.message`).
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub ecs: Ecs,
     pub event: Event,
     pub rule: Rule,
     pub source: Source,
@@ -59,15 +84,34 @@ pub struct Alert {
     #[serde(default, skip_serializing_if = "Network::is_empty")]
     pub network: Network,
     pub related: Related,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
     pub observer: Observer,
     pub zeek: Zeek,
     pub longconn: Longconn,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ecs {
+    pub version: String,
+}
+
+impl Default for Ecs {
+    fn default() -> Self {
+        Ecs {
+            version: ECS_VERSION.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub kind: String,
     pub category: Vec<String>,
+    #[serde(default, rename = "type")]
+    pub kind_type: Vec<String>,
+    #[serde(default)]
+    pub dataset: String,
     pub id: String,
     pub severity: u8,
     pub duration: i64,
@@ -83,6 +127,9 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Source {
     pub ip: IpAddr,
+    /// Single alerts of TCP, UDP and other ported transports (not ICMP, whose "ports" are type and code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,17 +137,43 @@ pub struct Destination {
     pub ip: IpAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// The server's name, when ssl.log, http.log or dns.log gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+/// ECS `tls`: only `tls.client.server_name`, when the name is the connection's TLS SNI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tls {
+    pub client: TlsClient,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsClient {
+    pub server_name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Network {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
+    /// ECS values from `[filter] internal`: inbound, outbound, internal, external.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Zeek's `service` (single alerts, when Zeek identified the protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Single alerts: the record's `community_id`, or Community ID v1 computed from its 5-tuple.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
 }
 
 impl Network {
     fn is_empty(&self) -> bool {
         self.transport.is_none()
+            && self.direction.is_none()
+            && self.protocol.is_none()
+            && self.community_id.is_none()
     }
 }
 
@@ -138,6 +211,18 @@ pub struct Longconn {
     pub first_seen: String,
     pub last_seen: String,
     pub uids_total: u64,
+    /// Where `destination.domain` came from: `sni`, `http_host` or `dns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_source: Option<String>,
+    /// Cumulative: the server names seen for the group's connections (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+    /// The context modifiers applied (see `detector::context`), when any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// The level the duration (single) or measure (cumulative) reached before the modifiers, when any applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_level: Option<Level>,
     pub message: String,
 }
 
@@ -225,6 +310,66 @@ pub fn group_string(k: &GroupKey, by: GroupBy) -> String {
     }
 }
 
+/// What the context knew when a record raised alerts: its server's name and the modifiers applied.
+pub struct Why<'a> {
+    pub named: Option<&'a Named>,
+    pub reasons: &'a [Reason],
+}
+
+impl Why<'_> {
+    /// ` (name)` after the responder in a message, or nothing.
+    fn name_text(&self) -> String {
+        self.named
+            .map(|n| format!(" ({})", n.name))
+            .unwrap_or_default()
+    }
+
+    /// The modifiers' sentence for a message: empty when none applied.
+    fn sentence(&self, reached: Level, level: Level) -> String {
+        if self.reasons.is_empty() {
+            return String::new();
+        }
+        let words: Vec<&str> = self.reasons.iter().map(|r| r.words()).collect();
+        let moved = match level.cmp(&reached) {
+            std::cmp::Ordering::Less => {
+                format!("lowered from {} to {}", reached.name(), level.name())
+            }
+            std::cmp::Ordering::Greater => {
+                format!("raised from {} to {}", reached.name(), level.name())
+            }
+            std::cmp::Ordering::Equal => "level unchanged".to_string(),
+        };
+        format!(" Context: {}; {moved}.", words.join("; "))
+    }
+
+    fn fill(&self, a: &mut Alert, reached: Level) {
+        if let Some(n) = self.named {
+            a.destination.domain = Some(n.name.to_string());
+            a.longconn.domain_source = Some(n.source.name().to_string());
+            if n.source == crate::detector::context::DomainSource::Sni {
+                a.tls = Some(Tls {
+                    client: TlsClient {
+                        server_name: n.name.to_string(),
+                    },
+                });
+            }
+        }
+        if !self.reasons.is_empty() {
+            a.longconn.reasons = self.reasons.iter().map(|r| r.name().to_string()).collect();
+            a.longconn.duration_level = Some(reached);
+        }
+    }
+}
+
+/// ` (a, b)` after the responder in a cumulative message, or nothing.
+fn names_text(names: &[compact_str::CompactString]) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    let list: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+    format!(" ({})", list.join(", "))
+}
+
 /// What every alert raised by one record shares.
 pub struct Context<'a> {
     pub key: &'a GroupKey,
@@ -235,6 +380,8 @@ pub struct Context<'a> {
     pub window_us: i64,
     /// The record is an interim record: its connection is still open.
     pub open: bool,
+    /// The pair's direction relative to `[filter] internal`.
+    pub direction: Direction,
 }
 
 /// A group at a cumulative alert: what the detector keeps for it since it last had nothing inside the
@@ -249,6 +396,8 @@ pub struct GroupFigures<'a> {
     pub episode_first: Option<(&'a str, i64)>,
     /// The group's most recent uids, oldest first.
     pub uids: Vec<String>,
+    /// Server names seen for the group's connections.
+    pub names: &'a [compact_str::CompactString],
     pub measure: i64,
     pub sum: i64,
     pub covered: i64,
@@ -274,9 +423,13 @@ impl Context<'_> {
         };
         Alert {
             timestamp: rfc3339(self.t),
+            message: lc.message.clone(),
+            ecs: Ecs::default(),
             event: Event {
                 kind: "alert".into(),
                 category: vec!["network".into()],
+                kind_type: vec!["connection".into()],
+                dataset: "longconn.alert".into(),
                 id,
                 severity: level.severity(),
                 duration: (end - start).saturating_mul(1000),
@@ -284,12 +437,21 @@ impl Context<'_> {
                 end: rfc3339(end),
             },
             rule: Rule { name: rule },
-            source: Source { ip: self.key.orig },
+            source: Source {
+                ip: self.key.orig,
+                port: None,
+            },
             destination: Destination {
                 ip: self.key.resp,
                 port,
+                domain: None,
             },
-            network: Network { transport },
+            network: Network {
+                transport,
+                direction: Some(self.direction),
+                ..Network::default()
+            },
+            tls: None,
             related: Related {
                 ip: if self.key.orig == self.key.resp {
                     vec![self.key.orig]
@@ -305,16 +467,19 @@ impl Context<'_> {
         }
     }
 
-    /// The alert of one connection `rec` (from `ts` to `end`, lasting `dur`) that reached `level`, whose
-    /// threshold is `threshold` (µs).
+    /// The alert of one connection `rec` (from `ts` to `end`, lasting `dur`) whose duration reached
+    /// `reached` (threshold `threshold`, µs), alerted at `level` after the context modifiers in `why`.
+    #[allow(clippy::too_many_arguments)]
     pub fn single(
         &self,
         rec: &ConnRecord,
         level: Level,
+        reached: Level,
         threshold: i64,
         ts: i64,
         end: i64,
         dur: i64,
+        why: &Why,
     ) -> Alert {
         let group = group_string(self.key, self.group_by);
         let id = event_id(Trigger::Single, &group, level, &rec.uid, ts, 0);
@@ -326,12 +491,14 @@ impl Context<'_> {
             format!("lasted {}", human(dur))
         };
         let message = format!(
-            "One connection from {} to {}{} {how}, reaching the {} level ({}).",
+            "One connection from {} to {}{}{} {how}, reaching the {} level ({}).{}",
             self.key.orig,
             self.key.resp,
             port_text,
-            level.name(),
-            human(threshold)
+            why.name_text(),
+            reached.name(),
+            human(threshold),
+            why.sentence(reached, level)
         );
         let lc = Longconn {
             trigger: Trigger::Single,
@@ -348,9 +515,13 @@ impl Context<'_> {
             first_seen: rfc3339(ts),
             last_seen: rfc3339(end),
             uids_total: 1,
+            domain_source: None,
+            domains: Vec::new(),
+            reasons: Vec::new(),
+            duration_level: None,
             message,
         };
-        self.base(
+        let mut a = self.base(
             Trigger::Single,
             level,
             id,
@@ -360,12 +531,53 @@ impl Context<'_> {
             transport,
             lc,
             vec![rec.uid.to_string()],
-        )
+        );
+        why.fill(&mut a, reached);
+        let icmp = matches!(rec.proto.as_str(), "icmp" | "icmp6" | "ipv6-icmp");
+        if icmp {
+            // Zeek logs ICMP type and code in the port fields: they are not ports.
+            a.destination.port = None;
+        } else {
+            a.source.port = rec.orig_p;
+        }
+        a.network.protocol = rec
+            .service
+            .as_deref()
+            .filter(|s| !s.is_empty() && *s != "-")
+            .map(str::to_string);
+        a.network.community_id = rec
+            .community_id
+            .as_ref()
+            .map(ToString::to_string)
+            .or_else(|| {
+                // Zeek writes "icmp" for ICMPv6 as well.
+                let proto = match (transport::number(&rec.proto), self.key.orig) {
+                    (0, _) => return None,
+                    (1, IpAddr::V6(_)) => 58,
+                    (n, _) => n,
+                };
+                crate::zeek::community_id::v1(
+                    self.key.orig,
+                    self.key.resp,
+                    proto,
+                    rec.orig_p?,
+                    rec.resp_p?,
+                )
+            });
+        a
     }
 
-    /// The alert of a group that reached `level` (whose threshold is `threshold`, µs), or is still at it
-    /// (`repeat` > 0, a `realert_after` repeat).
-    pub fn cumulative(&self, g: GroupFigures, level: Level, repeat: u32, threshold: i64) -> Alert {
+    /// The alert of a group whose measure reached `reached` (threshold `threshold`, µs), alerted at
+    /// `level` after the context modifiers in `why`, or still at it (`repeat` > 0, a `realert_after` repeat).
+    pub fn cumulative(
+        &self,
+        g: GroupFigures,
+        level: Level,
+        reached: Level,
+        repeat: u32,
+        threshold: i64,
+        why: &Why,
+    ) -> Alert {
         let measure = g.measure;
         let group = group_string(self.key, self.group_by);
         let (first_uid, first_ts) = g.episode_first.unwrap_or(("", 0));
@@ -392,18 +604,20 @@ impl Context<'_> {
             ""
         };
         let message = format!(
-            "{} connections{} from {} to {}{} add up to {} in the last {} ({} covered): the group {} the {} level ({}).",
+            "{} connections{} from {} to {}{}{} add up to {} in the last {} ({} covered): the group {} the {} level ({}).{}",
             g.connections,
             still_open,
             self.key.orig,
             self.key.resp,
             port_text,
+            names_text(g.names),
             human(g.sum),
             human(self.window_us),
             human(g.covered),
             what,
-            level.name(),
-            human(threshold)
+            reached.name(),
+            human(threshold),
+            why.sentence(reached, level)
         );
         let lc = Longconn {
             trigger: Trigger::Cumulative,
@@ -420,9 +634,13 @@ impl Context<'_> {
             first_seen: rfc3339(g.first_seen),
             last_seen: rfc3339(g.last_seen),
             uids_total: g.connections,
+            domain_source: None,
+            domains: g.names.iter().map(ToString::to_string).collect(),
+            reasons: Vec::new(),
+            duration_level: None,
             message,
         };
-        self.base(
+        let mut a = self.base(
             Trigger::Cumulative,
             level,
             id,
@@ -432,7 +650,9 @@ impl Context<'_> {
             transport,
             lc,
             g.uids,
-        )
+        );
+        why.fill(&mut a, reached);
+        a
     }
 }
 
@@ -545,6 +765,7 @@ mod tests {
             t: 1_700_000_000_123_456,
             window_us: 3_600_000_000,
             open: false,
+            direction: Direction::Outbound,
         };
         let rec = ConnRecord {
             uid: "CAbc".into(),
@@ -553,7 +774,20 @@ mod tests {
             ..ConnRecord::default()
         };
         let (ts, dur) = (1_699_990_000_000_000, 2_000_000_000);
-        let a = ctx.single(&rec, Level::High, 60_000_000, ts, ts + dur, dur);
+        let why = Why {
+            named: None,
+            reasons: &[],
+        };
+        let a = ctx.single(
+            &rec,
+            Level::High,
+            Level::High,
+            60_000_000,
+            ts,
+            ts + dur,
+            dur,
+            &why,
+        );
         let json = a.to_json();
         let head = Head::parse(&json).unwrap();
         assert_eq!(head.timestamp, a.timestamp);
@@ -564,6 +798,68 @@ mod tests {
         assert!((t - 1_700_000_000.123_456).abs() < 1e-6, "{t}");
         assert_eq!(a.network.transport.as_deref(), Some("tcp"));
         assert_eq!(a.destination.port, Some(443));
+    }
+
+    /// Every field of a real alert (single and cumulative, with a name and reasons) is a row of the table
+    /// in this module's doc, and has the JSON type the table's field implies.
+    #[test]
+    fn every_alert_field_is_documented() {
+        let doc = include_str!("alert.rs");
+        let documented: Vec<String> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | `"))
+            .flat_map(|l| {
+                let cell = l.split(" |").next().unwrap_or("");
+                cell.split(" / ")
+                    .map(|f| f.trim_matches('`').trim_start_matches('`').to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let alerts = crate::detector::context::tests_support::sample_alerts();
+        assert!(alerts.len() >= 2);
+        for a in &alerts {
+            let v: serde_json::Value = serde_json::from_str(&a.to_json()).expect("json");
+            let mut leaves = Vec::new();
+            flatten("", &v, &mut leaves);
+            for (key, value) in leaves {
+                assert!(
+                    documented.contains(&key),
+                    "`{key}` is not in the field table"
+                );
+                let ok = match key.as_str() {
+                    k if k.ends_with("_seconds") => value.is_f64(),
+                    "event.severity"
+                    | "event.duration"
+                    | "longconn.connection_count"
+                    | "longconn.total_bytes"
+                    | "longconn.uids_total"
+                    | "source.port"
+                    | "destination.port" => value.is_u64() || value.is_i64(),
+                    "longconn.open" => value.is_boolean(),
+                    "event.category" | "event.type" | "related.ip" | "zeek.session_id"
+                    | "longconn.domains" | "longconn.reasons" => value.is_array(),
+                    _ => value.is_string(),
+                };
+                assert!(ok, "`{key}` has the wrong type: {value}");
+            }
+        }
+    }
+
+    /// Dotted keys of the object leaves (arrays count as leaves).
+    fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            other => out.push((prefix.to_string(), other.clone())),
+        }
     }
 
     #[test]

@@ -392,7 +392,11 @@ impl Pipeline {
     fn poll_all(&mut self) -> u64 {
         let mut total = 0;
         let mut bytes = 0;
-        for i in 0..self.tailers.len() {
+        // Context sources first: an ssl or http line read in the same round as its connection's conn line
+        // (a backlog) then names it, as it would have live.
+        let mut order: Vec<usize> = (0..self.tailers.len()).collect();
+        order.sort_by_key(|i| self.tailers[*i].kind().context().is_none());
+        for i in order {
             let detector = &mut self.detector;
             let alerts = &mut self.alerts_buf;
             let skipped_logged = &mut self.skipped_logged;
@@ -404,6 +408,11 @@ impl Pipeline {
                 TailEvent::Record { rec, .. } => {
                     records += 1;
                     detector.process(&rec, kind, alerts);
+                    health.record();
+                }
+                TailEvent::Context { rec } => {
+                    records += 1;
+                    detector.process_context(&rec);
                     health.record();
                 }
                 TailEvent::Skipped {

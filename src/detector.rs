@@ -24,7 +24,10 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
+pub mod context;
 pub mod interim;
+
+use context::{Context, ContextConfig, ContextState, ContextStats, Dest, Reason};
 
 use interim::{Admit, Interim};
 pub use interim::{InterimState, OpenConn, CLOSED_MIN_US, MAX_CLOSED};
@@ -38,13 +41,16 @@ pub const FIELDS: FieldSet = FieldSet::of(&[
     Field::Ts,
     Field::Uid,
     Field::OrigH,
+    Field::OrigP,
     Field::RespH,
     Field::RespP,
     Field::Proto,
+    Field::Service,
     Field::Duration,
     Field::OrigBytes,
     Field::RespBytes,
     Field::ConnState,
+    Field::CommunityId,
 ]);
 
 /// How `run` and `replay` parse records for the detector.
@@ -66,7 +72,13 @@ pub struct GroupData {
     pub first_seen: i64,
     pub last_seen: i64,
     pub uids: Uids,
+    /// Server names seen for the group's connections (at most [`MAX_NAMES`]), for cumulative alerts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<CompactString>,
 }
+
+/// At most this many names are listed in a cumulative alert.
+pub const MAX_NAMES: usize = 10;
 
 /// The most recent uids of a group, at most [`MAX_UIDS`]: the newest inline (most groups have one
 /// connection), older ones in a boxed queue allocated from the second.
@@ -128,6 +140,7 @@ impl GroupData {
                 .as_ref()
                 .map(|(u, t)| (u.as_str(), *t)),
             uids: self.uids.in_order(),
+            names: &self.names,
             measure,
             sum,
             covered,
@@ -211,6 +224,9 @@ pub struct DetectorState {
     /// Open and recently closed uids of interim logs (absent in checkpoints written before issue 6).
     #[serde(default)]
     pub interim: InterimState,
+    /// The context maps (absent in checkpoints written before issue 12).
+    #[serde(default)]
+    pub context: ContextState,
 }
 
 /// The streaming detector (see the module doc).
@@ -221,6 +237,8 @@ pub struct Detector {
     window: Window<GroupData>,
     stats: DetectorStats,
     interim: Interim,
+    context: Context,
+    context_cfg: ContextConfig,
     /// Interim records are expected (an interim source is configured, or replay was told so): final
     /// records then remember their uid as closed. Without interim logs that would be memory for nothing.
     expect_interim: bool,
@@ -241,10 +259,12 @@ pub struct DetectorConfig {
     pub overrides: Vec<Override>,
     /// The kinds of the configured sources: with an interim kind, final records remember their uid.
     pub source_kinds: Vec<SourceKind>,
+    /// `[context]`: the joins' bounds and the level modifiers.
+    pub context: ContextConfig,
 }
 
 fn expects_interim(cfg: &DetectorConfig) -> bool {
-    cfg.source_kinds.iter().any(|k| *k != SourceKind::Conn)
+    cfg.source_kinds.iter().any(|k| k.is_interim())
 }
 
 impl Detector {
@@ -256,6 +276,8 @@ impl Detector {
             sensor: cfg.sensor_name.clone(),
             stats: DetectorStats::default(),
             interim: Interim::default(),
+            context: Context::default(),
+            context_cfg: cfg.context.clone(),
             expect_interim: expects_interim(cfg),
         }
     }
@@ -265,6 +287,7 @@ impl Detector {
     pub fn reconfigure(&mut self, cfg: &DetectorConfig) {
         self.rules = Rules::new(cfg);
         self.sensor = cfg.sensor_name.clone();
+        self.context_cfg = cfg.context.clone();
         self.expect_interim = self.expect_interim || expects_interim(cfg);
         self.window.reconfigure(
             self.rules.window_us,
@@ -293,12 +316,24 @@ impl Detector {
         s
     }
 
+    pub fn context_stats(&self) -> ContextStats {
+        self.context.stats()
+    }
+
+    /// Feeds one record of a context log (ssl, http, dns): it names later connections.
+    pub fn process_context(&mut self, r: &crate::zeek::context::ContextRecord) {
+        let now = self.window.watermark();
+        self.context
+            .observe(r, &self.context_cfg, now, self.rules.window_us);
+    }
+
     pub fn snapshot(&self) -> DetectorState {
         DetectorState {
             version: STATE_VERSION,
             window: self.window.state(GroupData::clone),
             stats: self.stats.clone(),
             interim: self.interim.state(),
+            context: self.context.state(),
         }
     }
 
@@ -312,6 +347,8 @@ impl Detector {
             window,
             stats: state.stats,
             interim: Interim::from_state(&state.interim),
+            context: Context::from_state(&state.context),
+            context_cfg: cfg.context.clone(),
             expect_interim: expects_interim(cfg),
         };
         d.reconfigure(cfg);
@@ -351,7 +388,7 @@ impl Detector {
         self.stats.interim_expired += self.interim.sweep(t, self.rules.interim_timeout_us);
 
         // Uid rules (see the module doc).
-        let is_interim = kind != SourceKind::Conn;
+        let is_interim = kind.is_interim();
         let has_uid = !rec.uid.is_empty();
         let prev = if !has_uid {
             None
@@ -373,6 +410,22 @@ impl Detector {
             self.stats.interim_records += 1;
         }
 
+        let window_us = self.rules.window_us;
+        self.context.sweep(t, window_us);
+        let named = self
+            .context
+            .name_for(rec, orig, resp, &self.context_cfg, t, window_us);
+        if matches!(
+            self.rules.direction(orig, resp),
+            crate::rules::Direction::Outbound | crate::rules::Direction::Internal
+        ) {
+            let dest = named
+                .as_ref()
+                .map_or(Dest::Addr(resp), |n| Dest::Name(n.name.clone()));
+            let oldest = t.saturating_sub(window_us);
+            self.context
+                .reached(orig, dest, end, &self.context_cfg, oldest);
+        }
         let (single_th, cum_th) = self.rules.thresholds(orig, resp, rec);
         let group_by = self.window.group_by();
         let key = GroupKey::new(
@@ -382,7 +435,6 @@ impl Detector {
             rec.resp_p.unwrap_or(0),
             transport::number(&rec.proto),
         );
-        let window_us = self.rules.window_us;
         let realert = self.rules.realert_after;
         let measure_kind = self.rules.measure;
         let Some(touched) = self.window.touch(key) else {
@@ -426,6 +478,34 @@ impl Detector {
             Measure::Sum => None,
         };
         let measure = covered.unwrap_or(sum);
+        if let Some(n) = &named {
+            let names = &mut slot.data.names;
+            if names.len() < MAX_NAMES && !names.contains(&n.name) {
+                names.push(n.name.clone());
+            }
+        }
+        // Context modifiers, looked up only when the duration or the measure reached a level.
+        let dur_level = single_th.level_for(dur);
+        let cum_level = cum_th.level_for(measure);
+        let reasons: Vec<Reason> = if dur_level.is_some() || cum_level.is_some() {
+            self.context.reasons(
+                rec,
+                orig,
+                resp,
+                named.as_ref(),
+                &self.context_cfg,
+                t,
+                window_us,
+            )
+        } else {
+            Vec::new()
+        };
+        let single_level = context::apply(dur_level, &reasons);
+        let cum_alert_level = context::apply(cum_level, &reasons);
+        let why = alert::Why {
+            named: named.as_ref(),
+            reasons: &reasons,
+        };
 
         let ctx = alert::Context {
             key: &key,
@@ -434,19 +514,21 @@ impl Detector {
             t,
             window_us,
             open: is_interim,
+            direction: self.rules.direction(orig, resp),
         };
         // A connection alerts again only at a higher level than it already alerted at.
         let conn_level = prev.as_ref().and_then(|p| p.level);
         let mut alerted = conn_level;
-        if single_th.level_for(dur) > conn_level {
-            if let Some(level) = slot.data.rules.single(&single_th, dur, t, window_us) {
+        if single_level > conn_level {
+            if let Some(level) = slot.data.rules.single(single_level, t, window_us) {
                 self.stats.alerts_single[level as usize] += 1;
                 alerted = alerted.max(Some(level));
-                let threshold = single_th.threshold(level).unwrap_or(0);
-                out.push(ctx.single(rec, level, threshold, ts, end, dur));
+                let reached = dur_level.unwrap_or(level);
+                let threshold = single_th.threshold(reached).unwrap_or(0);
+                out.push(ctx.single(rec, level, reached, threshold, ts, end, dur, &why));
             }
         }
-        if let Some(c) = slot.data.rules.cumulative(&cum_th, realert, measure, t) {
+        if let Some(c) = slot.data.rules.cumulative(cum_alert_level, realert, t) {
             let (level, repeat) = match c {
                 CumulativeAlert::Escalation(l) => (l, 0),
                 CumulativeAlert::Repeat(l, n) => (l, n),
@@ -454,8 +536,9 @@ impl Detector {
             self.stats.alerts_cumulative[level as usize] += 1;
             let covered = covered.unwrap_or_else(|| slot.acc.covered(w));
             let group = slot.data.figures(measure, sum, covered);
-            let threshold = cum_th.threshold(level).unwrap_or(0);
-            out.push(ctx.cumulative(group, level, repeat, threshold));
+            let reached = cum_level.unwrap_or(level);
+            let threshold = cum_th.threshold(reached).unwrap_or(0);
+            out.push(ctx.cumulative(group, level, reached, repeat, threshold, &why));
         }
         if is_interim && has_uid {
             self.interim.keep_open(

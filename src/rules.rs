@@ -106,7 +106,7 @@ impl Levels {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// internal orig -> external resp
@@ -134,8 +134,9 @@ pub struct CumulativeConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Measure {
-    #[default]
     Sum,
+    /// The default since issue 12: parallel connections count once.
+    #[default]
     Covered,
 }
 
@@ -445,23 +446,22 @@ pub enum CumulativeAlert {
 }
 
 impl RuleState {
-    /// Single rule for a record of duration `dur_us` at watermark `t`: the level to alert at, if any;
-    /// records the alert when there is one.
-    pub fn single(
-        &mut self,
-        th: &Thresholds,
-        dur_us: i64,
-        t: i64,
-        window_us: i64,
-    ) -> Option<Level> {
-        let level = th.level_for(dur_us)?;
+    /// Single rule for a record whose duration (after context modifiers) reached `level`, at watermark
+    /// `t`: the level to alert at, if any; records the alert when there is one. One finding per group: a
+    /// level the open episode already alerted at (by either rule) is not raised again.
+    pub fn single(&mut self, level: Option<Level>, t: i64, window_us: i64) -> Option<Level> {
+        let level = level?;
         if let Some(last) = self.single_level {
             if last >= level && t - self.single_at < window_us {
                 return None;
             }
         }
+        if self.episode_level.is_some_and(|e| e >= level) {
+            return None;
+        }
         self.single_level = Some(level);
         self.single_at = t;
+        self.episode_level = self.episode_level.max(Some(level));
         Some(level)
     }
 
@@ -476,15 +476,15 @@ impl RuleState {
         }
     }
 
-    /// Cumulative rule after a record was added: `measure` at watermark `t`.
+    /// Cumulative rule after a record was added: the group's measure (after context modifiers) reached
+    /// `level` at watermark `t`. `episode_level` also holds the group's single alerts of this episode.
     pub fn cumulative(
         &mut self,
-        th: &Thresholds,
+        level: Option<Level>,
         realert_after: Option<i64>,
-        measure: i64,
         t: i64,
     ) -> Option<CumulativeAlert> {
-        let level = th.level_for(measure)?;
+        let level = level?;
         if self.episode_level.map_or(true, |e| level > e) {
             self.episode_level = Some(level);
             self.last_alert_at = t;

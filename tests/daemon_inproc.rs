@@ -12,8 +12,11 @@ use std::fs;
 fn long_rows(range: std::ops::Range<u32>) -> String {
     range
         .map(|n| {
+            // One destination each: ten sources to one address would be a common destination, whose
+            // alerts the context modifiers lower (issue 12).
             let orig = format!("10.0.{}.{}", n / 200, n % 200 + 1);
-            row(n, &orig, "198.51.100.7", 2.0 * 3600.0)
+            let resp = format!("198.51.{}.{}", 100 + n / 200, n % 200 + 1);
+            row(n, &orig, &resp, 2.0 * 3600.0)
         })
         .collect()
 }

@@ -5,6 +5,7 @@
 mod support;
 
 mod check_preflight;
+mod context_daemon;
 mod daemon;
 mod daemon_inproc;
 mod daemon_spool;

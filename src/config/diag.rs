@@ -343,6 +343,55 @@ impl<'d, 't> Reader<'d, 't> {
         }
     }
 
+    /// A number: a TOML float, or an integer read as one.
+    pub fn float(&mut self, name: &str) -> Option<f64> {
+        match self.get(name)? {
+            toml::Value::Float(f) => {
+                self.got(name);
+                Some(*f)
+            }
+            toml::Value::Integer(n) => {
+                self.got(name);
+                Some(*n as f64)
+            }
+            other => {
+                self.wrong_type(name, "a number", other);
+                None
+            }
+        }
+    }
+
+    /// An array of integers; if any element is not an integer, each such element is reported and the
+    /// whole array read as absent.
+    pub fn int_list(&mut self, name: &str) -> Option<Vec<i64>> {
+        let items = match self.get(name)? {
+            toml::Value::Array(items) => items,
+            other => {
+                self.wrong_type(name, "an array of integers", other);
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                toml::Value::Integer(n) => out.push(*n),
+                other => {
+                    let key = format!("{}[{i}]", self.key(name));
+                    let mut place = self.place_of(name);
+                    place.push(i);
+                    let reason = format!("expected an integer, found {}", other.type_str());
+                    self.shape(key, reason, place);
+                    ok = false;
+                }
+            }
+        }
+        if ok {
+            self.got(name);
+        }
+        ok.then_some(out)
+    }
+
     pub fn bool(&mut self, name: &str) -> Option<bool> {
         match self.get(name)? {
             toml::Value::Boolean(b) => {

@@ -35,6 +35,7 @@ pub mod preflight;
 pub mod values;
 
 pub use crate::checkpoint::config::StateConfig;
+use crate::detector::context::ContextConfig;
 use crate::detector::DetectorConfig;
 pub use crate::metrics::config::MetricsConfig;
 pub use crate::output::config::{Batching, FsyncPolicy, Output, DEFAULT_BATCHING};
@@ -65,6 +66,8 @@ pub struct Config {
     pub overrides: Vec<Override>,
     pub outputs: Vec<Output>,
     pub spool: SpoolConfig,
+    /// `[context]`: the context joins' bound and the level modifiers.
+    pub context: ContextConfig,
 }
 
 impl Config {
@@ -79,6 +82,7 @@ impl Config {
             allow: self.allow.clone(),
             overrides: self.overrides.clone(),
             source_kinds: self.sources.iter().map(|s| s.kind).collect(),
+            context: self.context.clone(),
         }
     }
 }
@@ -179,6 +183,7 @@ impl Config {
         let rules = RulesConfig::from_toml(&mut r);
         let outputs = Output::from_toml(&mut r);
         let spool = SpoolConfig::from_toml(&mut r);
+        let context = ContextConfig::from_toml(&mut r);
         r.finish();
         let origins = preflight::Origins {
             sources: source_origins,
@@ -198,6 +203,7 @@ impl Config {
             overrides: rules.overrides,
             outputs: outputs.outputs,
             spool,
+            context,
         };
         Ok((config, diag.finish(), origins))
     }
@@ -231,6 +237,7 @@ impl Config {
             t.insert("output".into(), list.into());
         }
         t.insert("spool".into(), self.spool.to_toml().into());
+        t.insert("context".into(), self.context.to_toml().into());
         match toml::to_string(&t) {
             Ok(text) => {
                 format!("# longconn effective configuration (defaults filled in)\n\n{text}")

@@ -314,7 +314,7 @@ fn bad_enums() {
         "\"beginning\", \"end\"",
     );
     assert_error(
-        "[[source]]\npath = \"/a\"\nkind = \"dns\"\n",
+        "[[source]]\npath = \"/a\"\nkind = \"dhcp\"\n",
         "source[0].kind",
         "not one of",
     );

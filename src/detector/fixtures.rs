@@ -55,6 +55,7 @@ pub fn config() -> DetectorConfig {
         allow: vec![],
         overrides: vec![],
         source_kinds: vec![SourceKind::Conn],
+        context: Default::default(),
     }
 }
 

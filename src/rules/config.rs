@@ -462,12 +462,12 @@ mod tests {
     #[test]
     fn cumulative_measure_and_interim_timeout() {
         let c = load(MINIMAL);
-        assert_eq!(c.cumulative.measure, Measure::Sum);
+        assert_eq!(c.cumulative.measure, Measure::Covered);
         assert_eq!(c.cumulative.interim_timeout, DEFAULT_INTERIM_TIMEOUT);
         let c = load(&format!(
-            "{MINIMAL}[cumulative]\nmeasure = \"covered\"\ninterim_timeout = \"2h\"\n"
+            "{MINIMAL}[cumulative]\nmeasure = \"sum\"\ninterim_timeout = \"2h\"\n"
         ));
-        assert_eq!(c.cumulative.measure, Measure::Covered);
+        assert_eq!(c.cumulative.measure, Measure::Sum);
         assert_eq!(c.cumulative.interim_timeout, Duration::from_secs(7200));
         assert_eq!(load(&c.to_effective_toml()), c);
         assert_error(

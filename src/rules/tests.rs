@@ -245,7 +245,10 @@ fn single_suppression_table() {
     ];
     let mut st = RuleState::default();
     for (i, &(d, t, want)) in steps.iter().enumerate() {
-        assert_eq!(st.single(&th, d * HOUR, t * HOUR, win), want, "step {i}");
+        // Each record's group has no cumulative episode open (its measure was below every level).
+        st.check_episode_end(&th, 0);
+        let level = th.level_for(d * HOUR);
+        assert_eq!(st.single(level, t * HOUR, win), want, "step {i}");
     }
 }
 
@@ -270,9 +273,37 @@ fn cumulative_episode_table() {
     let mut st = RuleState::default();
     for (i, &(before, after, t, re, want)) in steps.iter().enumerate() {
         st.check_episode_end(&th, before * HOUR);
-        let got = st.cumulative(&th, re.map(|h| h * HOUR), after * HOUR, t * HOUR);
+        let got = st.cumulative(th.level_for(after * HOUR), re.map(|h| h * HOUR), t * HOUR);
         assert_eq!(got, want, "step {i}");
     }
+}
+
+/// One finding per group: a single alert and a cumulative alert of the same group share the level the
+/// episode already alerted at; each is raised only above it.
+#[test]
+fn single_and_cumulative_share_the_group_level() {
+    let th = Thresholds::from_levels(&fixtures::levels(1, 4, 8, 12));
+    let win = 24 * HOUR;
+    let mut st = RuleState::default();
+    st.check_episode_end(&th, 0);
+    // A one-connection group at 6h: the single alert is medium, the cumulative medium is the same fact.
+    assert_eq!(
+        st.single(th.level_for(6 * HOUR), 6 * HOUR, win),
+        Some(Level::Medium)
+    );
+    assert_eq!(st.cumulative(th.level_for(6 * HOUR), None, 6 * HOUR), None);
+    // The group's sum reaches high: a new finding.
+    st.check_episode_end(&th, 6 * HOUR);
+    let high = st.cumulative(th.level_for(9 * HOUR), None, 9 * HOUR);
+    assert_eq!(high, Some(CumulativeAlert::Escalation(Level::High)));
+    // A later 8h connection of the group: high was already alerted in this episode.
+    st.check_episode_end(&th, 9 * HOUR);
+    assert_eq!(st.single(th.level_for(8 * HOUR), 10 * HOUR, win), None);
+    // A critical single connection is above it.
+    st.check_episode_end(&th, 9 * HOUR);
+    let crit = th.level_for(13 * HOUR);
+    assert_eq!(st.single(crit, 11 * HOUR, win), Some(Level::Critical));
+    assert_eq!(st.cumulative(crit, None, 11 * HOUR), None);
 }
 
 mod net_set {

@@ -296,7 +296,7 @@ pub fn scan(inputs: &[InputPath], opts: &ScanOptions) -> ScanReport {
     let mut tally_opts = opts.tally.clone();
     tally_opts.interim_files = inputs
         .iter()
-        .map(|i| opts.kind.unwrap_or_else(|| i.kind()) != crate::zeek::SourceKind::Conn)
+        .map(|i| opts.kind.unwrap_or_else(|| i.kind()).is_interim())
         .collect();
     let opts = &ScanOptions {
         tally: tally_opts,

@@ -48,6 +48,7 @@
 //! the segment and record format and its checks; `space.rs` segment sizing and a full disk or quota;
 //! `cursor.rs` the cursor files; `reader.rs` the readers, one per output.
 
+pub mod config;
 mod cursor;
 mod reader;
 mod record;

@@ -24,6 +24,9 @@ const KINDS: &[(&str, SourceKind)] = &[
     ("conn", SourceKind::Conn),
     ("open_conn", SourceKind::OpenConn),
     ("conn_long", SourceKind::ConnLong),
+    ("ssl", SourceKind::Ssl),
+    ("http", SourceKind::Http),
+    ("dns", SourceKind::Dns),
 ];
 
 impl Source {

@@ -7,7 +7,77 @@
 //! last line is held in memory until its newline arrives and is re-read after a restart.
 
 use super::{PollStats, TailEvent};
+use crate::zeek::context::{ContextKind, ContextLine, ContextParser};
 use crate::zeek::{Line, LogParser, ParseOptions, SkipReason, TsvHeader};
+
+/// How a source's lines are read: conn records for the detector, or context records (ssl, http, dns).
+#[derive(Debug, Clone, Copy)]
+pub enum LineFormat {
+    Conn(ParseOptions),
+    Context(ContextKind),
+}
+
+/// A file's parser, by [`LineFormat`]; both keep a TSV header block the checkpoint saves.
+#[derive(Debug, Clone)]
+pub enum SourceParser {
+    Conn(LogParser),
+    Context(ContextParser),
+}
+
+impl SourceParser {
+    pub fn new(format: LineFormat) -> SourceParser {
+        match format {
+            LineFormat::Conn(opts) => SourceParser::Conn(LogParser::new(opts)),
+            LineFormat::Context(kind) => SourceParser::Context(ContextParser::new(kind)),
+        }
+    }
+
+    pub fn format(&self) -> LineFormat {
+        match self {
+            SourceParser::Conn(p) => LineFormat::Conn(p.options()),
+            SourceParser::Context(p) => LineFormat::Context(p.kind()),
+        }
+    }
+
+    pub fn header(&self) -> &TsvHeader {
+        match self {
+            SourceParser::Conn(p) => p.header(),
+            SourceParser::Context(p) => p.header(),
+        }
+    }
+
+    pub fn set_header(&mut self, header: TsvHeader) {
+        match self {
+            SourceParser::Conn(p) => p.set_header(header),
+            SourceParser::Context(p) => p.set_header(header),
+        }
+    }
+
+    fn parse_line(&mut self, line: &[u8]) -> Parsed {
+        match self {
+            SourceParser::Conn(p) => match p.parse_line(line) {
+                Line::Record(rec, bad) => Parsed::Conn(rec, bad),
+                Line::Meta => Parsed::Meta,
+                Line::Skipped(r) => Parsed::Skipped(r),
+            },
+            SourceParser::Context(p) => match p.parse_line(line) {
+                ContextLine::Record(rec) => Parsed::Context(rec),
+                ContextLine::Meta => Parsed::Meta,
+                ContextLine::Skipped(r) => Parsed::Skipped(r),
+            },
+        }
+    }
+}
+
+/// What one line was, for either parser.
+// Records are the common case: boxing them would cost an allocation per line on the hot path.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Conn(crate::zeek::ConnRecord, u32),
+    Context(crate::zeek::context::ContextRecord),
+    Meta,
+    Skipped(SkipReason),
+}
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::{File, Metadata};
@@ -182,7 +252,7 @@ pub(super) struct FileReader {
     pub fp: Fingerprint,
     pub offset: u64,
     pub line_no: u64,
-    pub parser: LogParser,
+    pub parser: SourceParser,
     /// Bytes of a partial line, from `offset` on.
     pub buf: Vec<u8>,
     pub skipping: bool,
@@ -204,7 +274,7 @@ pub(super) struct FileReader {
 impl FileReader {
     /// Reads an already opened file (found at `path`) from its start: the handle, not the path, is what
     /// is read, so a rename between looking and opening cannot swap the file.
-    pub fn from_file(path: &Path, file: File, opts: ParseOptions) -> io::Result<FileReader> {
+    pub fn from_file(path: &Path, file: File, opts: LineFormat) -> io::Result<FileReader> {
         let meta = file.metadata()?;
         let head = prefix(&file)?;
         let fp = Fingerprint::of_bytes(&head);
@@ -216,7 +286,7 @@ impl FileReader {
             fp,
             offset: 0,
             line_no: 0,
-            parser: LogParser::new(opts),
+            parser: SourceParser::new(opts),
             buf: Vec::new(),
             skipping: false,
             saw_close: false,
@@ -245,9 +315,9 @@ impl FileReader {
         saved: &FileCheckpoint,
         fp: Fingerprint,
         head: Vec<u8>,
-        opts: ParseOptions,
+        opts: LineFormat,
     ) -> FileReader {
-        let mut parser = LogParser::new(opts);
+        let mut parser = SourceParser::new(opts);
         parser.set_header(TsvHeader::from_lines(
             saved.header.iter().cloned().map(HeaderLine::into_bytes),
         ));
@@ -282,7 +352,7 @@ impl FileReader {
         self.offset = 0;
         self.line_no = 0;
         let header = self.parser.header().clone();
-        self.parser = LogParser::new(self.parser.options());
+        self.parser = SourceParser::new(self.parser.format());
         self.parser.set_header(header);
         self.nul_run = 0;
         self.buf.clear();
@@ -514,7 +584,7 @@ impl FileReader {
         self.offset += line.len() as u64 + 1;
         stats.lines += 1;
         match self.parser.parse_line(line) {
-            Line::Record(rec, bad_values) => {
+            Parsed::Conn(rec, bad_values) => {
                 stats.records += 1;
                 sink(TailEvent::Record {
                     rec,
@@ -523,7 +593,11 @@ impl FileReader {
                     bad_values,
                 });
             }
-            Line::Skipped(reason) => {
+            Parsed::Context(rec) => {
+                stats.records += 1;
+                sink(TailEvent::Context { rec });
+            }
+            Parsed::Skipped(reason) => {
                 stats.skipped += 1;
                 sink(TailEvent::Skipped {
                     path: &self.path,
@@ -531,7 +605,7 @@ impl FileReader {
                     reason,
                 });
             }
-            Line::Meta => {
+            Parsed::Meta => {
                 if line.starts_with(b"#close") {
                     self.saw_close = true;
                 }

@@ -36,7 +36,7 @@ mod tests;
 use crate::zeek::SourceKind;
 use crate::zeek::{ConnRecord, ParseOptions, SkipReason};
 use config::{Source, StartAt};
-use file::{mtime, FileReader};
+use file::{mtime, FileReader, LineFormat};
 pub use file::{FileCheckpoint, FileId, Fingerprint, HeaderLine, FINGERPRINT_LEN};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
@@ -64,6 +64,10 @@ pub enum TailEvent<'a> {
         path: &'a Path,
         line_no: u64,
         bad_values: u32,
+    },
+    /// A record of a context log (ssl, http, dns).
+    Context {
+        rec: crate::zeek::context::ContextRecord,
     },
     /// A line that did not become a record (bad row, over-long line, cut-off last line).
     Skipped {
@@ -149,7 +153,7 @@ pub struct Tailer {
     path: PathBuf,
     start_at: StartAt,
     kind: SourceKind,
-    opts: ParseOptions,
+    opts: LineFormat,
     max_line: usize,
     live: Option<FileReader>,
     draining: Vec<FileReader>,
@@ -170,7 +174,13 @@ pub struct Tailer {
 }
 
 impl Tailer {
+    /// A tailer of `source`; its conn records are parsed with `opts`, a context source (ssl, http, dns)
+    /// by its own parser.
     pub fn new(source: &Source, opts: ParseOptions, saved: Option<SourceCheckpoint>) -> Tailer {
+        let opts = match source.kind.context() {
+            Some(k) => LineFormat::Context(k),
+            None => LineFormat::Conn(opts),
+        };
         Tailer {
             path: source.path.clone(),
             start_at: source.start_at,

@@ -68,6 +68,7 @@ fn poll(t: &mut Tailer) -> Vec<Ev> {
     t.poll(&mut |e| {
         out.push(match e {
             TailEvent::Record { rec, .. } => Ev::Rec(rec.uid.to_string()),
+            TailEvent::Context { rec } => Ev::Rec(rec.uid.to_string()),
             TailEvent::Skipped { reason, .. } => Ev::Skip(reason),
             TailEvent::Rotated { .. } => Ev::Rotated,
             TailEvent::Opened { resumed_at, .. } => Ev::Opened(resumed_at),

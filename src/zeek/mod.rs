@@ -9,6 +9,8 @@
 //! never stops the caller; a bad value in a field the caller did not mark as required is counted and read as
 //! unset, so Zeek's masked test baselines (`XXXXXXXXXX.XXXXXX`) still count.
 
+pub mod community_id;
+pub mod context;
 mod json;
 mod skipped;
 pub mod transport;
@@ -25,13 +27,16 @@ use compact_str::CompactString;
 use std::fmt;
 use std::net::IpAddr;
 
-/// Which kind of Zeek log a source is (issue 6 adds the interim kinds).
+/// Which kind of Zeek log a source is (issue 6 adds the interim kinds, issue 12 the context logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceKind {
     Conn,
     OpenConn,
     ConnLong,
+    Ssl,
+    Http,
+    Dns,
 }
 
 impl SourceKind {
@@ -46,8 +51,38 @@ impl SourceKind {
             SourceKind::OpenConn
         } else if name.contains("conn_long") {
             SourceKind::ConnLong
-        } else {
+        } else if name.contains("conn") {
             SourceKind::Conn
+        } else {
+            match context::ContextKind::from_file_name(&name) {
+                Some(k) => SourceKind::from(k),
+                None => SourceKind::Conn,
+            }
+        }
+    }
+
+    /// open_conn and conn_long: records of connections still open.
+    pub fn is_interim(self) -> bool {
+        matches!(self, SourceKind::OpenConn | SourceKind::ConnLong)
+    }
+
+    /// The context log kind (ssl, http, dns), if this is one.
+    pub fn context(self) -> Option<context::ContextKind> {
+        match self {
+            SourceKind::Ssl => Some(context::ContextKind::Ssl),
+            SourceKind::Http => Some(context::ContextKind::Http),
+            SourceKind::Dns => Some(context::ContextKind::Dns),
+            _ => None,
+        }
+    }
+}
+
+impl From<context::ContextKind> for SourceKind {
+    fn from(k: context::ContextKind) -> SourceKind {
+        match k {
+            context::ContextKind::Ssl => SourceKind::Ssl,
+            context::ContextKind::Http => SourceKind::Http,
+            context::ContextKind::Dns => SourceKind::Dns,
         }
     }
 }

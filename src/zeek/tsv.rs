@@ -163,7 +163,7 @@ impl TsvHeader {
     }
 }
 
-fn split<'a>(line: &'a [u8], sep: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+pub(crate) fn split<'a>(line: &'a [u8], sep: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
     let mut rest = Some(line);
     std::iter::from_fn(move || {
         let cur = rest?;
