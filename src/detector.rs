@@ -37,21 +37,12 @@ pub const STATE_VERSION: u32 = 1;
 
 /// The record fields the detector reads; `run` and `replay` parse only these (the rest of a line is skipped
 /// over), so both see the same records.
-pub const FIELDS: FieldSet = FieldSet::of(&[
-    Field::Ts,
-    Field::Uid,
-    Field::OrigH,
-    Field::OrigP,
-    Field::RespH,
-    Field::RespP,
-    Field::Proto,
-    Field::Service,
-    Field::Duration,
-    Field::OrigBytes,
-    Field::RespBytes,
-    Field::ConnState,
-    Field::CommunityId,
-]);
+pub const FIELDS: FieldSet = FieldSet::ALL
+    .without(Field::History)
+    .without(Field::LocalOrig)
+    .without(Field::LocalResp)
+    .without(Field::OrigPkts)
+    .without(Field::RespPkts);
 
 /// How `run` and `replay` parse records for the detector.
 pub fn parse_options() -> ParseOptions {

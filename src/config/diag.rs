@@ -364,32 +364,7 @@ impl<'d, 't> Reader<'d, 't> {
     /// An array of integers; if any element is not an integer, each such element is reported and the
     /// whole array read as absent.
     pub fn int_list(&mut self, name: &str) -> Option<Vec<i64>> {
-        let items = match self.get(name)? {
-            toml::Value::Array(items) => items,
-            other => {
-                self.wrong_type(name, "an array of integers", other);
-                return None;
-            }
-        };
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (i, item) in items.iter().enumerate() {
-            match item {
-                toml::Value::Integer(n) => out.push(*n),
-                other => {
-                    let key = format!("{}[{i}]", self.key(name));
-                    let mut place = self.place_of(name);
-                    place.push(i);
-                    let reason = format!("expected an integer, found {}", other.type_str());
-                    self.shape(key, reason, place);
-                    ok = false;
-                }
-            }
-        }
-        if ok {
-            self.got(name);
-        }
-        ok.then_some(out)
+        self.list(name, "integer", |v| v.as_integer())
     }
 
     pub fn bool(&mut self, name: &str) -> Option<bool> {
@@ -408,23 +383,39 @@ impl<'d, 't> Reader<'d, 't> {
     /// An array of strings; if any element is not a string, each such element is reported and the whole
     /// array read as absent.
     pub fn str_list(&mut self, name: &str) -> Option<Vec<&'t str>> {
+        self.list(name, "string", |v| v.as_str())
+    }
+
+    /// An array whose elements `item` reads (None: not of the type `what` names, each reported); the
+    /// whole array is read as absent if any element is not.
+    fn list<T>(
+        &mut self,
+        name: &str,
+        what: &str,
+        item: impl Fn(&'t toml::Value) -> Option<T>,
+    ) -> Option<Vec<T>> {
         let items = match self.get(name)? {
             toml::Value::Array(items) => items,
             other => {
-                self.wrong_type(name, "an array of strings", other);
+                self.wrong_type(name, &format!("an array of {what}s"), other);
                 return None;
             }
         };
         let mut out = Vec::new();
         let mut ok = true;
-        for (i, item) in items.iter().enumerate() {
-            match item {
-                toml::Value::String(s) => out.push(s.as_str()),
-                other => {
+        for (i, v) in items.iter().enumerate() {
+            match item(v) {
+                Some(x) => out.push(x),
+                None => {
                     let key = format!("{}[{i}]", self.key(name));
                     let mut place = self.place_of(name);
                     place.push(i);
-                    let reason = format!("expected a string, found {}", other.type_str());
+                    let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                        "an"
+                    } else {
+                        "a"
+                    };
+                    let reason = format!("expected {article} {what}, found {}", v.type_str());
                     self.shape(key, reason, place);
                     ok = false;
                 }

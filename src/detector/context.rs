@@ -644,6 +644,11 @@ mod tests {
         }
     }
 
+    /// The step of an ssl.log line naming `uid` (from `orig` to `resp`) `name`.
+    fn sni(uid: &str, orig: &str, resp: &str, ts: f64, name: &str) -> Step {
+        Step::Ctx(ctx(ContextKind::Ssl, uid, orig, resp, ts, name))
+    }
+
     /// One step of a join table: a context record, or a conn record with the name its alert must carry.
     enum Step {
         Ctx(ContextRecord),
@@ -679,14 +684,7 @@ mod tests {
     #[test]
     fn ssl_before_conn_names_by_uid() {
         run(vec![
-            Step::Ctx(ctx(
-                ContextKind::Ssl,
-                "C1",
-                "10.0.0.1",
-                "1.2.3.4",
-                T0,
-                "a.example.com",
-            )),
+            sni("C1", "10.0.0.1", "1.2.3.4", T0, "a.example.com"),
             Step::Conn(
                 tls("C1", "10.0.0.1", "1.2.3.4", T0, 5.0 * H),
                 Some(("a.example.com", "sni")),
@@ -698,14 +696,7 @@ mod tests {
     fn conn_before_ssl_is_unnamed_and_http_host_names_its_own_uid() {
         run(vec![
             Step::Conn(tls("C1", "10.0.0.1", "1.2.3.4", T0, 2.0 * H), None),
-            Step::Ctx(ctx(
-                ContextKind::Ssl,
-                "C1",
-                "10.0.0.1",
-                "1.2.3.4",
-                T0,
-                "late.example.com",
-            )),
+            sni("C1", "10.0.0.1", "1.2.3.4", T0, "late.example.com"),
             Step::Ctx(ctx(
                 ContextKind::Http,
                 "C2",
@@ -730,14 +721,7 @@ mod tests {
         let mut late = rec("C3", "10.0.0.1", "1.2.3.4", T0 + 40.0 * H, 5.0 * H);
         late.resp_p = Some(443);
         run(vec![
-            Step::Ctx(ctx(
-                ContextKind::Ssl,
-                "C1",
-                "10.0.0.1",
-                "1.2.3.4",
-                T0,
-                "push.example.com",
-            )),
+            sni("C1", "10.0.0.1", "1.2.3.4", T0, "push.example.com"),
             Step::Conn(
                 tls("C1", "10.0.0.1", "1.2.3.4", T0, 5.0 * H),
                 Some(("push.example.com", "sni")),

@@ -247,6 +247,10 @@ impl FieldSet {
     pub fn contains(self, f: Field) -> bool {
         self.0 & (1 << f as u8) != 0
     }
+    /// The set without `f`.
+    pub const fn without(self, f: Field) -> FieldSet {
+        FieldSet(self.0 & !(1 << f as u8))
+    }
     pub fn with(self, f: Field) -> FieldSet {
         FieldSet(self.0 | (1 << f as u8))
     }
