@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alert_quality;
 mod check_preflight;
 mod context_daemon;
 mod daemon;
