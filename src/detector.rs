@@ -16,9 +16,9 @@
 use crate::alert::{self, Alert, MAX_UIDS};
 use crate::rules::{
     Allow, CumulativeAlert, CumulativeConfig, FilterConfig, FilterReason, Levels, Measure,
-    Override, RuleState, Rules,
+    Override, RuleState, Rules, Thresholds,
 };
-use crate::window::{self, micros, GroupKey, Window, WindowConfig, WindowState};
+use crate::window::{self, micros, GroupBy, GroupKey, Window, WindowConfig, WindowState};
 use crate::zeek::{transport, ConnRecord, Field, FieldSet, ParseOptions, SourceKind};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -220,6 +220,23 @@ pub struct DetectorState {
     pub context: ContextState,
 }
 
+/// Where the last record [`Detector::process`] used left its group: what `replay`'s tuning summary reads.
+/// Not part of the state (a restart forgets it); the alerts that record raised belong to this group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupFigure {
+    pub key: GroupKey,
+    pub group_by: GroupBy,
+    /// The record's duration, µs.
+    pub duration_us: i64,
+    /// The group's cumulative measure after the record, µs.
+    pub measure_us: i64,
+    /// The thresholds that applied to the record (an override's included).
+    pub single: Thresholds,
+    pub cumulative: Thresholds,
+    /// The server's name, when context named it.
+    pub name: Option<CompactString>,
+}
+
 /// The streaming detector (see the module doc).
 #[derive(Debug, Clone)]
 pub struct Detector {
@@ -233,6 +250,8 @@ pub struct Detector {
     /// Interim records are expected (an interim source is configured, or replay was told so): final
     /// records then remember their uid as closed. Without interim logs that would be memory for nothing.
     expect_interim: bool,
+    /// See [`Detector::last_figure`].
+    last: Option<GroupFigure>,
 }
 
 /// What the detector needs to know: the window, the rules, the sensor's name for its alerts, and the kinds
@@ -270,6 +289,7 @@ impl Detector {
             context: Context::default(),
             context_cfg: cfg.context.clone(),
             expect_interim: expects_interim(cfg),
+            last: None,
         }
     }
 
@@ -341,13 +361,21 @@ impl Detector {
             context: Context::from_state(&state.context),
             context_cfg: cfg.context.clone(),
             expect_interim: expects_interim(cfg),
+            last: None,
         };
         d.reconfigure(cfg);
         d
     }
 
+    /// The group the last record given to [`Detector::process`] went to, with its figures; None when that
+    /// record was not used (no ts or addresses, filtered, an interim repeat).
+    pub fn last_figure(&self) -> Option<&GroupFigure> {
+        self.last.as_ref()
+    }
+
     /// Feeds one record of a log of `kind`; alerts it raises are appended to `out`.
     pub fn process(&mut self, rec: &ConnRecord, kind: SourceKind, out: &mut Vec<Alert>) {
+        self.last = None;
         self.stats.records_seen += 1;
         let Some(ts) = rec.ts.and_then(micros) else {
             self.stats.skipped_no_ts += 1;
@@ -475,6 +503,15 @@ impl Detector {
                 names.push(n.name.clone());
             }
         }
+        self.last = Some(GroupFigure {
+            key,
+            group_by,
+            duration_us: dur,
+            measure_us: measure,
+            single: single_th,
+            cumulative: cum_th,
+            name: named.as_ref().map(|n| n.name.clone()),
+        });
         // Context modifiers, looked up only when the duration or the measure reached a level.
         let dur_level = single_th.level_for(dur);
         let cum_level = cum_th.level_for(measure);

@@ -91,6 +91,31 @@ struct ReplayArgs {
     /// that interim log, anything else is conn).
     #[arg(long, value_enum)]
     kind: Option<KindArg>,
+    /// The per-group summary on stderr, after the counts: a `table`, or `json` lines
+    /// (`{"kind":"group",...}`, and with --compare `{"kind":"difference",...}`).
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+    summary: SummaryFormat,
+    /// Also list groups whose longest duration or largest measure reached at least this fraction
+    /// (0 < F <= 1) of the lowest threshold they did not reach, e.g. 0.8.
+    #[arg(long, value_name = "F", value_parser = parse_fraction)]
+    near: Option<f64>,
+    /// Replay the same files with this config too and print, on stderr, the alerts only one of the two
+    /// configs raises (by `event.id`). stdout keeps the alerts of --config.
+    #[arg(long, value_name = "OTHER.toml")]
+    compare: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SummaryFormat {
+    Table,
+    Json,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!("not a fraction in (0, 1]: {s:?}")),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -207,8 +232,13 @@ fn main() -> ExitCode {
 /// EX_CONFIG from sysexits.h: what systemd and scripts expect for a bad config.
 const EXIT_CONFIG: u8 = 78;
 
-fn load_config(path: &std::path::Path, cmd: &str) -> Result<longconn::config::Config, ExitCode> {
-    longconn::config::Config::load(path).map_err(|e| {
+/// The config for `replay`, which reads no source: a missing `[[source]]` is no error, every other
+/// problem is.
+fn load_replay_config(
+    path: &std::path::Path,
+    cmd: &str,
+) -> Result<longconn::config::Config, ExitCode> {
+    longconn::config::Config::load_without_sources(path).map_err(|e| {
         eprintln!(
             "longconn {cmd}: {}: invalid configuration:\n{e}",
             path.display()
@@ -217,7 +247,7 @@ fn load_config(path: &std::path::Path, cmd: &str) -> Result<longconn::config::Co
     })
 }
 
-/// [`load_config`] plus the preflight (`longconn::config::preflight`): what `check` and `run` both call,
+/// The config, loaded with its `[[source]]` required, plus the preflight (`longconn::config::preflight`): what `check` and `run` both call,
 /// before `run` creates anything, so they accept and refuse the same configs with the same messages.
 fn load_and_preflight(
     path: &std::path::Path,
@@ -358,19 +388,31 @@ fn run_daemon(a: RunArgs) -> ExitCode {
 }
 
 fn run_replay(a: ReplayArgs) -> ExitCode {
-    let cfg = match load_config(&a.config.config, "replay") {
+    let cfg = match load_replay_config(&a.config.config, "replay") {
         Ok(c) => c,
         Err(code) => return code,
+    };
+    let other = match &a.compare {
+        Some(path) => match load_replay_config(path, "replay") {
+            Ok(c) => Some(c),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let opts = longconn::replay::ReplayOptions {
+        near: a.near,
+        compare: other.as_ref(),
     };
     let inputs: Vec<InputPath> = a.files.iter().map(|f| InputPath::from_arg(f)).collect();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
-    let summary = match longconn::replay::replay(
+    let summary = match longconn::replay::replay_with(
         &cfg,
         &inputs,
         a.kind.map(KindArg::kind),
+        opts,
         &mut out,
         &mut err,
     ) {
@@ -383,6 +425,22 @@ fn run_replay(a: ReplayArgs) -> ExitCode {
     };
     let _ = out.flush();
     let _ = write!(err, "{}", longconn::replay::summary_table(&summary));
+    match a.summary {
+        SummaryFormat::Table => {
+            let _ = write!(err, "{}", longconn::replay::groups_table(&summary, a.near));
+            if let Some(path) = &a.compare {
+                let t = longconn::replay::differences_table(
+                    &summary,
+                    &a.config.config.display().to_string(),
+                    &path.display().to_string(),
+                );
+                let _ = write!(err, "{t}");
+            }
+        }
+        SummaryFormat::Json => {
+            let _ = write!(err, "{}", longconn::replay::summary_json(&summary));
+        }
+    }
     if summary.file_errors.is_empty() {
         ExitCode::SUCCESS
     } else {

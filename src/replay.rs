@@ -11,15 +11,22 @@
 //! given too, in any order among the others: they are merged by event time and each context record is fed
 //! to the detector before the first conn record written after it (a conn record is written at its end,
 //! `ts + duration`; a context record at its `ts`), which is the order a live run reads them in.
+//!
+//! Tuning help ([`ReplayOptions`]): a summary per group that alerted ([`GroupSummary`]: names, highest
+//! level, longest duration, largest measure, reasons), optionally with the groups that came within a
+//! fraction of a level they did not reach (`near`), and the alerts only one of two configs raises
+//! (`compare`: the same records through a second detector, alerts told apart by `event.id`).
 
+use crate::alert::{self, Alert, Trigger};
 use crate::config::Config;
-use crate::detector::{Detector, DetectorStats};
+use crate::detector::{Detector, DetectorStats, GroupFigure};
 use crate::input::{self, InputPath};
-use crate::rules::Level;
+use crate::rules::{Level, Thresholds};
+use crate::window::GroupKey;
 use crate::zeek::context::{ContextKind, ContextLine, ContextParser, ContextRecord};
 use crate::zeek::SourceKind;
 use crate::zeek::{Line, LogParser, Show, SkipReason, SkippedLines};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{self, BufRead, BufReader, Write};
 
 /// Counts for the summary.
@@ -30,6 +37,213 @@ pub struct ReplaySummary {
     pub file_errors: Vec<String>,
     pub stats: DetectorStats,
     pub context: crate::detector::context::ContextStats,
+    /// The groups that alerted, and with `near` those that came near a level; highest level first.
+    pub groups: Vec<GroupSummary>,
+    /// With `compare`: the alerts only one of the two configs raised, in the order they were raised.
+    pub differences: Vec<Difference>,
+}
+
+/// What `replay` computes besides the alerts.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReplayOptions<'a> {
+    /// Also list the groups whose longest duration or largest measure reached at least this fraction
+    /// (0 < F <= 1) of the lowest threshold they did not reach.
+    pub near: Option<f64>,
+    /// A second config: the same records go through a detector built from it too.
+    pub compare: Option<&'a Config>,
+}
+
+/// One group in the tuning summary. Figures cover the whole replay, from the group's first record that
+/// reached the listing bound on.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GroupSummary {
+    pub source: std::net::IpAddr,
+    /// The responder address, with `:port/proto` when grouped by pair and port.
+    pub destination: String,
+    /// The server names seen (`destination.domain`, `longconn.domains`, and names of its records).
+    pub names: Vec<String>,
+    /// The highest level alerted (None: listed as near only).
+    pub level: Option<Level>,
+    pub alerts: u64,
+    /// The longest single connection.
+    pub longest_seconds: f64,
+    /// The largest cumulative measure inside the window.
+    pub measure_seconds: f64,
+    /// The context modifiers applied to its alerts.
+    pub reasons: Vec<String>,
+    /// With `near`: the closest level not reached, when within the fraction.
+    pub near: Option<Near>,
+}
+
+/// A level a group came near without reaching it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Near {
+    pub trigger: Trigger,
+    pub level: Level,
+    /// The figure over that level's threshold, below 1.
+    pub fraction: f64,
+}
+
+/// Which config raised an alert the other did not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RaisedBy {
+    /// `--config`.
+    Config,
+    /// `--compare`.
+    Compare,
+}
+
+/// An alert only one config raised.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Difference {
+    pub raised_by: RaisedBy,
+    pub event_id: String,
+    /// `orig>resp` or `orig>resp:port/proto`.
+    pub group: String,
+    pub trigger: Trigger,
+    pub level: Level,
+    pub measure_seconds: f64,
+    pub threshold_seconds: f64,
+}
+
+impl Difference {
+    fn of(a: &Alert, group: String, raised_by: RaisedBy) -> Difference {
+        Difference {
+            raised_by,
+            event_id: a.event.id.clone(),
+            group,
+            trigger: a.longconn.trigger,
+            level: a.longconn.level,
+            measure_seconds: a.longconn.measure_seconds,
+            threshold_seconds: a.longconn.threshold_seconds,
+        }
+    }
+}
+
+/// A group while the replay runs.
+#[derive(Debug, Clone)]
+struct GroupTally {
+    group: String,
+    names: BTreeSet<String>,
+    level: Option<Level>,
+    alerts: u64,
+    longest_us: i64,
+    single: Thresholds,
+    measure_us: i64,
+    cumulative: Thresholds,
+    reasons: BTreeSet<String>,
+}
+
+/// The groups worth listing: those that alerted, and those whose figures reached `bound` times their
+/// lowest threshold (1 without `near`), so that a replay over many quiet pairs keeps few.
+#[derive(Debug)]
+struct Tally {
+    bound: f64,
+    groups: BTreeMap<GroupKey, GroupTally>,
+}
+
+/// `a` reached at least `f` times `t`.
+fn reaches(a: i64, t: Option<i64>, f: f64) -> bool {
+    t.is_some_and(|t| a as f64 >= t as f64 * f)
+}
+
+impl Tally {
+    fn observe(&mut self, fig: &GroupFigure, alerts: &[Alert]) {
+        let listed = self.groups.contains_key(&fig.key);
+        if !listed
+            && alerts.is_empty()
+            && !reaches(fig.duration_us, fig.single.lowest(), self.bound)
+            && !reaches(fig.measure_us, fig.cumulative.lowest(), self.bound)
+        {
+            return;
+        }
+        let g = self.groups.entry(fig.key).or_insert_with(|| GroupTally {
+            group: alert::group_string(&fig.key, fig.group_by),
+            names: BTreeSet::new(),
+            level: None,
+            alerts: 0,
+            longest_us: 0,
+            single: fig.single,
+            measure_us: 0,
+            cumulative: fig.cumulative,
+            reasons: BTreeSet::new(),
+        });
+        if fig.duration_us >= g.longest_us {
+            g.longest_us = fig.duration_us;
+            g.single = fig.single;
+        }
+        if fig.measure_us >= g.measure_us {
+            g.measure_us = fig.measure_us;
+            g.cumulative = fig.cumulative;
+        }
+        if let Some(n) = &fig.name {
+            g.names.insert(n.to_string());
+        }
+        for a in alerts {
+            g.alerts += 1;
+            g.level = g.level.max(Some(a.longconn.level));
+            g.names.extend(a.destination.domain.iter().cloned());
+            g.names.extend(a.longconn.domains.iter().cloned());
+            g.reasons.extend(a.longconn.reasons.iter().cloned());
+        }
+    }
+
+    fn finish(self, near: Option<f64>) -> Vec<GroupSummary> {
+        let mut out: Vec<GroupSummary> = self
+            .groups
+            .into_values()
+            .filter_map(|g| {
+                let close = near.and_then(|f| {
+                    let s =
+                        next_level(g.longest_us, &g.single).map(|(l, x)| (Trigger::Single, l, x));
+                    let c = next_level(g.measure_us, &g.cumulative)
+                        .map(|(l, x)| (Trigger::Cumulative, l, x));
+                    [s, c]
+                        .into_iter()
+                        .flatten()
+                        .filter(|(_, _, x)| *x >= f)
+                        .max_by(|a, b| a.2.total_cmp(&b.2))
+                        .map(|(trigger, level, fraction)| Near {
+                            trigger,
+                            level,
+                            fraction,
+                        })
+                });
+                if g.alerts == 0 && close.is_none() {
+                    return None;
+                }
+                let (source, destination) = g.group.split_once('>').unwrap_or(("", &g.group));
+                Some(GroupSummary {
+                    source: source.parse().ok()?,
+                    destination: destination.to_string(),
+                    names: g.names.into_iter().collect(),
+                    level: g.level,
+                    alerts: g.alerts,
+                    longest_seconds: alert::secs(g.longest_us),
+                    measure_seconds: alert::secs(g.measure_us),
+                    reasons: g.reasons.into_iter().collect(),
+                    near: close,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.level
+                .cmp(&a.level)
+                .then(b.measure_seconds.total_cmp(&a.measure_seconds))
+                .then(b.longest_seconds.total_cmp(&a.longest_seconds))
+        });
+        out
+    }
+}
+
+/// The lowest level whose threshold `us` did not reach, and `us` over that threshold.
+fn next_level(us: i64, th: &Thresholds) -> Option<(Level, f64)> {
+    Level::ALL.iter().find_map(|&l| {
+        th.threshold(l)
+            .filter(|&t| us < t && t > 0)
+            .map(|t| (l, us as f64 / t as f64))
+    })
 }
 
 /// Replays `inputs` through a fresh detector, writing alert JSON lines to `out` and skipped-line messages
@@ -41,13 +255,34 @@ pub fn replay(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> io::Result<ReplaySummary> {
-    let mut detector = Detector::new(&config.detector());
+    replay_with(config, inputs, kind, ReplayOptions::default(), out, err)
+}
+
+/// [`replay`] with the tuning help of `opts` (see the module doc); the alerts on `out` are the same.
+pub fn replay_with(
+    config: &Config,
+    inputs: &[InputPath],
+    kind: Option<SourceKind>,
+    opts: ReplayOptions<'_>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<ReplaySummary> {
+    let mut detectors = vec![Detector::new(&config.detector())];
+    if let Some(other) = opts.compare {
+        detectors.push(Detector::new(&other.detector()));
+    }
     if inputs
         .iter()
         .any(|i| kind.unwrap_or_else(|| i.kind()).is_interim())
     {
-        detector.expect_interim();
+        detectors.iter_mut().for_each(Detector::expect_interim);
     }
+    let mut tally = Tally {
+        bound: opts.near.unwrap_or(1.0),
+        groups: BTreeMap::new(),
+    };
+    // With `compare`: every alert of each config, as (raised by, alert, group).
+    let mut raised: [Vec<Difference>; 2] = [Vec::new(), Vec::new()];
     let mut summary = ReplaySummary::default();
     let mut alerts = Vec::new();
     let mut shown = SkippedLines::default();
@@ -135,16 +370,36 @@ pub fn replay(
                         }
                         feed_context(
                             &mut merge,
-                            &mut detector,
+                            &mut detectors,
                             written,
                             &mut summary,
                             &mut shown,
                             err,
                         )?;
                     }
-                    detector.process(&rec, file_kind, &mut alerts);
-                    for a in alerts.drain(..) {
-                        writeln!(out, "{}", a.to_json())?;
+                    for (i, detector) in detectors.iter_mut().enumerate() {
+                        detector.process(&rec, file_kind, &mut alerts);
+                        let fig = detector.last_figure();
+                        if i == 0 {
+                            if let Some(fig) = fig {
+                                tally.observe(fig, &alerts);
+                            }
+                        }
+                        if opts.compare.is_some() {
+                            let by = [RaisedBy::Config, RaisedBy::Compare][i];
+                            let group = fig.map_or_else(String::new, |f| {
+                                alert::group_string(&f.key, f.group_by)
+                            });
+                            raised[i].extend(
+                                alerts.iter().map(|a| Difference::of(a, group.clone(), by)),
+                            );
+                        }
+                        if i == 0 {
+                            for a in &alerts {
+                                writeln!(out, "{}", a.to_json())?;
+                            }
+                        }
+                        alerts.clear();
                     }
                 }
                 Line::Meta => {}
@@ -160,8 +415,18 @@ pub fn replay(
             }
         }
     }
-    summary.stats = detector.stats();
-    summary.context = detector.context_stats();
+    summary.stats = detectors[0].stats();
+    summary.context = detectors[0].context_stats();
+    summary.groups = tally.finish(opts.near);
+    let [a, b] = raised;
+    let ids =
+        |v: &[Difference]| -> HashSet<String> { v.iter().map(|d| d.event_id.clone()).collect() };
+    let (in_a, in_b) = (ids(&a), ids(&b));
+    summary.differences = a
+        .into_iter()
+        .filter(|d| !in_b.contains(&d.event_id))
+        .chain(b.into_iter().filter(|d| !in_a.contains(&d.event_id)))
+        .collect();
     Ok(summary)
 }
 
@@ -266,7 +531,7 @@ impl ContextStream {
 /// Feeds the detector every context record written up to `until` (seconds), oldest first.
 fn feed_context(
     streams: &mut [ContextStream],
-    detector: &mut Detector,
+    detectors: &mut [Detector],
     until: f64,
     summary: &mut ReplaySummary,
     shown: &mut SkippedLines<usize>,
@@ -284,7 +549,7 @@ fn feed_context(
             return Ok(());
         };
         if let Some(r) = s.next.take() {
-            detector.process_context(&r);
+            detectors.iter_mut().for_each(|d| d.process_context(&r));
         }
         s.advance(summary, shown, err)?;
     }
@@ -376,6 +641,154 @@ pub fn summary_table(s: &ReplaySummary) -> String {
             counts[Level::Critical as usize],
             total
         ));
+    }
+    t
+}
+
+/// Seconds as the tables show them: "4h 10m 0s".
+fn human_secs(s: f64) -> String {
+    alert::human((s * 1e6).round() as i64)
+}
+
+/// Rows padded to their columns' widths, two spaces apart, each line indented by two.
+fn columns(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|v| v.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut t = String::new();
+    for r in rows {
+        let mut line = String::from(" ");
+        for (v, w) in r.iter().zip(&widths) {
+            line.push_str(&format!(" {v:<w$}"));
+        }
+        t.push_str(line.trim_end());
+        t.push('\n');
+    }
+    t
+}
+
+fn or_dash(v: &[String]) -> String {
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(",")
+    }
+}
+
+/// The per-group summary for stderr, after [`summary_table`]: one row per group of
+/// [`ReplaySummary::groups`].
+pub fn groups_table(s: &ReplaySummary, near: Option<f64>) -> String {
+    let alerted = s.groups.iter().filter(|g| g.alerts > 0).count();
+    let mut t = format!("longconn replay groups: {alerted} alerted");
+    if let Some(f) = near {
+        let close = s.groups.iter().filter(|g| g.alerts == 0).count();
+        t.push_str(&format!(", {close} near only (at least {f} of a level)"));
+    }
+    t.push('\n');
+    if s.groups.is_empty() {
+        return t;
+    }
+    let mut rows = vec![[
+        "source",
+        "destination",
+        "level",
+        "alerts",
+        "longest",
+        "measure",
+        "near",
+        "reasons",
+        "names",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for g in &s.groups {
+        rows.push(vec![
+            g.source.to_string(),
+            g.destination.clone(),
+            g.level.map_or("-", Level::name).to_string(),
+            g.alerts.to_string(),
+            human_secs(g.longest_seconds),
+            human_secs(g.measure_seconds),
+            g.near.as_ref().map_or_else(
+                || "-".to_string(),
+                |n| format!("{} {:.2} {}", n.level.name(), n.fraction, n.trigger.name()),
+            ),
+            or_dash(&g.reasons),
+            or_dash(&g.names),
+        ]);
+    }
+    t.push_str(&columns(&rows));
+    t
+}
+
+/// The alerts only one config raised, for stderr; `config` and `compare` name the two files.
+pub fn differences_table(s: &ReplaySummary, config: &str, compare: &str) -> String {
+    let count = |by| s.differences.iter().filter(|d| d.raised_by == by).count();
+    let mut t = format!(
+        "longconn replay compare: {} alerts only with {config}, {} only with {compare}\n",
+        count(RaisedBy::Config),
+        count(RaisedBy::Compare)
+    );
+    if s.differences.is_empty() {
+        return t;
+    }
+    let mut rows = vec![[
+        "only with",
+        "event.id",
+        "group",
+        "trigger",
+        "level",
+        "measure",
+        "threshold",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for d in &s.differences {
+        rows.push(vec![
+            match d.raised_by {
+                RaisedBy::Config => config.to_string(),
+                RaisedBy::Compare => compare.to_string(),
+            },
+            d.event_id.clone(),
+            d.group.clone(),
+            d.trigger.name().to_string(),
+            d.level.name().to_string(),
+            human_secs(d.measure_seconds),
+            human_secs(d.threshold_seconds),
+        ]);
+    }
+    t.push_str(&columns(&rows));
+    t
+}
+
+/// The groups and the differences as JSON lines: `{"kind":"group",...}` per [`GroupSummary`],
+/// `{"kind":"difference",...}` per [`Difference`].
+pub fn summary_json(s: &ReplaySummary) -> String {
+    let mut t = String::new();
+    let tagged = |kind: &str, v: serde_json::Value| {
+        let mut m = serde_json::Map::new();
+        m.insert("kind".into(), kind.into());
+        if let serde_json::Value::Object(o) = v {
+            m.extend(o);
+        }
+        serde_json::Value::Object(m).to_string()
+    };
+    for g in &s.groups {
+        let v = serde_json::to_value(g).unwrap_or_default();
+        t.push_str(&tagged("group", v));
+        t.push('\n');
+    }
+    for d in &s.differences {
+        let v = serde_json::to_value(d).unwrap_or_default();
+        t.push_str(&tagged("difference", v));
+        t.push('\n');
     }
     t
 }

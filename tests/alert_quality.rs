@@ -130,10 +130,7 @@ fn alert_quality_on_the_labeled_captures() {
     for c in &CAPTURES {
         let inputs = files(&dir, c.name);
         assert!(!inputs.is_empty(), "no files for {}", c.name);
-        let base = format!(
-            "[[source]]\npath = \"/nonexistent/conn.log\"\n[filter]\ninternal = [\"{}\"]\n",
-            c.internal
-        );
+        let base = format!("[filter]\ninternal = [\"{}\"]\n", c.internal);
         let all = replay(&base, &inputs);
         let (text, medium_up) = row(&format!("{} default", c.name), &all);
         println!("{text}");

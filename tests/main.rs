@@ -19,6 +19,7 @@ mod http_outputs;
 mod interim_run;
 mod metrics;
 mod reload;
+mod replay_tuning;
 mod scan_damaged;
 mod scan_parity;
 mod sd_notify;

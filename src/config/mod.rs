@@ -116,6 +116,16 @@ fn sensor_name(r: &mut Reader<'_, '_>) -> String {
     }
 }
 
+/// The text of the config file at `path`; a file that cannot be read is one error keyed by the path.
+fn read(path: &std::path::Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        errors: vec![ConfigError::new(
+            &path.display().to_string(),
+            format!("cannot read: {e}"),
+        )],
+    })
+}
+
 /// Joins a multi-line message into one line, so that each error prints as one `KEY: REASON` line.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -133,13 +143,24 @@ impl Config {
     /// Reads and validates the config file at `path`. A file that cannot be read is one error keyed by
     /// the path.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-            errors: vec![ConfigError::new(
-                &path.display().to_string(),
-                format!("cannot read: {e}"),
-            )],
-        })?;
-        Config::from_toml_str(&text)
+        Config::from_toml_str(&read(path)?)
+    }
+
+    /// [`Config::load`] for `replay`, which reads no source: a config without `[[source]]` is accepted
+    /// (that one error, and no other, is dropped).
+    pub fn load_without_sources(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+        Config::from_toml_str_without_sources(&read(path)?)
+    }
+
+    /// [`Config::from_toml_str`] without the requirement of a `[[source]]`.
+    pub fn from_toml_str_without_sources(text: &str) -> Result<Config, ConfigErrors> {
+        let (config, mut errors, _) = Config::convert_text(text)?;
+        errors.retain(|e| !(e.key == "source" && e.reason.starts_with("no [[source]]")));
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors { errors })
+        }
     }
 
     /// Parses and validates a config, reporting every problem at once.

@@ -516,3 +516,16 @@ fn errors_come_in_the_documented_order() {
         "{e}"
     );
 }
+
+#[test]
+fn without_sources_drops_only_the_missing_source() {
+    assert!(Config::from_toml_str("").is_err());
+    let c = Config::from_toml_str_without_sources("").expect("no source is fine for replay");
+    assert!(c.sources.is_empty());
+    let e = Config::from_toml_str_without_sources("[window]\nlength = \"soon\"\n").unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("window.length"), "{text}");
+    assert!(!text.contains("[[source]]"), "{text}");
+    let e = Config::from_toml_str_without_sources("[[source]]\npath = 3\n").unwrap_err();
+    assert!(e.to_string().contains("source[0].path"), "{e}");
+}
