@@ -4,6 +4,7 @@
 
 mod support;
 
+mod allow_files;
 mod check_preflight;
 mod context_daemon;
 mod daemon;
