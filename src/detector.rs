@@ -424,16 +424,26 @@ impl Detector {
                 Admit::Use(prev) => prev,
             }
         };
-        self.stats.records_used += 1;
-        if is_interim {
-            self.stats.interim_records += 1;
-        }
 
         let window_us = self.rules.window_us;
         self.context.sweep(t, window_us);
         let named = self
             .context
             .name_for(rec, orig, resp, &self.context_cfg, t, window_us);
+        // `[[allow]]` entries with a domain, now that the server name is known (the other filters ran
+        // above). An interim uid admitted above stays remembered: its later records get the same name.
+        if self.rules.has_domain_allow()
+            && self
+                .rules
+                .allowed_by_name(orig, resp, rec, named.as_ref().map(|n| n.name.as_str()))
+        {
+            self.stats.filtered_allow += 1;
+            return;
+        }
+        self.stats.records_used += 1;
+        if is_interim {
+            self.stats.interim_records += 1;
+        }
         if matches!(
             self.rules.direction(orig, resp),
             crate::rules::Direction::Outbound | crate::rules::Direction::Internal

@@ -232,19 +232,29 @@ fn main() -> ExitCode {
 /// EX_CONFIG from sysexits.h: what systemd and scripts expect for a bad config.
 const EXIT_CONFIG: u8 = 78;
 
-/// The config for `replay`, which reads no source: a missing `[[source]]` is no error, every other
-/// problem is.
+/// The config for `replay`, which reads no source (a missing `[[source]]` is no error, every other problem
+/// is), with its allow lists read (`filter.allow_files`); a bad line in one is refused like a bad key.
 fn load_replay_config(
     path: &std::path::Path,
     cmd: &str,
 ) -> Result<longconn::config::Config, ExitCode> {
-    longconn::config::Config::load_without_sources(path).map_err(|e| {
+    let refuse = |e: longconn::config::ConfigErrors| {
         eprintln!(
             "longconn {cmd}: {}: invalid configuration:\n{e}",
             path.display()
         );
         ExitCode::from(EXIT_CONFIG)
-    })
+    };
+    let mut cfg = longconn::config::Config::load_without_sources(path).map_err(refuse)?;
+    let (errors, warnings) = longconn::config::preflight::read_allow_files(&mut cfg);
+    for w in warnings {
+        eprintln!("longconn {cmd}: {}: warning: {w}", path.display());
+    }
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(refuse(longconn::config::ConfigErrors { errors }))
+    }
 }
 
 /// The config, loaded with its `[[source]]` required, plus the preflight (`longconn::config::preflight`): what `check` and `run` both call,

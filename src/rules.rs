@@ -8,7 +8,10 @@
 //!    internal or external; directions not listed are left out;
 //! 3. `ignore_states`: the record's `conn_state` is listed (a record without `conn_state` passes);
 //! 4. `allow`: some `[[allow]]` entry matches (every key it gives matches: `src` CIDR on `id.orig_h`,
-//!    `dst` CIDR on `id.resp_h`, `port` on `id.resp_p`, `proto` case-insensitively).
+//!    `dst` CIDR on `id.resp_h`, `port` on `id.resp_p`, `proto` case-insensitively). An entry with a
+//!    `domain` also needs the connection's server name, which the context only gives once the record is
+//!    admitted: such entries are checked by the detector after `name_for` ([`Rules::allowed_by_name`]),
+//!    counted under the same reason; entries without a domain stay on this fast path.
 //!
 //! Overrides: the first matching `[[override]]` replaces the levels it gives, per record.
 //!
@@ -24,6 +27,7 @@
 //! `realert_after`, a group that still holds a level repeats the alert (at its current level) once that much
 //! event time has passed since its last alert.
 
+pub mod allow_list;
 pub mod config;
 
 use crate::detector::DetectorConfig;
@@ -147,6 +151,9 @@ pub struct FilterConfig {
     pub never: Vec<IpNet>,
     pub always: Vec<IpNet>,
     pub ignore_states: Vec<String>,
+    /// `allow_files`: globs of allow lists ([`allow_list`]), read where the config is used (the
+    /// preflight), never by the loader.
+    pub allow_files: Vec<String>,
 }
 
 /// Match keys shared by `[[allow]]` and `[[override]]`: every key given must match.
@@ -162,7 +169,78 @@ pub struct Match {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Allow {
     pub matches: Match,
+    /// The server name (SNI, HTTP Host or DNS answer) must be this domain (or one under it).
+    pub domain: Option<Domain>,
+    /// As written in `[[allow]]`; `FILE:LINE` for an entry of an allow file.
     pub comment: Option<String>,
+}
+
+/// An allowlisted domain: `slack.com` matches `slack.com` and every name under it (`a.b.slack.com`),
+/// `=slack.com` only `slack.com`; `*.slack.com` is read as `slack.com`. Names compare case-insensitively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    /// Lower case, without `=` or `*.`.
+    pub name: String,
+    /// `=`: the name itself only, no subdomain.
+    pub exact: bool,
+}
+
+impl Domain {
+    /// Reads `slack.com`, `=slack.com` or `*.slack.com`. A domain is dot-separated labels of letters,
+    /// digits, `-` and `_` (a trailing dot is dropped); no scheme, path, port, space or other wildcard.
+    pub fn parse(text: &str) -> Result<Domain, String> {
+        let (rest, exact) = match text.strip_prefix('=') {
+            Some(rest) => (rest, true),
+            None => (text.strip_prefix("*.").unwrap_or(text), false),
+        };
+        let name = rest.strip_suffix('.').unwrap_or(rest).to_ascii_lowercase();
+        let why = if name.is_empty() {
+            Some("is empty")
+        } else if name.contains("://") || name.contains('/') {
+            Some("is a URL: give only the host name (\"slack.com\")")
+        } else if name.chars().any(char::is_whitespace) {
+            Some("contains a space")
+        } else if name.contains('*') {
+            Some("has a wildcard other than a leading \"*.\"")
+        } else if name.contains(':') {
+            Some("has a port: give only the host name")
+        } else if name.split('.').any(str::is_empty) {
+            Some("has an empty label (\"..\" or a leading dot)")
+        } else if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            Some("has a character other than letters, digits, '-', '_' and '.' (write IDNs in punycode)")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(format!("{text:?} is not a domain: it {why}")),
+            None => Ok(Domain { name, exact }),
+        }
+    }
+
+    /// Whether the server name `name` is this domain or (unless exact) under it.
+    pub fn matches(&self, name: &str) -> bool {
+        let (n, d) = (name.as_bytes(), self.name.as_bytes());
+        if n.eq_ignore_ascii_case(d) {
+            return true;
+        }
+        !self.exact
+            && n.len() > d.len()
+            && n[n.len() - d.len()..].eq_ignore_ascii_case(d)
+            && n[n.len() - d.len() - 1] == b'.'
+    }
+}
+
+impl std::fmt::Display for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.exact {
+            write!(f, "={}", self.name)
+        } else {
+            f.write_str(&self.name)
+        }
+    }
 }
 
 /// Other thresholds for matching traffic; a level given here replaces that level of the main config.
@@ -278,6 +356,8 @@ pub struct Rules {
     always: NetSet,
     ignore_states: Vec<CompactString>,
     allow: Vec<Matcher>,
+    /// `[[allow]]` entries with a domain: checked once the server name is known.
+    allow_named: Vec<(Matcher, Domain)>,
     overrides: Vec<(Matcher, LevelPatch, LevelPatch)>,
     pub single: Thresholds,
     pub cumulative: Thresholds,
@@ -355,7 +435,17 @@ impl Rules {
                 .iter()
                 .map(CompactString::from)
                 .collect(),
-            allow: cfg.allow.iter().map(|a| Matcher::new(&a.matches)).collect(),
+            allow: cfg
+                .allow
+                .iter()
+                .filter(|a| a.domain.is_none())
+                .map(|a| Matcher::new(&a.matches))
+                .collect(),
+            allow_named: cfg
+                .allow
+                .iter()
+                .filter_map(|a| Some((Matcher::new(&a.matches), a.domain.clone()?)))
+                .collect(),
             overrides: cfg
                 .overrides
                 .iter()
@@ -401,6 +491,26 @@ impl Rules {
             return Err(FilterReason::Allow);
         }
         Ok(())
+    }
+
+    /// Whether an `[[allow]]` entry with a domain leaves the record out, given the connection's server
+    /// name (`None`: not known, which no domain entry matches). The entry's other keys must match too.
+    pub fn allowed_by_name(
+        &self,
+        orig: IpAddr,
+        resp: IpAddr,
+        rec: &ConnRecord,
+        name: Option<&str>,
+    ) -> bool {
+        let Some(name) = name else { return false };
+        self.allow_named
+            .iter()
+            .any(|(m, d)| d.matches(name) && m.matches(orig, resp, rec))
+    }
+
+    /// Whether some allow entry needs the server name.
+    pub fn has_domain_allow(&self) -> bool {
+        !self.allow_named.is_empty()
     }
 
     /// (single, cumulative) thresholds for this record: the first matching override applied.

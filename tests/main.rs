@@ -5,6 +5,7 @@
 mod support;
 
 mod alert_quality;
+mod allow_files;
 mod check_preflight;
 mod context_daemon;
 mod daemon;

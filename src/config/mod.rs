@@ -63,6 +63,10 @@ pub struct Config {
     pub cumulative: CumulativeConfig,
     pub filter: FilterConfig,
     pub allow: Vec<Allow>,
+    /// The entries of the allow lists `filter.allow_files` names, put here by
+    /// [`preflight::read_allow_files`] (at `run`, each reload, `replay` and `check`); always empty after
+    /// loading, which reads no file but the config.
+    pub allow_listed: Vec<Allow>,
     pub overrides: Vec<Override>,
     pub outputs: Vec<Output>,
     pub spool: SpoolConfig,
@@ -79,7 +83,12 @@ impl Config {
             single: self.single.clone(),
             cumulative: self.cumulative.clone(),
             filter: self.filter.clone(),
-            allow: self.allow.clone(),
+            allow: self
+                .allow
+                .iter()
+                .chain(&self.allow_listed)
+                .cloned()
+                .collect(),
             overrides: self.overrides.clone(),
             source_kinds: self.sources.iter().map(|s| s.kind).collect(),
             context: self.context.clone(),
@@ -221,6 +230,7 @@ impl Config {
             cumulative: rules.cumulative,
             filter: rules.filter,
             allow: rules.allow,
+            allow_listed: Vec::new(),
             overrides: rules.overrides,
             outputs: outputs.outputs,
             spool,

@@ -12,7 +12,10 @@
 //!   `HttpOutput::new`);
 //! - the state directory is a directory this user can write (a file created and removed in it), or can be
 //!   created (its nearest existing ancestor is a writable directory); the same for an alert file;
-//! - every source's directory exists: a warning only, since Zeek may not have started yet.
+//! - every source's directory exists: a warning only, since Zeek may not have started yet;
+//! - the allow lists `filter.allow_files` names are read ([`read_allow_files`]): every bad line is an
+//!   error keyed `FILE:LINE`, a pattern that matches no file a warning. Their entries go into
+//!   `Config::allow_listed`, so the config `load` returns is the one to run.
 //!
 //! Every problem comes back at once with its key, together with the config's own errors.
 
@@ -59,14 +62,68 @@ pub fn load(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
             format!("cannot read: {e}"),
         )],
     })?;
-    let (config, mut errors, origins) = Config::convert_text(&text)?;
+    let (mut config, mut errors, origins) = Config::convert_text(&text)?;
     let found = check(&config, &origins);
     errors.extend(found.errors);
+    let mut warnings = found.warnings;
+    let (list_errors, list_warnings) = read_allow_files(&mut config);
+    errors.extend(list_errors);
+    warnings.extend(list_warnings);
     if errors.is_empty() {
-        Ok((config, found.warnings))
+        Ok((config, warnings))
     } else {
         Err(ConfigErrors { errors })
     }
+}
+
+/// Reads the allow lists `filter.allow_files` names into `config.allow_listed` (replacing what was there):
+/// (errors, warnings). Each pattern is expanded in path order and a file matched twice is read once; every
+/// bad line is an error keyed `FILE:LINE`, a file that cannot be read an error keyed by its path, a
+/// pattern matching nothing a warning (the directory may be filled later; a reload reads it again).
+pub fn read_allow_files(config: &mut Config) -> (Vec<ConfigError>, Vec<ConfigError>) {
+    let mut found = Findings::default();
+    let mut entries = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, pattern) in config.filter.allow_files.iter().enumerate() {
+        let key = format!("filter.allow_files[{i}]");
+        let paths = match glob::glob(pattern) {
+            Ok(paths) => paths,
+            Err(e) => {
+                found.error(&key, format!("{pattern:?} is not a glob pattern: {e}"));
+                continue;
+            }
+        };
+        let mut matched = 0;
+        for path in paths {
+            matched += 1;
+            let path = match path {
+                Ok(p) => p,
+                Err(e) => {
+                    found.error(&e.path().display().to_string(), format!("cannot read: {e}"));
+                    continue;
+                }
+            };
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            let name = path.display().to_string();
+            match fs::read_to_string(&path) {
+                Ok(text) => {
+                    let (list, bad) = crate::rules::allow_list::parse(&name, &text);
+                    entries.extend(list);
+                    for b in bad {
+                        found.error(&format!("{name}:{}", b.line), b.reason);
+                    }
+                }
+                Err(e) => found.error(&name, format!("cannot read{} ({e})", as_uid())),
+            }
+        }
+        if matched == 0 {
+            found.warning(&key, format!("{pattern:?} matches no file"));
+        }
+    }
+    config.allow_listed = entries;
+    (found.errors, found.warnings)
 }
 
 fn check(config: &Config, origins: &Origins) -> Findings {

@@ -72,7 +72,11 @@ fn production_example_loads() {
     let c = load(include_str!("../../config/longconn.toml"));
     assert_eq!(c.sensor_name, "sensor01");
     assert_eq!(c.sources.len(), 1);
-    assert_eq!(c.allow.len(), 1);
+    assert_eq!(c.allow.len(), 2);
+    assert_eq!(
+        c.allow[1].domain.as_ref().map(|d| d.name.as_str()),
+        Some("slack.com")
+    );
     assert_eq!(c.overrides.len(), 1);
     // stdout and file; the TLS syslog output is documented but commented out (its CA file is not
     // installed by the package, and the preflight refuses it).

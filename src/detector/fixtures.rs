@@ -51,6 +51,7 @@ pub fn config() -> DetectorConfig {
             never: nets(DEFAULT_NEVER),
             always: vec![],
             ignore_states: vec![],
+            allow_files: vec![],
         },
         allow: vec![],
         overrides: vec![],

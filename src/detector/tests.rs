@@ -261,6 +261,7 @@ fn filters_overrides_and_allow_through_the_detector() {
             dst: "203.0.113.10/32".parse().ok(),
             ..Default::default()
         },
+        domain: None,
         comment: None,
     }];
     cfg.overrides = vec![Override {
@@ -848,4 +849,53 @@ fn shared_open_conn_sample_through_the_detector() {
     assert!(alerts
         .iter()
         .all(|a| a.longconn.sum_seconds <= 183_601.2 && a.longconn.open));
+}
+
+#[test]
+fn domain_allow_runs_once_the_name_is_known() {
+    use crate::zeek::context::{ContextKind, ContextRecord};
+    let t0 = 1_700_000_000.0;
+    let mut cfg = fixtures::config();
+    cfg.allow = vec![Allow {
+        matches: Match::default(),
+        domain: Some(crate::rules::Domain::parse("example.com").expect("domain")),
+        comment: None,
+    }];
+    let mut d = Detector::new(&cfg);
+    let sni = |uid: &str, resp: &str, name: &str| ContextRecord {
+        kind: ContextKind::Ssl,
+        ts: t0,
+        uid: uid.into(),
+        orig_h: "10.0.0.1".parse().expect("addr"),
+        resp_h: Some(resp.parse().expect("addr")),
+        resp_p: Some(443),
+        name: Some(name.into()),
+        answers: Vec::new(),
+    };
+    d.process_context(&sni("C1", "1.2.3.4", "Chat.Example.com"));
+    d.process_context(&sni("C2", "1.2.3.5", "example.org"));
+    let mut out = Vec::new();
+    // Named under the allowed domain: left out, counted as allowed.
+    d.process(
+        &rec("C1", "10.0.0.1", "1.2.3.4", t0, 5.0 * H),
+        SourceKind::Conn,
+        &mut out,
+    );
+    // Another name, and no name at all: they alert.
+    d.process(
+        &rec("C2", "10.0.0.1", "1.2.3.5", t0, 5.0 * H),
+        SourceKind::Conn,
+        &mut out,
+    );
+    d.process(
+        &rec("C3", "10.0.0.1", "1.2.3.6", t0, 5.0 * H),
+        SourceKind::Conn,
+        &mut out,
+    );
+    let dests: Vec<String> = out.iter().map(|a| a.destination.ip.to_string()).collect();
+    assert!(!dests.contains(&"1.2.3.4".to_string()), "{dests:?}");
+    assert!(dests.contains(&"1.2.3.5".to_string()), "{dests:?}");
+    assert!(dests.contains(&"1.2.3.6".to_string()), "{dests:?}");
+    assert_eq!(d.stats().filtered_allow, 1);
+    assert_eq!(d.stats().records_used, 2);
 }

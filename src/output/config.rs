@@ -630,6 +630,7 @@ mod tests {
                     port: Some(443),
                     proto: Some("tcp".to_string()),
                 },
+                domain: None,
                 comment: Some("backup service".to_string()),
             }]
         );

@@ -3,8 +3,8 @@
 //! `longconn check`.
 
 use super::{
-    Allow, CumulativeConfig, Direction, FilterConfig, Level, Levels, Match, Measure, Override,
-    DEFAULT_INTERIM_TIMEOUT, DEFAULT_INTERNAL, DEFAULT_NEVER,
+    Allow, CumulativeConfig, Direction, Domain, FilterConfig, Level, Levels, Match, Measure,
+    Override, DEFAULT_INTERIM_TIMEOUT, DEFAULT_INTERNAL, DEFAULT_NEVER,
 };
 use crate::config::diag::{Diagnostics, Reader};
 use crate::config::values::{
@@ -129,13 +129,13 @@ fn read_match<'t>(r: &mut Reader<'_, 't>) -> RawMatch<'t> {
     }
 }
 
-fn check_match(d: &mut Diagnostics, key: &str, m: &RawMatch<'_>) -> Match {
-    if m.src.is_none() && m.dst.is_none() && m.port.is_none() && m.proto.is_none() {
-        d.missing(
-            key,
-            "no match key: give at least one of src, dst, port, proto",
-        );
+impl RawMatch<'_> {
+    fn is_empty(&self) -> bool {
+        self.src.is_none() && self.dst.is_none() && self.port.is_none() && self.proto.is_none()
     }
+}
+
+fn check_match(d: &mut Diagnostics, key: &str, m: &RawMatch<'_>) -> Match {
     let src = m
         .src
         .and_then(|s| d.check(&format!("{key}.src"), parse_net(s)));
@@ -248,10 +248,20 @@ impl RulesConfig {
 
         let (allow, ok) = r.tables("allow", |a| {
             let m = read_match(a);
+            let domain = a.str("domain");
             let comment = a.str("comment").map(str::to_string);
             let key = a.key("");
+            let d = a.diag();
+            if m.is_empty() && domain.is_none() {
+                d.missing(
+                    &key,
+                    "no match key: give at least one of domain, src, dst, port, proto",
+                );
+            }
+            let domain = domain.and_then(|t| d.check(&format!("{key}.domain"), Domain::parse(t)));
             Allow {
-                matches: check_match(a.diag(), &key, &m),
+                matches: check_match(d, &key, &m),
+                domain,
                 comment,
             }
         });
@@ -263,6 +273,12 @@ impl RulesConfig {
             let cumulative = o.section("cumulative", read_levels);
             let key = o.key("");
             let d = o.diag();
+            if m.is_empty() {
+                d.missing(
+                    &key,
+                    "no match key: give at least one of src, dst, port, proto",
+                );
+            }
             let matches = check_match(d, &key, &m);
             let single_t = single
                 .as_ref()
@@ -338,6 +354,10 @@ impl RulesConfig {
         filter.insert("always".into(), nets(&f.always));
         let states: Vec<toml::Value> = f.ignore_states.iter().map(|s| s.clone().into()).collect();
         filter.insert("ignore_states".into(), states.into());
+        if !f.allow_files.is_empty() {
+            let files: Vec<toml::Value> = f.allow_files.iter().map(|s| s.clone().into()).collect();
+            filter.insert("allow_files".into(), files.into());
+        }
         t.insert("filter".into(), filter.into());
 
         if !self.allow.is_empty() {
@@ -346,6 +366,9 @@ impl RulesConfig {
                 .iter()
                 .map(|a| {
                     let mut t = toml::Table::new();
+                    if let Some(d) = &a.domain {
+                        t.insert("domain".into(), d.to_string().into());
+                    }
                     match_to_toml(&a.matches, &mut t);
                     if let Some(c) = &a.comment {
                         t.insert("comment".into(), c.clone().into());
@@ -383,6 +406,7 @@ struct RawFilter<'t> {
     never: Option<Vec<&'t str>>,
     always: Option<Vec<&'t str>>,
     ignore_states: Option<Vec<&'t str>>,
+    allow_files: Option<Vec<&'t str>>,
 }
 
 fn read_filter(r: &mut Reader<'_, '_>) -> FilterConfig {
@@ -392,6 +416,7 @@ fn read_filter(r: &mut Reader<'_, '_>) -> FilterConfig {
         never: r.str_list("never"),
         always: r.str_list("always"),
         ignore_states: r.str_list("ignore_states"),
+        allow_files: r.str_list("allow_files"),
     };
     read_filter_raw(r.diag(), "filter", &raw)
 }
@@ -435,6 +460,18 @@ fn read_filter_raw(d: &mut Diagnostics, key: &str, raw: &RawFilter<'_>) -> Filte
             );
         }
     }
+    // Only the patterns are checked here: the files are read where the config is used (the preflight).
+    let mut allow_files = Vec::new();
+    for (i, t) in raw.allow_files.iter().flatten().enumerate() {
+        match glob::Pattern::new(t) {
+            Ok(_) if t.trim().is_empty() => d.push(&format!("{key}.allow_files[{i}]"), "is empty"),
+            Ok(_) => allow_files.push(t.to_string()),
+            Err(e) => d.push(
+                &format!("{key}.allow_files[{i}]"),
+                format!("{t:?} is not a glob pattern: {e}"),
+            ),
+        }
+    }
     FilterConfig {
         internal: nets(
             d,
@@ -451,6 +488,7 @@ fn read_filter_raw(d: &mut Diagnostics, key: &str, raw: &RawFilter<'_>) -> Filte
         ),
         always: nets(d, &format!("{key}.always"), raw.always.as_deref(), &[]),
         ignore_states,
+        allow_files,
     }
 }
 
@@ -556,5 +594,60 @@ mod tests {
             "override[0]",
             "no thresholds",
         );
+    }
+
+    #[test]
+    fn allow_domain_and_allow_files() {
+        let c = load(&format!(
+            "{MINIMAL}[filter]\nallow_files = [\"/etc/longconn/allow.d/*.list\"]\n\
+             [[allow]]\ndomain = \"Slack.COM\"\n[[allow]]\ndomain = \"=api.example.org\"\nport = 443\n\
+             [[allow]]\ndomain = \"*.zoom.us\"\n"
+        ));
+        let domains: Vec<String> = c
+            .allow
+            .iter()
+            .filter_map(|a| a.domain.as_ref().map(ToString::to_string))
+            .collect();
+        assert_eq!(domains, ["slack.com", "=api.example.org", "zoom.us"]);
+        assert_eq!(c.allow[1].matches.port, Some(443));
+        assert_eq!(c.filter.allow_files, ["/etc/longconn/allow.d/*.list"]);
+        // Loading reads no allow list.
+        assert!(c.allow_listed.is_empty());
+        assert_eq!(load(&c.to_effective_toml()), c);
+    }
+
+    #[test]
+    fn bad_domains_and_patterns() {
+        for (value, reason) in [
+            ("", "is empty"),
+            ("=", "is empty"),
+            ("https://slack.com", "URL"),
+            ("slack.com/path", "URL"),
+            ("slack .com", "space"),
+            ("a.*.slack.com", "wildcard"),
+            ("*slack.com", "wildcard"),
+            ("slack.com:443", "port"),
+            (".slack.com", "empty label"),
+            ("slack..com", "empty label"),
+            ("sl@ck.com", "character"),
+        ] {
+            assert_error(
+                &format!("{MINIMAL}[[allow]]\ndomain = {value:?}\n"),
+                "allow[0].domain",
+                reason,
+            );
+        }
+        assert_error(
+            &format!("{MINIMAL}[[allow]]\ndomain = 7\n"),
+            "allow[0].domain",
+            "",
+        );
+        assert_error(
+            &format!("{MINIMAL}[filter]\nallow_files = [\"/a/*.list\", \"/b/[x\"]\n"),
+            "filter.allow_files[1]",
+            "not a glob pattern",
+        );
+        // A domain alone is a match key.
+        load(&format!("{MINIMAL}[[allow]]\ndomain = \"slack.com\"\n"));
     }
 }

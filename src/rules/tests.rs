@@ -37,6 +37,7 @@ fn filters_table() {
             port: Some(443),
             ..Match::default()
         },
+        domain: None,
         comment: Some("backup".into()),
     }];
     let mut allow_proto = base.clone();
@@ -46,6 +47,7 @@ fn filters_table() {
             proto: Some("udp".into()),
             ..Match::default()
         },
+        domain: None,
         comment: None,
     }];
     let r = |o: &str, d: &str| rec("C1", o, d, 0.0, 1.0);
@@ -357,4 +359,64 @@ mod net_set {
             }
         }
     }
+}
+
+#[test]
+fn domain_allow_table() {
+    let d = |t: &str| Domain::parse(t).expect("test domain");
+    for (domain, name, want) in [
+        ("slack.com", "slack.com", true),
+        ("slack.com", "files.slack.com", true),
+        ("slack.com", "a.b.slack.com", true),
+        ("slack.com", "FILES.Slack.com", true),
+        ("SLACK.com", "files.slack.com", true),
+        ("slack.com", "notslack.com", false),
+        ("slack.com", "slack.com.evil.net", false),
+        ("slack.com", "com", false),
+        ("=slack.com", "slack.com", true),
+        ("=slack.com", "Slack.Com", true),
+        ("=slack.com", "files.slack.com", false),
+        ("*.slack.com", "slack.com", true),
+        ("*.slack.com", "x.slack.com", true),
+        ("slack.com.", "x.slack.com", true),
+    ] {
+        assert_eq!(d(domain).matches(name), want, "{domain} vs {name}");
+    }
+
+    let mut cfg = fixtures::config();
+    cfg.allow = vec![
+        Allow {
+            matches: Match::default(),
+            domain: Some(d("slack.com")),
+            comment: None,
+        },
+        Allow {
+            matches: Match {
+                port: Some(443),
+                ..Match::default()
+            },
+            domain: Some(d("=zoom.us")),
+            comment: None,
+        },
+    ];
+    let rules = Rules::new(&cfg);
+    let r443 = rec("C1", "10.0.0.1", "8.8.8.8", 0.0, 1.0);
+    let mut r80 = r443.clone();
+    r80.resp_p = Some(80);
+    let (o, dst) = addrs(&r443);
+    // Domain entries never act on the fast path, which knows no name.
+    assert_eq!(rules.filter(o, dst, &r443), Ok(()));
+    assert!(rules.has_domain_allow());
+    for (what, r, name, want) in [
+        ("subdomain", &r443, Some("edge.slack.com"), true),
+        ("no name", &r443, None, false),
+        ("other name", &r443, Some("example.com"), false),
+        ("exact with port", &r443, Some("zoom.us"), true),
+        ("exact, other port", &r80, Some("zoom.us"), false),
+        ("exact, subdomain", &r443, Some("eu.zoom.us"), false),
+        ("any port without one given", &r80, Some("slack.com"), true),
+    ] {
+        assert_eq!(rules.allowed_by_name(o, dst, r, name), want, "{what}");
+    }
+    assert!(!Rules::new(&fixtures::config()).has_domain_allow());
 }
