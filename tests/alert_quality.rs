@@ -5,9 +5,9 @@
 //! applied. Asserts that the C2 session of iot23_42-1 stays at high or above. Skipped (with a line saying
 //! so) when the shared folder is absent, as on a fresh clone.
 
+use crate::support::sensor::replay_files;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const MODIFIERS: [&str; 5] = [
     "named_tls_usual_port",
@@ -56,19 +56,8 @@ fn replay(config: &str, inputs: &[PathBuf]) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("longconn.toml");
     std::fs::write(&path, config).expect("config");
-    let out = Command::new(env!("CARGO_BIN_EXE_longconn"))
-        .args(["replay", "--config"])
-        .arg(&path)
-        .args(inputs)
-        .output()
-        .expect("replay");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    replay_files(&path, inputs)
+        .iter()
         .map(|l| serde_json::from_str(l).expect("alert json"))
         .collect()
 }

@@ -2,7 +2,9 @@
 //! SIGKILL, and names the servers in its alerts (`destination.domain`, `longconn.domain_source`, the
 //! `named_tls_usual_port` modifier) exactly as `longconn replay` does on the joined files.
 
-use crate::support::sensor::{quiet, row, signal, stop, wait_checkpoint_covers, HEADER};
+use crate::support::sensor::{
+    quiet, replay_files, row, signal, stop, wait_checkpoint_covers, HEADER,
+};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
@@ -123,22 +125,12 @@ fn daemon_names_servers_from_ssl_log_as_replay_does_through_rotation_and_sigkill
 
     fs::write(env.path("all.conn.log"), &all_conn).expect("joined conn");
     fs::write(env.path("all.ssl.log"), &all_ssl).expect("joined ssl");
-    let out = Command::new(env!("CARGO_BIN_EXE_longconn"))
-        .args(["replay", "--config"])
-        .arg(&env.config)
-        .arg(env.path("all.conn.log"))
-        .arg(env.path("all.ssl.log"))
-        .output()
-        .expect("replay");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let want: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let want: BTreeSet<String> = replay_files(
+        &env.config,
+        &[env.path("all.conn.log"), env.path("all.ssl.log")],
+    )
+    .into_iter()
+    .collect();
     assert_eq!(want.len(), 55, "one alert per connection");
     let named = want
         .iter()

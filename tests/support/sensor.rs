@@ -34,10 +34,16 @@ pub fn quiet(cmd: &mut Command) -> &mut Command {
 
 /// The alert lines `longconn replay --config CONFIG LOG` writes; fails (with its stderr) unless it succeeds.
 pub fn replay(config: &Path, log: &Path) -> Vec<String> {
+    replay_files(config, &[log])
+}
+
+/// The alert lines `longconn replay --config CONFIG FILE...` writes; fails (with its stderr) unless it
+/// succeeds.
+pub fn replay_files<P: AsRef<std::ffi::OsStr>>(config: &Path, files: &[P]) -> Vec<String> {
     let out = Command::new(env!("CARGO_BIN_EXE_longconn"))
         .args(["replay", "--config"])
         .arg(config)
-        .arg(log)
+        .args(files)
         .output()
         .expect("run replay");
     assert!(
