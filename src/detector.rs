@@ -444,10 +444,13 @@ impl Detector {
         if is_interim {
             self.stats.interim_records += 1;
         }
-        if matches!(
-            self.rules.direction(orig, resp),
-            crate::rules::Direction::Outbound | crate::rules::Direction::Internal
-        ) {
+        let prevalence = self.context_cfg.common_destination || self.context_cfg.rare_destination;
+        if prevalence
+            && matches!(
+                self.rules.direction(orig, resp),
+                crate::rules::Direction::Outbound | crate::rules::Direction::Internal
+            )
+        {
             let dest = named
                 .as_ref()
                 .map_or(Dest::Addr(resp), |n| Dest::Name(n.name.clone()));

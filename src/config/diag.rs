@@ -135,6 +135,27 @@ impl Diagnostics {
         self.add(key.to_string(), reason.into(), order, true);
     }
 
+    /// A required path: `value` when it is given and not blank; else "is empty", or `missing` when it is
+    /// absent, at `key`.
+    pub fn required_path(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        missing: &str,
+    ) -> Option<std::path::PathBuf> {
+        match value {
+            Some(p) if !p.trim().is_empty() => Some(std::path::PathBuf::from(p)),
+            Some(_) => {
+                self.push(key, "is empty");
+                None
+            }
+            None => {
+                self.missing(key, missing);
+                None
+            }
+        }
+    }
+
     /// Every error, in report order. Empty when the file is fine.
     pub fn finish(self) -> Vec<ConfigError> {
         let covers = |key: &str, e: &ConfigError| {

@@ -406,25 +406,17 @@ fn check_output(
                 .fsync
                 .and_then(|f| d.check(&k("fsync"), one_of(f, FSYNC)))
                 .unwrap_or(FsyncPolicy::Batch);
-            match o.path {
-                Some(p) if !p.trim().is_empty() => Some(Output::File {
-                    name,
-                    path: PathBuf::from(p),
-                    fsync,
-                    batch,
-                }),
-                Some(_) => {
-                    d.push(&k("path"), "is empty");
-                    None
-                }
-                None => {
-                    d.missing(
-                        &k("path"),
-                        "missing: a type = \"file\" output needs the file to append alerts to",
-                    );
-                    None
-                }
-            }
+            let path = d.required_path(
+                &k("path"),
+                o.path,
+                "missing: a type = \"file\" output needs the file to append alerts to",
+            )?;
+            Some(Output::File {
+                name,
+                path,
+                fsync,
+                batch,
+            })
         }
         "syslog" => {
             let syslog = SyslogConfig::check(d, &key, &o.syslog, o.path)?;

@@ -261,22 +261,12 @@ impl SyslogConfig {
                         "a transport = \"unix\" output takes path, not address",
                     );
                 }
-                match path {
-                    Some(p) if !p.trim().is_empty() => Some(SyslogTransport::Unix {
-                        path: PathBuf::from(p),
-                    }),
-                    Some(_) => {
-                        d.push(&k("path"), "is empty");
-                        None
-                    }
-                    None => {
-                        d.missing(
-                            &k("path"),
-                            "missing: the unix datagram socket, e.g. /dev/log",
-                        );
-                        None
-                    }
-                }
+                d.required_path(
+                    &k("path"),
+                    path,
+                    "missing: the unix datagram socket, e.g. /dev/log",
+                )
+                .map(|path| SyslogTransport::Unix { path })
             }
             Some(other) => {
                 let names: Vec<String> = TRANSPORTS.iter().map(|t| format!("{t:?}")).collect();
