@@ -15,12 +15,12 @@
 //! | `event.category` | always `["network"]` |
 //! | `event.type` | always `["connection"]` |
 //! | `event.dataset` | always `"longconn.alert"` |
-//! | `event.id` | first 32 hex digits of SHA-256 over trigger, group key, level, the uid and ts (µs) of the episode's first record (single: the record itself) and, for a `realert_after` repeat, its number; the same records always give the same id, however they were read |
+//! | `event.id` | first 32 hex digits of SHA-256 over trigger, group key (`orig>resp`, `orig>resp:port/proto`, or `orig>name` for a group of `group_by = "name"`), level, the uid and ts (µs) of the episode's first record (single: the record itself) and, for a `realert_after` repeat, its number; the same records always give the same id, however they were read |
 //! | `event.severity` | 1 (low) to 4 (critical) |
 //! | `event.duration` | `event.end - event.start` in nanoseconds |
 //! | `event.start` / `event.end` | single: the connection's start and end; cumulative: `longconn.first_seen` and `longconn.last_seen` |
 //! | `rule.name` | `"longconn single connection <level>"` or `"longconn cumulative <level>"` |
-//! | `source.ip` / `destination.ip` | the originator and responder addresses |
+//! | `source.ip` / `destination.ip` | the originator and responder addresses (for a group of `group_by = "name"`: the responder of the record that raised the alert) |
 //! | `source.port` | single alerts: the originator port (not for ICMP, whose "ports" are type and code) |
 //! | `destination.port` | the responder port (single alerts, not for ICMP; and `group_by = "pair_port"`) |
 //! | `destination.domain` | the server's name when ssl.log (SNI), http.log (Host) or dns.log (an answer to this host) gave one; see `detector::context` |
@@ -296,10 +296,18 @@ pub fn human(us: i64) -> String {
     }
 }
 
-/// The group's text in `event.id`: `orig>resp` by pair, `orig>resp:port/proto` by pair-port.
-pub fn group_string(k: &GroupKey, by: GroupBy) -> String {
+/// The group's text in `event.id`: `orig>resp` by pair, `orig>resp:port/proto` by pair-port,
+/// `orig>name` for a key of a server name (`group_by = "name"`, `name` being that server name).
+pub fn group_string(k: &GroupKey, by: GroupBy, name: Option<&str>) -> String {
+    if k.is_named() {
+        return format!(
+            "{}>{}",
+            k.orig,
+            name.unwrap_or_default().to_ascii_lowercase()
+        );
+    }
     match by {
-        GroupBy::Pair => format!("{}>{}", k.orig, k.resp),
+        GroupBy::Pair | GroupBy::Name => format!("{}>{}", k.orig, k.resp),
         GroupBy::PairPort => format!(
             "{}>{}:{}/{}",
             k.orig,
@@ -362,17 +370,25 @@ impl Why<'_> {
 }
 
 /// ` (a, b)` after the responder in a cumulative message, or nothing.
-fn names_text(names: &[compact_str::CompactString]) -> String {
-    if names.is_empty() {
+fn names_text(names: &[compact_str::CompactString], group_name: Option<&str>) -> String {
+    let list: Vec<&str> = names
+        .iter()
+        .map(|n| n.as_str())
+        .filter(|n| Some(*n) != group_name)
+        .collect();
+    if list.is_empty() {
         return String::new();
     }
-    let list: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
     format!(" ({})", list.join(", "))
 }
 
 /// What every alert raised by one record shares.
 pub struct Context<'a> {
     pub key: &'a GroupKey,
+    /// The record's responder: `destination.ip` (the key holds a digest instead for a named group).
+    pub resp: IpAddr,
+    /// The server name a key of `group_by = "name"` stands for.
+    pub group_name: Option<&'a str>,
     pub group_by: GroupBy,
     pub sensor: &'a str,
     /// The watermark (µs): `@timestamp`.
@@ -442,7 +458,7 @@ impl Context<'_> {
                 port: None,
             },
             destination: Destination {
-                ip: self.key.resp,
+                ip: self.resp,
                 port,
                 domain: None,
             },
@@ -453,10 +469,10 @@ impl Context<'_> {
             },
             tls: None,
             related: Related {
-                ip: if self.key.orig == self.key.resp {
+                ip: if self.key.orig == self.resp {
                     vec![self.key.orig]
                 } else {
-                    vec![self.key.orig, self.key.resp]
+                    vec![self.key.orig, self.resp]
                 },
             },
             observer: Observer {
@@ -481,7 +497,7 @@ impl Context<'_> {
         dur: i64,
         why: &Why,
     ) -> Alert {
-        let group = group_string(self.key, self.group_by);
+        let group = group_string(self.key, self.group_by, self.group_name);
         let id = event_id(Trigger::Single, &group, level, &rec.uid, ts, 0);
         let transport = (!rec.proto.is_empty()).then(|| rec.proto.as_str().to_lowercase());
         let port_text = rec.resp_p.map(|p| format!(":{p}")).unwrap_or_default();
@@ -493,7 +509,7 @@ impl Context<'_> {
         let message = format!(
             "One connection from {} to {}{}{} {how}, reaching the {} level ({}).{}",
             self.key.orig,
-            self.key.resp,
+            self.resp,
             port_text,
             why.name_text(),
             reached.name(),
@@ -558,7 +574,7 @@ impl Context<'_> {
                 };
                 crate::zeek::community_id::v1(
                     self.key.orig,
-                    self.key.resp,
+                    self.resp,
                     proto,
                     rec.orig_p?,
                     rec.resp_p?,
@@ -579,7 +595,7 @@ impl Context<'_> {
         why: &Why,
     ) -> Alert {
         let measure = g.measure;
-        let group = group_string(self.key, self.group_by);
+        let group = group_string(self.key, self.group_by, self.group_name);
         let (first_uid, first_ts) = g.episode_first.unwrap_or(("", 0));
         let id = event_id(
             Trigger::Cumulative,
@@ -590,7 +606,8 @@ impl Context<'_> {
             repeat,
         );
         let (port, transport) = match self.group_by {
-            GroupBy::Pair => (None, None),
+            _ if self.key.is_named() => (None, None),
+            GroupBy::Pair | GroupBy::Name => (None, None),
             GroupBy::PairPort => (
                 Some(self.key.port),
                 Some(transport::name(self.key.proto).to_string()),
@@ -604,13 +621,15 @@ impl Context<'_> {
             ""
         };
         let message = format!(
-            "{} connections{} from {} to {}{}{} add up to {} in the last {} ({} covered): the group {} the {} level ({}).{}",
+            "{} connections{} from {} to {}{} add up to {} in the last {} ({} covered): the group {} the {} level ({}).{}",
             g.connections,
             still_open,
             self.key.orig,
-            self.key.resp,
-            port_text,
-            names_text(g.names),
+            self.group_name.map_or_else(
+                || format!("{}{}", self.resp, port_text),
+                |n| format!("{n} (last at {})", self.resp)
+            ),
+            names_text(g.names, self.group_name),
             human(g.sum),
             human(self.window_us),
             human(g.covered),
@@ -760,6 +779,8 @@ mod tests {
         let key = GroupKey::new(GroupBy::PairPort, orig, resp, 443, 6);
         let ctx = Context {
             key: &key,
+            resp,
+            group_name: None,
             group_by: GroupBy::PairPort,
             sensor: "s1",
             t: 1_700_000_000_123_456,

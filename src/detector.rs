@@ -460,13 +460,21 @@ impl Detector {
         }
         let (single_th, cum_th) = self.rules.thresholds(orig, resp, rec);
         let group_by = self.window.group_by();
-        let key = GroupKey::new(
-            group_by,
-            orig,
-            resp,
-            rec.resp_p.unwrap_or(0),
-            transport::number(&rec.proto),
-        );
+        // By name: the server's name when the context knows it, the pair otherwise.
+        let group_name = match (group_by, &named) {
+            (GroupBy::Name, Some(n)) => Some(n.name.as_str()),
+            _ => None,
+        };
+        let key = match group_name {
+            Some(name) => GroupKey::named(orig, name),
+            None => GroupKey::new(
+                group_by,
+                orig,
+                resp,
+                rec.resp_p.unwrap_or(0),
+                transport::number(&rec.proto),
+            ),
+        };
         let realert = self.rules.realert_after;
         let measure_kind = self.rules.measure;
         let Some(touched) = self.window.touch(key) else {
@@ -550,6 +558,8 @@ impl Detector {
 
         let ctx = alert::Context {
             key: &key,
+            resp,
+            group_name,
             group_by,
             sensor: &self.sensor,
             t,

@@ -159,7 +159,7 @@ impl Tally {
             return;
         }
         let g = self.groups.entry(fig.key).or_insert_with(|| GroupTally {
-            group: alert::group_string(&fig.key, fig.group_by),
+            group: alert::group_string(&fig.key, fig.group_by, fig.name.as_deref()),
             names: BTreeSet::new(),
             level: None,
             alerts: 0,
@@ -388,7 +388,7 @@ pub fn replay_with(
                         if opts.compare.is_some() {
                             let by = [RaisedBy::Config, RaisedBy::Compare][i];
                             let group = fig.map_or_else(String::new, |f| {
-                                alert::group_string(&f.key, f.group_by)
+                                alert::group_string(&f.key, f.group_by, f.name.as_deref())
                             });
                             raised[i].extend(
                                 alerts.iter().map(|a| Difference::of(a, group.clone(), by)),

@@ -71,6 +71,9 @@ pub enum GroupBy {
     Pair,
     /// (orig_h, resp_h, resp_p, proto)
     PairPort,
+    /// (orig_h, server name) when the context names the server ([`GroupKey::named`]), across the
+    /// server's addresses; (orig_h, resp_h) otherwise.
+    Name,
 }
 
 /// `[window]`: the window's length, grouping and memory bound.
@@ -99,7 +102,11 @@ pub fn micros(secs: f64) -> Option<i64> {
     }
 }
 
-/// The group a connection belongs to. With `group_by = "pair"`, `port` and `proto` are 0.
+/// `proto` of a key made by [`GroupKey::named`]: 255 is reserved by IANA, never a transport Zeek logs.
+pub const NAMED_PROTO: u8 = 255;
+
+/// The group a connection belongs to. With `group_by = "pair"`, `port` and `proto` are 0. A key of a
+/// server name (`group_by = "name"`) holds a digest of the name in `resp` and [`NAMED_PROTO`] in `proto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct GroupKey {
     pub orig: IpAddr,
@@ -111,7 +118,7 @@ pub struct GroupKey {
 impl GroupKey {
     pub fn new(group_by: GroupBy, orig: IpAddr, resp: IpAddr, port: u16, proto: u8) -> GroupKey {
         match group_by {
-            GroupBy::Pair => GroupKey {
+            GroupBy::Pair | GroupBy::Name => GroupKey {
                 orig,
                 resp,
                 port: 0,
@@ -124,6 +131,35 @@ impl GroupKey {
                 proto,
             },
         }
+    }
+
+    /// The key of (`orig`, server `name`): `resp` is the first 16 bytes of the SHA-1 of the name in
+    /// lower case, as an IPv6 address (a stable, collision-free stand-in that keeps the key `Copy` and its
+    /// size); `proto` is [`NAMED_PROTO`].
+    pub fn named(orig: IpAddr, name: &str) -> GroupKey {
+        use sha1::{Digest, Sha1};
+        let mut h = Sha1::new();
+        for chunk in name.as_bytes().chunks(64) {
+            let mut lower = [0u8; 64];
+            for (l, b) in lower.iter_mut().zip(chunk) {
+                *l = b.to_ascii_lowercase();
+            }
+            h.update(&lower[..chunk.len()]);
+        }
+        let digest = h.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        GroupKey {
+            orig,
+            resp: IpAddr::V6(std::net::Ipv6Addr::from(bytes)),
+            port: 0,
+            proto: NAMED_PROTO,
+        }
+    }
+
+    /// The key stands for a server name (made by [`GroupKey::named`]), not an address.
+    pub fn is_named(&self) -> bool {
+        self.proto == NAMED_PROTO
     }
 }
 
@@ -613,6 +649,7 @@ fn group_by_name(g: GroupBy) -> &'static str {
     match g {
         GroupBy::Pair => "pair",
         GroupBy::PairPort => "pair_port",
+        GroupBy::Name => "name",
     }
 }
 
@@ -828,10 +865,10 @@ impl<T: Default + Hold> Window<T> {
         max_groups: usize,
         data_of: impl Fn(&S) -> T,
     ) -> Window<T> {
-        let group_by = if st.group_by == "pair_port" {
-            GroupBy::PairPort
-        } else {
-            GroupBy::Pair
+        let group_by = match st.group_by.as_str() {
+            "pair_port" => GroupBy::PairPort,
+            "name" => GroupBy::Name,
+            _ => GroupBy::Pair,
         };
         let mut w = Window::new(st.length_us, group_by, max_groups);
         w.watermark = st.watermark_us;

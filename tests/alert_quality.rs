@@ -2,7 +2,9 @@
 //! with that capture's ssl/http/dns logs; the default config with only `[filter] internal` set to the
 //! capture's network, as its README says). Prints, per capture, the alerts and findings (groups) by level
 //! with every modifier on, with all of them off, and with each one off in turn, and how often each reason
-//! applied. Asserts that the C2 session of iot23_42-1 stays at high or above. Skipped (with a line saying
+//! applied, and with the ladder before issue 12 and with `group_by = "name"` for comparison. Asserts issue
+//! 12's budget (at most 2 findings of level medium or above on the two benign host-days together) and that
+//! the C2 session of iot23_42-1 stays at high or above. Skipped (with a line saying
 //! so) when the shared folder is absent, as on a fresh clone.
 
 use crate::support::sensor::replay_files;
@@ -126,6 +128,21 @@ fn alert_quality_on_the_labeled_captures() {
         if c.name.starts_with("ctu-normal") {
             benign_medium_up += medium_up;
         }
+        // The ladder before issue 12 (medium 4 h, high 8 h, critical 12 h), and grouping by name.
+        let old = "levels = { low = \"1h\", medium = \"4h\", high = \"8h\", critical = \"12h\" }\n";
+        let old_ladder = replay(
+            &format!("{base}[single]\n{old}[cumulative]\n{old}"),
+            &inputs,
+        );
+        println!(
+            "{}",
+            row(&format!("{} levels 1h/4h/8h/12h", c.name), &old_ladder).0
+        );
+        let by_name = replay(&format!("{base}[window]\ngroup_by = \"name\"\n"), &inputs);
+        println!(
+            "{}",
+            row(&format!("{} group_by = \"name\"", c.name), &by_name).0
+        );
         let off: String = MODIFIERS.iter().map(|m| format!("{m} = false\n")).collect();
         let none = replay(&format!("{base}[context]\n{off}"), &inputs);
         println!("{}", row(&format!("{} no modifiers", c.name), &none).0);
@@ -168,4 +185,8 @@ fn alert_quality_on_the_labeled_captures() {
         }
     }
     println!("benign host-days together: {benign_medium_up} findings of level medium or above (issue 12's budget: 2)");
+    assert!(
+        benign_medium_up <= 2,
+        "{benign_medium_up} findings of level medium or above on the benign host-days (budget 2)"
+    );
 }

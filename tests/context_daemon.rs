@@ -79,7 +79,7 @@ fn daemon_names_servers_from_ssl_log_as_replay_does_through_rotation_and_sigkill
     fs::write(
         &env.config,
         format!(
-            "[sensor]\nname = \"test\"\n[[source]]\npath = \"{}\"\n[[source]]\npath = \"{}\"\n[state]\ndir = \"{}\"\ncheckpoint_interval = \"100ms\"\n[cumulative]\nlevels = {{}}\n[[output]]\ntype = \"file\"\npath = \"{}\"\n",
+            "[sensor]\nname = \"test\"\n[[source]]\npath = \"{}\"\n[[source]]\npath = \"{}\"\n[state]\ndir = \"{}\"\ncheckpoint_interval = \"100ms\"\n[single]\nlevels = {{ low = \"1h\", medium = \"4h\" }}\n[cumulative]\nlevels = {{}}\n[[output]]\ntype = \"file\"\npath = \"{}\"\n",
             ssl_log.display(),
             conn_log.display(),
             state.display(),

@@ -26,7 +26,7 @@ fn defaults() {
     assert_eq!(c.window.length, h(24));
     assert_eq!(c.window.group_by, GroupBy::Pair);
     assert_eq!(c.window.max_groups, 1_000_000);
-    let levels = [Some(h(1)), Some(h(4)), Some(h(8)), Some(h(12))];
+    let levels = [Some(h(1)), Some(h(8)), Some(h(12)), Some(h(24))];
     assert_eq!(c.single.thresholds, levels);
     assert_eq!(c.cumulative.levels.thresholds, levels);
     assert_eq!(c.cumulative.realert_after, None);

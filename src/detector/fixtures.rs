@@ -22,7 +22,8 @@ pub fn levels(low: u64, medium: u64, high: u64, critical: u64) -> Levels {
     }
 }
 
-/// The issue's defaults: 24h window by pair, levels 1h/4h/8h/12h for both rules, RFC 1918 internal,
+/// The first issue's defaults (the table tests were written for them): 24h window by pair, levels
+/// 1h/4h/8h/12h for both rules (the shipped default is 1h/8h/12h/24h since issue 12), RFC 1918 internal,
 /// every direction, the usual `never` list, one conn source.
 pub fn config() -> DetectorConfig {
     let nets = |v: &[&str]| v.iter().filter_map(|s| s.parse().ok()).collect::<Vec<_>>();

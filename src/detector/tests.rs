@@ -899,3 +899,107 @@ fn domain_allow_runs_once_the_name_is_known() {
     assert_eq!(d.stats().filtered_allow, 1);
     assert_eq!(d.stats().records_used, 2);
 }
+
+/// `group_by = "name"`: connections to one server name add up across its addresses (a service or a C2
+/// behind rotating addresses), unnamed ones stay grouped by pair, and alerts show the record's address
+/// with the name, the id built from `orig>name`.
+#[test]
+fn group_by_name_sums_across_addresses_and_falls_back_to_the_pair() {
+    use crate::zeek::context::{ContextKind, ContextRecord};
+    let t0 = 1_700_000_000.0;
+    let mut cfg = no_single();
+    cfg.window.group_by = GroupBy::Name;
+    cfg.cumulative.measure = Measure::Covered;
+    cfg.context.named_tls_usual_port = false;
+    let mut d = Detector::new(&cfg);
+    let sni = |uid: &str, resp: &str, name: &str, ts: f64| ContextRecord {
+        kind: ContextKind::Ssl,
+        ts,
+        uid: uid.into(),
+        orig_h: "10.0.0.1".parse().expect("addr"),
+        resp_h: Some(resp.parse().expect("addr")),
+        resp_p: Some(443),
+        name: Some(name.into()),
+        answers: Vec::new(),
+    };
+    let mut out = Vec::new();
+    // Three hours each to three addresses of one name, one after the other: 9 h covered by name
+    // (medium at 4 h, high at 8 h), 3 h per address (low) by pair.
+    for (i, resp) in ["1.2.3.4", "1.2.3.5", "5.6.7.8"].iter().enumerate() {
+        let ts = t0 + (i as f64) * 3.0 * H;
+        let uid = format!("C{i}");
+        // The name as SNI gives it (case differs): one group all the same.
+        let name = if i == 1 {
+            "C2.Example.NET"
+        } else {
+            "c2.example.net"
+        };
+        d.process_context(&sni(&uid, resp, name, ts));
+        d.process(
+            &rec(&uid, "10.0.0.1", resp, ts, 3.0 * H),
+            SourceKind::Conn,
+            &mut out,
+        );
+    }
+    // No name: its own pair group, 2 h (low).
+    d.process(
+        &rec("U1", "10.0.0.1", "9.9.9.9", t0, 2.0 * H),
+        SourceKind::Conn,
+        &mut out,
+    );
+    let got: Vec<(Level, String, Option<String>)> = out
+        .iter()
+        .map(|a| {
+            (
+                a.longconn.level,
+                a.destination.ip.to_string(),
+                a.destination.domain.clone(),
+            )
+        })
+        .collect();
+    let named = |l: Level, ip: &str| (l, ip.to_string(), Some("c2.example.net".to_string()));
+    assert_eq!(
+        got,
+        vec![
+            named(Low, "1.2.3.4"),
+            // `destination.domain` is the name as the record gave it.
+            (
+                Medium,
+                "1.2.3.5".to_string(),
+                Some("C2.Example.NET".to_string())
+            ),
+            named(High, "5.6.7.8"),
+            (Low, "9.9.9.9".to_string(), None),
+        ]
+    );
+    let high = &out[2];
+    assert!((high.longconn.covered_seconds - 9.0 * H).abs() < 1e-6);
+    assert_eq!(high.longconn.connection_count, 3);
+    assert!(
+        high.message.contains("to c2.example.net (last at 5.6.7.8)"),
+        "{}",
+        high.message
+    );
+    let id = |group: &str, level: Level, uid: &str, ts: f64| {
+        crate::alert::event_id(C, group, level, uid, (ts * 1e6) as i64, 0)
+    };
+    assert_eq!(high.event.id, id("10.0.0.1>c2.example.net", High, "C0", t0));
+    // The unnamed group's id is the pair's, as with `group_by = "pair"`.
+    assert_eq!(out[3].event.id, id("10.0.0.1>9.9.9.9", Low, "U1", t0));
+    // By pair the same input gives three low groups and the unnamed one.
+    let mut by_pair = cfg.clone();
+    by_pair.window.group_by = GroupBy::Pair;
+    let mut d = Detector::new(&by_pair);
+    let mut out = Vec::new();
+    for (i, resp) in ["1.2.3.4", "1.2.3.5", "5.6.7.8"].iter().enumerate() {
+        let ts = t0 + (i as f64) * 3.0 * H;
+        let uid = format!("C{i}");
+        d.process_context(&sni(&uid, resp, "c2.example.net", ts));
+        d.process(
+            &rec(&uid, "10.0.0.1", resp, ts, 3.0 * H),
+            SourceKind::Conn,
+            &mut out,
+        );
+    }
+    assert_eq!(kinds(&out), vec![(C, Low), (C, Low), (C, Low)]);
+}

@@ -22,9 +22,9 @@ pub const MAX_INTERIM_TIMEOUT: Duration = Duration::from_secs(30 * DAY);
 
 const DEFAULT_LEVELS: [Option<Duration>; 4] = [
     Some(Duration::from_secs(3600)),
-    Some(Duration::from_secs(4 * 3600)),
     Some(Duration::from_secs(8 * 3600)),
     Some(Duration::from_secs(12 * 3600)),
+    Some(Duration::from_secs(24 * 3600)),
 ];
 /// Zeek's `conn_state` values, the only ones `filter.ignore_states` accepts.
 const CONN_STATES: &[&str] = &[

@@ -11,7 +11,11 @@ const DEFAULT_MAX_GROUPS: usize = 1_000_000;
 pub const MAX_WINDOW_LENGTH: Duration = Duration::from_secs(30 * DAY);
 /// `window.max_groups`: 100 million groups (some tens of GiB of memory).
 pub const MAX_MAX_GROUPS: usize = 100_000_000;
-const GROUP_BY: &[(&str, GroupBy)] = &[("pair", GroupBy::Pair), ("pair_port", GroupBy::PairPort)];
+const GROUP_BY: &[(&str, GroupBy)] = &[
+    ("pair", GroupBy::Pair),
+    ("pair_port", GroupBy::PairPort),
+    ("name", GroupBy::Name),
+];
 
 impl WindowConfig {
     /// Reads `[window]` from the file's top level, every default filled in.
