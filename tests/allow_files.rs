@@ -1,9 +1,12 @@
 //! Allow lists (`[filter] allow_files`, issue 12 item 6) through the real binary: `check` lists every bad
 //! line as FILE:LINE and exits 78, and `run` refuses the same config; `replay` drops the allowed pair's
 //! alerts; a running daemon applies an edited allow list on SIGHUP (awaited through its "configuration
-//! reloaded" line, and the absence of an alert proved by a later alert from the same file).
+//! reloaded" line, and the absence of an alert proved by a later alert from the same file); and a domain in
+//! an allow list applies to the names the daemon learns from a live ssl.log, before and after a SIGHUP.
 
-use crate::support::sensor::{quiet, replay, row, signal, stderr_now, stop, Sensor, HEADER};
+use crate::support::sensor::{
+    quiet, replay, row, signal, stderr_now, stop, wait_checkpoint_covers, Sensor, HEADER,
+};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -186,6 +189,95 @@ fn sighup_applies_an_edited_allow_list() {
     let alerts = wait_alert(&s, "203.0.113.8");
     assert!(
         !alerts.iter().any(|a| a.contains("203.0.113.7")),
+        "{alerts:?}"
+    );
+    log.push_str(&stop(daemon));
+}
+
+const SSL_HEADER: &str = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tssl\n#open\t2024-01-01-00-00-00\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tversion\tserver_name\n#types\ttime\tstring\taddr\tport\taddr\tport\tstring\tstring\n";
+
+/// The ssl.log line of [`row`] `n` (same uid and ts) naming its server `name`.
+fn ssl_row(n: u32, orig: &str, resp: &str, name: &str) -> String {
+    let ts = 1_700_000_000.0 + f64::from(n);
+    format!("{ts:.6}\tC{n:08}\t{orig}\t40000\t{resp}\t443\tTLSv13\t{name}\n")
+}
+
+#[test]
+fn sighup_applies_a_domain_allow_list_to_names_from_a_live_ssl_log() {
+    let s = Sensor::new("");
+    std::fs::create_dir(s.path("allow.d")).expect("mkdir allow.d");
+    let (ssl, state) = (s.path("ssl.log"), s.path("state"));
+    std::fs::write(&ssl, SSL_HEADER).expect("ssl.log");
+    // ssl.log is source 0 (the checkpoint awaited below); the TLS modifier is off so that 2 h sessions to
+    // named servers on 443 stay low alerts.
+    std::fs::write(
+        s.config(),
+        format!(
+            "[sensor]\nname = \"test\"\n[[source]]\npath = \"{}\"\n[[source]]\npath = \"{}\"\n[state]\ndir = \"{}\"\ncheckpoint_interval = \"100ms\"\n[cumulative]\nlevels = {{}}\n[filter]\nallow_files = [\"{}/*.list\"]\n[context]\nnamed_tls_usual_port = false\n[[output]]\ntype = \"file\"\npath = \"{}\"\n",
+            ssl.display(),
+            s.log().display(),
+            state.display(),
+            s.path("allow.d").display(),
+            s.path("alerts.json").display(),
+        ),
+    )
+    .expect("config");
+    let list = s.path("allow.d/site.list");
+    std::fs::write(&list, "example.com\n").expect("list");
+    let mut daemon = s.spawn(&[]);
+    let mut log = String::new();
+    wait_log(&mut daemon, &mut log, "longconn running", 1);
+
+    // The handshakes first, read before their connections (awaited through the checkpoint).
+    let ssl_append = |text: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&ssl)
+            .expect("open ssl.log");
+        std::io::Write::write_all(&mut f, text.as_bytes()).expect("append ssl.log");
+        wait_checkpoint_covers(&state, &ssl);
+    };
+    ssl_append(&format!(
+        "{}{}",
+        ssl_row(1, "10.0.0.1", "203.0.113.5", "Chat.Example.com"),
+        ssl_row(2, "10.0.0.2", "203.0.113.6", "example.org")
+    ));
+    // Under the allowed domain: no alert; the next row's alert proves the first was read.
+    s.append(&row(1, "10.0.0.1", "203.0.113.5", 7200.0));
+    s.append(&row(2, "10.0.0.2", "203.0.113.6", 7200.0));
+    let alerts = wait_alert(&s, "203.0.113.6");
+    assert!(
+        !alerts.iter().any(|a| a.contains("203.0.113.5")),
+        "{alerts:?}"
+    );
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.contains("\"domain\":\"example.org\"")),
+        "{alerts:?}"
+    );
+
+    // Edited: example.org exactly is allowed now, example.com no longer.
+    std::fs::write(&list, "=example.org\n").expect("list");
+    signal(&daemon, libc::SIGHUP);
+    wait_log(&mut daemon, &mut log, "configuration reloaded", 1);
+    ssl_append(&format!(
+        "{}{}{}",
+        ssl_row(3, "10.0.0.3", "203.0.113.7", "example.org"),
+        ssl_row(4, "10.0.0.3", "203.0.113.9", "www.example.org"),
+        ssl_row(5, "10.0.0.1", "203.0.113.8", "chat.example.com")
+    ));
+    s.append(&row(3, "10.0.0.3", "203.0.113.7", 7200.0));
+    s.append(&row(4, "10.0.0.3", "203.0.113.9", 7200.0));
+    s.append(&row(5, "10.0.0.1", "203.0.113.8", 7200.0));
+    let alerts = wait_alert(&s, "203.0.113.8");
+    assert!(
+        !alerts.iter().any(|a| a.contains("203.0.113.7")),
+        "{alerts:?}"
+    );
+    // "=example.org" is that name only: its subdomain alerts.
+    assert!(
+        alerts.iter().any(|a| a.contains("203.0.113.9")),
         "{alerts:?}"
     );
     log.push_str(&stop(daemon));
