@@ -28,7 +28,8 @@ use crate::zeek::ConnRecord;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::IpAddr;
 
 pub mod config;
@@ -196,6 +197,13 @@ pub enum Dest {
     Addr(IpAddr),
 }
 
+/// An item of the prevalence maps in [`Context::expiry`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Expiring {
+    Source(IpAddr),
+    Reach(Dest, IpAddr),
+}
+
 /// The context maps (see the module doc).
 #[derive(Debug, Clone, Default)]
 pub struct Context {
@@ -213,6 +221,11 @@ pub struct Context {
     reach: FxHashMap<Dest, FxHashMap<IpAddr, i64>>,
     /// Entries in `reach`, for its bound.
     reach_len: usize,
+    /// One entry per item of `sources` and of `reach`, at a time no later than the item's: popped in time
+    /// order once older than the window, the item goes if it was not seen since, else it is queued again
+    /// at its newer time. Keeps both maps exact for the window at O(log n) per item, so a prevalence query
+    /// is two lengths, not a scan over every source.
+    expiry: BinaryHeap<Reverse<(i64, Expiring)>>,
     /// Event time (µs) of the last sweep of expired entries.
     swept_at: i64,
     stats: ContextStats,
@@ -404,8 +417,13 @@ impl Context {
 
     /// Counts an internal source reaching a destination (prevalence); `end` is the record's end (µs).
     pub fn reached(&mut self, src: IpAddr, dest: Dest, end: i64, cfg: &ContextConfig, oldest: i64) {
-        let entry = self.sources.entry(src).or_insert(end);
-        *entry = (*entry).max(end);
+        match self.sources.get_mut(&src) {
+            Some(at) => *at = (*at).max(end),
+            None => {
+                self.sources.insert(src, end);
+                self.expiry.push(Reverse((end, Expiring::Source(src))));
+            }
+        }
         if let Some(at) = self.reach.get_mut(&dest).and_then(|m| m.get_mut(&src)) {
             *at = (*at).max(end);
             return;
@@ -417,36 +435,69 @@ impl Context {
                 return;
             }
         }
-        self.reach.entry(dest).or_default().insert(src, end);
+        self.reach.entry(dest.clone()).or_default().insert(src, end);
         self.reach_len += 1;
+        self.expiry.push(Reverse((end, Expiring::Reach(dest, src))));
     }
 
-    /// Drops prevalence entries older than `oldest`; returns how many went.
+    /// Drops prevalence entries (sources and reach) last seen before `oldest`; returns how many reach
+    /// entries went.
     fn sweep_reach(&mut self, oldest: i64) -> usize {
         let before = self.reach_len;
-        for m in self.reach.values_mut() {
-            m.retain(|_, at| *at >= oldest);
+        while self
+            .expiry
+            .peek()
+            .is_some_and(|Reverse((at, _))| *at < oldest)
+        {
+            let Some(Reverse((_, item))) = self.expiry.pop() else {
+                break;
+            };
+            match item {
+                Expiring::Source(src) => match self.sources.get(&src).copied() {
+                    Some(at) if at >= oldest => {
+                        self.expiry.push(Reverse((at, Expiring::Source(src))));
+                    }
+                    Some(_) => {
+                        self.sources.remove(&src);
+                    }
+                    None => {}
+                },
+                Expiring::Reach(dest, src) => {
+                    let Some(m) = self.reach.get_mut(&dest) else {
+                        continue;
+                    };
+                    match m.get(&src).copied() {
+                        Some(at) if at >= oldest => {
+                            self.expiry.push(Reverse((at, Expiring::Reach(dest, src))));
+                        }
+                        Some(_) => {
+                            m.remove(&src);
+                            self.reach_len -= 1;
+                            if m.is_empty() {
+                                self.reach.remove(&dest);
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
         }
-        self.reach.retain(|_, m| !m.is_empty());
-        self.reach_len = self.reach.values().map(|m| m.len()).sum();
-        self.sources.retain(|_, at| *at >= oldest);
         before - self.reach_len
     }
 
-    /// (sources that reached `dest` in the window, internal sources seen in the window).
-    fn prevalence(&self, dest: &Dest, oldest: i64) -> (usize, usize) {
-        let total = self.sources.values().filter(|at| **at >= oldest).count();
-        let reached = self
-            .reach
-            .get(dest)
-            .map_or(0, |m| m.values().filter(|at| **at >= oldest).count());
+    /// (sources that reached `dest` in the window, internal sources seen in the window): the maps hold
+    /// exactly the entries seen since `oldest` once expired to it.
+    fn prevalence(&mut self, dest: &Dest, oldest: i64) -> (usize, usize) {
+        self.sweep_reach(oldest);
+        let total = self.sources.len();
+        let reached = self.reach.get(dest).map_or(0, |m| m.len());
         (reached, total)
     }
 
     /// The modifiers that apply to a record at alert time, in a stable order.
     #[allow(clippy::too_many_arguments)]
     pub fn reasons(
-        &self,
+        &mut self,
         rec: &ConnRecord,
         orig: IpAddr,
         resp: IpAddr,
@@ -551,6 +602,11 @@ impl Context {
         for ((dest, src), at) in &s.reach {
             c.reach.entry(dest.clone()).or_default().insert(*src, *at);
             c.reach_len += 1;
+            c.expiry
+                .push(Reverse((*at, Expiring::Reach(dest.clone(), *src))));
+        }
+        for (src, at) in &s.sources {
+            c.expiry.push(Reverse((*at, Expiring::Source(*src))));
         }
         c
     }
@@ -791,7 +847,7 @@ mod tests {
     }
 
     fn reasons_of(
-        c: &Context,
+        c: &mut Context,
         r: &ConnRecord,
         named: Option<&Named>,
         cfg: &ContextConfig,
@@ -811,7 +867,7 @@ mod tests {
     #[test]
     fn each_modifier_applies_when_its_rule_holds_and_not_otherwise() {
         let cfg = ContextConfig::default();
-        let c = Context::default();
+        let mut c = Context::default();
         let sni = Named {
             name: "a.example.com".into(),
             source: DomainSource::Sni,
@@ -821,44 +877,44 @@ mod tests {
         // named_tls_usual_port: SNI on 443 with service ssl, or a continuation without service.
         let r = tls("C1", "10.0.0.1", "1.2.3.4", T0, H);
         assert_eq!(
-            reasons_of(&c, &r, Some(&sni), &cfg),
+            reasons_of(&mut c, &r, Some(&sni), &cfg),
             vec![Reason::NamedTlsUsualPort]
         );
         let mut cont = r.clone();
         cont.service = None;
         assert_eq!(
-            reasons_of(&c, &cont, Some(&sni), &cfg),
+            reasons_of(&mut c, &cont, Some(&sni), &cfg),
             vec![Reason::NamedTlsUsualPort]
         );
         // ...not on an unusual port, not without a name, not when Zeek saw another protocol.
         let mut odd = r.clone();
         odd.resp_p = Some(4444);
-        assert!(reasons_of(&c, &odd, Some(&sni), &cfg).is_empty());
-        assert!(reasons_of(&c, &r, None, &cfg).is_empty());
+        assert!(reasons_of(&mut c, &odd, Some(&sni), &cfg).is_empty());
+        assert!(reasons_of(&mut c, &r, None, &cfg).is_empty());
         let mut ssh = r.clone();
         ssh.service = Some("ssh".into());
-        assert!(reasons_of(&c, &ssh, Some(&sni), &cfg).is_empty());
+        assert!(reasons_of(&mut c, &ssh, Some(&sni), &cfg).is_empty());
         // unidentified_protocol: TCP, no service, no name, a port outside known_ports.
         let mut unk = rec("C2", "10.0.0.1", "1.2.3.4", T0, H);
         unk.resp_p = Some(50516);
         assert_eq!(
-            reasons_of(&c, &unk, None, &cfg),
+            reasons_of(&mut c, &unk, None, &cfg),
             vec![Reason::UnidentifiedProtocol]
         );
         unk.proto = "udp".into();
-        assert!(reasons_of(&c, &unk, None, &cfg).is_empty());
+        assert!(reasons_of(&mut c, &unk, None, &cfg).is_empty());
         unk.proto = "tcp".into();
         unk.resp_p = Some(22);
-        assert!(reasons_of(&c, &unk, None, &cfg).is_empty());
+        assert!(reasons_of(&mut c, &unk, None, &cfg).is_empty());
         // Switched off, nothing applies.
         let off = ContextConfig {
             named_tls_usual_port: false,
             unidentified_protocol: false,
             ..ContextConfig::default()
         };
-        assert!(reasons_of(&c, &r, Some(&sni), &off).is_empty());
+        assert!(reasons_of(&mut c, &r, Some(&sni), &off).is_empty());
         unk.resp_p = Some(50516);
-        assert!(reasons_of(&c, &unk, None, &off).is_empty());
+        assert!(reasons_of(&mut c, &unk, None, &off).is_empty());
     }
 
     #[test]
@@ -868,7 +924,7 @@ mod tests {
         let mut r = rec("C1", "10.0.0.1", "1.2.3.4", T0, H);
         r.resp_p = Some(22);
         assert!(
-            reasons_of(&c, &r, None, &cfg).is_empty(),
+            reasons_of(&mut c, &r, None, &cfg).is_empty(),
             "no dns.log: no evidence"
         );
         c.observe(
@@ -877,14 +933,17 @@ mod tests {
             None,
             (24.0 * H * 1e6) as i64,
         );
-        assert_eq!(reasons_of(&c, &r, None, &cfg), vec![Reason::NoDnsAnswer]);
+        assert_eq!(
+            reasons_of(&mut c, &r, None, &cfg),
+            vec![Reason::NoDnsAnswer]
+        );
         let named = Named {
             name: "x.example.com".into(),
             source: DomainSource::Dns,
             port: None,
             at: (T0 * 1e6) as i64,
         };
-        assert!(reasons_of(&c, &r, Some(&named), &cfg).is_empty());
+        assert!(reasons_of(&mut c, &r, Some(&named), &cfg).is_empty());
     }
 
     #[test]
@@ -909,12 +968,12 @@ mod tests {
         }
         let r = rec("C1", "10.0.1.1", "1.1.1.1", T0, H);
         assert_eq!(
-            reasons_of(&c, &r, None, &cfg),
+            reasons_of(&mut c, &r, None, &cfg),
             vec![Reason::CommonDestination]
         );
         let rare = rec("C2", "10.0.1.50", "9.9.9.50", T0, H);
         assert_eq!(
-            reasons_of(&c, &rare, None, &cfg),
+            reasons_of(&mut c, &rare, None, &cfg),
             vec![Reason::RareDestination]
         );
         // Nine sources are too few to say anything.
@@ -928,10 +987,46 @@ mod tests {
                 0,
             );
         }
-        assert!(reasons_of(&few, &r, None, &cfg).is_empty());
+        assert!(reasons_of(&mut few, &r, None, &cfg).is_empty());
     }
 
     proptest::proptest! {
+        /// The prevalence counts (kept by an expiry queue) equal a count over every entry seen since the
+        /// window's left edge, whatever the order of sightings and queries.
+        #[test]
+        fn prevalence_counts_equal_a_brute_force_count(
+            steps in proptest::collection::vec((0u8..12, 0u8..4, 0i64..50, proptest::bool::ANY), 1..200),
+            window in 1i64..40,
+        ) {
+            let cfg = ContextConfig::default();
+            let mut c = Context::default();
+            let mut seen: Vec<(IpAddr, Dest, i64)> = Vec::new();
+            let mut now = 0i64;
+            for (src, dest, advance, query) in steps {
+                now += advance % 7;
+                let oldest = now - window;
+                let src: IpAddr = format!("10.0.0.{src}").parse().expect("addr");
+                let dest = Dest::Addr(format!("9.9.9.{dest}").parse().expect("addr"));
+                // Sightings end up to 10 before the watermark (out of order), some before the window.
+                let end = now - (advance % 11);
+                if query {
+                    let got = c.prevalence(&dest, oldest);
+                    let live = |e: &&(IpAddr, Dest, i64)| e.2 >= oldest;
+                    let mut total: Vec<IpAddr> = seen.iter().filter(live).map(|e| e.0).collect();
+                    total.sort();
+                    total.dedup();
+                    let mut reached: Vec<IpAddr> =
+                        seen.iter().filter(live).filter(|e| e.1 == dest).map(|e| e.0).collect();
+                    reached.sort();
+                    reached.dedup();
+                    proptest::prop_assert_eq!(got, (reached.len(), total.len()));
+                } else {
+                    c.reached(src, dest.clone(), end, &cfg, oldest);
+                    seen.push((src, dest, end));
+                }
+            }
+        }
+
         /// Modifiers never move a level by more than one step and never invent an alert.
         #[test]
         fn modifiers_move_at_most_one_step(level in proptest::option::of(0usize..4), picks in proptest::collection::vec(0usize..5, 0..6)) {
