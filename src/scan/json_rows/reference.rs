@@ -143,7 +143,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// `digits[.digits]` of at most 19 bytes, no leading zero (`0` and `0.5` are fine, `01` is not JSON).
-fn plain_number(n: &[u8]) -> bool {
+pub fn plain_number(n: &[u8]) -> bool {
     if n.is_empty() || n.len() > 19 {
         return false;
     }
@@ -245,4 +245,3 @@ pub fn read(line: &[u8], ports: bool) -> Option<PairRow> {
     let (pair, bytes) = ((orig_h, resp_h), (orig_bytes, resp_bytes));
     Some(PairRow::new(pair, duration, bytes, resp_p, proto))
 }
-
