@@ -19,7 +19,7 @@ use crate::zeek::transport;
 use crate::zeek::{fast_decimal, parse_addr, parse_u64};
 
 /// Lines longer than this go to the general reader (Zeek's conn lines are a few hundred bytes).
-const MAX_LINE: usize = 64 * 64;
+const MAX_LINE: usize = 32 * 64;
 
 /// The fields read, as indexes into the values.
 #[derive(Clone, Copy)]
@@ -153,36 +153,33 @@ struct Quotes {
 }
 
 impl Quotes {
-    /// The quotes of `line` (at most [`MAX_LINE`] bytes), or `None` if the line holds a backslash, a
-    /// control or a non-ASCII byte.
+    /// Marks the quotes of `line` (at most [`MAX_LINE`] bytes) in `self` (filled in place: the mask is
+    /// not copied around), or `None` if the line holds a backslash, a control or a non-ASCII byte.
     #[inline]
-    fn of(line: &[u8]) -> Option<Quotes> {
+    fn fill(&mut self, line: &[u8]) -> Option<()> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { Self::of_avx2(line) };
+            return unsafe { self.fill_avx2(line) };
         }
-        Self::of_with(line, quote_bits)
+        self.fill_with(line, quote_bits)
     }
 
-    /// [`Quotes::of`] with 32-byte compares (half the instructions of SSE2 per block).
+    /// [`Quotes::fill`] with 32-byte compares (half the instructions of SSE2 per block).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn of_avx2(line: &[u8]) -> Option<Quotes> {
-        Self::of_with(line, |b| {
+    unsafe fn fill_avx2(&mut self, line: &[u8]) -> Option<()> {
+        self.fill_with(line, |b| {
             // SAFETY: only called from this AVX2 function, on a CPU that has AVX2.
             unsafe { quote_bits_avx2(b) }
         })
     }
 
     #[inline(always)]
-    fn of_with(line: &[u8], bits: impl Fn(&[u8; 64]) -> Option<u64>) -> Option<Quotes> {
-        let mut q = Quotes {
-            words: [0; MAX_LINE / 64],
-            n: line.len().div_ceil(64),
-        };
+    fn fill_with(&mut self, line: &[u8], bits: impl Fn(&[u8; 64]) -> Option<u64>) -> Option<()> {
+        self.n = line.len().div_ceil(64);
         let mut chunks = line.chunks_exact(64);
-        for (w, block) in q.words.iter_mut().zip(&mut chunks) {
+        for (w, block) in self.words.iter_mut().zip(&mut chunks) {
             let block: &[u8; 64] = block.try_into().ok()?;
             *w = bits(block)?;
         }
@@ -191,9 +188,9 @@ impl Quotes {
             // Padded with spaces: neither quote nor rejected.
             let mut block = [b' '; 64];
             block[..rest.len()].copy_from_slice(rest);
-            q.words[line.len() / 64] = bits(&block)?;
+            *self.words.get_mut(line.len() / 64)? = bits(&block)?;
         }
-        Some(q)
+        Some(())
     }
 
     /// The first quote at or after `from`.
@@ -372,7 +369,11 @@ pub fn read(line: &[u8], ports: bool) -> Option<PairRow> {
     if line.len() > MAX_LINE || line.first() != Some(&b'{') {
         return None;
     }
-    let q = Quotes::of(line)?;
+    let mut q = Quotes {
+        words: [0; MAX_LINE / 64],
+        n: 0,
+    };
+    q.fill(line)?;
     let b = line;
     let mut seen = 0u32;
     let mut seen_known = 0u32;
