@@ -1,9 +1,19 @@
-//! Throughput of `longconn scan` against the analysts' shell pipeline, on a generated conn.log.
+//! Throughput of `longconn scan` against the analysts' shell pipeline and, when installed, DuckDB and
+//! Polars, on a generated conn.log.
 //!
 //! Generates a deterministic Zeek TSV conn.log (default 2,000,000 records, `LONGCONN_BENCH_RECORDS` to change;
-//! realistic field widths, ~100k host pairs, 4% unset durations), its JSON and gzip forms, then times the real
-//! binary on each and, when `awk`, `sort` and `datamash` are installed, the shell cumulative pipeline on the
-//! same TSV file. Prints records/s, peak memory, and the ratio. Run: `cargo bench --bench scan`.
+//! realistic field widths, ~100k host pairs, 4% unset durations), its NDJSON and gzip forms, then times the
+//! real binary on each, with the default `--top 10` and with `--top 0` (every group), and prints per run:
+//! the median wall time of 5 runs, records/s and peak memory (max RSS). Then:
+//! - the shell cumulative pipeline (awk | sort | datamash | sort) on the same TSV, when `awk` and
+//!   `datamash` are installed, and the ratio against scan in the same run;
+//! - DuckDB and Polars, when `python3` can import them, with the cumulative table of each input (the best
+//!   of the queries tried, median of 3 runs, the query alone, not the interpreter start): install them with
+//!   `pip install duckdb polars` (CI does not; the bench then says they were skipped);
+//! - peak memory of `scan --top 0` on the input and on 10 times the input (the TSV given 10 times: the same
+//!   pairs, 10x the records), which must stay within 10%: memory follows groups, never records.
+//!
+//! Run: `cargo bench --bench scan` (`LONGCONN_BENCH_DIR=dir` keeps the generated inputs there).
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -123,10 +133,11 @@ fn timed(cmd: &mut Command) -> (f64, f64) {
     (wall, usage.ru_maxrss as f64 / 1024.0)
 }
 
-fn best_of(n: usize, mut f: impl FnMut() -> (f64, f64)) -> (f64, f64) {
+/// The run with the median wall time of `n`.
+fn median_of(n: usize, mut f: impl FnMut() -> (f64, f64)) -> (f64, f64) {
     let mut runs: Vec<(f64, f64)> = (0..n).map(|_| f()).collect();
     runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    runs[runs.len() / 2] // the median
+    runs[runs.len() / 2]
 }
 
 fn have(tool: &str) -> bool {
@@ -137,6 +148,103 @@ fn have(tool: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// The cumulative table (orig_h, resp_h, summed duration, count, longest; top 10) with DuckDB and Polars:
+/// for each engine and input, the median of 3 timed runs of the best query tried (after one warm-up run),
+/// printed as `engine format seconds`, or `engine skipped reason`.
+const ENGINES_PY: &str = r##"
+import statistics, sys, time
+tsv, ndjson, gz = sys.argv[1:4]
+names = ["ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service", "duration",
+         "orig_bytes", "resp_bytes", "conn_state", "local_orig", "local_resp", "missed_bytes", "history",
+         "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes", "tunnel_parents"]
+
+def median(run):
+    run()
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+def best(fmt, runs):
+    return min(median(r) for r in runs)
+
+try:
+    import duckdb
+    con = duckdb.connect()
+    cols = "{" + ",".join("'%s':'%s'" % (n, "DOUBLE" if n == "duration" else "VARCHAR") for n in names) + "}"
+    def q(src):
+        sql = ('SELECT "id.orig_h", "id.resp_h", sum(duration) AS t, count(*), max(duration) FROM %s '
+               'WHERE duration IS NOT NULL GROUP BY 1, 2 ORDER BY t DESC LIMIT 10' % src)
+        return lambda: con.execute(sql).fetchall()
+    def csv(path):
+        return ("read_csv('%s', auto_detect=false, delim='\t', header=false, comment='#', nullstr='-', "
+                "quote='', escape='', columns=%s)" % (path, cols))
+    json_cols = "{'id.orig_h':'VARCHAR','id.resp_h':'VARCHAR','duration':'DOUBLE'}"
+    print("duckdb tsv %.4f" % best("tsv", [q(csv(tsv))]), flush=True)
+    print("duckdb ndjson %.4f" % best("ndjson", [
+        q("read_ndjson('%s', columns=%s)" % (ndjson, json_cols)),
+        q("read_json('%s', format='newline_delimited', columns=%s)" % (ndjson, json_cols)),
+    ]), flush=True)
+    print("duckdb gz %.4f" % best("gz", [q(csv(gz))]), flush=True)
+except ImportError as e:
+    print("duckdb skipped (%s)" % e, flush=True)
+
+try:
+    import polars as pl
+    def agg(lf):
+        return lambda: (lf.filter(pl.col("duration").is_not_null())
+                        .group_by(["id.orig_h", "id.resp_h"])
+                        .agg(pl.col("duration").sum().alias("t"), pl.len(), pl.col("duration").max())
+                        .sort("t", descending=True).head(10).collect())
+    csv_opts = dict(separator="\t", comment_prefix="#", has_header=False, new_columns=names,
+                    schema_overrides={"duration": pl.Float64}, null_values="-", quote_char=None)
+    print("polars tsv %.4f" % best("tsv", [agg(pl.scan_csv(tsv, **csv_opts))]), flush=True)
+    schema = {"id.orig_h": pl.String, "id.resp_h": pl.String, "duration": pl.Float64}
+    print("polars ndjson %.4f" % best("ndjson", [agg(pl.scan_ndjson(ndjson, schema=schema))]), flush=True)
+    # scan_csv reads no gzip: read_csv decompresses it (in the timed part).
+    print("polars gz %.4f" % best("gz", [lambda: agg(pl.read_csv(gz, **csv_opts).lazy())()]), flush=True)
+except ImportError as e:
+    print("polars skipped (%s)" % e, flush=True)
+"##;
+
+/// Runs [`ENGINES_PY`]: per (engine, format) its seconds; the skip messages are printed.
+fn engines(dir: &Path, tsv: &Path, json: &Path, gz: &Path) -> Vec<(String, String, f64)> {
+    if !have("python3") {
+        println!("DuckDB, Polars: skipped (no python3)");
+        return Vec::new();
+    }
+    let script = dir.join("engines.py");
+    if std::fs::write(&script, ENGINES_PY).is_err() {
+        println!("DuckDB, Polars: skipped (cannot write the script)");
+        return Vec::new();
+    }
+    let out = match Command::new("python3")
+        .arg(&script)
+        .args([tsv, json, gz])
+        .stderr(Stdio::inherit())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            println!("DuckDB, Polars: skipped ({e})");
+            return Vec::new();
+        }
+    };
+    let mut got = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        match (f.as_slice(), f.get(2).and_then(|s| s.parse::<f64>().ok())) {
+            ([engine, format, _], Some(secs)) => {
+                got.push((engine.to_string(), format.to_string(), secs))
+            }
+            _ => println!("{line}  (pip install duckdb polars)"),
+        }
+    }
+    got
 }
 
 fn main() {
@@ -158,60 +266,87 @@ fn main() {
             .unwrap_or(0.0)
     };
     println!(
-        "input: {records} records; TSV {:.0} MB, JSON {:.0} MB, gzip {:.0} MB",
+        "input: {records} records; TSV {:.0} MB, NDJSON {:.0} MB, gzip {:.0} MB",
         mb(&tsv),
         mb(&json),
         mb(&gz)
     );
     let runs = 5;
-    let scan = |p: &Path| {
-        best_of(runs, || {
+    let scan_with = |args: &[&str], inputs: &[&Path]| {
+        median_of(runs, || {
             timed(
                 Command::new(bin)
-                    .args(["scan", "--format", "tsv", "--top", "10"])
-                    .arg(p),
+                    .args(["scan", "--format", "tsv"])
+                    .args(args)
+                    .args(inputs),
             )
         })
     };
-    let (t_tsv, m_tsv) = scan(&tsv);
-    let (t_json, m_json) = scan(&json);
-    let (t_gz, m_gz) = scan(&gz);
+    let scan = |top: &str, inputs: &[&Path]| scan_with(&["--top", top], inputs);
     let rate = |t: f64| records as f64 / t / 1e6;
+    // (format, default run, --top 0 run, cumulative table alone)
+    let mut scans = Vec::new();
+    for (name, path) in [("tsv", &tsv), ("ndjson", &json), ("gz", &gz)] {
+        let (t, m) = scan("10", &[path]);
+        let (t0, m0) = scan("0", &[path]);
+        let (tc, mc) = scan_with(&["--only", "cumulative"], &[path]);
+        let (tc0, mc0) = scan_with(&["--only", "cumulative", "--top", "0"], &[path]);
+        println!(
+            "scan {name:<6} default: {t:.3} s  {:5.2} M records/s  peak {m:4.0} MiB | --top 0: {t0:.3} s  {:5.2} M records/s  peak {m0:4.0} MiB  (--top 0 / default {:.2})",
+            rate(t),
+            rate(t0),
+            t0 / t
+        );
+        println!(
+            "scan {name:<6} --only cumulative: {tc:.3} s  {:5.2} M records/s  peak {mc:4.0} MiB | with --top 0: {tc0:.3} s  peak {mc0:4.0} MiB",
+            rate(tc),
+        );
+        scans.push((name, t, t0, tc));
+    }
+    let scan_time = |format: &str| {
+        scans
+            .iter()
+            .find(|s| s.0 == format)
+            .map_or(f64::NAN, |s| s.1)
+    };
+    // The engines compute the cumulative table only: compared with scan printing that table alone.
+    let cumulative_time = |format: &str| {
+        scans
+            .iter()
+            .find(|s| s.0 == format)
+            .map_or(f64::NAN, |s| s.3)
+    };
+    let (t_gunzip, _) = median_of(runs, || timed(Command::new("gzip").arg("-dc").arg(&gz)));
     println!(
-        "scan TSV : {t_tsv:.3} s  {:.2} M records/s  peak {m_tsv:.0} MiB",
-        rate(t_tsv)
-    );
-    println!(
-        "scan JSON: {t_json:.3} s  {:.2} M records/s  peak {m_json:.0} MiB",
-        rate(t_json)
-    );
-    println!(
-        "scan gzip: {t_gz:.3} s  {:.2} M records/s  peak {m_gz:.0} MiB",
-        rate(t_gz)
-    );
-    let (t_gunzip, _) = best_of(runs, || timed(Command::new("gzip").arg("-dc").arg(&gz)));
-    println!(
-        "gzip -dc alone: {t_gunzip:.3} s  (scan gzip / gzip -dc = {:.2})",
-        t_gz / t_gunzip
+        "gzip -dc alone: {t_gunzip:.3} s  (scan gz / gzip -dc = {:.2})",
+        scan_time("gz") / t_gunzip
     );
 
-    // Memory must follow pairs, not records: the same pairs, half the records.
-    let half = dir_path.join("half.log");
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "head -n {} {} > {}",
-            records / 2 + 8,
-            tsv.display(),
-            half.display()
-        ))
-        .status()
-        .expect("head");
-    assert!(status.success());
-    let (_, m_half) = scan(&half);
+    // Memory must follow groups, never records: the same pairs, 10 times the records.
+    let ten: Vec<&Path> = vec![tsv.as_path(); 10];
+    let (_, m1) = median_of(3, || {
+        timed(
+            Command::new(bin)
+                .args(["scan", "--format", "tsv", "--top", "0"])
+                .arg(&tsv),
+        )
+    });
+    let (t10, m10) = median_of(3, || {
+        timed(
+            Command::new(bin)
+                .args(["scan", "--format", "tsv", "--top", "0"])
+                .args(&ten),
+        )
+    });
     println!(
-        "peak memory: {m_half:.0} MiB at {} records, {m_tsv:.0} MiB at {records}",
-        records / 2
+        "peak memory of scan --top 0: {m1:.0} MiB at {records} records, {m10:.0} MiB at {} records ({t10:.2} s): {:+.1}% ({})",
+        records * 10,
+        (m10 / m1 - 1.0) * 100.0,
+        if (m10 / m1 - 1.0).abs() <= 0.10 {
+            "within 10%"
+        } else {
+            "NOT within 10%"
+        }
     );
 
     if have("datamash") && have("awk") {
@@ -219,13 +354,28 @@ fn main() {
             "export LC_ALL=C; awk -F '\\t' '/^#/ {{next}} $9 != \"-\" {{print $3 \"\\t\" $5 \"\\t\" $9}}' {} | sort -t \"$(printf '\\t')\" -k1,1 -k2,2 | datamash -g 1,2 sum 3 | sort -t \"$(printf '\\t')\" -k3,3gr | head",
             tsv.display()
         );
-        let (t_shell, _) = best_of(3, || timed(Command::new("sh").arg("-c").arg(&pipeline)));
+        let (t_shell, _) = median_of(3, || timed(Command::new("sh").arg("-c").arg(&pipeline)));
         println!(
-            "shell cumulative pipeline (awk | sort | datamash | sort): {t_shell:.3} s  {:.2} M records/s",
+            "shell cumulative pipeline (awk | sort | datamash | sort) on TSV: {t_shell:.3} s  {:.2} M records/s",
             rate(t_shell)
         );
-        println!("ratio shell / scan TSV: {:.1}x", t_shell / t_tsv);
+        println!(
+            "ratio shell / scan TSV: {:.1}x (default), {:.1}x (--top 0), {:.1}x (--only cumulative, the pipeline's table)",
+            t_shell / scan_time("tsv"),
+            t_shell / scans[0].2,
+            t_shell / cumulative_time("tsv")
+        );
     } else {
         println!("shell pipeline: datamash or awk not installed, ratio not measured");
+    }
+
+    let found = engines(dir_path, &tsv, &json, &gz);
+    for (engine, format, secs) in &found {
+        let t = cumulative_time(format);
+        println!(
+            "{engine:<6} {format:<6}: {secs:.3} s  {:5.2} M records/s;  {engine} / scan --only cumulative = {:.2}x",
+            rate(*secs),
+            secs / t
+        );
     }
 }

@@ -166,7 +166,8 @@ struct ScanArgs {
     /// Zeek conn.log files (TSV or JSON, gzip or not); `-` reads stdin.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Rows per table; 0 prints all.
+    /// Rows per table; 0 prints all: every group, and in the single table the longest connection of each
+    /// group (one row per group, so memory follows groups, never records).
     #[arg(long, default_value_t = 10)]
     top: usize,
     /// Output format.
@@ -481,6 +482,7 @@ fn run_scan(a: ScanArgs) -> ExitCode {
         threads,
         progress: true,
         kind: a.kind.map(KindArg::kind),
+        single_table: !matches!(a.only, Some(Only::Cumulative)),
     };
     let inputs: Vec<InputPath> = a.files.iter().map(|f| InputPath::from_arg(f)).collect();
     let r = scan::scan(&inputs, &opts);

@@ -437,3 +437,76 @@ fn exit_codes_unreadable_input_and_usage() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The single and cumulative sections of a `--format tsv` output, as rows of fields.
+fn sections(out: &str) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let (mut single, mut cumulative) = (Vec::new(), Vec::new());
+    let mut in_single = true;
+    for line in out.lines() {
+        if line.starts_with("# single") {
+            in_single = true;
+        } else if line.starts_with("# cumulative") {
+            in_single = false;
+        } else {
+            let fields = line.split('\t').map(str::to_string).collect();
+            if in_single {
+                single.push(fields);
+            } else {
+                cumulative.push(fields);
+            }
+        }
+    }
+    (single, cumulative)
+}
+
+#[test]
+fn top_0_lists_the_longest_connection_of_each_group() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let file = dir.join("zat_bro2.conn.log");
+    let (out, err, code) = scan(&file, &["--format", "tsv", "--top", "0"]);
+    assert_eq!(code, 0, "{err}");
+    let (single, cumulative) = sections(&out);
+    assert!(cumulative.len() > 10, "{out}");
+    // One row per group: the group's longest connection (the cumulative table's longest_seconds).
+    assert_eq!(single.len(), cumulative.len());
+    let longest: BTreeMap<(String, String), String> = cumulative
+        .iter()
+        .map(|c| ((c[0].clone(), c[1].clone()), c[4].clone()))
+        .collect();
+    assert_eq!(longest.len(), cumulative.len());
+    for s in &single {
+        assert_eq!(
+            longest.get(&(s[0].clone(), s[1].clone())),
+            Some(&s[2]),
+            "{s:?}"
+        );
+    }
+    let mut seen: Vec<(&String, &String)> = single.iter().map(|s| (&s[0], &s[1])).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), single.len(), "one row per pair");
+    // Longest first, and the first rows are the table of the N longest where no pair repeats in it.
+    let (top, _, _) = scan(&file, &["--format", "tsv", "--top", "1"]);
+    assert_eq!(sections(&top).0[0], single[0]);
+    // The cumulative table alone is the same, and so is the output with any number of threads, or with
+    // the file twice (every group's longest then ties with its copy).
+    let (alone, _, _) = scan(
+        &file,
+        &["--format", "tsv", "--top", "0", "--only", "cumulative"],
+    );
+    assert_eq!(sections(&alone).1, cumulative);
+    for threads in ["1", "3"] {
+        let (t, _, _) = scan(
+            &file,
+            &["--format", "tsv", "--top", "0", "--threads", threads],
+        );
+        assert_eq!(t, out, "--threads {threads}");
+    }
+    let twice = Command::new(bin())
+        .args(["scan", "--format", "tsv", "--top", "0"])
+        .args([&file, &file])
+        .output()
+        .expect("run longconn");
+    let (single2, _) = sections(&String::from_utf8_lossy(&twice.stdout));
+    assert_eq!(single2, single);
+}

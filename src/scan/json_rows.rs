@@ -1,6 +1,6 @@
 //! `scan`'s fast path through Zeek JSON lines: the object Zeek's JSON writer makes (one flat object, no
-//! whitespace, keys and values in their plain forms) is walked once, byte by byte, and only the values
-//! `scan` sums are read, into the same compact row as the TSV fast path ([`super::rows::PairRow`]).
+//! whitespace, keys and values in their plain forms) is walked once and only the values `scan` sums are
+//! read, into the same compact row as the TSV fast path ([`super::rows::PairRow`]).
 //!
 //! It accepts a line only in that plain form: string keys and values without escapes, control or
 //! non-ASCII bytes; numbers as `digits[.digits]` without leading zeros; `true`, `false`, `null`; arrays
@@ -8,12 +8,20 @@
 //! escapes, a number given as a string, an ISO 8601 `ts`, a bad value, invalid JSON) is handed back to the
 //! caller for the general JSON reader, so every line counts, is skipped or is reported exactly as
 //! [`crate::zeek::LogParser`] would have it.
+//!
+//! How it is fast: one vector pass over the line rejects it if any byte is a backslash, a control or a
+//! non-ASCII byte (none of them can be part of the plain form, inside a string or out), and notes every
+//! `"` in a bitmask. Without escapes, quotes pair up, so each string ends at the next set bit: no byte of
+//! a string is looked at again. Key names are compared as one 128-bit word each, not byte by byte.
 
 use super::tally::PairRow;
 use crate::zeek::transport;
-use crate::zeek::{parse_addr, Field};
+use crate::zeek::{fast_decimal, parse_addr, parse_u64};
 
-/// The fields read, as bits of `seen`.
+/// Lines longer than this go to the general reader (Zeek's conn lines are a few hundred bytes).
+const MAX_LINE: usize = 32 * 64;
+
+/// The fields read, as indexes into the values.
 #[derive(Clone, Copy)]
 enum Key {
     Ts = 0,
@@ -27,40 +35,107 @@ enum Key {
     Proto,
 }
 
-fn key(name: &[u8]) -> Option<Key> {
-    Some(match Field::from_name(name)? {
-        Field::Ts => Key::Ts,
-        Field::OrigH => Key::OrigH,
-        Field::OrigP => Key::OrigP,
-        Field::RespH => Key::RespH,
-        Field::RespP => Key::RespP,
-        Field::Duration => Key::Duration,
-        Field::OrigBytes => Key::OrigBytes,
-        Field::RespBytes => Key::RespBytes,
-        Field::Proto => Key::Proto,
-        _ => return None,
-    })
+/// What a key name is to the reader.
+#[derive(Clone, Copy)]
+enum Name {
+    /// A field `scan` reads.
+    Read(Key),
+    /// A field the general reader knows but the fast path skips (its bit): each must still appear at
+    /// most once (a repeated known field makes the whole object invalid there), so repeats are handed
+    /// back.
+    Known(u32),
+    /// `id`: the nested object form, for the general reader.
+    Id,
+    /// Any other key (ignored, as the general reader ignores it).
+    Other,
 }
 
-/// Fields the general reader knows but the fast path skips: each must still appear at most once there
-/// (a repeated known field makes the whole object invalid), so repeats are handed back.
-fn other_known(name: &[u8]) -> Option<u32> {
-    Some(match name {
-        b"uid" => 0,
-        b"id" => 1,
-        b"service" => 3,
-        b"conn_state" => 4,
-        b"history" => 5,
-        b"local_orig" => 6,
-        b"local_resp" => 7,
-        b"orig_pkts" => 8,
-        b"resp_pkts" => 9,
-        b"community_id" => 10,
-        _ => return None,
-    })
+/// A name of at most 16 bytes as a little-endian word, zero-padded (names hold no zero byte: the line
+/// holds no control byte).
+const fn word(s: &[u8]) -> u128 {
+    let mut w = 0u128;
+    let mut i = 0;
+    while i < s.len() {
+        w |= (s[i] as u128) << (8 * i);
+        i += 1;
+    }
+    w
+}
+
+const TS: u128 = word(b"ts");
+const ORIG_H: u128 = word(b"id.orig_h");
+const ORIG_H_: u128 = word(b"id_orig_h");
+const ORIG_P: u128 = word(b"id.orig_p");
+const ORIG_P_: u128 = word(b"id_orig_p");
+const RESP_H: u128 = word(b"id.resp_h");
+const RESP_H_: u128 = word(b"id_resp_h");
+const RESP_P: u128 = word(b"id.resp_p");
+const RESP_P_: u128 = word(b"id_resp_p");
+const DURATION: u128 = word(b"duration");
+const ORIG_BYTES: u128 = word(b"orig_bytes");
+const RESP_BYTES: u128 = word(b"resp_bytes");
+const PROTO: u128 = word(b"proto");
+const UID: u128 = word(b"uid");
+const ID: u128 = word(b"id");
+const SERVICE: u128 = word(b"service");
+const CONN_STATE: u128 = word(b"conn_state");
+const HISTORY: u128 = word(b"history");
+const LOCAL_ORIG: u128 = word(b"local_orig");
+const LOCAL_RESP: u128 = word(b"local_resp");
+const ORIG_PKTS: u128 = word(b"orig_pkts");
+const RESP_PKTS: u128 = word(b"resp_pkts");
+const COMMUNITY_ID: u128 = word(b"community_id");
+
+/// The key named by `line[start..end]` (the names of [`crate::zeek::Field::from_name`]).
+#[inline]
+fn name(line: &[u8], start: usize, end: usize) -> Name {
+    let len = end - start;
+    if len > 16 {
+        return Name::Other;
+    }
+    let w = match line.get(start..start + 16) {
+        Some(b) => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            let all = u128::from_le_bytes(a);
+            if len == 16 {
+                all
+            } else {
+                all & ((1u128 << (8 * len)) - 1)
+            }
+        }
+        None => {
+            let mut a = [0u8; 16];
+            a[..len].copy_from_slice(&line[start..end]);
+            u128::from_le_bytes(a)
+        }
+    };
+    match w {
+        TS => Name::Read(Key::Ts),
+        ORIG_H | ORIG_H_ => Name::Read(Key::OrigH),
+        ORIG_P | ORIG_P_ => Name::Read(Key::OrigP),
+        RESP_H | RESP_H_ => Name::Read(Key::RespH),
+        RESP_P | RESP_P_ => Name::Read(Key::RespP),
+        DURATION => Name::Read(Key::Duration),
+        ORIG_BYTES => Name::Read(Key::OrigBytes),
+        RESP_BYTES => Name::Read(Key::RespBytes),
+        PROTO => Name::Read(Key::Proto),
+        UID => Name::Known(0),
+        ID => Name::Id,
+        SERVICE => Name::Known(3),
+        CONN_STATE => Name::Known(4),
+        HISTORY => Name::Known(5),
+        LOCAL_ORIG => Name::Known(6),
+        LOCAL_RESP => Name::Known(7),
+        ORIG_PKTS => Name::Known(8),
+        RESP_PKTS => Name::Known(9),
+        COMMUNITY_ID => Name::Known(10),
+        _ => Name::Other,
+    }
 }
 
 /// One plain value.
+#[derive(Clone, Copy)]
 enum Value<'a> {
     Str(&'a [u8]),
     /// `digits[.digits]`, the literal.
@@ -70,116 +145,254 @@ enum Value<'a> {
     Other,
 }
 
-struct Cursor<'a> {
-    b: &'a [u8],
-    i: usize,
+/// The positions of the `"` bytes of a line, one bit each.
+struct Quotes {
+    words: [u64; MAX_LINE / 64],
+    /// Words filled.
+    n: usize,
 }
 
-impl<'a> Cursor<'a> {
-    fn eat(&mut self, c: u8) -> Option<()> {
-        (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
-    }
-
-    /// A string without escapes, control or non-ASCII bytes, after its opening quote.
-    fn string(&mut self) -> Option<&'a [u8]> {
-        self.eat(b'"')?;
-        let start = self.i;
-        let len = memchr::memchr(b'"', &self.b[start..])?;
-        let s = &self.b[start..start + len];
-        if s.iter().any(|c| *c == b'\\' || *c < 0x20 || *c >= 0x80) {
-            return None;
+impl Quotes {
+    /// Marks the quotes of `line` (at most [`MAX_LINE`] bytes) in `self` (filled in place: the mask is
+    /// not copied around), or `None` if the line holds a backslash, a control or a non-ASCII byte.
+    #[inline]
+    fn fill(&mut self, line: &[u8]) -> Option<()> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { self.fill_avx2(line) };
         }
-        self.i = start + len + 1;
-        Some(s)
+        self.fill_with(line, quote_bits)
     }
 
-    fn number(&mut self) -> Option<&'a [u8]> {
-        let start = self.i;
-        while self.i < self.b.len() && matches!(self.b[self.i], b'0'..=b'9' | b'.') {
-            self.i += 1;
-        }
-        let n = &self.b[start..self.i];
-        plain_number(n).then_some(n)
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        self.b[self.i..]
-            .starts_with(word)
-            .then(|| self.i += word.len())
-    }
-
-    fn value(&mut self) -> Option<Value<'a>> {
-        Some(match self.b.get(self.i)? {
-            b'"' => Value::Str(self.string()?),
-            b'0'..=b'9' => Value::Num(self.number()?),
-            b'n' => {
-                self.literal(b"null")?;
-                Value::Null
-            }
-            b't' => {
-                self.literal(b"true")?;
-                Value::Other
-            }
-            b'f' => {
-                self.literal(b"false")?;
-                Value::Other
-            }
-            b'[' => {
-                self.i += 1;
-                if self.eat(b']').is_none() {
-                    loop {
-                        match self.b.get(self.i)? {
-                            b'"' => {
-                                self.string()?;
-                            }
-                            b'0'..=b'9' => {
-                                self.number()?;
-                            }
-                            _ => return None,
-                        }
-                        if self.eat(b',').is_none() {
-                            self.eat(b']')?;
-                            break;
-                        }
-                    }
-                }
-                Value::Other
-            }
-            _ => return None,
+    /// [`Quotes::fill`] with 32-byte compares (half the instructions of SSE2 per block).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill_avx2(&mut self, line: &[u8]) -> Option<()> {
+        self.fill_with(line, |b| {
+            // SAFETY: only called from this AVX2 function, on a CPU that has AVX2.
+            unsafe { quote_bits_avx2(b) }
         })
     }
+
+    #[inline(always)]
+    fn fill_with(&mut self, line: &[u8], bits: impl Fn(&[u8; 64]) -> Option<u64>) -> Option<()> {
+        self.n = line.len().div_ceil(64);
+        let mut chunks = line.chunks_exact(64);
+        for (w, block) in self.words.iter_mut().zip(&mut chunks) {
+            let block: &[u8; 64] = block.try_into().ok()?;
+            *w = bits(block)?;
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            // Padded with spaces: neither quote nor rejected.
+            let mut block = [b' '; 64];
+            block[..rest.len()].copy_from_slice(rest);
+            *self.words.get_mut(line.len() / 64)? = bits(&block)?;
+        }
+        Some(())
+    }
+
+    /// The first quote at or after `from`.
+    #[inline]
+    fn next(&self, from: usize) -> Option<usize> {
+        let mut w = from / 64;
+        let mut bits = *self.words.get(w)? & (u64::MAX << (from % 64));
+        while bits == 0 {
+            w += 1;
+            if w >= self.n {
+                return None;
+            }
+            bits = self.words[w];
+        }
+        Some(w * 64 + bits.trailing_zeros() as usize)
+    }
 }
 
-/// `digits[.digits]` of at most 19 bytes, no leading zero (`0` and `0.5` are fine, `01` is not JSON).
-fn plain_number(n: &[u8]) -> bool {
-    if n.is_empty() || n.len() > 19 {
-        return false;
+/// One bit per `"` of `block`; `None` if it holds a backslash, a byte below 0x20 or above 0x7f.
+#[inline]
+fn quote_bits(block: &[u8; 64]) -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8,
+            _mm_or_si128, _mm_set1_epi8,
+        };
+        let mut quotes = 0u64;
+        let mut bad = 0i32;
+        // SAFETY: SSE2 is part of every x86_64 target, and each 16-byte load lies inside `block`
+        // (k * 16 + 16 <= 64); unaligned loads are allowed.
+        unsafe {
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let backslash = _mm_set1_epi8(b'\\' as i8);
+            let space = _mm_set1_epi8(0x20);
+            for k in 0..4 {
+                let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>());
+                // Signed: bytes above 0x7f are negative, so below 0x20 too.
+                let odd = _mm_or_si128(_mm_cmplt_epi8(v, space), _mm_cmpeq_epi8(v, backslash));
+                bad |= _mm_movemask_epi8(odd);
+                quotes |= u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u16) << (16 * k);
+            }
+        }
+        (bad == 0).then_some(quotes)
     }
-    let int_len = n.iter().position(|c| *c == b'.').unwrap_or(n.len());
-    if int_len == 0 || (int_len > 1 && n[0] == b'0') {
-        return false;
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        quote_bits_scalar(block)
     }
-    match n.get(int_len + 1..) {
-        None => true, // no dot
-        Some(frac) => !frac.is_empty() && frac.iter().all(u8::is_ascii_digit),
+}
+
+/// [`quote_bits`] with AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn quote_bits_avx2(block: &[u8; 64]) -> Option<u64> {
+    use std::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
+        _mm256_or_si256, _mm256_set1_epi8,
+    };
+    let mut quotes = 0u64;
+    let mut bad = 0i32;
+    let quote = _mm256_set1_epi8(b'"' as i8);
+    let backslash = _mm256_set1_epi8(b'\\' as i8);
+    let space = _mm256_set1_epi8(0x20);
+    for k in 0..2 {
+        // SAFETY: each 32-byte load lies inside `block` (k * 32 + 32 <= 64); unaligned loads are allowed.
+        let v = unsafe { _mm256_loadu_si256(block.as_ptr().add(32 * k).cast::<__m256i>()) };
+        // Signed: bytes above 0x7f are negative, so below 0x20 too.
+        let odd = _mm256_or_si256(_mm256_cmpgt_epi8(space, v), _mm256_cmpeq_epi8(v, backslash));
+        bad |= _mm256_movemask_epi8(odd);
+        quotes |= u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, quote)) as u32) << (32 * k);
     }
+    (bad == 0).then_some(quotes)
+}
+
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn quote_bits_scalar(block: &[u8; 64]) -> Option<u64> {
+    let mut quotes = 0u64;
+    for (i, b) in block.iter().enumerate() {
+        if *b == b'\\' || *b < 0x20 || *b >= 0x80 {
+            return None;
+        }
+        quotes |= u64::from(*b == b'"') << i;
+    }
+    Some(quotes)
+}
+
+/// The end of the plain number starting at `b[i]` (a digit): `digits[.digits]` of at most 19 bytes, no
+/// leading zero (`0` and `0.5` are fine, `01` is not JSON); `None` if it is not plain. It stops at the
+/// first byte that is neither a digit nor the first dot (the caller then wants `,`, `}` or `]` there).
+#[inline]
+fn number(b: &[u8], i: usize) -> Option<usize> {
+    let int_end = digits_end(b, i);
+    if int_end - i > 1 && b[i] == b'0' {
+        return None;
+    }
+    let end = if b.get(int_end) == Some(&b'.') {
+        let frac_end = digits_end(b, int_end + 1);
+        if frac_end == int_end + 1 {
+            return None;
+        }
+        frac_end
+    } else {
+        int_end
+    };
+    (end - i <= 19).then_some(end)
+}
+
+/// The end of the run of ASCII digits starting at `i`, eight bytes at a time.
+#[inline]
+fn digits_end(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(chunk);
+        // Per byte x = c ^ '0' is 0..=9 for a digit; x + 0x76 sets the top bit for x >= 10, and x itself
+        // for x >= 0x80. A carry out of a flagged byte can only flag a later byte: the lowest flag is exact.
+        let x = u64::from_le_bytes(a) ^ 0x3030_3030_3030_3030;
+        let odd = (x.wrapping_add(0x7676_7676_7676_7676) | x) & 0x8080_8080_8080_8080;
+        if odd != 0 {
+            return i + (odd.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    i
+}
+
+/// The value at `i` and the offset after it.
+#[inline]
+fn value<'a>(b: &'a [u8], q: &Quotes, i: usize) -> Option<(Value<'a>, usize)> {
+    Some(match *b.get(i)? {
+        b'"' => {
+            let end = q.next(i + 1)?;
+            (Value::Str(&b[i + 1..end]), end + 1)
+        }
+        b'0'..=b'9' => {
+            let end = number(b, i)?;
+            (Value::Num(&b[i..end]), end)
+        }
+        b'n' => (Value::Null, literal(b, i, b"null")?),
+        b't' => (Value::Other, literal(b, i, b"true")?),
+        b'f' => (Value::Other, literal(b, i, b"false")?),
+        b'[' => {
+            let mut i = i + 1;
+            if b.get(i) == Some(&b']') {
+                return Some((Value::Other, i + 1));
+            }
+            loop {
+                i = match *b.get(i)? {
+                    b'"' => q.next(i + 1)? + 1,
+                    b'0'..=b'9' => number(b, i)?,
+                    _ => return None,
+                };
+                match *b.get(i)? {
+                    b',' => i += 1,
+                    b']' => break (Value::Other, i + 1),
+                    _ => return None,
+                }
+            }
+        }
+        _ => return None,
+    })
+}
+
+#[inline]
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    b[i..].starts_with(word).then_some(i + word.len())
 }
 
 /// Reads one line as a plain Zeek JSON object (`ports`: grouping by pair-port, so `proto` is read too);
 /// `None`: the general reader decides.
 pub fn read(line: &[u8], ports: bool) -> Option<PairRow> {
-    let mut c = Cursor { b: line, i: 0 };
-    c.eat(b'{')?;
+    if line.len() > MAX_LINE || line.first() != Some(&b'{') {
+        return None;
+    }
+    let mut q = Quotes {
+        words: [0; MAX_LINE / 64],
+        n: 0,
+    };
+    q.fill(line)?;
+    let b = line;
     let mut seen = 0u32;
-    let mut seen_other = 0u32;
-    let mut vals: [Option<Value>; 9] = Default::default();
-    if c.eat(b'}').is_none() {
+    let mut seen_known = 0u32;
+    let mut vals: [Option<Value>; 9] = [None; 9];
+    let mut i = 1;
+    if b.get(1) == Some(&b'}') {
+        i = 2;
+    } else {
         loop {
-            let name = c.string()?;
-            c.eat(b':')?;
-            let v = c.value()?;
-            match key(name) {
-                Some(k) => {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let name_end = q.next(i + 1)?;
+            if b.get(name_end + 1) != Some(&b':') {
+                return None;
+            }
+            let (v, end) = value(b, &q, name_end + 2)?;
+            match name(b, i + 1, name_end) {
+                Name::Read(k) => {
                     let bit = 1 << k as u32;
                     if seen & bit != 0 {
                         return None;
@@ -187,27 +400,35 @@ pub fn read(line: &[u8], ports: bool) -> Option<PairRow> {
                     seen |= bit;
                     vals[k as usize] = Some(v);
                 }
-                None => {
-                    if let Some(b) = other_known(name) {
-                        if seen_other & (1 << b) != 0 {
-                            return None;
-                        }
-                        seen_other |= 1 << b;
-                        if b == 1 {
-                            return None; // the nested `id` object form
-                        }
+                Name::Known(bit) => {
+                    if seen_known & (1 << bit) != 0 {
+                        return None;
                     }
+                    seen_known |= 1 << bit;
                 }
+                Name::Id => return None, // the nested `id` object form
+                Name::Other => {}
             }
-            if c.eat(b',').is_none() {
-                c.eat(b'}')?;
-                break;
+            i = end;
+            match b.get(i) {
+                Some(b',') => i += 1,
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
             }
         }
     }
-    if c.i != line.len() {
+    if i != line.len() {
         return None;
     }
+    row(&vals, ports)
+}
+
+/// The row from the values read, as the general reader reads them; `None` for one it must decide on.
+#[inline]
+fn row(vals: &[Option<Value>; 9], ports: bool) -> Option<PairRow> {
     let addr = |v: &Option<Value>| match v {
         Some(Value::Str(s)) => parse_addr(s),
         _ => None,
@@ -218,7 +439,7 @@ pub fn read(line: &[u8], ports: bool) -> Option<PairRow> {
     let count = |v: &Option<Value>| -> Option<Option<u64>> {
         match v {
             None | Some(Value::Null) => Some(None),
-            Some(Value::Num(n)) if !n.contains(&b'.') => crate::zeek::parse_u64(n).map(Some),
+            Some(Value::Num(n)) if !n.contains(&b'.') => parse_u64(n).map(Some),
             _ => None,
         }
     };
@@ -246,13 +467,21 @@ pub fn read(line: &[u8], ports: bool) -> Option<PairRow> {
     }
     let duration = match &vals[Key::Duration as usize] {
         None | Some(Value::Null) => None,
-        // The general reader's own number parser, so the value is the same to the last bit.
-        Some(Value::Num(n)) => Some(serde_json::from_slice::<f64>(n).ok()?),
+        // `digits / 10^decimals` when both are exact doubles: one correctly rounded division, what the
+        // general reader's number parser computes too; else that parser itself, so the value is the
+        // same to the last bit.
+        Some(Value::Num(n)) => match fast_decimal(n) {
+            Some(d) => Some(d),
+            None => Some(serde_json::from_slice::<f64>(n).ok()?),
+        },
         _ => return None,
     };
     let (pair, bytes) = ((orig_h, resp_h), (orig_bytes, resp_bytes));
     Some(PairRow::new(pair, duration, bytes, resp_p, proto))
 }
+
+#[cfg(test)]
+mod reference;
 
 #[cfg(test)]
 mod tests {
@@ -420,6 +649,130 @@ mod tests {
                         }
                     }
                     other => prop_assert!(false, "{}: read by the fast path, {:?} for the parser", line, other),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quote_bits_match_the_scalar_form() {
+        let mut block = [0u8; 64];
+        let mut x: u32 = 11;
+        for round in 0..2000 {
+            for b in block.iter_mut() {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                // Mostly plain bytes, so that both the accepted and the rejected cases come up.
+                let odd = [b'\\', 0x1f, 0x7f, 0x80, 0xff, b'\t', 0][(x >> 16) as usize % 7];
+                *b = match (x >> 8) % 97 {
+                    0 if round % 2 == 0 => odd,
+                    1..=20 => b'"',
+                    _ => b' ' + (x >> 20) as u8 % 95,
+                };
+            }
+            assert_eq!(quote_bits(&block), quote_bits_scalar(&block));
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                assert_eq!(
+                    unsafe { quote_bits_avx2(&block) },
+                    quote_bits_scalar(&block)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn long_and_block_crossing_lines() {
+        // Strings and numbers across the 64-byte blocks of the quote mask, and a line too long for it.
+        for pad in 0..140 {
+            let line = format!(
+                r#"{{"_path":"{}","id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2","duration":1.25,"orig_bytes":7}}"#,
+                "x".repeat(pad)
+            );
+            let r = read(line.as_bytes(), false).expect("plain");
+            assert_eq!(r, reference::read(line.as_bytes(), false).expect("plain"));
+            assert_eq!((r.duration, r.bytes), (Some(1.25), 7));
+        }
+        let long = format!(
+            r#"{{"_path":"{}","id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2"}}"#,
+            "x".repeat(MAX_LINE)
+        );
+        assert!(
+            read(long.as_bytes(), false).is_none(),
+            "for the general reader"
+        );
+    }
+
+    /// Any string, mostly near the plain form.
+    fn noisy_line() -> impl Strategy<Value = String> {
+        (
+            line(),
+            proptest::collection::vec(
+                (
+                    any::<prop::sample::Index>(),
+                    proptest::sample::select(vec![
+                        "\\", "\"", " ", ",", ":", "{", "}", "[", "]", "\u{e9}", "\t", "0", ".",
+                        "n", "1e", "-",
+                    ]),
+                ),
+                0..3,
+            ),
+        )
+            .prop_map(|(mut line, edits)| {
+                for (at, s) in edits {
+                    let mut i = at.index(line.len() + 1);
+                    while !line.is_char_boundary(i) {
+                        i -= 1;
+                    }
+                    line.insert_str(i, s);
+                }
+                line
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn reads_what_the_former_reader_read(line in prop_oneof![line(), noisy_line()], ports in any::<bool>()) {
+            prop_assert_eq!(read(line.as_bytes(), ports), reference::read(line.as_bytes(), ports), "{}", line);
+        }
+    }
+
+    #[test]
+    fn digit_runs_and_plain_numbers() {
+        let mut x: u32 = 5;
+        for _ in 0..20_000 {
+            let len = {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as usize % 30
+            };
+            let text: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    b"0123456789012345678901234567.,}]e/:"[(x >> 16) as usize % 35]
+                })
+                .collect();
+            let want = text.iter().take_while(|c| c.is_ascii_digit()).count();
+            assert_eq!(
+                digits_end(&text, 0),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(&text)
+            );
+            if text.first().is_some_and(u8::is_ascii_digit) {
+                // The former rule: the run of digits and dots, checked as a whole.
+                let run = text
+                    .iter()
+                    .take_while(|c| matches!(c, b'0'..=b'9' | b'.'))
+                    .count();
+                let former = reference::plain_number(&text[..run]);
+                match number(&text, 0) {
+                    Some(end) if end == run => {
+                        assert!(former, "{:?}", String::from_utf8_lossy(&text))
+                    }
+                    // Stopped at a second dot: the caller rejects the line, as the former rule did.
+                    Some(end) => assert!(!former && text[end] == b'.'),
+                    None => assert!(!former, "{:?}", String::from_utf8_lossy(&text)),
                 }
             }
         }

@@ -34,6 +34,8 @@ pub struct ScanOptions {
     pub progress: bool,
     /// The kind of every input; `None`: each from its file name (`tally.interim_files` is filled from it).
     pub kind: Option<crate::zeek::SourceKind>,
+    /// The single table is printed (false with `--only cumulative`: its rows are never built).
+    pub single_table: bool,
 }
 
 /// An input that could not be read, or that held no Zeek log.
@@ -271,7 +273,7 @@ impl<'w> Fold<'w> {
     #[inline]
     fn add_row(&self, tally: &mut Tally, (row, line): (PairRow, &'w [u8])) {
         let (w, full) = (self.w, &self.opts.1);
-        tally.add_pair(&row, || full_record(w, full, line));
+        tally.add_pair_line(&row, &w.header, line, || full_record(w, full, line));
     }
 
     fn add_record(&self, tally: &mut Tally, (rec, bad, line): (ConnRecord, u32, &'w [u8])) {
@@ -318,17 +320,22 @@ pub fn scan(inputs: &[InputPath], opts: &ScanOptions) -> ScanReport {
                 let topts = opts.tally.clone();
                 let parse_opts = &parse_opts;
                 s.spawn(move || {
-                    let mut t = Tally::new(topts);
+                    let mut t = new_tally(topts, opts.single_table);
+                    t.read_lines_with(parse_opts.1);
                     for w in rx.iter() {
                         work(&mut t, &w, parse_opts);
                     }
+                    t.resolve();
                     t
                 })
             })
             .collect();
         drop(rx);
+        // One pool for all inputs: the next input reuses the buffers of the last, so memory does not
+        // depend on the number of inputs.
+        let mut pool = BufPool::default();
         for (i, input) in inputs.iter().enumerate() {
-            if let Err(e) = read_input(i, input, &tx, &raw_bytes, &progress) {
+            if let Err(e) = read_input(i, input, &tx, &raw_bytes, &progress, &mut pool) {
                 failed.push(i);
                 file_errors.push(FileError {
                     file: input.display(),
@@ -338,7 +345,7 @@ pub fn scan(inputs: &[InputPath], opts: &ScanOptions) -> ScanReport {
             }
         }
         drop(tx);
-        let mut total = Tally::new(opts.tally.clone());
+        let mut total = new_tally(opts.tally.clone(), opts.single_table);
         for w in workers {
             match w.join() {
                 Ok(t) => total.merge(t),
@@ -386,6 +393,15 @@ pub fn scan(inputs: &[InputPath], opts: &ScanOptions) -> ScanReport {
         outcomes,
         issues,
         file_errors,
+    }
+}
+
+fn new_tally(opts: TallyOptions, single_table: bool) -> Tally {
+    let t = Tally::new(opts);
+    if single_table {
+        t
+    } else {
+        t.without_singles()
     }
 }
 
@@ -451,6 +467,7 @@ fn read_input(
     tx: &crossbeam_channel::Sender<Work>,
     raw_bytes: &Arc<AtomicU64>,
     progress: &Option<indicatif::ProgressBar>,
+    pool: &mut BufPool,
 ) -> Result<(), ReadError> {
     let mut reader = input::open(input, raw_bytes.clone()).map_err(|error| ReadError {
         error,
@@ -459,7 +476,6 @@ fn read_input(
     let mut any_bytes = false;
     let mut header = Arc::new(TsvHeader::default());
     let mut carry: Vec<u8> = Vec::new();
-    let mut pool = BufPool::default();
     let mut line_no: u64 = 1;
     loop {
         // Each chunk: the partial line carried over, then CHUNK more bytes (or up to the end).

@@ -3,6 +3,13 @@
 //! ([`PortTable`]), and lives in the slot next to its sums, so a lookup touches one cache line where a
 //! general hash map touches its control bytes and then the entry. With ~100k groups per worker the table
 //! does not fit in cache, and this lookup is most of a worker's cost.
+//!
+//! Each slot also holds a `lead`: the index of its group's row in the single table when `scan --top 0`
+//! keeps the longest connection of each group ([`NO_LEAD`] otherwise), so that keeping it costs no
+//! second lookup.
+
+/// The `lead` of a slot without a row.
+pub const NO_LEAD: u32 = u32::MAX;
 
 /// The sums of one IPv4 pair.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -53,9 +60,12 @@ pub type PairTable = FlatTable<u64>;
 /// IPv4 pairs with the responder port and protocol (see `port_key` in the tally).
 pub type PortTable = FlatTable<u128>;
 
+/// One slot: key, sums, lead.
+type Slot<K> = (K, PairAgg, u32);
+
 #[derive(Debug, Clone)]
 pub struct FlatTable<K> {
-    slots: Vec<(K, PairAgg)>,
+    slots: Vec<Slot<K>>,
     len: usize,
 }
 
@@ -74,8 +84,14 @@ impl<K: FlatKey> FlatTable<K> {
     }
 
     /// The sums of `key`, inserted as zero if new; `None` for the one key the table cannot hold.
-    #[inline]
+    #[cfg(test)]
     pub fn slot(&mut self, key: K) -> Option<&mut PairAgg> {
+        self.slot_lead(key).map(|(agg, _)| agg)
+    }
+
+    /// [`FlatTable::slot`] with the slot's lead.
+    #[inline]
+    pub fn slot_lead(&mut self, key: K) -> Option<(&mut PairAgg, &mut u32)> {
         if key == K::EMPTY {
             return None;
         }
@@ -88,12 +104,14 @@ impl<K: FlatKey> FlatTable<K> {
         loop {
             let k = self.slots[i].0;
             if k == key {
-                return Some(&mut self.slots[i].1);
+                let (_, agg, lead) = &mut self.slots[i];
+                return Some((agg, lead));
             }
             if k == K::EMPTY {
                 self.len += 1;
-                self.slots[i] = (key, PairAgg::default());
-                return Some(&mut self.slots[i].1);
+                self.slots[i] = (key, PairAgg::default(), NO_LEAD);
+                let (_, agg, lead) = &mut self.slots[i];
+                return Some((agg, lead));
             }
             i = (i + 1) & mask;
         }
@@ -112,7 +130,7 @@ impl<K: FlatKey> FlatTable<K> {
         #[cfg(target_arch = "x86_64")]
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                (slot as *const (K, PairAgg)).cast(),
+                (slot as *const Slot<K>).cast(),
             );
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -121,12 +139,14 @@ impl<K: FlatKey> FlatTable<K> {
 
     fn grow(&mut self) {
         let cap = (self.slots.len() * 2).max(1024);
-        let old = std::mem::replace(&mut self.slots, vec![(K::EMPTY, PairAgg::default()); cap]);
+        let empty = (K::EMPTY, PairAgg::default(), NO_LEAD);
+        let old = std::mem::replace(&mut self.slots, vec![empty; cap]);
         self.len = 0;
-        for (k, v) in old {
+        for (k, v, l) in old {
             if k != K::EMPTY {
-                if let Some(s) = self.slot(k) {
+                if let Some((s, lead)) = self.slot_lead(k) {
                     *s = v;
+                    *lead = l;
                 }
             }
         }
@@ -134,10 +154,15 @@ impl<K: FlatKey> FlatTable<K> {
 
     /// The stored pairs, in no particular order.
     pub fn drain(&mut self) -> impl Iterator<Item = (K, PairAgg)> {
+        self.drain_leads().map(|(k, v, _)| (k, v))
+    }
+
+    /// The stored pairs with their leads, in no particular order.
+    pub fn drain_leads(&mut self) -> impl Iterator<Item = (K, PairAgg, u32)> {
         self.len = 0;
         std::mem::take(&mut self.slots)
             .into_iter()
-            .filter(|(k, _)| *k != K::EMPTY)
+            .filter(|(k, _, _)| *k != K::EMPTY)
     }
 }
 

@@ -17,16 +17,25 @@
 //! intervals kept per group (memory then grows with records, not groups). A record without a usable `ts`
 //! (unset, or masked as in Zeek's test baselines) cannot be placed in time: its duration is added as if it
 //! overlapped nothing (disjoint), so covered never drops below what such records alone give.
+//!
+//! ## The single table follows groups too
+//! `--top N` keeps the N longest connections (a bounded heap). `--top 0` ("all rows") lists every group of
+//! the cumulative table and, in the single table, the longest connection of each group (ties as the table
+//! orders them): one row per group, never one per record, so memory follows groups in every mode. A
+//! record's details (uid, ports, service, ts) are read only when it is at least as long as its group's
+//! longest so far (the flat slot already holds that figure). With the single table off (`--only
+//! cumulative`) no row is ever built.
 
-use super::pairs::{PairAgg, PairTable, PortTable};
+use super::pairs::{FlatKey, FlatTable, PairAgg, PairTable, PortTable, NO_LEAD};
 use crate::rules::Measure;
-use crate::zeek::{transport, ConnRecord, SkipReason};
+use crate::zeek::{transport, ConnRecord, LogParser, ParseOptions, SkipReason, TsvHeader};
 use compact_str::CompactString;
 use ipnet::IpNet;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// How the cumulative table groups connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,11 +236,32 @@ pub struct LineIssue {
 /// Issues kept per tally for messages; the counters count them all.
 const MAX_ISSUES: usize = 200;
 
+/// What the single table keeps (see the module notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Singles {
+    /// Not printed: no row is built.
+    Off,
+    /// The N longest connections.
+    Top(usize),
+    /// The longest connection of each group (`--top 0`).
+    PerGroup,
+}
+
 pub struct Tally {
     opts: TallyOptions,
+    singles: Singles,
     groups: FxHashMap<GroupKey, GroupAgg>,
     top: BinaryHeap<Worst>,
-    all: Vec<SingleRow>,
+    /// With [`Singles::PerGroup`]: the longest connection of each group in `groups`, as its index in
+    /// `best_rows`.
+    best: FxHashMap<GroupKey, u32>,
+    best_rows: Vec<SingleRow>,
+    /// The same for the groups of the flat tables, indexed by their slots' leads (no second lookup).
+    best4: Vec<Lead4>,
+    /// The headers of the lines in `best4` (see [`Tally::read_lines_with`]).
+    headers: Vec<Arc<TsvHeader>>,
+    /// How to parse those lines; `None`: rows are built at once.
+    line_opts: Option<ParseOptions>,
     pub counts: Counts,
     pub issues: Vec<LineIssue>,
     /// Per file index: records used (to tell a headerless file from one with a bad line).
@@ -289,11 +319,20 @@ fn to_ns(seconds: f64) -> u64 {
 
 impl Tally {
     pub fn new(opts: TallyOptions) -> Tally {
+        let singles = match opts.top {
+            0 => Singles::PerGroup,
+            n => Singles::Top(n),
+        };
         Tally {
             opts,
+            singles,
             groups: FxHashMap::default(),
             top: BinaryHeap::new(),
-            all: Vec::new(),
+            best: FxHashMap::default(),
+            best_rows: Vec::new(),
+            best4: Vec::new(),
+            headers: Vec::new(),
+            line_opts: None,
             counts: Counts::default(),
             issues: Vec::new(),
             records_per_file: BTreeMap::new(),
@@ -303,6 +342,34 @@ impl Tally {
             pairs4: PairTable::default(),
             ports4: PortTable::default(),
         }
+    }
+
+    /// The same tally without the single table (`--only cumulative`): no row is built or kept.
+    pub fn without_singles(mut self) -> Tally {
+        self.singles = Singles::Off;
+        self
+    }
+
+    /// Lets [`Tally::add_pair_line`] keep a group's longest record as its line, parsed with `full` only
+    /// once the input is read ([`Tally::resolve`]): a group's longest changes about ln(records per group)
+    /// times, and a copy of the line costs far less than parsing it each time.
+    pub fn read_lines_with(&mut self, full: ParseOptions) {
+        self.line_opts = Some(full);
+    }
+
+    /// Parses the lines kept for the single table into rows (see [`Tally::read_lines_with`]); each worker
+    /// calls it at its end, so the parsing runs in parallel.
+    pub fn resolve(&mut self) {
+        let lines = Lines {
+            headers: &self.headers,
+            opts: self.line_opts.as_ref(),
+        };
+        for l in &mut self.best4 {
+            if let Lead4::Line(x) = l {
+                *l = Lead4::Row(lines.row(x));
+            }
+        }
+        self.headers.clear();
     }
 
     /// Folds in the interim records whose final record was not among the inputs; call once, after the
@@ -363,24 +430,34 @@ impl Tally {
         }
     }
 
-    /// The flat table slot of a group, if it has one: two IPv4 ends, measure = sum, and for pair-port a
-    /// known protocol. The same record always gets the same answer, whichever path read it.
+    /// The flat table slot of a group with its lead, if it has one: two IPv4 ends, measure = sum, and for
+    /// pair-port a known protocol. The same record always gets the same answer, whichever path read it.
+    /// (A function of the fields it needs, so that the caller may use the others meanwhile.)
     #[inline]
-    fn flat_slot(
-        &mut self,
-        orig_h: IpAddr,
-        resp_h: IpAddr,
+    fn flat_slot<'t>(
+        opts: &TallyOptions,
+        pairs4: &'t mut PairTable,
+        ports4: &'t mut PortTable,
+        (orig_h, resp_h): (IpAddr, IpAddr),
         resp_p: Option<u16>,
         proto: impl FnOnce() -> Option<u8>,
-    ) -> Option<&mut PairAgg> {
-        let (Measure::Sum, IpAddr::V4(o), IpAddr::V4(r)) = (self.opts.measure, orig_h, resp_h)
-        else {
+    ) -> Option<(&'t mut PairAgg, &'t mut u32)> {
+        let (Measure::Sum, IpAddr::V4(o), IpAddr::V4(r)) = (opts.measure, orig_h, resp_h) else {
             return None;
         };
-        match self.opts.by {
-            GroupMode::Pair => self.pairs4.slot(pair_key(o, r)),
-            GroupMode::PairPort => self.ports4.slot(port_key(o, r, resp_p, proto()?)),
+        match opts.by {
+            GroupMode::Pair => pairs4.slot_lead(pair_key(o, r)),
+            GroupMode::PairPort => ports4.slot_lead(port_key(o, r, resp_p, proto()?)),
         }
+    }
+
+    /// Adds a used record's figures to its flat slot; true when the record may be its group's longest
+    /// (at least as long as every earlier one).
+    #[inline]
+    fn merge_flat(g: &mut PairAgg, add: &PairAgg) -> bool {
+        let may_lead = g.count == 0 || add.longest_ns >= g.longest_ns;
+        g.merge(add);
+        may_lead
     }
 
     /// Folds one record in. `rec` needs only addresses, ports, duration, bytes and ts; `details` gives the
@@ -426,18 +503,40 @@ impl Tally {
         let Some(ns) = self.admit(orig_h, resp_h, rec.duration) else {
             return;
         };
-        match self.flat_slot(orig_h, resp_h, rec.resp_p, || {
-            transport::code(rec.proto.as_bytes())
-        }) {
-            Some(g) => g.merge(&PairAgg {
-                total_ns: ns,
-                count: 1,
-                longest_ns: ns,
-                bytes,
-            }),
-            None => self.fold_group(&rec, orig_h, resp_h, ns),
+        let add = PairAgg {
+            total_ns: ns,
+            count: 1,
+            longest_ns: ns,
+            bytes,
+        };
+        let per_group = self.singles == Singles::PerGroup;
+        let proto = || transport::code(rec.proto.as_bytes());
+        let pair = (orig_h, resp_h);
+        let target = match Self::flat_slot(
+            &self.opts,
+            &mut self.pairs4,
+            &mut self.ports4,
+            pair,
+            rec.resp_p,
+            proto,
+        ) {
+            Some((g, lead)) => Target::flat(Self::merge_flat(g, &add), per_group, lead),
+            None => match self.fold_group(&rec, orig_h, resp_h, ns) {
+                Some(key) => Target::Group(key),
+                None => Target::group_none(per_group),
+            },
+        };
+        let full = || single_row(orig_h, resp_h, ns, details().unwrap_or(rec));
+        let lines = Lines {
+            headers: &self.headers,
+            opts: self.line_opts.as_ref(),
+        };
+        match target {
+            Target::Nothing => {}
+            Target::Flat(lead) => keep_lead(&mut self.best4, lead, Cand::Row(full()), &lines),
+            Target::Group(key) => keep_better(&mut self.best, &mut self.best_rows, key, full()),
+            Target::Top => self.offer_single(ns, full),
         }
-        self.offer_single(orig_h, resp_h, ns, || details().unwrap_or(rec));
     }
 
     /// True when records may go through [`Tally::add_pair`]: summing, no interim input.
@@ -455,6 +554,29 @@ impl Tally {
     /// [`Tally::add_file_records`].
     #[inline]
     pub fn add_pair(&mut self, row: &PairRow, details: impl FnOnce() -> Option<ConnRecord>) {
+        self.add_pair_with(row, None, details);
+    }
+
+    /// [`Tally::add_pair`] for a record read from `line` under `header`: with `--top 0`, the line is kept
+    /// as it is for the single table (see [`Tally::read_lines_with`]).
+    #[inline]
+    pub fn add_pair_line(
+        &mut self,
+        row: &PairRow,
+        header: &Arc<TsvHeader>,
+        line: &[u8],
+        details: impl FnOnce() -> Option<ConnRecord>,
+    ) {
+        self.add_pair_with(row, Some((header, line)), details);
+    }
+
+    #[inline]
+    fn add_pair_with(
+        &mut self,
+        row: &PairRow,
+        line: Option<(&Arc<TsvHeader>, &[u8])>,
+        details: impl FnOnce() -> Option<ConnRecord>,
+    ) {
         let PairRow {
             orig_h,
             resp_h,
@@ -475,28 +597,73 @@ impl Tally {
             bytes,
         };
         let pair_port = self.opts.by == GroupMode::PairPort;
-        match self.flat_slot(orig_h, resp_h, resp_p, || Some(proto)) {
-            Some(g) => g.merge(&add),
-            None => add_pair(
-                add,
-                self.groups
-                    .entry(GroupKey {
-                        orig_h,
-                        resp_h,
-                        resp_p: if pair_port { resp_p } else { None },
-                        proto: pair_port.then(|| CompactString::from(transport::text(proto))),
-                    })
-                    .or_default(),
-            ),
-        }
-        self.offer_single(orig_h, resp_h, ns, || {
-            details().unwrap_or_else(|| ConnRecord {
+        let per_group = self.singles == Singles::PerGroup;
+        let target = match Self::flat_slot(
+            &self.opts,
+            &mut self.pairs4,
+            &mut self.ports4,
+            (orig_h, resp_h),
+            resp_p,
+            || Some(proto),
+        ) {
+            Some((g, lead)) => Target::flat(Self::merge_flat(g, &add), per_group, lead),
+            None => {
+                let key = GroupKey {
+                    orig_h,
+                    resp_h,
+                    resp_p: if pair_port { resp_p } else { None },
+                    proto: pair_port.then(|| CompactString::from(transport::text(proto))),
+                };
+                let best_key = per_group.then(|| key.clone());
+                let g = self.groups.entry(key).or_default();
+                let may_lead = g.count == 0 || ns >= g.longest_ns;
+                add_pair(add, g);
+                match best_key.filter(|_| may_lead) {
+                    Some(key) => Target::Group(key),
+                    None => Target::group_none(per_group),
+                }
+            }
+        };
+        let full = || {
+            let rec = details().unwrap_or_else(|| ConnRecord {
                 orig_h: Some(orig_h),
                 resp_h: Some(resp_h),
                 duration,
                 ..ConnRecord::default()
-            })
-        });
+            });
+            single_row(orig_h, resp_h, ns, rec)
+        };
+        // The line's header, by its index in `headers` (a new header is rare: one per header block).
+        let header = match (&target, line, self.line_opts) {
+            (Target::Flat(_), Some((h, _)), Some(_)) => {
+                if !self.headers.last().is_some_and(|last| Arc::ptr_eq(last, h)) {
+                    self.headers.push(h.clone());
+                }
+                u32::try_from(self.headers.len() - 1).ok()
+            }
+            _ => None,
+        };
+        let lines = Lines {
+            headers: &self.headers,
+            opts: self.line_opts.as_ref(),
+        };
+        match target {
+            Target::Nothing => {}
+            Target::Flat(lead) => {
+                let cand = match (header, line) {
+                    (Some(header), Some((_, line))) => Cand::Line {
+                        ns,
+                        pair: (orig_h, resp_h),
+                        header,
+                        line,
+                    },
+                    _ => Cand::Row(full()),
+                };
+                keep_lead(&mut self.best4, lead, cand, &lines)
+            }
+            Target::Group(key) => keep_better(&mut self.best, &mut self.best_rows, key, full()),
+            Target::Top => self.offer_single(ns, full),
+        }
     }
 
     /// Counts `n` records read from `file` (see [`Tally::add_pair`]).
@@ -532,38 +699,27 @@ impl Tally {
         Some(to_ns(duration))
     }
 
-    /// Puts a used record in the single table if it ranks; `full` is asked for only then.
+    /// Offers a used record to the table of the N longest; `full` (its row) is asked for only if it ranks.
     #[inline]
-    fn offer_single(
+    fn offer_single(&mut self, ns: u64, full: impl FnOnce() -> SingleRow) {
+        let Singles::Top(n) = self.singles else {
+            return;
+        };
+        if self.top.len() >= n && self.top.peek().is_some_and(|w| w.0.duration_ns > ns) {
+            return; // cannot enter the table: no need to build the row
+        }
+        self.push_single(full());
+    }
+
+    /// Sums one used record into `groups` (and `spans` for measure = covered); the group's key when the
+    /// record may be its longest and the single table keeps one row per group.
+    fn fold_group(
         &mut self,
+        rec: &ConnRecord,
         orig_h: IpAddr,
         resp_h: IpAddr,
         ns: u64,
-        full: impl FnOnce() -> ConnRecord,
-    ) {
-        if self.opts.top > 0
-            && self.top.len() >= self.opts.top
-            && self.top.peek().is_some_and(|w| w.0.duration_ns > ns)
-        {
-            return; // cannot enter the table: no need to build the row
-        }
-        let full = full();
-        let row = SingleRow {
-            duration_ns: ns,
-            orig_h,
-            resp_h,
-            orig_p: full.orig_p,
-            resp_p: full.resp_p,
-            proto: full.proto,
-            service: full.service,
-            uid: full.uid,
-            ts: full.ts,
-        };
-        self.push_single(row);
-    }
-
-    /// Sums one used record into `groups` (and `spans` for measure = covered).
-    fn fold_group(&mut self, rec: &ConnRecord, orig_h: IpAddr, resp_h: IpAddr, ns: u64) {
+    ) -> Option<GroupKey> {
         let key = match self.opts.by {
             GroupMode::Pair => GroupKey {
                 orig_h,
@@ -595,42 +751,331 @@ impl Tally {
                 }
             }
         }
+        let best_key = (self.singles == Singles::PerGroup).then(|| key.clone());
         let g = self.groups.entry(key).or_default();
+        let may_lead = g.count == 0 || ns >= g.longest_ns;
         g.total_ns = g.total_ns.saturating_add(ns);
         g.count += 1;
         g.longest_ns = g.longest_ns.max(ns);
         g.bytes = g.bytes.saturating_add(rec.total_bytes());
+        best_key.filter(|_| may_lead)
+    }
+}
+
+/// Calls `sort` on each run of two or more neighbours with the same `key` (in rows sorted by it).
+fn sort_tie_runs<T>(rows: &mut [T], key: impl Fn(&T) -> u64, mut sort: impl FnMut(&mut [T])) {
+    let mut start = 0;
+    while start < rows.len() {
+        let k = key(&rows[start]);
+        let end = start + rows[start..].iter().take_while(|r| key(r) == k).count();
+        if end - start > 1 {
+            sort(&mut rows[start..end]);
+        }
+        start = end;
+    }
+}
+
+/// Where a used record's row may go.
+enum Target<'t> {
+    /// Nowhere: no single table, or shorter than its group's longest.
+    Nothing,
+    /// The longest of its flat group so far: the lead of that group's slot.
+    Flat(&'t mut u32),
+    /// The longest of its group in `groups` so far.
+    Group(GroupKey),
+    /// The table of the N longest, if it ranks.
+    Top,
+}
+
+impl<'t> Target<'t> {
+    /// For a record summed into a flat slot.
+    #[inline]
+    fn flat(may_lead: bool, per_group: bool, lead: &'t mut u32) -> Target<'t> {
+        match (per_group, may_lead) {
+            (false, _) => Target::Top,
+            (true, true) => Target::Flat(lead),
+            (true, false) => Target::Nothing,
+        }
     }
 
-    fn push_single(&mut self, row: SingleRow) {
-        if self.opts.top == 0 {
-            self.all.push(row);
-            return;
+    /// For a record summed into `groups` that cannot lead its group.
+    fn group_none(per_group: bool) -> Target<'t> {
+        if per_group {
+            Target::Nothing
+        } else {
+            Target::Top
         }
+    }
+}
+
+/// The longest record of a flat group so far: its row, or (in a worker, until [`Tally::resolve`]) the line
+/// it was read from.
+enum Lead4 {
+    Row(SingleRow),
+    Line(LeadLine),
+}
+
+struct LeadLine {
+    ns: u64,
+    pair: (IpAddr, IpAddr),
+    /// Index in the tally's `headers`.
+    header: u32,
+    line: Vec<u8>,
+}
+
+impl Lead4 {
+    fn ns(&self) -> u64 {
+        match self {
+            Lead4::Row(r) => r.duration_ns,
+            Lead4::Line(l) => l.ns,
+        }
+    }
+}
+
+/// A record offered as its group's longest.
+enum Cand<'a> {
+    Row(SingleRow),
+    Line {
+        ns: u64,
+        pair: (IpAddr, IpAddr),
+        header: u32,
+        line: &'a [u8],
+    },
+}
+
+impl Cand<'_> {
+    fn ns(&self) -> u64 {
+        match self {
+            Cand::Row(r) => r.duration_ns,
+            Cand::Line { ns, .. } => *ns,
+        }
+    }
+
+    /// Puts the candidate in `slot` (reusing a kept line's buffer).
+    fn store(self, slot: &mut Lead4) {
+        match (self, slot) {
+            (
+                Cand::Line {
+                    ns,
+                    pair,
+                    header,
+                    line,
+                },
+                Lead4::Line(old),
+            ) => {
+                old.ns = ns;
+                old.pair = pair;
+                old.header = header;
+                old.line.clear();
+                old.line.extend_from_slice(line); // within its capacity, mostly (see `owned`)
+            }
+            (cand, slot) => *slot = cand.owned(),
+        }
+    }
+
+    fn owned(self) -> Lead4 {
+        match self {
+            Cand::Row(r) => Lead4::Row(r),
+            Cand::Line {
+                ns,
+                pair,
+                header,
+                line,
+            } => {
+                // Room for the group's later lines, which differ in length by a few bytes: no
+                // reallocation each time the group's longest changes.
+                let mut buf = Vec::with_capacity(line.len() + 64);
+                buf.extend_from_slice(line);
+                Lead4::Line(LeadLine {
+                    ns,
+                    pair,
+                    header,
+                    line: buf,
+                })
+            }
+        }
+    }
+}
+
+/// What parses kept lines: the tally's headers and full parse options.
+struct Lines<'a> {
+    headers: &'a [Arc<TsvHeader>],
+    opts: Option<&'a ParseOptions>,
+}
+
+impl Lines<'_> {
+    /// The row of a kept line, as [`Tally::add_pair`] would have built it from the fully parsed record.
+    fn row(&self, l: &LeadLine) -> SingleRow {
+        self.row_of(l.ns, l.pair, l.header, &l.line)
+    }
+
+    fn row_of(
+        &self,
+        ns: u64,
+        (orig_h, resp_h): (IpAddr, IpAddr),
+        header: u32,
+        line: &[u8],
+    ) -> SingleRow {
+        let parsed = match (self.headers.get(header as usize), self.opts) {
+            (Some(h), Some(opts)) => match LogParser::parse_with(h, opts, line) {
+                crate::zeek::Line::Record(r, _) => Some(r),
+                _ => None,
+            },
+            _ => None,
+        };
+        let rec = parsed.unwrap_or_else(|| ConnRecord {
+            orig_h: Some(orig_h),
+            resp_h: Some(resp_h),
+            ..ConnRecord::default()
+        });
+        single_row(orig_h, resp_h, ns, rec)
+    }
+
+    fn lead_row(&self, l: &Lead4) -> SingleRow {
+        match l {
+            Lead4::Row(r) => r.clone(),
+            Lead4::Line(x) => self.row(x),
+        }
+    }
+
+    fn cand_row(&self, c: Cand) -> SingleRow {
+        match c {
+            Cand::Row(r) => r,
+            Cand::Line {
+                ns,
+                pair,
+                header,
+                line,
+            } => self.row_of(ns, pair, header, line),
+        }
+    }
+}
+
+/// Keeps `cand` as the longest record of a flat slot whose lead is `lead`, if it orders before the slot's
+/// record so far (longer; on equal durations the table's order by text, uid and ts decides).
+#[inline]
+fn keep_lead(best: &mut Vec<Lead4>, lead: &mut u32, cand: Cand, lines: &Lines) {
+    let Some(old) = best.get_mut(*lead as usize) else {
+        // One row per group: more than 4 billion groups would not fit in memory anyway.
+        if let Some(i) = u32::try_from(best.len()).ok().filter(|i| *i != NO_LEAD) {
+            *lead = i;
+            best.push(cand.owned());
+        }
+        return;
+    };
+    let (was, now) = (old.ns(), cand.ns());
+    if now < was {
+        return;
+    }
+    if now > was {
+        cand.store(old);
+        return;
+    }
+    if let (Lead4::Line(a), Cand::Line { header, line, .. }) = (&*old, &cand) {
+        if a.header == *header && a.line == *line {
+            return; // the same record again
+        }
+    }
+    let (old_row, new_row) = (lines.lead_row(old), lines.cand_row(cand));
+    *old = Lead4::Row(if single_order(&new_row, &old_row) == Ordering::Less {
+        new_row
+    } else {
+        old_row
+    });
+}
+
+/// Merges the flat table `theirs` (with the rows its leads point to) into `mine`.
+fn merge_table<K: FlatKey>(
+    mine: &mut FlatTable<K>,
+    theirs: &mut FlatTable<K>,
+    my_rows: &mut Vec<Lead4>,
+    their_rows: &mut Vec<Lead4>,
+) {
+    if mine.is_empty() {
+        // Rows belong to a table's leads: an empty table has none.
+        std::mem::swap(mine, theirs);
+        std::mem::swap(my_rows, their_rows);
+        return;
+    }
+    // Both sides are resolved (rows only), so no line is parsed here.
+    let lines = Lines {
+        headers: &[],
+        opts: None,
+    };
+    let mut rows: Vec<Option<Lead4>> = std::mem::take(their_rows).into_iter().map(Some).collect();
+    for (k, v, l) in theirs.drain_leads() {
+        if let Some((g, lead)) = mine.slot_lead(k) {
+            g.merge(&v);
+            if let Some(r) = rows.get_mut(l as usize).and_then(Option::take) {
+                let cand = match r {
+                    Lead4::Row(r) => Cand::Row(r),
+                    Lead4::Line(x) => Cand::Row(lines.row(&x)),
+                };
+                keep_lead(my_rows, lead, cand, &lines);
+            }
+        }
+    }
+}
+
+fn single_row(orig_h: IpAddr, resp_h: IpAddr, ns: u64, full: ConnRecord) -> SingleRow {
+    SingleRow {
+        duration_ns: ns,
+        orig_h,
+        resp_h,
+        orig_p: full.orig_p,
+        resp_p: full.resp_p,
+        proto: full.proto,
+        service: full.service,
+        uid: full.uid,
+        ts: full.ts,
+    }
+}
+
+/// Keeps `row` for its group if it orders before the group's row so far.
+fn keep_better<K: std::hash::Hash + Eq>(
+    map: &mut FxHashMap<K, u32>,
+    rows: &mut Vec<SingleRow>,
+    k: K,
+    row: SingleRow,
+) {
+    match map.entry(k) {
+        std::collections::hash_map::Entry::Occupied(e) => {
+            if let Some(old) = rows.get_mut(*e.get() as usize) {
+                if single_order(&row, old) == Ordering::Less {
+                    *old = row;
+                }
+            }
+        }
+        std::collections::hash_map::Entry::Vacant(e) => {
+            // One row per group: more than 4 billion groups would not fit in memory anyway.
+            if let Ok(i) = u32::try_from(rows.len()) {
+                e.insert(i);
+                rows.push(row);
+            }
+        }
+    }
+}
+
+impl Tally {
+    /// Offers a row to the table of the N longest ([`Singles::Top`]).
+    fn push_single(&mut self, row: SingleRow) {
+        let Singles::Top(n) = self.singles else {
+            return;
+        };
         self.top.push(Worst(row));
-        if self.top.len() > self.opts.top {
+        if self.top.len() > n {
             self.top.pop();
         }
     }
 
     pub fn merge(&mut self, mut other: Tally) {
-        if self.pairs4.is_empty() {
-            std::mem::swap(&mut self.pairs4, &mut other.pairs4);
-        } else {
-            for (k, v) in other.pairs4.drain() {
-                if let Some(g) = self.pairs4.slot(k) {
-                    g.merge(&v);
-                }
-            }
-        }
-        if self.ports4.is_empty() {
-            std::mem::swap(&mut self.ports4, &mut other.ports4);
-        } else {
-            for (k, v) in other.ports4.drain() {
-                if let Some(g) = self.ports4.slot(k) {
-                    g.merge(&v);
-                }
-            }
+        // One of the two flat tables is in use (the one of the grouping); the rows are its leads'.
+        self.resolve();
+        other.resolve();
+        let (mine, theirs) = (&mut self.best4, &mut other.best4);
+        match self.opts.by {
+            GroupMode::Pair => merge_table(&mut self.pairs4, &mut other.pairs4, mine, theirs),
+            GroupMode::PairPort => merge_table(&mut self.ports4, &mut other.ports4, mine, theirs),
         }
         for (k, v) in other.groups {
             let g = self.groups.entry(k).or_default();
@@ -658,8 +1103,19 @@ impl Tally {
         for w in other.top {
             self.push_single(w.0);
         }
-        for r in other.all {
-            self.push_single(r);
+        if self.best_rows.is_empty() {
+            std::mem::swap(&mut self.best, &mut other.best);
+            std::mem::swap(&mut self.best_rows, &mut other.best_rows);
+        } else {
+            let mut rows: Vec<Option<SingleRow>> = std::mem::take(&mut other.best_rows)
+                .into_iter()
+                .map(Some)
+                .collect();
+            for (k, i) in std::mem::take(&mut other.best) {
+                if let Some(r) = rows.get_mut(i as usize).and_then(Option::take) {
+                    keep_better(&mut self.best, &mut self.best_rows, k, r);
+                }
+            }
         }
         let c = other.counts;
         self.counts.read += c.read;
@@ -680,13 +1136,52 @@ impl Tally {
         }
     }
 
-    /// The longest single connections, longest first.
+    /// The longest single connections, longest first (with `--top 0`, the longest of each group).
     pub fn singles(&mut self) -> Vec<SingleRow> {
-        let mut rows: Vec<SingleRow> = std::mem::take(&mut self.all);
-        rows.extend(std::mem::take(&mut self.top).into_iter().map(|w| w.0));
-        rows.sort_by(single_order);
-        if self.opts.top > 0 {
-            rows.truncate(self.opts.top);
+        self.resolve();
+        let lines = Lines {
+            headers: &[],
+            opts: None,
+        };
+        let best4: Vec<SingleRow> = std::mem::take(&mut self.best4)
+            .into_iter()
+            .map(|l| match l {
+                Lead4::Row(r) => r,
+                Lead4::Line(x) => lines.row(&x),
+            })
+            .collect();
+        let rows = std::mem::take(&mut self.top)
+            .into_iter()
+            .map(|w| w.0)
+            .chain(best4)
+            .chain(std::mem::take(&mut self.best_rows));
+        self.best.clear();
+        // The flat slots' leads now point nowhere: the tables are read only for their sums from here.
+        // The order of [`single_order`]: by duration, then each run of equal durations with the addresses'
+        // text forms made once, not per comparison (and not at all for a row without a tie).
+        let mut rows: Vec<SingleRow> = rows.collect();
+        rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.duration_ns));
+        sort_tie_runs(
+            &mut rows,
+            |r| r.duration_ns,
+            |run| {
+                let mut keyed: Vec<(String, String, SingleRow)> = run
+                    .iter()
+                    .map(|r| (r.orig_h.to_string(), r.resp_h.to_string(), r.clone()))
+                    .collect();
+                keyed.sort_by(|a, b| {
+                    a.0.cmp(&b.0)
+                        .then_with(|| a.1.cmp(&b.1))
+                        .then_with(|| a.2.uid.cmp(&b.2.uid))
+                        .then_with(|| a.2.ts.partial_cmp(&b.2.ts).unwrap_or(Ordering::Equal))
+                });
+                for (slot, (_, _, r)) in run.iter_mut().zip(keyed) {
+                    *slot = r;
+                }
+            },
+        );
+        if let Singles::Top(n) = self.singles {
+            rows.truncate(n);
         }
         rows
     }
@@ -733,21 +1228,34 @@ impl Tally {
             let floor = rows[top - 1].agg.measure_ns;
             rows.retain(|r| r.agg.measure_ns >= floor);
         }
-        // Text forms once, not per comparison.
-        let mut keyed: Vec<(String, String, GroupRow)> = rows
-            .drain(..)
-            .map(|r| (r.key.orig_h.to_string(), r.key.resp_h.to_string(), r))
-            .collect();
-        keyed.sort_by(|a, b| {
-            b.2.agg
-                .measure_ns
-                .cmp(&a.2.agg.measure_ns)
-                .then_with(|| a.0.cmp(&b.0))
-                .then_with(|| a.1.cmp(&b.1))
-                .then_with(|| a.2.key.resp_p.cmp(&b.2.key.resp_p))
-                .then_with(|| a.2.key.proto.cmp(&b.2.key.proto))
-        });
-        let mut rows: Vec<GroupRow> = keyed.into_iter().map(|(_, _, r)| r).collect();
+        // By the measure, then each run of equal measures with the text forms made once, not per
+        // comparison (and not at all for a row without a tie).
+        rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.agg.measure_ns));
+        sort_tie_runs(
+            &mut rows,
+            |r| r.agg.measure_ns,
+            |run| {
+                let mut keyed: Vec<(String, String, GroupRow)> = run
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.key.orig_h.to_string(),
+                            r.key.resp_h.to_string(),
+                            r.clone(),
+                        )
+                    })
+                    .collect();
+                keyed.sort_by(|a, b| {
+                    a.0.cmp(&b.0)
+                        .then_with(|| a.1.cmp(&b.1))
+                        .then_with(|| a.2.key.resp_p.cmp(&b.2.key.resp_p))
+                        .then_with(|| a.2.key.proto.cmp(&b.2.key.proto))
+                });
+                for (slot, (_, _, r)) in run.iter_mut().zip(keyed) {
+                    *slot = r;
+                }
+            },
+        );
         if self.opts.top > 0 {
             rows.truncate(self.opts.top);
         }
