@@ -28,6 +28,7 @@
 
 mod health;
 
+use crate::checkpoint::groups::{self, GroupStore, StoreError, StoreRef};
 use crate::checkpoint::{CheckpointStore, LoadError};
 use crate::config::Config;
 use crate::detector::{Detector, DetectorState};
@@ -44,7 +45,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-/// What is saved in the state directory.
+/// What earlier builds saved in the state directory (`checkpoint.json`, the whole window as JSON): read once,
+/// to upgrade, and still the layout of `checkpoint.json` apart from the groups (see [`Saved`]).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SavedState {
     pub version: u32,
@@ -52,6 +54,22 @@ pub struct SavedState {
     pub detector: DetectorState,
 }
 
+/// What `checkpoint.json` holds: the file positions and the detector state, with the window's groups in the
+/// binary group store it names (`crate::checkpoint::groups`), committed by this file's atomic rename. Without
+/// `groups_store` it is a [`SavedState`] of an earlier build, its groups inline (read once, to upgrade; the
+/// next checkpoint writes the store). A checkpoint with a store has no `groups` member, so an earlier build
+/// refuses it (sets it aside) rather than start with an empty window.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    version: u32,
+    sources: Vec<SourceCheckpoint>,
+    detector: DetectorState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    groups_store: Option<StoreRef>,
+}
+
+/// The version of `checkpoint.json`'s JSON layout (unchanged: the store is an added member); the group store
+/// has a version of its own ([`groups::STORE_VERSION`]).
 const STATE_VERSION: u32 = 1;
 
 /// How often sources are re-checked when no notification arrives (lost events, NFS, no inotify).
@@ -284,6 +302,8 @@ struct Pipeline {
     detector: Detector,
     spool: Spool,
     store: CheckpointStore,
+    /// The window's groups, saved incrementally (`checkpoint.json` names the part committed).
+    group_store: GroupStore,
     skipped_logged: SkippedLines<PathBuf>,
     alerts_buf: Vec<crate::alert::Alert>,
     alerts_written: u64,
@@ -317,10 +337,11 @@ impl Pipeline {
             .prepare()
             .map_err(|e| anyhow::anyhow!("state directory {}: {e}", config.state.dir.display()))?;
         let state_lock = store.lock().map_err(|e| anyhow::anyhow!(e))?;
-        let saved: Option<SavedState> = if opts.fresh {
+        let mut group_store = GroupStore::new(&config.state.dir);
+        let saved = if opts.fresh {
             None
         } else {
-            match store.load::<SavedState>(STATE_VERSION) {
+            match restore(&store, &config) {
                 Ok(s) => s,
                 Err(LoadError::SetAside(e)) => {
                     error!("{e}");
@@ -331,13 +352,24 @@ impl Pipeline {
             }
         };
         let first_start = saved.is_none();
-        let (detector, mut saved_sources) = match saved {
-            Some(s) => {
-                info!(path = %store.path().display(), "checkpoint restored");
-                (Detector::restore(&config.detector(), s.detector), s.sources)
+        let (mut detector, mut saved_sources) = match saved {
+            Some((detector, sources, groups)) => {
+                match groups {
+                    Some(r) => {
+                        info!(path = %store.path().display(), groups = %r.file, "checkpoint restored");
+                        group_store.adopt(r);
+                    }
+                    None => info!(
+                        path = %store.path().display(),
+                        "checkpoint restored (the JSON format of earlier builds: the next checkpoint is \
+                         written in the binary format)"
+                    ),
+                }
+                (detector, sources)
             }
             None => (Detector::new(&config.detector()), Vec::new()),
         };
+        detector.track_changes();
         let tailers = config
             .sources
             .iter()
@@ -365,6 +397,7 @@ impl Pipeline {
             detector,
             spool,
             store,
+            group_store,
             skipped_logged: SkippedLines::default(),
             alerts_buf: Vec::new(),
             alerts_written: 0,
@@ -543,13 +576,28 @@ impl Pipeline {
             self.checkpoints += 1;
             return Ok(0);
         }
-        let state = SavedState {
+        // The groups first (a delta appended, or a full write), fsynced; then checkpoint.json, whose rename
+        // commits them together with the positions.
+        let pending = match self.group_store.write(self.detector.window()) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(n) = self.faults.checkpoint.hit() {
+                    error!(path = %self.store.path().display(), times = n, "writing checkpoint failed: {e}");
+                }
+                return Err(CheckpointNotSaved);
+            }
+        };
+        let state = Saved {
             version: STATE_VERSION,
             sources,
-            detector: self.detector.snapshot(),
+            detector: self.detector.snapshot_header(),
+            groups_store: Some(pending.store.clone()),
         };
         match self.store.save(&state) {
             Ok(size) => {
+                let size = size + pending.bytes;
+                self.group_store.commit(pending);
+                self.detector.clear_changes();
                 if let Some((n, d)) = self.faults.checkpoint.end() {
                     info!(
                         times = n,
@@ -564,6 +612,7 @@ impl Pipeline {
                 Ok(size)
             }
             Err(e) => {
+                self.group_store.abandon(pending);
                 if let Some(n) = self.faults.checkpoint.hit() {
                     error!(path = %self.store.path().display(), times = n, "writing checkpoint failed: {e}");
                 }
@@ -715,6 +764,31 @@ impl Pipeline {
         }
         saved.map(|_| ())
     }
+}
+
+/// Reads the checkpoint in `store` and the group store it names, and rebuilds the detector under `config`:
+/// the detector, the file positions, and the group store to continue (`None`: a checkpoint of an earlier
+/// build, groups inline). A damaged or foreign group store sets the checkpoint aside, as a damaged
+/// `checkpoint.json` is.
+fn restore(
+    store: &CheckpointStore,
+    config: &Config,
+) -> Result<Option<(Detector, Vec<SourceCheckpoint>, Option<StoreRef>)>, LoadError> {
+    let dir = config.state.dir.clone();
+    store.load_then::<Saved, _>(STATE_VERSION, |s| {
+        let cfg = config.detector();
+        let detector = match &s.groups_store {
+            None => Detector::restore(&cfg, s.detector),
+            Some(r) => Detector::restore_with(&cfg, s.detector, |w| groups::load(&dir, r, w))
+                .map_err(|e| match e {
+                    StoreError::Damaged(m) => {
+                        LoadError::SetAside(format!("damaged checkpoint: {m}"))
+                    }
+                    StoreError::Unreadable(m) => LoadError::Unreadable(m),
+                })?,
+        };
+        Ok((detector, s.sources, s.groups_store))
+    })
 }
 
 /// The daemon stopped without saving its final checkpoint (the reason was logged): `run` exits with
