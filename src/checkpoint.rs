@@ -1,5 +1,8 @@
 //! The checkpoint store: one JSON document in the state directory holding everything a restart needs
-//! (file positions with their parser headers, the window and alert state), written atomically.
+//! (file positions with their parser headers, the window and alert state), written atomically. The window's
+//! groups (and the context's prevalence maps) are not in it but in the binary group store it names
+//! ([`groups`]), appended to incrementally; this document's atomic rename is what commits both together.
+//! Checkpoints of earlier builds hold the groups inline, and are still read (once: the next one is binary).
 //!
 //! Write: serialize to `checkpoint.json.tmp`, fsync it, rename over `checkpoint.json`, fsync the directory.
 //! A crash at any point leaves either the previous good checkpoint or the new one, never a torn file

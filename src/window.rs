@@ -53,6 +53,13 @@
 //! enough, the groups with the smallest measure (ties: smallest key) are evicted down to `max_groups -
 //! max_groups/16` so that eviction is amortized; each eviction is counted. The slab does not shrink: its
 //! high-water mark is bounded by `max_groups`.
+//!
+//! ## Changes, for an incremental checkpoint
+//! When asked ([`Window::track_changes`], the daemon does), the window remembers which groups changed since
+//! the last checkpoint: a flag per slot set by [`Window::touch`] and by an advance that moved intervals (a
+//! sweep, [`Window::measure`]), and the keys of the groups dropped (expired or evicted). The checkpoint saves
+//! [`Window::changed`] and [`Window::removed`] and then calls [`Window::clear_changes`]; a new length or
+//! grouping ([`Window::reconfigure`]) asks for a full one ([`Window::all_changed`]).
 
 pub mod config;
 

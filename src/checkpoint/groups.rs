@@ -30,7 +30,8 @@
 //! seen from the chunk's reference time, last seen from first seen, an interval's start from first seen, ...),
 //! strings as length and bytes. A one-connection group takes about 50 bytes, a third of them its uid.
 
-use crate::detector::{GroupData, Uids};
+use crate::detector::context::{Context, Dest};
+use crate::detector::{Detector, GroupData, Uids};
 use crate::rules::{Level, RuleState};
 use crate::window::{Accumulator, AccumulatorState, GroupKey, Window};
 use compact_str::CompactString;
@@ -47,6 +48,8 @@ const HEADER_LEN: usize = 24;
 /// Records per chunk: a chunk is checked whole before any of it is used.
 pub const CHUNK_GROUPS: usize = 65_536;
 const KIND_GROUPS: u8 = 1;
+const KIND_SOURCES: u8 = 2;
+const KIND_REACH: u8 = 3;
 /// A full write replaces the appended deltas once they exceed this fraction (1/2) of the full write plus
 /// [`COMPACT_SLACK`] bytes (so a small window is not rewritten at every checkpoint).
 const COMPACT_SLACK: u64 = 64 * 1024;
@@ -114,6 +117,45 @@ fn put_i(buf: &mut Vec<u8>, v: i64) {
 fn put_str(buf: &mut Vec<u8>, s: &str) {
     put_u(buf, s.len() as u64);
     buf.extend_from_slice(s.as_bytes());
+}
+
+/// Base-62 digit of `c` (Zeek's uids are `C` and base-62 digits).
+fn b62(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'A'..=b'Z' => Some(c - b'A' + 10),
+        b'a'..=b'z' => Some(c - b'a' + 36),
+        _ => None,
+    }
+}
+
+const B62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Longest uid packed 6 bits a character.
+const MAX_PACKED: usize = 64;
+
+/// A uid: `(len << 1) | 1` and 6 bits a character when it is all base-62 digits (an 18-character Zeek
+/// uid takes 15 bytes), else `len << 1` and its bytes.
+fn put_uid(buf: &mut Vec<u8>, s: &str) {
+    let b = s.as_bytes();
+    if b.len() > MAX_PACKED || !b.iter().all(|c| b62(*c).is_some()) {
+        put_u(buf, (b.len() as u64) << 1);
+        buf.extend_from_slice(b);
+        return;
+    }
+    put_u(buf, ((b.len() as u64) << 1) | 1);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in b {
+        acc = (acc << 6) | u32::from(b62(*c).unwrap_or(0));
+        bits += 6;
+        while bits >= 8 {
+            bits -= 8;
+            buf.push((acc >> bits) as u8);
+        }
+        acc &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        buf.push((acc << (8 - bits)) as u8);
+    }
 }
 
 fn put_addr(buf: &mut Vec<u8>, a: &IpAddr) {
@@ -199,11 +241,11 @@ fn put_group(buf: &mut Vec<u8>, t: i64, k: &GroupKey, acc: &Accumulator, d: &Gro
         put_u(buf, d.connections);
     }
     put_u(buf, d.total_bytes);
-    put_str(buf, &d.uids.newest);
+    put_uid(buf, &d.uids.newest);
     if let Some(o) = older {
         put_u(buf, o.len() as u64);
         for u in o.iter() {
-            put_str(buf, u);
+            put_uid(buf, u);
         }
     }
     if !d.names.is_empty() {
@@ -213,7 +255,7 @@ fn put_group(buf: &mut Vec<u8>, t: i64, k: &GroupKey, acc: &Accumulator, d: &Gro
         }
     }
     if let (Some((u, ts)), false) = (first, first_is_newest) {
-        put_str(buf, u);
+        put_uid(buf, u);
         put_i(buf, ts.wrapping_sub(d.first_seen));
     }
     if rules {
@@ -253,6 +295,7 @@ fn put_group(buf: &mut Vec<u8>, t: i64, k: &GroupKey, acc: &Accumulator, d: &Gro
 
 /// Builds chunks of records and writes them framed.
 struct ChunkWriter {
+    kind: u8,
     t: i64,
     records: usize,
     payload: Vec<u8>,
@@ -260,8 +303,9 @@ struct ChunkWriter {
 }
 
 impl ChunkWriter {
-    fn new(t: i64) -> ChunkWriter {
+    fn new(kind: u8, t: i64) -> ChunkWriter {
         ChunkWriter {
+            kind,
             t,
             records: 0,
             payload: Vec::new(),
@@ -279,6 +323,39 @@ impl ChunkWriter {
         self.count();
     }
 
+    /// A prevalence source: bit 0 of the flag byte IPv6, bit 1 removal.
+    fn source(&mut self, src: IpAddr, at: Option<i64>) {
+        let p = &mut self.payload;
+        p.push(u8::from(src.is_ipv6()) | if at.is_none() { 2 } else { 0 });
+        put_addr(p, &src);
+        if let Some(at) = at {
+            put_i(p, at.wrapping_sub(self.t));
+        }
+        self.count();
+    }
+
+    /// A prevalence entry: bit 0 of the flag byte the source is IPv6, bit 1 removal, bit 2 the destination
+    /// is a name (else an address; bit 3: IPv6).
+    fn reach(&mut self, dest: &Dest, src: IpAddr, at: Option<i64>) {
+        let p = &mut self.payload;
+        let mut f = u8::from(src.is_ipv6()) | if at.is_none() { 2 } else { 0 };
+        match dest {
+            Dest::Name(_) => f |= 4,
+            Dest::Addr(a) if a.is_ipv6() => f |= 8,
+            Dest::Addr(_) => {}
+        }
+        p.push(f);
+        match dest {
+            Dest::Name(n) => put_str(p, n),
+            Dest::Addr(a) => put_addr(p, a),
+        }
+        put_addr(p, &src);
+        if let Some(at) = at {
+            put_i(p, at.wrapping_sub(self.t));
+        }
+        self.count();
+    }
+
     fn count(&mut self) {
         self.records += 1;
         if self.records >= CHUNK_GROUPS {
@@ -291,7 +368,7 @@ impl ChunkWriter {
             return;
         }
         let mut p = Vec::with_capacity(self.payload.len() + 19);
-        p.push(KIND_GROUPS);
+        p.push(self.kind);
         p.extend_from_slice(&self.t.to_le_bytes());
         put_u(&mut p, self.records as u64);
         p.extend_from_slice(&self.payload);
@@ -309,26 +386,53 @@ impl ChunkWriter {
     }
 }
 
-/// Every group of `w`, as the chunks of a full write.
-pub fn encode_full(w: &Window<GroupData>) -> Vec<u8> {
-    let mut c = ChunkWriter::new(w.watermark().unwrap_or(0));
+/// Every group of the detector's window and every prevalence entry of its context, as the chunks of a full
+/// write.
+pub fn encode_full(d: &Detector) -> Vec<u8> {
+    let (w, ctx) = (d.window(), d.context());
+    let t = w.watermark().unwrap_or(0);
+    let mut c = ChunkWriter::new(KIND_GROUPS, t);
     for (k, slot) in w.groups() {
         c.upsert(k, &slot.acc, &slot.data);
     }
-    c.finish()
+    let mut out = c.finish();
+    let mut c = ChunkWriter::new(KIND_SOURCES, t);
+    for (src, at) in ctx.sources() {
+        c.source(src, Some(at));
+    }
+    out.extend_from_slice(&c.finish());
+    let mut c = ChunkWriter::new(KIND_REACH, t);
+    for (dest, src, at) in ctx.reach() {
+        c.reach(dest, src, Some(at));
+    }
+    out.extend_from_slice(&c.finish());
+    out
 }
 
-/// What changed in `w` since its changes were last cleared, as the chunks of a delta: removals first, then
-/// the groups touched.
-pub fn encode_delta(w: &Window<GroupData>) -> Vec<u8> {
-    let mut c = ChunkWriter::new(w.watermark().unwrap_or(0));
+/// What changed since the detector's changes were last cleared, as the chunks of a delta: the groups
+/// removed, then those touched, then the prevalence entries written or dropped.
+pub fn encode_delta(d: &Detector) -> Vec<u8> {
+    let (w, ctx) = (d.window(), d.context());
+    let t = w.watermark().unwrap_or(0);
+    let mut c = ChunkWriter::new(KIND_GROUPS, t);
     for k in w.removed() {
         c.removal(k);
     }
     for (k, slot) in w.changed() {
         c.upsert(k, &slot.acc, &slot.data);
     }
-    c.finish()
+    let mut out = c.finish();
+    let mut c = ChunkWriter::new(KIND_SOURCES, t);
+    for (src, at) in ctx.changed_sources() {
+        c.source(src, at);
+    }
+    out.extend_from_slice(&c.finish());
+    let mut c = ChunkWriter::new(KIND_REACH, t);
+    for (dest, src, at) in ctx.changed_reach() {
+        c.reach(dest, src, at);
+    }
+    out.extend_from_slice(&c.finish());
+    out
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -388,6 +492,40 @@ impl<'a> Reader<'a> {
         Ok(CompactString::from(s))
     }
 
+    fn uid(&mut self) -> R<CompactString> {
+        let h = self.u()?;
+        let n = usize::try_from(h >> 1).map_err(|_| "a length is out of range")?;
+        if h & 1 == 0 {
+            if n > self.b.len() - self.pos {
+                return Err("a length runs past its chunk".into());
+            }
+            let b = self.bytes(n)?;
+            let s = std::str::from_utf8(b).map_err(|_| "a uid is not UTF-8")?;
+            return Ok(CompactString::from(s));
+        }
+        if n > MAX_PACKED {
+            return Err("a packed uid is too long".into());
+        }
+        let b = self.bytes((n * 6).div_ceil(8))?;
+        let mut s = CompactString::with_capacity(n);
+        let (mut acc, mut bits, mut i) = (0u32, 0u32, 0usize);
+        while s.len() < n {
+            while bits < 6 {
+                acc = (acc << 8) | u32::from(*b.get(i).ok_or("a packed uid is cut short")?);
+                i += 1;
+                bits += 8;
+            }
+            bits -= 6;
+            let code = (acc >> bits) & 63;
+            acc &= (1 << bits) - 1;
+            let c = B62
+                .get(code as usize)
+                .ok_or("a packed uid holds a character out of range")?;
+            s.push(char::from(*c));
+        }
+        Ok(s)
+    }
+
     fn addr(&mut self, v6: bool) -> R<IpAddr> {
         Ok(if v6 {
             let b: [u8; 16] = self.bytes(16)?.try_into().map_err(|_| "an address")?;
@@ -445,12 +583,12 @@ fn read_record(r: &mut Reader<'_>, t: i64) -> R<Record> {
     let longest_us = r.i()?.wrapping_add(span);
     let connections = if f & 128 != 0 { r.u()? } else { 1 };
     let total_bytes = r.u()?;
-    let newest = r.string()?;
+    let newest = r.uid()?;
     let older = if f & 32 != 0 {
         let n = r.len()?;
         let mut o = std::collections::VecDeque::with_capacity(n.min(64));
         for _ in 0..n {
-            o.push_back(r.string()?);
+            o.push_back(r.uid()?);
         }
         Some(Box::new(o))
     } else {
@@ -467,7 +605,7 @@ fn read_record(r: &mut Reader<'_>, t: i64) -> R<Record> {
         (false, _) => None,
         (true, true) => Some((newest.clone(), first_seen)),
         (true, false) => {
-            let u = r.string()?;
+            let u = r.uid()?;
             Some((u, r.i()?.wrapping_add(first_seen)))
         }
     };
@@ -532,8 +670,43 @@ fn read_record(r: &mut Reader<'_>, t: i64) -> R<Record> {
     Ok(Record::Upsert(key, acc, data))
 }
 
-/// Applies the chunks in `b` (after the header) to `w`; `Err` names what is wrong and where.
-fn apply_chunks(b: &[u8], w: &mut Window<GroupData>) -> R<()> {
+fn read_source(r: &mut Reader<'_>, t: i64, ctx: &mut Context) -> R<()> {
+    let f = r.u8()?;
+    if f & !3 != 0 {
+        return Err(format!("source flags {f:#x} are unknown"));
+    }
+    let src = r.addr(f & 1 != 0)?;
+    let at = if f & 2 != 0 {
+        None
+    } else {
+        Some(r.i()?.wrapping_add(t))
+    };
+    ctx.restore_source(src, at);
+    Ok(())
+}
+
+fn read_reach(r: &mut Reader<'_>, t: i64, ctx: &mut Context) -> R<()> {
+    let f = r.u8()?;
+    if f & !15 != 0 || f & 12 == 12 {
+        return Err(format!("reach flags {f:#x} are unknown"));
+    }
+    let dest = if f & 4 != 0 {
+        Dest::Name(r.string()?)
+    } else {
+        Dest::Addr(r.addr(f & 8 != 0)?)
+    };
+    let src = r.addr(f & 1 != 0)?;
+    let at = if f & 2 != 0 {
+        None
+    } else {
+        Some(r.i()?.wrapping_add(t))
+    };
+    ctx.restore_reach(dest, src, at);
+    Ok(())
+}
+
+/// Applies the chunks in `b` (after the header) to `w` and `ctx`; `Err` names what is wrong and where.
+fn apply_chunks(b: &[u8], w: &mut Window<GroupData>, ctx: &mut Context) -> R<()> {
     let mut pos = 0usize;
     while pos < b.len() {
         let at = pos + HEADER_LEN;
@@ -551,17 +724,21 @@ fn apply_chunks(b: &[u8], w: &mut Window<GroupData>) -> R<()> {
             ));
         }
         let mut r = Reader { b: payload, pos: 0 };
-        let apply = |r: &mut Reader<'_>, w: &mut Window<GroupData>| -> R<()> {
+        let mut apply = |r: &mut Reader<'_>| -> R<()> {
             let kind = r.u8()?;
-            if kind != KIND_GROUPS {
+            if !(KIND_GROUPS..=KIND_REACH).contains(&kind) {
                 return Err(format!("chunk kind {kind} is unknown"));
             }
             let t = i64::from_le_bytes(r.bytes(8)?.try_into().map_err(|_| "a time")?);
             let n = r.u()?;
             for _ in 0..n {
-                match read_record(r, t)? {
-                    Record::Upsert(k, acc, d) => w.restore_group(k, acc, d),
-                    Record::Removal(k) => w.restore_removal(&k),
+                match kind {
+                    KIND_GROUPS => match read_record(r, t)? {
+                        Record::Upsert(k, acc, d) => w.restore_group(k, acc, d),
+                        Record::Removal(k) => w.restore_removal(&k),
+                    },
+                    KIND_SOURCES => read_source(r, t, ctx)?,
+                    _ => read_reach(r, t, ctx)?,
                 }
             }
             if r.pos != r.b.len() {
@@ -569,14 +746,20 @@ fn apply_chunks(b: &[u8], w: &mut Window<GroupData>) -> R<()> {
             }
             Ok(())
         };
-        apply(&mut r, w).map_err(|e| format!("the chunk at byte {at}: {e}"))?;
+        apply(&mut r).map_err(|e| format!("the chunk at byte {at}: {e}"))?;
         pos += 8 + len;
     }
     Ok(())
 }
 
-/// Reads the store `r` names from `dir` into `w` (whose groups must be empty).
-pub fn load(dir: &Path, r: &StoreRef, w: &mut Window<GroupData>) -> Result<(), StoreError> {
+/// Reads the store `r` names from `dir` into `w` and `ctx` (restored from `checkpoint.json`, without the
+/// groups and prevalence entries the store holds).
+pub fn load(
+    dir: &Path,
+    r: &StoreRef,
+    w: &mut Window<GroupData>,
+    ctx: &mut Context,
+) -> Result<(), StoreError> {
     if !is_store_name(&r.file) {
         return Err(StoreError::Damaged(format!(
             "the group store's name {:?} is not one this build writes",
@@ -629,7 +812,7 @@ pub fn load(dir: &Path, r: &StoreRef, w: &mut Window<GroupData>) -> Result<(), S
         )));
     }
     w.reserve(usize::try_from(r.groups).unwrap_or(0).min(1 << 26));
-    apply_chunks(rest, w).map_err(damaged)
+    apply_chunks(rest, w, ctx).map_err(damaged)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -677,30 +860,31 @@ impl GroupStore {
 
     /// Whether the next write must be full: no store yet, the window says every group changed, or the
     /// deltas appended outgrew half the full write.
-    pub fn wants_full(&self, w: &Window<GroupData>) -> bool {
+    pub fn wants_full(&self, d: &Detector) -> bool {
         match &self.current {
             None => true,
             Some(r) => {
-                w.all_changed() || r.len.saturating_sub(r.base_len) > r.base_len / 2 + COMPACT_SLACK
+                d.window().all_changed()
+                    || r.len.saturating_sub(r.base_len) > r.base_len / 2 + COMPACT_SLACK
             }
         }
     }
 
     /// Writes the window's groups: a full write to a new file when [`GroupStore::wants_full`], else a
     /// delta appended to the current file; fsynced either way. Nothing is committed yet.
-    pub fn write(&self, w: &Window<GroupData>) -> io::Result<Pending> {
-        match (&self.current, self.wants_full(w)) {
-            (Some(r), false) => self.append(r, w),
-            _ => self.write_full(w),
+    pub fn write(&self, d: &Detector) -> io::Result<Pending> {
+        match (&self.current, self.wants_full(d)) {
+            (Some(r), false) => self.append(r, d),
+            _ => self.write_full(d),
         }
     }
 
-    fn write_full(&self, w: &Window<GroupData>) -> io::Result<Pending> {
+    fn write_full(&self, d: &Detector) -> io::Result<Pending> {
         let id = uuid::Uuid::new_v4().as_u64_pair().0;
         let name = file_name(id);
         let path = self.dir.join(&name);
         let mut bytes = header(id).to_vec();
-        bytes.extend_from_slice(&encode_full(w));
+        bytes.extend_from_slice(&encode_full(d));
         let result = (|| {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -721,15 +905,15 @@ impl GroupStore {
                 id,
                 len,
                 base_len: len,
-                groups: w.len() as u64,
+                groups: d.window().len() as u64,
             },
             bytes: len,
             full: true,
         })
     }
 
-    fn append(&self, r: &StoreRef, w: &Window<GroupData>) -> io::Result<Pending> {
-        let delta = encode_delta(w);
+    fn append(&self, r: &StoreRef, d: &Detector) -> io::Result<Pending> {
+        let delta = encode_delta(d);
         let mut f = OpenOptions::new()
             .write(true)
             .open(self.dir.join(&r.file))?;
@@ -743,7 +927,7 @@ impl GroupStore {
         Ok(Pending {
             store: StoreRef {
                 len: r.len + delta.len() as u64,
-                groups: w.len() as u64,
+                groups: d.window().len() as u64,
                 ..r.clone()
             },
             bytes: delta.len() as u64,

@@ -107,7 +107,7 @@ fn via_store(
     header: DetectorState,
     r: &StoreRef,
 ) -> Result<Detector, StoreError> {
-    Detector::restore_with(cfg, header, |w| load(dir, r, w))
+    Detector::restore_with(cfg, header, |w, c| load(dir, r, w, c))
 }
 
 /// `a == b`, naming the first group (or part) that differs rather than printing both states.
@@ -149,7 +149,7 @@ impl<S> HeaderOnly for crate::window::WindowState<S> {
 }
 
 fn commit_write(store: &mut GroupStore, d: &mut Detector) -> (bool, u64) {
-    let p = store.write(d.window()).expect("write");
+    let p = store.write(&d).expect("write");
     let out = (p.full, p.bytes);
     store.commit(p);
     d.clear_changes();
@@ -323,7 +323,8 @@ fn any_byte_flipped_is_caught() {
             bytes[at] ^= flip;
             fs::write(&path, &bytes).expect("write");
             let mut w = Window::<GroupData>::new(1, crate::window::GroupBy::Pair, 10);
-            match load(dir.path(), &r, &mut w) {
+            let mut c = Context::default();
+            match load(dir.path(), &r, &mut w, &mut c) {
                 Err(StoreError::Damaged(m)) => assert!(m.contains(&r.file), "{m}"),
                 Err(e) => panic!("byte {at} ^ {flip:#x}: {e:?}"),
                 Ok(_) => panic!("byte {at} ^ {flip:#x} was not caught"),
@@ -352,7 +353,7 @@ fn a_torn_append_is_ignored_and_cut_by_the_next() {
     feed(&mut d, &stream(20, 40, 5));
     let mut store = GroupStore::new(dir.path());
     store.adopt(r.clone());
-    let p = store.write(d.window()).expect("write");
+    let p = store.write(&d).expect("write");
     assert!(!p.full);
     let header_then = back.snapshot_header();
     assert_eq!(
