@@ -120,25 +120,33 @@ fn main() {
         delta_secs
     );
 
-    // Restore, as the daemon does: checkpoint.json, then the store it names.
+    // Restore, as the daemon does: checkpoint.json, then the store it names (three times: the machine
+    // may be shared; the best is the figure).
     let want = det.stats().groups_tracked;
-    let t = Instant::now();
-    let restored = store
-        .load_then::<Saved, _>(1, |s| {
-            let r = s.groups_store.clone().expect("store named");
-            Detector::restore_with(&dcfg, s.detector, |w, c| groups::load(dir.path(), &r, w, c))
-                .map_err(|e| longconn::checkpoint::LoadError::SetAside(format!("{e:?}")))
-        })
-        .expect("load")
-        .expect("there");
-    let restore_secs = t.elapsed().as_secs_f64();
-    assert_eq!(restored.stats().groups_tracked, want);
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let restored = store
+            .load_then::<Saved, _>(1, |s| {
+                let r = s.groups_store.clone().expect("store named");
+                Detector::restore_with(&dcfg, s.detector, |w, c| groups::load(dir.path(), &r, w, c))
+                    .map_err(|e| longconn::checkpoint::LoadError::SetAside(format!("{e:?}")))
+            })
+            .expect("load")
+            .expect("there");
+        times.push(t.elapsed().as_secs_f64());
+        assert_eq!(restored.stats().groups_tracked, want);
+        drop(restored);
+    }
+    let best = times.iter().copied().fold(f64::MAX, f64::min);
     println!(
-        "restore {} groups (full write + one delta): {:.3} s",
-        restored.stats().groups_tracked,
-        restore_secs
+        "restore {want} groups (full write + one delta): {best:.3} s (runs: {})",
+        times
+            .iter()
+            .map(|t| format!("{t:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    drop(restored);
 
     // The JSON checkpoint of earlier builds, for comparison.
     let t = Instant::now();

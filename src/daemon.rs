@@ -305,6 +305,8 @@ struct Pipeline {
     store: CheckpointStore,
     /// The window's groups, saved incrementally (`checkpoint.json` names the part committed).
     group_store: GroupStore,
+    /// Deltas appended since the last full write of the group store.
+    deltas: u64,
     skipped_logged: SkippedLines<PathBuf>,
     alerts_buf: Vec<crate::alert::Alert>,
     alerts_written: u64,
@@ -362,8 +364,8 @@ impl Pipeline {
                     }
                     None => info!(
                         path = %store.path().display(),
-                        "checkpoint restored (the JSON format of earlier builds: the next checkpoint is \
-                         written in the binary format)"
+                        "checkpoint restored (of an earlier build, or under another window length or \
+                         grouping: the next checkpoint writes the group store whole)"
                     ),
                 }
                 (detector, sources)
@@ -399,6 +401,7 @@ impl Pipeline {
             spool,
             store,
             group_store,
+            deltas: 0,
             skipped_logged: SkippedLines::default(),
             alerts_buf: Vec::new(),
             alerts_written: 0,
@@ -561,7 +564,9 @@ impl Pipeline {
     }
 
     /// Syncs the spool, then saves positions and detector state together (the at-least-once ordering).
-    /// Returns the bytes written (0 when the saved state is still current), or why nothing was saved.
+    /// Returns the bytes written (0 when the saved state is still current), a full write of the group store
+    /// (a compaction) spread over the deltas before it, so that one compaction does not stretch the cadence
+    /// (its cost is paid once per that many checkpoints); or why nothing was saved.
     fn checkpoint(&mut self) -> Result<u64, CheckpointNotSaved> {
         if !self.alerts_buf.is_empty() || !self.sync_spool() {
             // Not saving keeps the records re-readable: their alerts are raised again after a restart.
@@ -596,7 +601,14 @@ impl Pipeline {
         };
         match self.store.save(&state) {
             Ok(size) => {
-                let size = size + pending.bytes;
+                let size = if pending.is_full() {
+                    let spread = pending.bytes / (self.deltas + 1);
+                    self.deltas = 0;
+                    size + spread
+                } else {
+                    self.deltas += 1;
+                    size + pending.bytes
+                };
                 self.group_store.commit(pending);
                 self.detector.clear_changes();
                 if let Some((n, d)) = self.faults.checkpoint.end() {
@@ -767,17 +779,21 @@ impl Pipeline {
     }
 }
 
+/// What a checkpoint restores: the detector, the file positions, and the group store to continue.
+type Restored = (Detector, Vec<SourceCheckpoint>, Option<StoreRef>);
+
 /// Reads the checkpoint in `store` and the group store it names, and rebuilds the detector under `config`:
 /// the detector, the file positions, and the group store to continue (`None`: a checkpoint of an earlier
 /// build, groups inline). A damaged or foreign group store sets the checkpoint aside, as a damaged
 /// `checkpoint.json` is.
-fn restore(
-    store: &CheckpointStore,
-    config: &Config,
-) -> Result<Option<(Detector, Vec<SourceCheckpoint>, Option<StoreRef>)>, LoadError> {
+fn restore(store: &CheckpointStore, config: &Config) -> Result<Option<Restored>, LoadError> {
     let dir = config.state.dir.clone();
     store.load_then::<Saved, _>(STATE_VERSION, |s| {
         let cfg = config.detector();
+        let saved_window = (
+            s.detector.window.length_us,
+            s.detector.window.group_by.clone(),
+        );
         let detector = match &s.groups_store {
             None => Detector::restore(&cfg, s.detector),
             Some(r) => Detector::restore_with(&cfg, s.detector, |w, c| groups::load(&dir, r, w, c))
@@ -788,7 +804,13 @@ fn restore(
                     StoreError::Unreadable(m) => LoadError::Unreadable(m),
                 })?,
         };
-        Ok((detector, s.sources, s.groups_store))
+        // A new window length or grouping in the config changed every group (or emptied the window): the
+        // store no longer holds them, the next checkpoint is a full write.
+        let now = detector.window().state_header::<()>();
+        let store = s
+            .groups_store
+            .filter(|_| (now.length_us, now.group_by) == saved_window);
+        Ok((detector, s.sources, store))
     })
 }
 

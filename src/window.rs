@@ -749,13 +749,13 @@ impl<T: Default + Hold> Window<T> {
     /// Puts a saved group back (restoring a checkpoint), replacing one of the same key.
     pub fn restore_group(&mut self, key: GroupKey, acc: Accumulator, data: T) {
         let slot = Slot { acc, data };
-        match self.groups.get(&key) {
-            Some(&i) => {
-                if let Some(s) = self.slots.get_mut(i as usize) {
+        match self.groups.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                if let Some(s) = self.slots.get_mut(*e.get() as usize) {
                     *s = slot;
                 }
             }
-            None => {
+            std::collections::hash_map::Entry::Vacant(e) => {
                 let i = match self.free.pop() {
                     Some(i) => {
                         if let Some(s) = self.slots.get_mut(i as usize) {
@@ -768,7 +768,7 @@ impl<T: Default + Hold> Window<T> {
                         (self.slots.len() - 1) as u32
                     }
                 };
-                self.groups.insert(key, i);
+                e.insert(i);
             }
         }
     }

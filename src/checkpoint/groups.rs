@@ -67,6 +67,11 @@ pub struct StoreRef {
     pub base_len: u64,
     /// Groups once every record is applied (room is reserved for them before reading).
     pub groups: u64,
+    /// Prevalence sources and (destination, source) entries once every record is applied (room reserved).
+    #[serde(default)]
+    pub sources: u64,
+    #[serde(default)]
+    pub reach: u64,
 }
 
 /// Why the store could not be read.
@@ -811,7 +816,10 @@ pub fn load(
             r.id
         )));
     }
-    w.reserve(usize::try_from(r.groups).unwrap_or(0).min(1 << 26));
+    // Room for what the checkpoint says is there (bounded: these numbers come from a file too).
+    let room = |n: u64| usize::try_from(n).unwrap_or(0).min(1 << 26);
+    w.reserve(room(r.groups));
+    ctx.reserve(room(r.sources));
     apply_chunks(rest, w, ctx).map_err(damaged)
 }
 
@@ -827,6 +835,13 @@ pub struct Pending {
     pub bytes: u64,
     /// A new file (a full write), not an append.
     full: bool,
+}
+
+impl Pending {
+    /// A full write (a new file), not a delta.
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
 }
 
 /// The store files of one state directory and the one committed now.
@@ -906,6 +921,8 @@ impl GroupStore {
                 len,
                 base_len: len,
                 groups: d.window().len() as u64,
+                sources: d.context().sources_len() as u64,
+                reach: d.context().reach_len() as u64,
             },
             bytes: len,
             full: true,
@@ -928,6 +945,8 @@ impl GroupStore {
             store: StoreRef {
                 len: r.len + delta.len() as u64,
                 groups: d.window().len() as u64,
+                sources: d.context().sources_len() as u64,
+                reach: d.context().reach_len() as u64,
                 ..r.clone()
             },
             bytes: delta.len() as u64,

@@ -607,6 +607,21 @@ impl Context {
             .map(|(d, s)| (d, *s, self.reach.get(d).and_then(|m| m.get(s)).copied()))
     }
 
+    /// Prevalence sources tracked.
+    pub fn sources_len(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// (destination, source) prevalence entries tracked.
+    pub fn reach_len(&self) -> usize {
+        self.reach_len
+    }
+
+    /// Room for `sources` more prevalence sources (restoring a checkpoint).
+    pub fn reserve(&mut self, sources: usize) {
+        self.sources.reserve(sources);
+    }
+
     /// Puts a saved source back (`None`: drops it), restoring a checkpoint.
     pub fn restore_source(&mut self, src: IpAddr, at: Option<i64>) {
         match at {

@@ -149,7 +149,7 @@ impl<S> HeaderOnly for crate::window::WindowState<S> {
 }
 
 fn commit_write(store: &mut GroupStore, d: &mut Detector) -> (bool, u64) {
-    let p = store.write(&d).expect("write");
+    let p = store.write(d).expect("write");
     let out = (p.full, p.bytes);
     store.commit(p);
     d.clear_changes();
