@@ -29,8 +29,12 @@ fn rows(range: std::ops::Range<u32>) -> String {
 
 /// The config: the sensor's, with the default cumulative levels (the sensor's switches them off).
 fn write_config(s: &Sensor) {
+    write_config_with(s, "");
+}
+
+fn write_config_with(s: &Sensor, extra: &str) {
     let text = format!(
-        "[sensor]\nname = \"test\"\n[[source]]\npath = \"{}\"\n[state]\ndir = \"{}\"\ncheckpoint_interval = \"200ms\"\n[[output]]\ntype = \"file\"\npath = \"{}\"\n",
+        "[sensor]\nname = \"test\"\n[[source]]\npath = \"{}\"\n[state]\ndir = \"{}\"\ncheckpoint_interval = \"200ms\"\n[[output]]\ntype = \"file\"\npath = \"{}\"\n{extra}",
         s.log().display(),
         s.path("state").display(),
         s.path("alerts.json").display(),
@@ -178,4 +182,30 @@ async fn a_byte_flipped_in_the_group_store_sets_the_checkpoint_aside() {
     let now = store_files(&state);
     assert_eq!(now.len(), 1);
     assert_ne!(now, files);
+}
+
+/// A restart under another grouping empties the window: the store no longer holds its groups, so the first
+/// checkpoint writes a new one whole (a delta on the old one would mix old keys into the new window).
+#[tokio::test]
+async fn a_restart_under_another_grouping_writes_the_store_whole() {
+    let s = Sensor::new("");
+    write_config(&s);
+    s.append(&rows(0..200));
+    run_until_settled(&s).await;
+    let state = s.path("state");
+    let first = store_files(&state);
+    assert_eq!(first.len(), 1);
+
+    write_config_with(&s, "[window]\ngroup_by = \"pair_port\"\n");
+    s.append(&rows(200..260));
+    run_until_settled(&s).await;
+    let second = store_files(&state);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first, "a new store, written whole");
+
+    // And it restores: nothing is read again, the next records go on from there.
+    let mut d = InProc::start(&s.config(), RunOptions::default());
+    let p = d.settle().await;
+    assert_eq!(p.records, 0, "nothing read twice");
+    d.stop().await.expect("clean stop");
 }

@@ -369,6 +369,41 @@ fn a_torn_append_is_ignored_and_cut_by_the_next() {
     assert_eq!(back.snapshot(), d.snapshot());
 }
 
+/// A compaction (a full write to a new file) that checkpoint.json never named: the previous store still
+/// loads whole; once committed, the previous file goes.
+#[test]
+fn an_uncommitted_compaction_leaves_the_previous_store() {
+    let (dir, cfg, mut d, r) = small_store();
+    let committed = d.snapshot();
+    let header = d.snapshot_header();
+    feed(&mut d, &stream(30, 40, 9));
+    let store = GroupStore::new(dir.path());
+    // No current store: a full write, to a new file.
+    let p = store.write(&d).expect("write");
+    assert!(p.is_full());
+    assert_ne!(p.store.file, r.file);
+    let back = via_store(&cfg, dir.path(), header.clone(), &r).expect("load");
+    assert_eq!(
+        back.snapshot(),
+        committed,
+        "the crash case: the old one stands"
+    );
+    // Checkpoint.json could not be saved: the new file goes, the old one stands.
+    let new_file = dir.path().join(&p.store.file);
+    store.abandon(p);
+    assert!(!new_file.exists());
+    let back = via_store(&cfg, dir.path(), header, &r).expect("load");
+    assert_eq!(back.snapshot(), committed);
+    // Committed: the old file goes.
+    let mut store = GroupStore::new(dir.path());
+    let p = store.write(&d).expect("write");
+    let r2 = p.store.clone();
+    store.commit(p);
+    assert!(!dir.path().join(&r.file).exists());
+    let back = via_store(&cfg, dir.path(), d.snapshot_header(), &r2).expect("load");
+    assert_eq!(back.snapshot(), d.snapshot());
+}
+
 #[test]
 fn a_store_of_another_version_is_refused_by_name() {
     let (dir, cfg, d, r) = small_store();
