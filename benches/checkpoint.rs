@@ -4,7 +4,8 @@
 //! touched, and the time to restore the window from `checkpoint.json` and the store (full write plus that
 //! delta) as the daemon does at start; the JSON checkpoint of earlier builds beside it for comparison.
 //!
-//! Run: `cargo bench --bench checkpoint`.
+//! Run: `cargo bench --bench checkpoint`. `LONGCONN_BENCH_RESTORES` (default 3) sets how many times the
+//! restore is timed (the best is printed); `LONGCONN_BENCH_JSON=0` leaves out the JSON comparison.
 
 use longconn::checkpoint::groups::{self, GroupStore, StoreRef};
 use longconn::checkpoint::CheckpointStore;
@@ -124,7 +125,11 @@ fn main() {
     // may be shared; the best is the figure).
     let want = det.stats().groups_tracked;
     let mut times = Vec::new();
-    for _ in 0..3 {
+    let restores: usize = std::env::var("LONGCONN_BENCH_RESTORES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for _ in 0..restores.max(1) {
         let t = Instant::now();
         let restored = store
             .load_then::<Saved, _>(1, |s| {
@@ -149,6 +154,9 @@ fn main() {
     );
 
     // The JSON checkpoint of earlier builds, for comparison.
+    if std::env::var("LONGCONN_BENCH_JSON").is_ok_and(|v| v == "0") {
+        return;
+    }
     let t = Instant::now();
     let json = serde_json::to_vec(&det.snapshot()).expect("json");
     let json_write = t.elapsed().as_secs_f64();

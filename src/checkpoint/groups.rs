@@ -512,10 +512,10 @@ impl<'a> Reader<'a> {
             return Err("a packed uid is too long".into());
         }
         let b = self.bytes((n * 6).div_ceil(8))?;
-        let mut s = CompactString::with_capacity(n);
+        let mut out = [0u8; MAX_PACKED];
         let (mut acc, mut bits, mut i) = (0u32, 0u32, 0usize);
-        while s.len() < n {
-            while bits < 6 {
+        for o in out.iter_mut().take(n) {
+            if bits < 6 {
                 acc = (acc << 8) | u32::from(*b.get(i).ok_or("a packed uid is cut short")?);
                 i += 1;
                 bits += 8;
@@ -523,12 +523,12 @@ impl<'a> Reader<'a> {
             bits -= 6;
             let code = (acc >> bits) & 63;
             acc &= (1 << bits) - 1;
-            let c = B62
+            *o = *B62
                 .get(code as usize)
                 .ok_or("a packed uid holds a character out of range")?;
-            s.push(char::from(*c));
         }
-        Ok(s)
+        let s = std::str::from_utf8(&out[..n]).map_err(|_| "a uid is not UTF-8")?;
+        Ok(CompactString::from(s))
     }
 
     fn addr(&mut self, v6: bool) -> R<IpAddr> {
