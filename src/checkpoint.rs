@@ -1,5 +1,8 @@
 //! The checkpoint store: one JSON document in the state directory holding everything a restart needs
-//! (file positions with their parser headers, the window and alert state), written atomically.
+//! (file positions with their parser headers, the window and alert state), written atomically. The window's
+//! groups (and the context's prevalence maps) are not in it but in the binary group store it names
+//! ([`groups`]), appended to incrementally; this document's atomic rename is what commits both together.
+//! Checkpoints of earlier builds hold the groups inline, and are still read (once: the next one is binary).
 //!
 //! Write: serialize to `checkpoint.json.tmp`, fsync it, rename over `checkpoint.json`, fsync the directory.
 //! A crash at any point leaves either the previous good checkpoint or the new one, never a torn file
@@ -16,6 +19,7 @@
 //! begin again and overwrite it.
 
 pub mod config;
+pub mod groups;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -222,6 +226,17 @@ impl CheckpointStore {
     /// or one of another version, is set aside ([`LoadError::SetAside`], start without it); one that cannot
     /// be read is [`LoadError::Unreadable`].
     pub fn load<T: DeserializeOwned>(&self, version: u32) -> Result<Option<T>, LoadError> {
+        self.load_then(version, Ok)
+    }
+
+    /// [`CheckpointStore::load`], then `then` on what was read (the daemon reads the group store it names):
+    /// its [`LoadError::SetAside`] sets the checkpoint aside as a damaged one would be, with that reason;
+    /// its [`LoadError::Unreadable`] is passed on.
+    pub fn load_then<T: DeserializeOwned, U>(
+        &self,
+        version: u32,
+        then: impl FnOnce(T) -> Result<U, LoadError>,
+    ) -> Result<Option<U>, LoadError> {
         let path = self.path();
         let bytes = match fs::read(&path) {
             Ok(b) => b,
@@ -235,7 +250,11 @@ impl CheckpointStore {
         };
         let problem = match self.check(&bytes, version) {
             Ok(()) => match serde_json::from_slice(&bytes) {
-                Ok(v) => return Ok(Some(v)),
+                Ok(v) => match then(v) {
+                    Ok(u) => return Ok(Some(u)),
+                    Err(LoadError::SetAside(problem)) => problem,
+                    Err(e @ LoadError::Unreadable(_)) => return Err(e),
+                },
                 Err(e) => format!("not a valid checkpoint ({e})"),
             },
             Err(problem) => problem,

@@ -28,6 +28,7 @@
 
 mod health;
 
+use crate::checkpoint::groups::{self, GroupStore, StoreError, StoreRef};
 use crate::checkpoint::{CheckpointStore, LoadError};
 use crate::config::Config;
 use crate::detector::{Detector, DetectorState};
@@ -44,7 +45,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-/// What is saved in the state directory.
+/// What earlier builds saved in the state directory (`checkpoint.json`, the whole window as JSON): read once,
+/// to upgrade, and still the layout of `checkpoint.json` apart from the groups (see [`Saved`]).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SavedState {
     pub version: u32,
@@ -52,14 +54,31 @@ pub struct SavedState {
     pub detector: DetectorState,
 }
 
+/// What `checkpoint.json` holds: the file positions and the detector state, with the window's groups in the
+/// binary group store it names (`crate::checkpoint::groups`), committed by this file's atomic rename. Without
+/// `groups_store` it is a [`SavedState`] of an earlier build, its groups inline (read once, to upgrade; the
+/// next checkpoint writes the store). A checkpoint with a store has no `groups` member, so an earlier build
+/// refuses it (sets it aside) rather than start with an empty window.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    version: u32,
+    sources: Vec<SourceCheckpoint>,
+    detector: DetectorState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    groups_store: Option<StoreRef>,
+}
+
+/// The version of `checkpoint.json`'s JSON layout (unchanged: the store is an added member); the group store
+/// has a version of its own ([`groups::STORE_VERSION`]).
 const STATE_VERSION: u32 = 1;
 
 /// How often sources are re-checked when no notification arrives (lost events, NFS, no inotify).
 const RECHECK: Duration = Duration::from_millis(250);
 
-/// The average rate at which checkpoints may be written (bytes/s): a window of 100,000 busy groups makes a
-/// checkpoint of about 100 MB, which is then written about every 100 s rather than every few seconds (a disk
-/// on a sensor should not spend its life rewriting the same state).
+/// The average rate at which checkpoints may be written (bytes/s): a checkpoint appends what changed (a
+/// compaction rewrites the whole group store, about 43 bytes per one-connection group), and one of 100 MB is
+/// then followed by the next about 100 s later rather than a few seconds (a disk on a sensor should not spend
+/// its life rewriting the same state).
 const MAX_CHECKPOINT_RATE: u64 = 1024 * 1024;
 
 /// The time between two checkpoints: the configured interval, stretched so that writing the last one's
@@ -284,6 +303,10 @@ struct Pipeline {
     detector: Detector,
     spool: Spool,
     store: CheckpointStore,
+    /// The window's groups, saved incrementally (`checkpoint.json` names the part committed).
+    group_store: GroupStore,
+    /// Deltas appended since the last full write of the group store.
+    deltas: u64,
     skipped_logged: SkippedLines<PathBuf>,
     alerts_buf: Vec<crate::alert::Alert>,
     alerts_written: u64,
@@ -317,10 +340,11 @@ impl Pipeline {
             .prepare()
             .map_err(|e| anyhow::anyhow!("state directory {}: {e}", config.state.dir.display()))?;
         let state_lock = store.lock().map_err(|e| anyhow::anyhow!(e))?;
-        let saved: Option<SavedState> = if opts.fresh {
+        let mut group_store = GroupStore::new(&config.state.dir);
+        let saved = if opts.fresh {
             None
         } else {
-            match store.load::<SavedState>(STATE_VERSION) {
+            match restore(&store, &config) {
                 Ok(s) => s,
                 Err(LoadError::SetAside(e)) => {
                     error!("{e}");
@@ -331,13 +355,24 @@ impl Pipeline {
             }
         };
         let first_start = saved.is_none();
-        let (detector, mut saved_sources) = match saved {
-            Some(s) => {
-                info!(path = %store.path().display(), "checkpoint restored");
-                (Detector::restore(&config.detector(), s.detector), s.sources)
+        let (mut detector, mut saved_sources) = match saved {
+            Some((detector, sources, groups)) => {
+                match groups {
+                    Some(r) => {
+                        info!(path = %store.path().display(), groups = %r.file, "checkpoint restored");
+                        group_store.adopt(r);
+                    }
+                    None => info!(
+                        path = %store.path().display(),
+                        "checkpoint restored (of an earlier build, or under another window length or \
+                         grouping: the next checkpoint writes the group store whole)"
+                    ),
+                }
+                (detector, sources)
             }
             None => (Detector::new(&config.detector()), Vec::new()),
         };
+        detector.track_changes();
         let tailers = config
             .sources
             .iter()
@@ -365,6 +400,8 @@ impl Pipeline {
             detector,
             spool,
             store,
+            group_store,
+            deltas: 0,
             skipped_logged: SkippedLines::default(),
             alerts_buf: Vec::new(),
             alerts_written: 0,
@@ -527,7 +564,9 @@ impl Pipeline {
     }
 
     /// Syncs the spool, then saves positions and detector state together (the at-least-once ordering).
-    /// Returns the bytes written (0 when the saved state is still current), or why nothing was saved.
+    /// Returns the bytes written (0 when the saved state is still current), a full write of the group store
+    /// (a compaction) spread over the deltas before it, so that one compaction does not stretch the cadence
+    /// (its cost is paid once per that many checkpoints); or why nothing was saved.
     fn checkpoint(&mut self) -> Result<u64, CheckpointNotSaved> {
         if !self.alerts_buf.is_empty() || !self.sync_spool() {
             // Not saving keeps the records re-readable: their alerts are raised again after a restart.
@@ -543,13 +582,35 @@ impl Pipeline {
             self.checkpoints += 1;
             return Ok(0);
         }
-        let state = SavedState {
+        // The groups first (a delta appended, or a full write), fsynced; then checkpoint.json, whose rename
+        // commits them together with the positions.
+        let pending = match self.group_store.write(&self.detector) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(n) = self.faults.checkpoint.hit() {
+                    error!(path = %self.store.path().display(), times = n, "writing checkpoint failed: {e}");
+                }
+                return Err(CheckpointNotSaved);
+            }
+        };
+        let state = Saved {
             version: STATE_VERSION,
             sources,
-            detector: self.detector.snapshot(),
+            detector: self.detector.snapshot_header(),
+            groups_store: Some(pending.store.clone()),
         };
         match self.store.save(&state) {
             Ok(size) => {
+                let size = if pending.is_full() {
+                    let spread = pending.bytes / (self.deltas + 1);
+                    self.deltas = 0;
+                    size + spread
+                } else {
+                    self.deltas += 1;
+                    size + pending.bytes
+                };
+                self.group_store.commit(pending);
+                self.detector.clear_changes();
                 if let Some((n, d)) = self.faults.checkpoint.end() {
                     info!(
                         times = n,
@@ -564,6 +625,7 @@ impl Pipeline {
                 Ok(size)
             }
             Err(e) => {
+                self.group_store.abandon(pending);
                 if let Some(n) = self.faults.checkpoint.hit() {
                     error!(path = %self.store.path().display(), times = n, "writing checkpoint failed: {e}");
                 }
@@ -715,6 +777,41 @@ impl Pipeline {
         }
         saved.map(|_| ())
     }
+}
+
+/// What a checkpoint restores: the detector, the file positions, and the group store to continue.
+type Restored = (Detector, Vec<SourceCheckpoint>, Option<StoreRef>);
+
+/// Reads the checkpoint in `store` and the group store it names, and rebuilds the detector under `config`:
+/// the detector, the file positions, and the group store to continue (`None`: a checkpoint of an earlier
+/// build, groups inline). A damaged or foreign group store sets the checkpoint aside, as a damaged
+/// `checkpoint.json` is.
+fn restore(store: &CheckpointStore, config: &Config) -> Result<Option<Restored>, LoadError> {
+    let dir = config.state.dir.clone();
+    store.load_then::<Saved, _>(STATE_VERSION, |s| {
+        let cfg = config.detector();
+        let saved_window = (
+            s.detector.window.length_us,
+            s.detector.window.group_by.clone(),
+        );
+        let detector = match &s.groups_store {
+            None => Detector::restore(&cfg, s.detector),
+            Some(r) => Detector::restore_with(&cfg, s.detector, |w, c| groups::load(&dir, r, w, c))
+                .map_err(|e| match e {
+                    StoreError::Damaged(m) => {
+                        LoadError::SetAside(format!("damaged checkpoint: {m}"))
+                    }
+                    StoreError::Unreadable(m) => LoadError::Unreadable(m),
+                })?,
+        };
+        // A new window length or grouping in the config changed every group (or emptied the window): the
+        // store no longer holds them, the next checkpoint is a full write.
+        let now = detector.window().state_header::<()>();
+        let store = s
+            .groups_store
+            .filter(|_| (now.length_us, now.group_by) == saved_window);
+        Ok((detector, s.sources, store))
+    })
 }
 
 /// The daemon stopped without saving its final checkpoint (the reason was logged): `run` exits with

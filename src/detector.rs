@@ -348,23 +348,73 @@ impl Detector {
         }
     }
 
+    /// [`Detector::snapshot`] without the window's groups: what `checkpoint.json` holds when the groups are
+    /// saved in the binary group store ([`crate::checkpoint::groups`]).
+    pub fn snapshot_header(&self) -> DetectorState {
+        DetectorState {
+            version: STATE_VERSION,
+            window: self.window.state_header(),
+            stats: self.stats.clone(),
+            interim: self.interim.state(),
+            context: self.context.state_without_prevalence(),
+        }
+    }
+
+    /// The context maps, for the checkpoint to save the prevalence entries (all, or those changed).
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// The window, for the checkpoint to save its groups (all, or those changed).
+    pub fn window(&self) -> &Window<GroupData> {
+        &self.window
+    }
+
+    /// From now on, remember which groups change (for an incremental checkpoint).
+    pub fn track_changes(&mut self) {
+        self.window.track_changes();
+        self.context.track_changes();
+    }
+
+    /// A checkpoint saved every change so far.
+    pub fn clear_changes(&mut self) {
+        self.window.clear_changes();
+        self.context.clear_changes();
+    }
+
     /// Rebuilds a detector from [`Detector::snapshot`] and applies `cfg` on top (as a reload would).
     pub fn restore(cfg: &DetectorConfig, state: DetectorState) -> Detector {
+        match Detector::restore_with(cfg, state, |_, _| Ok::<(), std::convert::Infallible>(())) {
+            Ok(d) => d,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`Detector::restore`], with `groups` putting back what was saved apart from `state` (the window's
+    /// groups and the context's prevalence entries; before `cfg` is applied, as they were saved under the
+    /// old one).
+    pub fn restore_with<E>(
+        cfg: &DetectorConfig,
+        state: DetectorState,
+        groups: impl FnOnce(&mut Window<GroupData>, &mut Context) -> Result<(), E>,
+    ) -> Result<Detector, E> {
         let rules = Rules::new(cfg);
-        let window = Window::from_state(&state.window, cfg.window.max_groups, GroupData::clone);
+        let mut window = Window::from_state(&state.window, cfg.window.max_groups, GroupData::clone);
+        let mut context = Context::from_state(&state.context);
+        groups(&mut window, &mut context)?;
         let mut d = Detector {
             rules,
             sensor: cfg.sensor_name.clone(),
             window,
             stats: state.stats,
             interim: Interim::from_state(&state.interim),
-            context: Context::from_state(&state.context),
+            context,
             context_cfg: cfg.context.clone(),
             expect_interim: expects_interim(cfg),
             last: None,
         };
         d.reconfigure(cfg);
-        d
+        Ok(d)
     }
 
     /// The group the last record given to [`Detector::process`] went to, with its figures; None when that

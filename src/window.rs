@@ -53,6 +53,13 @@
 //! enough, the groups with the smallest measure (ties: smallest key) are evicted down to `max_groups -
 //! max_groups/16` so that eviction is amortized; each eviction is counted. The slab does not shrink: its
 //! high-water mark is bounded by `max_groups`.
+//!
+//! ## Changes, for an incremental checkpoint
+//! When asked ([`Window::track_changes`], the daemon does), the window remembers which groups changed since
+//! the last checkpoint: a flag per slot set by [`Window::touch`] and by an advance that moved intervals (a
+//! sweep, [`Window::measure`]), and the keys of the groups dropped (expired or evicted). The checkpoint saves
+//! [`Window::changed`] and [`Window::removed`] and then calls [`Window::clear_changes`]; a new length or
+//! grouping ([`Window::reconfigure`]) asks for a full one ([`Window::all_changed`]).
 
 pub mod config;
 
@@ -180,20 +187,42 @@ enum Items {
 
 impl Accumulator {
     /// Moves intervals whose state changed at left edge `w` (which must not be below any earlier `w`).
-    pub fn advance(&mut self, w: i64) {
+    /// Returns whether anything moved (the saved form of the accumulator changed).
+    pub fn advance(&mut self, w: i64) -> bool {
         match &mut self.items {
-            Items::Empty => {}
+            Items::Empty => false,
             Items::One(_, e) => {
                 if *e <= w {
                     self.items = Items::Empty;
+                    true
+                } else {
+                    false
                 }
             }
             Items::Many(h) => {
-                h.advance(w);
+                let moved = h.advance(w);
                 if h.len() == 0 {
                     self.items = Items::Empty;
                 }
+                moved
             }
+        }
+    }
+
+    /// The one live interval `(start, end)` of a group that holds exactly one (the common case), without
+    /// building its [`AccumulatorState`].
+    pub fn single(&self) -> Option<(i64, i64)> {
+        match self.items {
+            Items::One(s, e) => Some((s, e)),
+            _ => None,
+        }
+    }
+
+    /// An accumulator holding the one interval `[s, e]`: what [`Accumulator::from_state`] makes of a state
+    /// with one full item of multiplicity 1, without building that state.
+    pub fn one(s: i64, e: i64) -> Accumulator {
+        Accumulator {
+            items: Items::One(s.min(e), e),
         }
     }
 
@@ -392,11 +421,14 @@ pub struct AccumulatorState {
 }
 
 impl Heaps {
-    fn advance(&mut self, w: i64) {
+    /// Returns whether anything moved.
+    fn advance(&mut self, w: i64) -> bool {
+        let mut moved = false;
         while let Some(&Reverse((s, e, n))) = self.full.peek() {
             if s >= w {
                 break;
             }
+            moved = true;
             self.full.pop();
             self.full_len -= i64::from(n) * (e - s);
             if e > w {
@@ -409,10 +441,12 @@ impl Heaps {
             if e > w {
                 break;
             }
+            moved = true;
             self.strad.pop();
             self.strad_end -= i128::from(n) * i128::from(e);
             self.strad_n -= i64::from(n);
         }
+        moved
     }
 
     fn measure(&self, w: i64) -> i64 {
@@ -625,6 +659,9 @@ pub struct WindowState<S> {
     pub evictions: u64,
     pub expired: u64,
     pub since_sweep: u64,
+    /// Absent from a checkpoint whose groups are in the binary store (an older build reading it then
+    /// refuses it instead of starting with an empty window).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<(GroupKey, AccumulatorState, S)>,
 }
 
@@ -643,6 +680,30 @@ pub struct Window<T> {
     evictions: u64,
     expired: u64,
     since_sweep: u64,
+    /// What changed since the last checkpoint, for an incremental one; `None` unless asked for
+    /// ([`Window::track_changes`]: the daemon does, `replay` does not pay for it).
+    changes: Option<Box<Changes>>,
+}
+
+/// The groups changed since [`Window::clear_changes`]: a flag per slot (a slot is marked when its group is
+/// touched or moved by an advance; a reused slot is marked anew by the touch that reuses it) and the keys of
+/// groups dropped (expired or evicted). Keys, not slots, name removals, so a slot reused by another key
+/// between two checkpoints cannot hide one.
+#[derive(Debug, Clone, Default)]
+struct Changes {
+    dirty: Vec<bool>,
+    removed: rustc_hash::FxHashSet<GroupKey>,
+    /// Every group may have changed (a new length or grouping): the next checkpoint must be a full one.
+    all: bool,
+}
+
+impl Changes {
+    fn mark(&mut self, i: usize) {
+        if i >= self.dirty.len() {
+            self.dirty.resize(i + 1, false);
+        }
+        self.dirty[i] = true;
+    }
 }
 
 fn group_by_name(g: GroupBy) -> &'static str {
@@ -667,7 +728,99 @@ impl<T: Default + Hold> Window<T> {
             evictions: 0,
             expired: 0,
             since_sweep: 0,
+            changes: None,
         }
+    }
+
+    /// From now on, remember which groups change, for [`Window::changed`] and [`Window::removed`].
+    pub fn track_changes(&mut self) {
+        if self.changes.is_none() {
+            self.changes = Some(Box::default());
+        }
+    }
+
+    /// Whether every group must be saved again (changes not tracked, or a new length or grouping).
+    pub fn all_changed(&self) -> bool {
+        match &self.changes {
+            Some(c) => c.all,
+            None => true,
+        }
+    }
+
+    /// The groups touched (or moved by an advance) since [`Window::clear_changes`] that are still tracked.
+    pub fn changed(&self) -> impl Iterator<Item = (&GroupKey, &Slot<T>)> {
+        let dirty: &[bool] = self.changes.as_ref().map_or(&[], |c| &c.dirty);
+        self.groups.iter().filter_map(move |(k, i)| {
+            let i = *i as usize;
+            if dirty.get(i).copied().unwrap_or(false) {
+                Some((k, self.slots.get(i)?))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The groups dropped since [`Window::clear_changes`] and not tracked again since.
+    pub fn removed(&self) -> impl Iterator<Item = &GroupKey> {
+        self.changes
+            .iter()
+            .flat_map(|c| c.removed.iter())
+            .filter(|k| !self.groups.contains_key(*k))
+    }
+
+    /// The state saved now covers every change: start counting again.
+    pub fn clear_changes(&mut self) {
+        if let Some(c) = &mut self.changes {
+            c.dirty.clear();
+            c.removed.clear();
+            c.all = false;
+        }
+    }
+
+    fn mark(&mut self, i: usize) {
+        if let Some(c) = &mut self.changes {
+            c.mark(i);
+        }
+    }
+
+    /// Puts a saved group back (restoring a checkpoint), replacing one of the same key.
+    pub fn restore_group(&mut self, key: GroupKey, acc: Accumulator, data: T) {
+        let slot = Slot { acc, data };
+        match self.groups.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                if let Some(s) = self.slots.get_mut(*e.get() as usize) {
+                    *s = slot;
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        if let Some(s) = self.slots.get_mut(i as usize) {
+                            *s = slot;
+                        }
+                        i
+                    }
+                    None => {
+                        self.slots.push(slot);
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                e.insert(i);
+            }
+        }
+    }
+
+    /// Drops a saved group (restoring a checkpoint that recorded its removal).
+    pub fn restore_removal(&mut self, key: &GroupKey) {
+        if let Some(i) = self.groups.remove(key) {
+            self.release(i);
+        }
+    }
+
+    /// Room for `n` more groups (restoring a checkpoint).
+    pub fn reserve(&mut self, n: usize) {
+        self.groups.reserve(n);
+        self.slots.reserve(n);
     }
 
     pub fn group_by(&self) -> GroupBy {
@@ -714,8 +867,14 @@ impl<T: Default + Hold> Window<T> {
             self.slots.clear();
             self.free.clear();
             self.group_by = group_by;
+            if let Some(c) = &mut self.changes {
+                c.all = true;
+            }
         }
         if length_us != self.length {
+            if let Some(c) = &mut self.changes {
+                c.all = true;
+            }
             if let Some(w_old) = self.left_edge() {
                 for slot in &mut self.slots {
                     slot.acc.unclip(w_old);
@@ -731,8 +890,12 @@ impl<T: Default + Hold> Window<T> {
         let w = self.left_edge()?;
         let i = *self.groups.get(key)?;
         let slot = self.slots.get_mut(i as usize)?;
-        slot.acc.advance(w);
-        Some(slot.acc.measure(w))
+        let moved = slot.acc.advance(w);
+        let m = slot.acc.measure(w);
+        if moved {
+            self.mark(i as usize);
+        }
+        Some(m)
     }
 
     /// The group of `key`, if tracked (not advanced).
@@ -776,6 +939,9 @@ impl<T: Default + Hold> Window<T> {
                 i
             }
         };
+        if let Some(c) = &mut self.changes {
+            c.mark(i);
+        }
         let slot = self.slots.get_mut(i)?;
         slot.acc.advance(w);
         if !fresh && slot.expired(w) {
@@ -799,14 +965,23 @@ impl<T: Default + Hold> Window<T> {
         let before = self.groups.len();
         let slots = &mut self.slots;
         let free = &mut self.free;
-        self.groups.retain(|_, i| match slots.get_mut(*i as usize) {
+        let mut changes = self.changes.as_deref_mut();
+        self.groups.retain(|k, i| match slots.get_mut(*i as usize) {
             Some(slot) => {
-                slot.acc.advance(w);
+                let moved = slot.acc.advance(w);
                 if slot.expired(w) {
                     *slot = Slot::default();
                     free.push(*i);
+                    if let Some(c) = changes.as_deref_mut() {
+                        c.removed.insert(*k);
+                    }
                     false
                 } else {
+                    if moved {
+                        if let Some(c) = changes.as_deref_mut() {
+                            c.mark(*i as usize);
+                        }
+                    }
                     true
                 }
             }
@@ -829,6 +1004,9 @@ impl<T: Default + Hold> Window<T> {
         for (_, k) in &by_measure[..n] {
             if let Some(i) = self.groups.remove(k) {
                 self.release(i);
+                if let Some(c) = &mut self.changes {
+                    c.removed.insert(*k);
+                }
             }
         }
         self.evictions += n as u64;
@@ -839,6 +1017,19 @@ impl<T: Default + Hold> Window<T> {
         self.groups
             .iter()
             .filter_map(|(k, i)| Some((k, self.slots.get(*i as usize)?)))
+    }
+
+    /// [`Window::state`] without its groups (saved apart, in the binary checkpoint store).
+    pub fn state_header<S>(&self) -> WindowState<S> {
+        WindowState {
+            length_us: self.length,
+            group_by: group_by_name(self.group_by).to_string(),
+            watermark_us: self.watermark,
+            evictions: self.evictions,
+            expired: self.expired,
+            since_sweep: self.since_sweep,
+            groups: Vec::new(),
+        }
     }
 
     /// Serializable state with groups sorted by key, `state_of` mapping each group's data.

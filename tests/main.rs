@@ -7,6 +7,7 @@ mod support;
 mod alert_quality;
 mod allow_files;
 mod check_preflight;
+mod checkpoint_binary;
 mod context_daemon;
 mod daemon;
 mod daemon_inproc;

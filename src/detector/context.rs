@@ -229,6 +229,18 @@ pub struct Context {
     /// Event time (µs) of the last sweep of expired entries.
     swept_at: i64,
     stats: ContextStats,
+    /// The prevalence entries changed since the last checkpoint, for an incremental one (`None` unless
+    /// asked for: the daemon does, `replay` does not pay for it).
+    changes: Option<Box<PrevalenceChanges>>,
+}
+
+/// Keys of the prevalence maps (`sources`, `reach`: one entry per internal source and per source and
+/// destination, as many as the window's groups) written, updated or dropped since the last checkpoint.
+/// The other maps are filled only from context logs and are saved whole.
+#[derive(Debug, Clone, Default)]
+struct PrevalenceChanges {
+    sources: rustc_hash::FxHashSet<IpAddr>,
+    reach: rustc_hash::FxHashSet<(Dest, IpAddr)>,
 }
 
 /// Inserts into a bounded map: when full, entries older than `oldest` go first; if none, the insert is
@@ -424,6 +436,10 @@ impl Context {
                 self.expiry.push(Reverse((end, Expiring::Source(src))));
             }
         }
+        if let Some(c) = &mut self.changes {
+            c.sources.insert(src);
+            c.reach.insert((dest.clone(), src));
+        }
         if let Some(at) = self.reach.get_mut(&dest).and_then(|m| m.get_mut(&src)) {
             *at = (*at).max(end);
             return;
@@ -459,6 +475,9 @@ impl Context {
                     }
                     Some(_) => {
                         self.sources.remove(&src);
+                        if let Some(c) = &mut self.changes {
+                            c.sources.insert(src);
+                        }
                     }
                     None => {}
                 },
@@ -475,6 +494,9 @@ impl Context {
                             self.reach_len -= 1;
                             if m.is_empty() {
                                 self.reach.remove(&dest);
+                            }
+                            if let Some(c) = &mut self.changes {
+                                c.reach.insert((dest, src));
                             }
                         }
                         None => {}
@@ -583,6 +605,129 @@ impl Context {
         s.sources.sort();
         s.reach
             .sort_by(|a, b| (format!("{:?}", a.0)).cmp(&format!("{:?}", b.0)));
+        s
+    }
+
+    /// From now on, remember which prevalence entries change (for an incremental checkpoint).
+    pub fn track_changes(&mut self) {
+        if self.changes.is_none() {
+            self.changes = Some(Box::default());
+        }
+    }
+
+    /// A checkpoint saved every change so far.
+    pub fn clear_changes(&mut self) {
+        if let Some(c) = &mut self.changes {
+            c.sources.clear();
+            c.reach.clear();
+        }
+    }
+
+    /// Every internal source seen, with when last: (source, time).
+    pub fn sources(&self) -> impl Iterator<Item = (IpAddr, i64)> + '_ {
+        self.sources.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// Every (destination, source) reached, with when last.
+    pub fn reach(&self) -> impl Iterator<Item = (&Dest, IpAddr, i64)> + '_ {
+        self.reach
+            .iter()
+            .flat_map(|(d, m)| m.iter().map(move |(s, at)| (d, *s, *at)))
+    }
+
+    /// The sources changed since [`Context::clear_changes`]: `None` for one dropped.
+    pub fn changed_sources(&self) -> impl Iterator<Item = (IpAddr, Option<i64>)> + '_ {
+        self.changes
+            .iter()
+            .flat_map(|c| c.sources.iter())
+            .map(|s| (*s, self.sources.get(s).copied()))
+    }
+
+    /// The (destination, source) entries changed since [`Context::clear_changes`]: `None` for one dropped.
+    pub fn changed_reach(&self) -> impl Iterator<Item = (&Dest, IpAddr, Option<i64>)> + '_ {
+        self.changes
+            .iter()
+            .flat_map(|c| c.reach.iter())
+            .map(|(d, s)| (d, *s, self.reach.get(d).and_then(|m| m.get(s)).copied()))
+    }
+
+    /// Prevalence sources tracked.
+    pub fn sources_len(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// (destination, source) prevalence entries tracked.
+    pub fn reach_len(&self) -> usize {
+        self.reach_len
+    }
+
+    /// Room for `sources` more prevalence sources (restoring a checkpoint).
+    pub fn reserve(&mut self, sources: usize) {
+        self.sources.reserve(sources);
+    }
+
+    /// Puts a saved source back (`None`: drops it), restoring a checkpoint.
+    pub fn restore_source(&mut self, src: IpAddr, at: Option<i64>) {
+        match at {
+            Some(at) => {
+                // A queue entry is needed unless one at or before `at` exists (the key was there, newer).
+                if self
+                    .sources
+                    .insert(src, at)
+                    .is_none_or(|before| at < before)
+                {
+                    self.expiry.push(Reverse((at, Expiring::Source(src))));
+                }
+            }
+            None => {
+                self.sources.remove(&src);
+            }
+        }
+    }
+
+    /// Puts a saved (destination, source) entry back (`None`: drops it), restoring a checkpoint.
+    pub fn restore_reach(&mut self, dest: Dest, src: IpAddr, at: Option<i64>) {
+        match at {
+            Some(at) => {
+                let before = self.reach.entry(dest.clone()).or_default().insert(src, at);
+                if before.is_none() {
+                    self.reach_len += 1;
+                }
+                if before.is_none_or(|before| at < before) {
+                    self.expiry.push(Reverse((at, Expiring::Reach(dest, src))));
+                }
+            }
+            None => {
+                if let Some(m) = self.reach.get_mut(&dest) {
+                    if m.remove(&src).is_some() {
+                        self.reach_len -= 1;
+                    }
+                    if m.is_empty() {
+                        self.reach.remove(&dest);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Context::state`] without the prevalence maps (saved apart, in the binary checkpoint store).
+    pub fn state_without_prevalence(&self) -> ContextState {
+        let mut s = ContextState {
+            uids: self
+                .uid_order
+                .iter()
+                .filter_map(|(_, u)| Some((u.clone(), self.uids.get(u)?.clone())))
+                .collect(),
+            pairs: self.pairs.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            dns: self.dns.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            dns_hosts: self.dns_hosts.iter().map(|(k, v)| (*k, *v)).collect(),
+            sources: Vec::new(),
+            reach: Vec::new(),
+            stats: self.stats.clone(),
+        };
+        s.pairs.sort_by_key(|a| a.0);
+        s.dns.sort_by_key(|a| a.0);
+        s.dns_hosts.sort();
         s
     }
 

@@ -1,0 +1,990 @@
+//! The binary group store: the window's groups, saved apart from `checkpoint.json` in a compact, versioned,
+//! checksummed file that later checkpoints append to (what changed since the last one) and that is rewritten
+//! whole (compacted) once what was appended outgrows a fraction of it.
+//!
+//! ## Files and the commit
+//! `groups.<id>.bin` (`id`: 16 hex digits, random per file) holds a header and then chunks. Which file, and
+//! how many of its bytes, make up the saved state is said by `checkpoint.json` ([`StoreRef`]), which stays the
+//! one atomic commit point: a checkpoint appends a delta (or writes a new file), fsyncs it, and only then
+//! renames the new `checkpoint.json` (with the file positions and the rest of the detector state) into place.
+//! A crash before that rename leaves the previous `checkpoint.json`, naming the previous length (bytes of a
+//! torn or uncommitted append beyond it are never read, and are cut by the next append) or the previous file
+//! (a new file nobody names is removed by the next full write). So positions and groups always advance
+//! together and a restore never sees a mix.
+//!
+//! ## Layout (all integers little-endian)
+//! Header, 24 bytes: magic `LCGROUPS`, version (u32, [`STORE_VERSION`]), id (u64), CRC-32 of the 20 bytes
+//! before it. A store of another version is refused by name. Then chunks, each framed
+//! `[payload length u32][CRC-32 of the payload u32][payload]`; a payload is `[kind u8 = 1][reference time i64]
+//! [record count varint][records]`, at most [`CHUNK_GROUPS`] records. A record is a group upserted (its whole
+//! state) or removed (its key), applied in order: a full write is upserts of every group, a delta the groups
+//! touched (or moved by the window's advance) and the groups dropped since the last checkpoint. Every chunk up
+//! to the committed length must be whole and match its checksum, or the checkpoint is damaged.
+//!
+//! ## A record
+//! Key byte (bit 0: originator is IPv6, bit 1: responder is IPv6, bit 2: port and proto follow, bit 3:
+//! removal), the two addresses (4 or 16 bytes), then port (varint) and proto (u8). An upsert goes on with a
+//! data byte (bits 0-1: accumulator empty, one interval or many; bit 2: rule state follows; bit 3: the episode
+//! has a first record; bit 4: that record is the newest uid at `first_seen`; bit 5: older uids; bit 6: names;
+//! bit 7: connections is not 1) and then varints, times as zigzag differences from a related time (first
+//! seen from the chunk's reference time, last seen from first seen, an interval's start from first seen, ...),
+//! strings as length and bytes. A one-connection group takes about 50 bytes, a third of them its uid.
+
+use crate::detector::context::{Context, Dest};
+use crate::detector::{Detector, GroupData, Uids};
+use crate::rules::{Level, RuleState};
+use crate::window::{Accumulator, AccumulatorState, GroupKey, Window};
+use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+/// The version of the store's layout this build writes and reads.
+pub const STORE_VERSION: u32 = 1;
+const MAGIC: &[u8; 8] = b"LCGROUPS";
+const HEADER_LEN: usize = 24;
+/// Records per chunk: a chunk is checked whole before any of it is used.
+pub const CHUNK_GROUPS: usize = 65_536;
+const KIND_GROUPS: u8 = 1;
+const KIND_SOURCES: u8 = 2;
+const KIND_REACH: u8 = 3;
+/// A full write replaces the appended deltas once they exceed this fraction (1/2) of the full write plus
+/// [`COMPACT_SLACK`] bytes (so a small window is not rewritten at every checkpoint).
+const COMPACT_SLACK: u64 = 64 * 1024;
+
+/// Which store file holds the groups and how much of it is committed: saved in `checkpoint.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreRef {
+    /// The file's name in the state directory.
+    pub file: String,
+    /// The id in the file's header (a file of the same name but another id is not ours).
+    pub id: u64,
+    /// Bytes committed: the header, the full write and the deltas appended since.
+    pub len: u64,
+    /// Bytes of the header and the full write.
+    pub base_len: u64,
+    /// Groups once every record is applied (room is reserved for them before reading).
+    pub groups: u64,
+    /// Prevalence sources and (destination, source) entries once every record is applied (room reserved).
+    #[serde(default)]
+    pub sources: u64,
+    #[serde(default)]
+    pub reach: u64,
+}
+
+/// Why the store could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// Damaged, missing, or of another version: the checkpoint is set aside.
+    Damaged(String),
+    /// There but unreadable (permission, I/O): not absence.
+    Unreadable(String),
+}
+
+fn file_name(id: u64) -> String {
+    format!("groups.{id:016x}.bin")
+}
+
+/// Whether `name` is a store file's name (and nothing that could leave the state directory).
+fn is_store_name(name: &str) -> bool {
+    name.strip_prefix("groups.")
+        .and_then(|r| r.strip_suffix(".bin"))
+        .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn header(id: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&STORE_VERSION.to_le_bytes());
+    h[12..20].copy_from_slice(&id.to_le_bytes());
+    let crc = crc32fast::hash(&h[..20]);
+    h[20..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Encoding.
+
+fn put_u(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn put_i(buf: &mut Vec<u8>, v: i64) {
+    put_u(buf, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    put_u(buf, s.len() as u64);
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// Base-62 digit of `c` (Zeek's uids are `C` and base-62 digits).
+fn b62(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'A'..=b'Z' => Some(c - b'A' + 10),
+        b'a'..=b'z' => Some(c - b'a' + 36),
+        _ => None,
+    }
+}
+
+const B62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Longest uid packed 6 bits a character.
+const MAX_PACKED: usize = 64;
+
+/// A uid: `(len << 1) | 1` and 6 bits a character when it is all base-62 digits (an 18-character Zeek
+/// uid takes 15 bytes), else `len << 1` and its bytes.
+fn put_uid(buf: &mut Vec<u8>, s: &str) {
+    let b = s.as_bytes();
+    if b.len() > MAX_PACKED || !b.iter().all(|c| b62(*c).is_some()) {
+        put_u(buf, (b.len() as u64) << 1);
+        buf.extend_from_slice(b);
+        return;
+    }
+    put_u(buf, ((b.len() as u64) << 1) | 1);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in b {
+        acc = (acc << 6) | u32::from(b62(*c).unwrap_or(0));
+        bits += 6;
+        while bits >= 8 {
+            bits -= 8;
+            buf.push((acc >> bits) as u8);
+        }
+        acc &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        buf.push((acc << (8 - bits)) as u8);
+    }
+}
+
+fn put_addr(buf: &mut Vec<u8>, a: &IpAddr) {
+    match a {
+        IpAddr::V4(v) => buf.extend_from_slice(&v.octets()),
+        IpAddr::V6(v) => buf.extend_from_slice(&v.octets()),
+    }
+}
+
+fn level_code(l: Option<Level>) -> u8 {
+    l.map_or(0, |l| l as u8 + 1)
+}
+
+fn put_key(buf: &mut Vec<u8>, k: &GroupKey, removal: bool) {
+    let mut b = 0u8;
+    if k.orig.is_ipv6() {
+        b |= 1;
+    }
+    if k.resp.is_ipv6() {
+        b |= 2;
+    }
+    let port_proto = k.port != 0 || k.proto != 0;
+    if port_proto {
+        b |= 4;
+    }
+    if removal {
+        b |= 8;
+    }
+    buf.push(b);
+    put_addr(buf, &k.orig);
+    put_addr(buf, &k.resp);
+    if port_proto {
+        put_u(buf, u64::from(k.port));
+        buf.push(k.proto);
+    }
+}
+
+fn rules_present(r: &RuleState) -> bool {
+    r.single_level.is_some()
+        || r.episode_level.is_some()
+        || r.single_at != 0
+        || r.last_alert_at != 0
+        || r.repeats != 0
+}
+
+/// Appends one group's upsert record; `t` is the chunk's reference time.
+fn put_group(buf: &mut Vec<u8>, t: i64, k: &GroupKey, acc: &Accumulator, d: &GroupData) {
+    put_key(buf, k, false);
+    let single = acc.single();
+    let mut f = match (single, acc.is_empty()) {
+        (_, true) => 0u8,
+        (Some(_), _) => 1,
+        (None, false) => 2,
+    };
+    let rules = rules_present(&d.rules);
+    if rules {
+        f |= 4;
+    }
+    let first = d.rules.episode_first.as_ref();
+    let first_is_newest = first.is_some_and(|(u, ts)| *u == d.uids.newest && *ts == d.first_seen);
+    if first.is_some() {
+        f |= 8;
+    }
+    if first_is_newest {
+        f |= 16;
+    }
+    let older = d.uids.older.as_ref().filter(|o| !o.is_empty());
+    if older.is_some() {
+        f |= 32;
+    }
+    if !d.names.is_empty() {
+        f |= 64;
+    }
+    if d.connections != 1 {
+        f |= 128;
+    }
+    buf.push(f);
+    put_i(buf, d.first_seen.wrapping_sub(t));
+    let span = d.last_seen.wrapping_sub(d.first_seen);
+    put_i(buf, span);
+    put_i(buf, d.longest_us.wrapping_sub(span));
+    if d.connections != 1 {
+        put_u(buf, d.connections);
+    }
+    put_u(buf, d.total_bytes);
+    put_uid(buf, &d.uids.newest);
+    if let Some(o) = older {
+        put_u(buf, o.len() as u64);
+        for u in o.iter() {
+            put_uid(buf, u);
+        }
+    }
+    if !d.names.is_empty() {
+        put_u(buf, d.names.len() as u64);
+        for n in &d.names {
+            put_str(buf, n);
+        }
+    }
+    if let (Some((u, ts)), false) = (first, first_is_newest) {
+        put_uid(buf, u);
+        put_i(buf, ts.wrapping_sub(d.first_seen));
+    }
+    if rules {
+        let r = &d.rules;
+        buf.push(level_code(r.single_level) | (level_code(r.episode_level) << 3));
+        put_i(buf, r.single_at.wrapping_sub(t));
+        put_i(buf, r.last_alert_at.wrapping_sub(t));
+        put_u(buf, u64::from(r.repeats));
+    }
+    match single {
+        Some((s, e)) => {
+            put_i(buf, s.wrapping_sub(d.first_seen));
+            put_i(buf, e.wrapping_sub(d.last_seen));
+        }
+        None if !acc.is_empty() => {
+            let st = acc.state();
+            put_u(buf, st.full.len() as u64);
+            let mut prev = d.first_seen;
+            for &(s, e, n) in &st.full {
+                put_i(buf, s.wrapping_sub(prev));
+                put_i(buf, e.wrapping_sub(s));
+                put_u(buf, u64::from(n));
+                prev = s;
+            }
+            put_u(buf, st.straddling.len() as u64);
+            let mut prev = d.last_seen;
+            for &(e, n) in &st.straddling {
+                put_i(buf, e.wrapping_sub(prev));
+                put_u(buf, u64::from(n));
+                prev = e;
+            }
+            put_u(buf, st.merged);
+        }
+        None => {}
+    }
+}
+
+/// Builds chunks of records and writes them framed.
+struct ChunkWriter {
+    kind: u8,
+    t: i64,
+    records: usize,
+    payload: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn new(kind: u8, t: i64) -> ChunkWriter {
+        ChunkWriter {
+            kind,
+            t,
+            records: 0,
+            payload: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    fn upsert(&mut self, k: &GroupKey, acc: &Accumulator, d: &GroupData) {
+        put_group(&mut self.payload, self.t, k, acc, d);
+        self.count();
+    }
+
+    fn removal(&mut self, k: &GroupKey) {
+        put_key(&mut self.payload, k, true);
+        self.count();
+    }
+
+    /// A prevalence source: bit 0 of the flag byte IPv6, bit 1 removal.
+    fn source(&mut self, src: IpAddr, at: Option<i64>) {
+        let p = &mut self.payload;
+        p.push(u8::from(src.is_ipv6()) | if at.is_none() { 2 } else { 0 });
+        put_addr(p, &src);
+        if let Some(at) = at {
+            put_i(p, at.wrapping_sub(self.t));
+        }
+        self.count();
+    }
+
+    /// A prevalence entry: bit 0 of the flag byte the source is IPv6, bit 1 removal, bit 2 the destination
+    /// is a name (else an address; bit 3: IPv6).
+    fn reach(&mut self, dest: &Dest, src: IpAddr, at: Option<i64>) {
+        let p = &mut self.payload;
+        let mut f = u8::from(src.is_ipv6()) | if at.is_none() { 2 } else { 0 };
+        match dest {
+            Dest::Name(_) => f |= 4,
+            Dest::Addr(a) if a.is_ipv6() => f |= 8,
+            Dest::Addr(_) => {}
+        }
+        p.push(f);
+        match dest {
+            Dest::Name(n) => put_str(p, n),
+            Dest::Addr(a) => put_addr(p, a),
+        }
+        put_addr(p, &src);
+        if let Some(at) = at {
+            put_i(p, at.wrapping_sub(self.t));
+        }
+        self.count();
+    }
+
+    fn count(&mut self) {
+        self.records += 1;
+        if self.records >= CHUNK_GROUPS {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.records == 0 {
+            return;
+        }
+        let mut p = Vec::with_capacity(self.payload.len() + 19);
+        p.push(self.kind);
+        p.extend_from_slice(&self.t.to_le_bytes());
+        put_u(&mut p, self.records as u64);
+        p.extend_from_slice(&self.payload);
+        self.out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        self.out
+            .extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
+        self.out.extend_from_slice(&p);
+        self.payload.clear();
+        self.records = 0;
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.flush();
+        self.out
+    }
+}
+
+/// Every group of the detector's window and every prevalence entry of its context, as the chunks of a full
+/// write.
+pub fn encode_full(d: &Detector) -> Vec<u8> {
+    let (w, ctx) = (d.window(), d.context());
+    let t = w.watermark().unwrap_or(0);
+    let mut c = ChunkWriter::new(KIND_GROUPS, t);
+    for (k, slot) in w.groups() {
+        c.upsert(k, &slot.acc, &slot.data);
+    }
+    let mut out = c.finish();
+    let mut c = ChunkWriter::new(KIND_SOURCES, t);
+    for (src, at) in ctx.sources() {
+        c.source(src, Some(at));
+    }
+    out.extend_from_slice(&c.finish());
+    let mut c = ChunkWriter::new(KIND_REACH, t);
+    for (dest, src, at) in ctx.reach() {
+        c.reach(dest, src, Some(at));
+    }
+    out.extend_from_slice(&c.finish());
+    out
+}
+
+/// What changed since the detector's changes were last cleared, as the chunks of a delta: the groups
+/// removed, then those touched, then the prevalence entries written or dropped.
+pub fn encode_delta(d: &Detector) -> Vec<u8> {
+    let (w, ctx) = (d.window(), d.context());
+    let t = w.watermark().unwrap_or(0);
+    let mut c = ChunkWriter::new(KIND_GROUPS, t);
+    for k in w.removed() {
+        c.removal(k);
+    }
+    for (k, slot) in w.changed() {
+        c.upsert(k, &slot.acc, &slot.data);
+    }
+    let mut out = c.finish();
+    let mut c = ChunkWriter::new(KIND_SOURCES, t);
+    for (src, at) in ctx.changed_sources() {
+        c.source(src, at);
+    }
+    out.extend_from_slice(&c.finish());
+    let mut c = ChunkWriter::new(KIND_REACH, t);
+    for (dest, src, at) in ctx.changed_reach() {
+        c.reach(dest, src, at);
+    }
+    out.extend_from_slice(&c.finish());
+    out
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Decoding.
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+type R<T> = Result<T, String>;
+
+impl<'a> Reader<'a> {
+    fn u8(&mut self) -> R<u8> {
+        let v = *self.b.get(self.pos).ok_or("a record is cut short")?;
+        self.pos += 1;
+        Ok(v)
+    }
+
+    fn bytes(&mut self, n: usize) -> R<&'a [u8]> {
+        let end = self.pos.checked_add(n).ok_or("a length is out of range")?;
+        let v = self.b.get(self.pos..end).ok_or("a record is cut short")?;
+        self.pos = end;
+        Ok(v)
+    }
+
+    fn u(&mut self) -> R<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("a number is too long".into())
+    }
+
+    fn i(&mut self) -> R<i64> {
+        let u = self.u()?;
+        Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+    }
+
+    fn len(&mut self) -> R<usize> {
+        let n = self.u()?;
+        let n = usize::try_from(n).map_err(|_| "a length is out of range")?;
+        if n > self.b.len() - self.pos {
+            return Err("a length runs past its chunk".into());
+        }
+        Ok(n)
+    }
+
+    fn string(&mut self) -> R<CompactString> {
+        let n = self.len()?;
+        let b = self.bytes(n)?;
+        let s = std::str::from_utf8(b).map_err(|_| "a string is not UTF-8")?;
+        Ok(CompactString::from(s))
+    }
+
+    fn uid(&mut self) -> R<CompactString> {
+        let h = self.u()?;
+        let n = usize::try_from(h >> 1).map_err(|_| "a length is out of range")?;
+        if h & 1 == 0 {
+            if n > self.b.len() - self.pos {
+                return Err("a length runs past its chunk".into());
+            }
+            let b = self.bytes(n)?;
+            let s = std::str::from_utf8(b).map_err(|_| "a uid is not UTF-8")?;
+            return Ok(CompactString::from(s));
+        }
+        if n > MAX_PACKED {
+            return Err("a packed uid is too long".into());
+        }
+        let b = self.bytes((n * 6).div_ceil(8))?;
+        let mut out = [0u8; MAX_PACKED];
+        let (mut acc, mut bits, mut i) = (0u32, 0u32, 0usize);
+        for o in out.iter_mut().take(n) {
+            if bits < 6 {
+                acc = (acc << 8) | u32::from(*b.get(i).ok_or("a packed uid is cut short")?);
+                i += 1;
+                bits += 8;
+            }
+            bits -= 6;
+            let code = (acc >> bits) & 63;
+            acc &= (1 << bits) - 1;
+            *o = *B62
+                .get(code as usize)
+                .ok_or("a packed uid holds a character out of range")?;
+        }
+        let s = std::str::from_utf8(&out[..n]).map_err(|_| "a uid is not UTF-8")?;
+        Ok(CompactString::from(s))
+    }
+
+    fn addr(&mut self, v6: bool) -> R<IpAddr> {
+        Ok(if v6 {
+            let b: [u8; 16] = self.bytes(16)?.try_into().map_err(|_| "an address")?;
+            IpAddr::V6(Ipv6Addr::from(b))
+        } else {
+            let b: [u8; 4] = self.bytes(4)?.try_into().map_err(|_| "an address")?;
+            IpAddr::V4(Ipv4Addr::from(b))
+        })
+    }
+
+    fn level(code: u8) -> R<Option<Level>> {
+        match code {
+            0 => Ok(None),
+            c => Level::ALL
+                .get(usize::from(c) - 1)
+                .copied()
+                .map(Some)
+                .ok_or_else(|| format!("level code {c} is unknown")),
+        }
+    }
+}
+
+/// One record read back.
+enum Record {
+    Upsert(GroupKey, Accumulator, GroupData),
+    Removal(GroupKey),
+}
+
+fn read_record(r: &mut Reader<'_>, t: i64) -> R<Record> {
+    let kb = r.u8()?;
+    if kb & !15 != 0 {
+        return Err(format!("key byte {kb:#x} is unknown"));
+    }
+    let orig = r.addr(kb & 1 != 0)?;
+    let resp = r.addr(kb & 2 != 0)?;
+    let (port, proto) = if kb & 4 != 0 {
+        let p = u16::try_from(r.u()?).map_err(|_| "a port is out of range")?;
+        (p, r.u8()?)
+    } else {
+        (0, 0)
+    };
+    let key = GroupKey {
+        orig,
+        resp,
+        port,
+        proto,
+    };
+    if kb & 8 != 0 {
+        return Ok(Record::Removal(key));
+    }
+    let f = r.u8()?;
+    let first_seen = r.i()?.wrapping_add(t);
+    let span = r.i()?;
+    let last_seen = first_seen.wrapping_add(span);
+    let longest_us = r.i()?.wrapping_add(span);
+    let connections = if f & 128 != 0 { r.u()? } else { 1 };
+    let total_bytes = r.u()?;
+    let newest = r.uid()?;
+    let older = if f & 32 != 0 {
+        let n = r.len()?;
+        let mut o = std::collections::VecDeque::with_capacity(n.min(64));
+        for _ in 0..n {
+            o.push_back(r.uid()?);
+        }
+        Some(Box::new(o))
+    } else {
+        None
+    };
+    let mut names = Vec::new();
+    if f & 64 != 0 {
+        let n = r.len()?;
+        for _ in 0..n {
+            names.push(r.string()?);
+        }
+    }
+    let episode_first = match (f & 8 != 0, f & 16 != 0) {
+        (false, _) => None,
+        (true, true) => Some((newest.clone(), first_seen)),
+        (true, false) => {
+            let u = r.uid()?;
+            Some((u, r.i()?.wrapping_add(first_seen)))
+        }
+    };
+    let mut rules = RuleState {
+        episode_first,
+        ..RuleState::default()
+    };
+    if f & 4 != 0 {
+        let lv = r.u8()?;
+        rules.single_level = Reader::level(lv & 7)?;
+        rules.episode_level = Reader::level(lv >> 3)?;
+        rules.single_at = r.i()?.wrapping_add(t);
+        rules.last_alert_at = r.i()?.wrapping_add(t);
+        rules.repeats = u32::try_from(r.u()?).map_err(|_| "a repeat count is out of range")?;
+    }
+    let acc = match f & 3 {
+        0 => Accumulator::default(),
+        1 => {
+            let s = r.i()?.wrapping_add(first_seen);
+            let e = r.i()?.wrapping_add(last_seen);
+            Accumulator::one(s, e)
+        }
+        2 => {
+            let n = r.len()?;
+            let mut full = Vec::with_capacity(n);
+            let mut prev = first_seen;
+            for _ in 0..n {
+                let s = r.i()?.wrapping_add(prev);
+                let e = r.i()?.wrapping_add(s);
+                let m = u32::try_from(r.u()?).map_err(|_| "a multiplicity is out of range")?;
+                full.push((s, e, m));
+                prev = s;
+            }
+            let n = r.len()?;
+            let mut straddling = Vec::with_capacity(n);
+            let mut prev = last_seen;
+            for _ in 0..n {
+                let e = r.i()?.wrapping_add(prev);
+                let m = u32::try_from(r.u()?).map_err(|_| "a multiplicity is out of range")?;
+                straddling.push((e, m));
+                prev = e;
+            }
+            let merged = r.u()?;
+            Accumulator::from_state(&AccumulatorState {
+                full,
+                straddling,
+                merged,
+            })
+        }
+        _ => return Err("an accumulator kind is unknown".into()),
+    };
+    let data = GroupData {
+        rules,
+        connections,
+        longest_us,
+        total_bytes,
+        first_seen,
+        last_seen,
+        uids: Uids { newest, older },
+        names,
+    };
+    Ok(Record::Upsert(key, acc, data))
+}
+
+fn read_source(r: &mut Reader<'_>, t: i64, ctx: &mut Context) -> R<()> {
+    let f = r.u8()?;
+    if f & !3 != 0 {
+        return Err(format!("source flags {f:#x} are unknown"));
+    }
+    let src = r.addr(f & 1 != 0)?;
+    let at = if f & 2 != 0 {
+        None
+    } else {
+        Some(r.i()?.wrapping_add(t))
+    };
+    ctx.restore_source(src, at);
+    Ok(())
+}
+
+fn read_reach(r: &mut Reader<'_>, t: i64, ctx: &mut Context) -> R<()> {
+    let f = r.u8()?;
+    if f & !15 != 0 || f & 12 == 12 {
+        return Err(format!("reach flags {f:#x} are unknown"));
+    }
+    let dest = if f & 4 != 0 {
+        Dest::Name(r.string()?)
+    } else {
+        Dest::Addr(r.addr(f & 8 != 0)?)
+    };
+    let src = r.addr(f & 1 != 0)?;
+    let at = if f & 2 != 0 {
+        None
+    } else {
+        Some(r.i()?.wrapping_add(t))
+    };
+    ctx.restore_reach(dest, src, at);
+    Ok(())
+}
+
+/// Applies the chunks in `b` (after the header) to `w` and `ctx`; `Err` names what is wrong and where.
+fn apply_chunks(b: &[u8], w: &mut Window<GroupData>, ctx: &mut Context) -> R<()> {
+    let mut pos = 0usize;
+    while pos < b.len() {
+        let at = pos + HEADER_LEN;
+        let frame = b
+            .get(pos..pos + 8)
+            .ok_or_else(|| format!("the chunk at byte {at} is cut short"))?;
+        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let payload = b
+            .get(pos + 8..pos + 8 + len)
+            .ok_or_else(|| format!("the chunk at byte {at} is cut short"))?;
+        if crc32fast::hash(payload) != crc {
+            return Err(format!(
+                "the chunk at byte {at}: its checksum does not match"
+            ));
+        }
+        let mut r = Reader { b: payload, pos: 0 };
+        let mut apply = |r: &mut Reader<'_>| -> R<()> {
+            let kind = r.u8()?;
+            if !(KIND_GROUPS..=KIND_REACH).contains(&kind) {
+                return Err(format!("chunk kind {kind} is unknown"));
+            }
+            let t = i64::from_le_bytes(r.bytes(8)?.try_into().map_err(|_| "a time")?);
+            let n = r.u()?;
+            for _ in 0..n {
+                match kind {
+                    KIND_GROUPS => match read_record(r, t)? {
+                        Record::Upsert(k, acc, d) => w.restore_group(k, acc, d),
+                        Record::Removal(k) => w.restore_removal(&k),
+                    },
+                    KIND_SOURCES => read_source(r, t, ctx)?,
+                    _ => read_reach(r, t, ctx)?,
+                }
+            }
+            if r.pos != r.b.len() {
+                return Err("bytes after the last record".into());
+            }
+            Ok(())
+        };
+        apply(&mut r).map_err(|e| format!("the chunk at byte {at}: {e}"))?;
+        pos += 8 + len;
+    }
+    Ok(())
+}
+
+/// Reads the store `r` names from `dir` into `w` and `ctx` (restored from `checkpoint.json`, without the
+/// groups and prevalence entries the store holds).
+pub fn load(
+    dir: &Path,
+    r: &StoreRef,
+    w: &mut Window<GroupData>,
+    ctx: &mut Context,
+) -> Result<(), StoreError> {
+    if !is_store_name(&r.file) {
+        return Err(StoreError::Damaged(format!(
+            "the group store's name {:?} is not one this build writes",
+            r.file
+        )));
+    }
+    let path = dir.join(&r.file);
+    let damaged = |what: String| StoreError::Damaged(format!("{}: {what}", path.display()));
+    let mut bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(damaged("the group store is missing".into()))
+        }
+        Err(e) => {
+            return Err(StoreError::Unreadable(format!(
+                "{}: cannot read the group store: {e}",
+                path.display()
+            )))
+        }
+    };
+    let len = usize::try_from(r.len).unwrap_or(usize::MAX);
+    if bytes.len() < len || len < HEADER_LEN {
+        return Err(damaged(format!(
+            "{} bytes, shorter than the {} the checkpoint names",
+            bytes.len(),
+            r.len
+        )));
+    }
+    // Bytes past the committed length: an append that was never committed (cut at the next append).
+    bytes.truncate(len);
+    let (h, rest) = bytes.split_at(HEADER_LEN);
+    if &h[..8] != MAGIC {
+        return Err(damaged("not a longconn group store".into()));
+    }
+    let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    let crc = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
+    if crc32fast::hash(&h[..20]) != crc {
+        return Err(damaged("its header's checksum does not match".into()));
+    }
+    if version != STORE_VERSION {
+        return Err(damaged(format!(
+            "checkpoint store version {version} is not supported (this build reads {STORE_VERSION})"
+        )));
+    }
+    let id = u64::from_le_bytes([h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]]);
+    if id != r.id {
+        return Err(damaged(format!(
+            "its id {id:016x} is not the {:016x} the checkpoint names",
+            r.id
+        )));
+    }
+    // Room for what the checkpoint says is there (bounded: these numbers come from a file too).
+    let room = |n: u64| usize::try_from(n).unwrap_or(0).min(1 << 26);
+    w.reserve(room(r.groups));
+    ctx.reserve(room(r.sources));
+    apply_chunks(rest, w, ctx).map_err(damaged)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Writing.
+
+/// A write done but not yet committed by `checkpoint.json`: [`GroupStore::commit`] it once that is saved,
+/// [`GroupStore::abandon`] it if not.
+#[derive(Debug)]
+pub struct Pending {
+    pub store: StoreRef,
+    /// Bytes written.
+    pub bytes: u64,
+    /// A new file (a full write), not an append.
+    full: bool,
+}
+
+impl Pending {
+    /// A full write (a new file), not a delta.
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+}
+
+/// The store files of one state directory and the one committed now.
+#[derive(Debug)]
+pub struct GroupStore {
+    dir: PathBuf,
+    current: Option<StoreRef>,
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl GroupStore {
+    pub fn new(dir: &Path) -> GroupStore {
+        GroupStore {
+            dir: dir.to_path_buf(),
+            current: None,
+        }
+    }
+
+    /// The store committed now (restored, or written by this process).
+    pub fn current(&self) -> Option<&StoreRef> {
+        self.current.as_ref()
+    }
+
+    /// Continues the store a restored checkpoint named.
+    pub fn adopt(&mut self, r: StoreRef) {
+        self.current = Some(r);
+    }
+
+    /// Whether the next write must be full: no store yet, the window says every group changed, or the
+    /// deltas appended outgrew half the full write.
+    pub fn wants_full(&self, d: &Detector) -> bool {
+        match &self.current {
+            None => true,
+            Some(r) => {
+                d.window().all_changed()
+                    || r.len.saturating_sub(r.base_len) > r.base_len / 2 + COMPACT_SLACK
+            }
+        }
+    }
+
+    /// Writes the window's groups: a full write to a new file when [`GroupStore::wants_full`], else a
+    /// delta appended to the current file; fsynced either way. Nothing is committed yet.
+    pub fn write(&self, d: &Detector) -> io::Result<Pending> {
+        match (&self.current, self.wants_full(d)) {
+            (Some(r), false) => self.append(r, d),
+            _ => self.write_full(d),
+        }
+    }
+
+    fn write_full(&self, d: &Detector) -> io::Result<Pending> {
+        let id = uuid::Uuid::new_v4().as_u64_pair().0;
+        let name = file_name(id);
+        let path = self.dir.join(&name);
+        let mut bytes = header(id).to_vec();
+        bytes.extend_from_slice(&encode_full(d));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            sync_dir(&self.dir)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        let len = bytes.len() as u64;
+        Ok(Pending {
+            store: StoreRef {
+                file: name,
+                id,
+                len,
+                base_len: len,
+                groups: d.window().len() as u64,
+                sources: d.context().sources_len() as u64,
+                reach: d.context().reach_len() as u64,
+            },
+            bytes: len,
+            full: true,
+        })
+    }
+
+    fn append(&self, r: &StoreRef, d: &Detector) -> io::Result<Pending> {
+        let delta = encode_delta(d);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(self.dir.join(&r.file))?;
+        // What a failed or uncommitted append left after the committed length goes.
+        if f.metadata()?.len() != r.len {
+            f.set_len(r.len)?;
+        }
+        f.seek(SeekFrom::Start(r.len))?;
+        f.write_all(&delta)?;
+        f.sync_data()?;
+        Ok(Pending {
+            store: StoreRef {
+                len: r.len + delta.len() as u64,
+                groups: d.window().len() as u64,
+                sources: d.context().sources_len() as u64,
+                reach: d.context().reach_len() as u64,
+                ..r.clone()
+            },
+            bytes: delta.len() as u64,
+            full: false,
+        })
+    }
+
+    /// `checkpoint.json` now names `p.store`: it is the current one; after a full write, every other
+    /// store file in the directory goes (the previous one, and any a crash left unnamed).
+    pub fn commit(&mut self, p: Pending) {
+        if p.full {
+            self.remove_others(&p.store.file);
+        }
+        self.current = Some(p.store);
+    }
+
+    /// `checkpoint.json` could not be saved: a new file goes (an append is cut by the next one).
+    pub fn abandon(&self, p: Pending) {
+        if p.full {
+            let _ = fs::remove_file(self.dir.join(&p.store.file));
+        }
+    }
+
+    fn remove_others(&self, keep: &str) {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in rd.filter_map(Result::ok) {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if is_store_name(name) && name != keep {
+                if let Err(err) = fs::remove_file(e.path()) {
+                    tracing::warn!(file = %e.path().display(), "cannot remove an old group store: {err}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,488 @@
+//! The group store against the JSON checkpoint: detector states built by the real detector (many groups,
+//! IPv4 and IPv6, one and many connections, interim records, names from context, alerts and repeats,
+//! evictions and expiries) saved in full and as deltas, restored, and compared with what the JSON round
+//! trip restores; every byte flipped is caught; torn appends, unknown versions and foreign files.
+
+use super::*;
+use crate::detector::fixtures::{self, rec};
+use crate::detector::{Detector, DetectorConfig, DetectorState};
+use crate::zeek::context::{ContextKind, ContextRecord};
+use crate::zeek::{ConnRecord, SourceKind};
+use std::time::Duration;
+
+const T0: f64 = 1_700_000_000.0;
+
+/// A deterministic mixed stream: `pairs` host pairs (a tenth IPv6), mostly short connections with some long
+/// ones, some records out of order, every seventh record of a pair an interim record of a connection
+/// still open that its final record closes later, and TLS names for some servers.
+fn stream(n: u32, pairs: u64, seed: u64) -> Vec<(ConnRecord, SourceKind)> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out = Vec::new();
+    for i in 0..n {
+        let p = next() % pairs;
+        let (orig, resp) = if p % 10 == 3 {
+            (
+                format!("fd00::{:x}", p / 7 + 1),
+                format!("2001:db8::{:x}", p + 1),
+            )
+        } else {
+            (
+                format!("10.{}.{}.{}", p / 60_000, (p / 250) % 240, p % 250 + 1),
+                format!("198.51.100.{}", p % 200 + 1),
+            )
+        };
+        let ts = T0 + f64::from(i) * 20.0 - (next() % 600) as f64;
+        let dur = if next() % 9 == 0 {
+            (next() % (14 * 3600)) as f64 + 0.5
+        } else {
+            (next() % 1800) as f64 + 0.25
+        };
+        let uid = format!("C{:017x}", next() % (1 << 60));
+        let mut r = rec(&uid, &orig, &resp, ts, dur);
+        r.resp_p = Some([443, 22, 8443, 53][(p % 4) as usize]);
+        if p % 13 == 5 {
+            r.proto = "udp".into();
+        }
+        if i % 7 == 3 && dur > 600.0 {
+            let mut open = r.clone();
+            open.duration = Some(dur / 2.0);
+            out.push((open, SourceKind::ConnLong));
+        }
+        out.push((r, SourceKind::Conn));
+    }
+    out
+}
+
+fn feed(d: &mut Detector, recs: &[(ConnRecord, SourceKind)]) -> Vec<crate::alert::Alert> {
+    let mut out = Vec::new();
+    for (i, (r, kind)) in recs.iter().enumerate() {
+        if i % 11 == 0 {
+            if let (Some(orig), Some(resp)) = (r.orig_h, r.resp_h) {
+                d.process_context(&ContextRecord {
+                    kind: ContextKind::Ssl,
+                    ts: r.ts.unwrap_or(T0),
+                    uid: r.uid.clone(),
+                    orig_h: orig,
+                    resp_h: Some(resp),
+                    resp_p: r.resp_p,
+                    name: Some(format!("s{}.example.com", i % 5).into()),
+                    answers: Vec::new(),
+                });
+            }
+        }
+        d.process(r, *kind, &mut out);
+    }
+    out
+}
+
+fn config(max_groups: usize, window_h: u64, pair_port: bool) -> DetectorConfig {
+    let mut cfg = fixtures::config();
+    cfg.window.max_groups = max_groups;
+    cfg.window.length = Duration::from_secs(window_h * 3600);
+    if pair_port {
+        cfg.window.group_by = crate::window::GroupBy::PairPort;
+    }
+    cfg.cumulative.realert_after = Some(Duration::from_secs(2 * 3600));
+    cfg.source_kinds = vec![SourceKind::Conn, SourceKind::ConnLong];
+    cfg
+}
+
+/// The detector the JSON checkpoint restores.
+fn via_json(cfg: &DetectorConfig, d: &Detector) -> Detector {
+    let json = serde_json::to_string(&d.snapshot()).expect("serialize");
+    let state: DetectorState = serde_json::from_str(&json).expect("parse");
+    Detector::restore(cfg, state)
+}
+
+/// The detector the store committed as `r` (with the header saved beside it) restores.
+fn via_store(
+    cfg: &DetectorConfig,
+    dir: &Path,
+    header: DetectorState,
+    r: &StoreRef,
+) -> Result<Detector, StoreError> {
+    Detector::restore_with(cfg, header, |w, c| load(dir, r, w, c))
+}
+
+/// `a == b`, naming the first group (or part) that differs rather than printing both states.
+fn assert_same(a: &DetectorState, b: &DetectorState, what: &str) {
+    if a == b {
+        return;
+    }
+    let (ga, gb) = (&a.window.groups, &b.window.groups);
+    assert_eq!(ga.len(), gb.len(), "{what}: group count");
+    for (x, y) in ga.iter().zip(gb) {
+        assert_eq!(x, y, "{what}: first group that differs");
+    }
+    assert_eq!(
+        a.window.state_header_only(),
+        b.window.state_header_only(),
+        "{what}"
+    );
+    assert_eq!(a.stats, b.stats, "{what}");
+    assert_eq!(a.interim, b.interim, "{what}");
+    assert_eq!(a.context, b.context, "{what}");
+    panic!("{what}: states differ");
+}
+
+trait HeaderOnly {
+    fn state_header_only(&self) -> (i64, String, Option<i64>, u64, u64, u64);
+}
+
+impl<S> HeaderOnly for crate::window::WindowState<S> {
+    fn state_header_only(&self) -> (i64, String, Option<i64>, u64, u64, u64) {
+        (
+            self.length_us,
+            self.group_by.clone(),
+            self.watermark_us,
+            self.evictions,
+            self.expired,
+            self.since_sweep,
+        )
+    }
+}
+
+fn commit_write(store: &mut GroupStore, d: &mut Detector) -> (bool, u64) {
+    let p = store.write(d).expect("write");
+    let out = (p.full, p.bytes);
+    store.commit(p);
+    d.clear_changes();
+    out
+}
+
+#[test]
+fn full_write_restores_the_state_the_json_checkpoint_holds() {
+    for pair_port in [false, true] {
+        let cfg = config(1_000_000, 24, pair_port);
+        let mut d = Detector::new(&cfg);
+        let alerts = feed(&mut d, &stream(6_000, 900, 7));
+        assert!(!alerts.is_empty());
+        assert!(d.stats().groups_tracked > 500, "{:?}", d.stats());
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut store = GroupStore::new(dir.path());
+        let (full, _) = commit_write(&mut store, &mut d);
+        assert!(full, "the first write is a full one");
+        let r = store.current().expect("committed").clone();
+        let back = via_store(&cfg, dir.path(), d.snapshot_header(), &r).expect("load");
+        assert_same(&back.snapshot(), &d.snapshot(), "store");
+        assert_same(&via_json(&cfg, &d).snapshot(), &d.snapshot(), "json");
+        assert_same(
+            &back.snapshot(),
+            &via_json(&cfg, &d).snapshot(),
+            "store vs json",
+        );
+        // And it goes on as the detector restored from JSON does, and as the one that never stopped.
+        let more = stream(3_000, 900, 8);
+        let (mut a, mut b) = (d, back);
+        let mut j = via_json(&cfg, &a);
+        let want = feed(&mut a, &more);
+        assert_eq!(feed(&mut b, &more), want);
+        assert_eq!(feed(&mut j, &more), want);
+        assert_same(&b.snapshot(), &j.snapshot(), "after more records");
+    }
+}
+
+/// Deltas between full writes: each restores the live state exactly, through evictions (a small
+/// `max_groups`), expiries (a short window) and compactions.
+#[test]
+fn deltas_restore_the_live_state_exactly_and_compact() {
+    let cfg = config(150, 6, false);
+    let mut d = Detector::new(&cfg);
+    d.track_changes();
+    let recs = stream(24_000, 3_000, 11);
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut store = GroupStore::new(dir.path());
+    let (mut fulls, mut deltas) = (0, 0);
+    // The same restarts from the JSON checkpoint.
+    let mut j = Detector::new(&cfg);
+    let mut want = Vec::new();
+    let mut got = Vec::new();
+    for (round, chunk) in recs.chunks(300).enumerate() {
+        got.extend(feed(&mut d, chunk));
+        want.extend(feed(&mut j, chunk));
+        let (full, _) = commit_write(&mut store, &mut d);
+        if full {
+            fulls += 1;
+        } else {
+            deltas += 1;
+        }
+        if round % 5 == 0 {
+            let r = store.current().expect("committed").clone();
+            let back = via_store(&cfg, dir.path(), d.snapshot_header(), &r).expect("load");
+            assert_same(&back.snapshot(), &d.snapshot(), &format!("round {round}"));
+            // Restarted from here, as from the JSON checkpoint: the same state, the same alerts.
+            j = via_json(&cfg, &j);
+            assert_same(
+                &back.snapshot(),
+                &j.snapshot(),
+                &format!("json, round {round}"),
+            );
+            d = back;
+            d.track_changes();
+        }
+    }
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "alert {i}");
+    }
+    assert!(
+        d.stats().evictions > 0 && d.stats().groups_expired > 0,
+        "{:?}",
+        d.stats()
+    );
+    assert!(
+        deltas > 20 && fulls > 1,
+        "{fulls} full writes, {deltas} deltas"
+    );
+    let names: Vec<String> = fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    assert_eq!(names.len(), 1, "old stores are removed: {names:?}");
+}
+
+/// A delta after a small share of the groups changed is that share of the full write.
+#[test]
+fn a_delta_is_as_large_as_what_changed() {
+    let cfg = config(1_000_000, 24, false);
+    let mut d = Detector::new(&cfg);
+    d.track_changes();
+    let mut recs = Vec::new();
+    for i in 0..20_000u32 {
+        let orig = format!("10.{}.{}.{}", i / 62_500, (i / 250) % 250, i % 250 + 1);
+        let r = rec(
+            &format!("C{i:017}"),
+            &orig,
+            "203.0.113.7",
+            T0 + f64::from(i) * 0.01,
+            60.0,
+        );
+        recs.push(r);
+    }
+    let mut out = Vec::new();
+    for r in &recs {
+        d.process(r, SourceKind::Conn, &mut out);
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut store = GroupStore::new(dir.path());
+    let (_, full_bytes) = commit_write(&mut store, &mut d);
+    let per_group = full_bytes as f64 / 20_000.0;
+    assert!(
+        per_group <= 64.0,
+        "{per_group} bytes per one-connection group"
+    );
+    for r in recs.iter().step_by(100) {
+        let mut r = r.clone();
+        r.ts = r.ts.map(|t| t + 300.0);
+        r.uid = format!("D{}", &r.uid[1..]).into();
+        d.process(&r, SourceKind::Conn, &mut out);
+    }
+    let (full, delta_bytes) = commit_write(&mut store, &mut d);
+    assert!(!full);
+    let share = delta_bytes as f64 / full_bytes as f64;
+    assert!(
+        (0.005..0.03).contains(&share),
+        "{delta_bytes} of {full_bytes}"
+    );
+    let r = store.current().expect("committed").clone();
+    let back = via_store(&cfg, dir.path(), d.snapshot_header(), &r).expect("load");
+    assert_eq!(back.snapshot(), d.snapshot());
+}
+
+/// A small store with a full write and two deltas.
+fn small_store() -> (tempfile::TempDir, DetectorConfig, Detector, StoreRef) {
+    let cfg = config(1_000, 24, false);
+    let mut d = Detector::new(&cfg);
+    d.track_changes();
+    let recs = stream(90, 40, 3);
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut store = GroupStore::new(dir.path());
+    for chunk in recs.chunks(30) {
+        feed(&mut d, chunk);
+        commit_write(&mut store, &mut d);
+    }
+    let r = store.current().expect("committed").clone();
+    (dir, cfg, d, r)
+}
+
+#[test]
+fn any_byte_flipped_is_caught() {
+    let (dir, cfg, d, r) = small_store();
+    let path = dir.path().join(&r.file);
+    let good = fs::read(&path).expect("read");
+    assert_eq!(good.len() as u64, r.len);
+    for at in 0..good.len() {
+        for flip in [0x01u8, 0x80] {
+            let mut bytes = good.clone();
+            bytes[at] ^= flip;
+            fs::write(&path, &bytes).expect("write");
+            let mut w = Window::<GroupData>::new(1, crate::window::GroupBy::Pair, 10);
+            let mut c = Context::default();
+            match load(dir.path(), &r, &mut w, &mut c) {
+                Err(StoreError::Damaged(m)) => assert!(m.contains(&r.file), "{m}"),
+                Err(e) => panic!("byte {at} ^ {flip:#x}: {e:?}"),
+                Ok(_) => panic!("byte {at} ^ {flip:#x} was not caught"),
+            }
+        }
+    }
+    fs::write(&path, &good).expect("write");
+    let back = via_store(&cfg, dir.path(), d.snapshot_header(), &r).expect("load");
+    assert_eq!(back.snapshot(), d.snapshot());
+}
+
+/// Bytes after the committed length (a crash mid-append, before checkpoint.json named them) are not
+/// read, and the next append replaces them.
+#[test]
+fn a_torn_append_is_ignored_and_cut_by_the_next() {
+    let (dir, cfg, mut d, r) = small_store();
+    let path = dir.path().join(&r.file);
+    let committed = d.snapshot();
+    let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+    f.write_all(&[0x40, 0, 0, 0, 1, 2, 3]).expect("torn");
+    drop(f);
+    let back = via_store(&cfg, dir.path(), d.snapshot_header(), &r).expect("load");
+    assert_eq!(back.snapshot(), committed);
+    // A delta written but never committed (checkpoint.json not saved): the old ref still loads.
+    d.track_changes();
+    feed(&mut d, &stream(20, 40, 5));
+    let mut store = GroupStore::new(dir.path());
+    store.adopt(r.clone());
+    let p = store.write(&d).expect("write");
+    assert!(!p.full);
+    let header_then = back.snapshot_header();
+    assert_eq!(
+        via_store(&cfg, dir.path(), header_then, &r)
+            .expect("load")
+            .snapshot(),
+        committed
+    );
+    store.commit(p);
+    let r2 = store.current().expect("committed").clone();
+    assert!(r2.len > r.len);
+    let back = via_store(&cfg, dir.path(), d.snapshot_header(), &r2).expect("load");
+    assert_eq!(back.snapshot(), d.snapshot());
+}
+
+/// A compaction (a full write to a new file) that checkpoint.json never named: the previous store still
+/// loads whole; once committed, the previous file goes.
+#[test]
+fn an_uncommitted_compaction_leaves_the_previous_store() {
+    let (dir, cfg, mut d, r) = small_store();
+    let committed = d.snapshot();
+    let header = d.snapshot_header();
+    feed(&mut d, &stream(30, 40, 9));
+    let store = GroupStore::new(dir.path());
+    // No current store: a full write, to a new file.
+    let p = store.write(&d).expect("write");
+    assert!(p.is_full());
+    assert_ne!(p.store.file, r.file);
+    let back = via_store(&cfg, dir.path(), header.clone(), &r).expect("load");
+    assert_eq!(
+        back.snapshot(),
+        committed,
+        "the crash case: the old one stands"
+    );
+    // Checkpoint.json could not be saved: the new file goes, the old one stands.
+    let new_file = dir.path().join(&p.store.file);
+    store.abandon(p);
+    assert!(!new_file.exists());
+    let back = via_store(&cfg, dir.path(), header, &r).expect("load");
+    assert_eq!(back.snapshot(), committed);
+    // Committed: the old file goes.
+    let mut store = GroupStore::new(dir.path());
+    let p = store.write(&d).expect("write");
+    let r2 = p.store.clone();
+    store.commit(p);
+    assert!(!dir.path().join(&r.file).exists());
+    let back = via_store(&cfg, dir.path(), d.snapshot_header(), &r2).expect("load");
+    assert_eq!(back.snapshot(), d.snapshot());
+}
+
+#[test]
+fn a_store_of_another_version_is_refused_by_name() {
+    let (dir, cfg, d, r) = small_store();
+    let path = dir.path().join(&r.file);
+    let mut bytes = fs::read(&path).expect("read");
+    bytes[8..12].copy_from_slice(&9u32.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..20]);
+    bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&path, &bytes).expect("write");
+    match via_store(&cfg, dir.path(), d.snapshot_header(), &r) {
+        Err(StoreError::Damaged(m)) => {
+            assert!(
+                m.contains("checkpoint store version 9 is not supported (this build reads 1)"),
+                "{m}"
+            );
+            assert!(m.contains(&path.display().to_string()), "{m}");
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("version 9 was read"),
+    }
+}
+
+#[test]
+fn missing_short_foreign_or_misnamed_stores_are_damaged() {
+    let (dir, cfg, d, r) = small_store();
+    let damaged = |r: &StoreRef| match via_store(&cfg, dir.path(), d.snapshot_header(), r) {
+        Err(StoreError::Damaged(m)) => m,
+        other => panic!("{:?}", other.map(|_| ())),
+    };
+    let m = damaged(&StoreRef {
+        len: r.len + 1,
+        ..r.clone()
+    });
+    assert!(m.contains("shorter"), "{m}");
+    let m = damaged(&StoreRef {
+        id: r.id ^ 1,
+        ..r.clone()
+    });
+    assert!(m.contains("id"), "{m}");
+    let m = damaged(&StoreRef {
+        file: "../../etc/passwd".into(),
+        ..r.clone()
+    });
+    assert!(m.contains("not one this build writes"), "{m}");
+    let m = damaged(&StoreRef {
+        file: file_name(r.id ^ 1),
+        ..r.clone()
+    });
+    assert!(m.contains("missing"), "{m}");
+    // A length that cuts a chunk.
+    let m = damaged(&StoreRef {
+        len: r.len - 3,
+        ..r.clone()
+    });
+    assert!(m.contains("cut short"), "{m}");
+}
+
+#[test]
+fn varints_round_trip_at_their_edges() {
+    let mut buf = Vec::new();
+    let us = [0u64, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX];
+    let is = [0i64, 1, -1, 63, -64, 64, i64::MAX, i64::MIN];
+    for v in us {
+        put_u(&mut buf, v);
+    }
+    for v in is {
+        put_i(&mut buf, v);
+    }
+    let mut r = Reader { b: &buf, pos: 0 };
+    for v in us {
+        assert_eq!(r.u(), Ok(v));
+    }
+    for v in is {
+        assert_eq!(r.i(), Ok(v));
+    }
+    assert_eq!(r.pos, buf.len());
+    let mut r = Reader {
+        b: &[0xff; 11],
+        pos: 0,
+    };
+    assert!(r.u().is_err());
+}
