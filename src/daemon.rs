@@ -466,6 +466,9 @@ impl Pipeline {
     /// the rest waits for a dry one, or the round read its budget. Returns (records, bytes).
     fn poll_merged(&mut self, g: usize) -> (u64, u64) {
         let now = Instant::now();
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         let sources = self.groups[g].sources.clone();
         let (mut records, mut bytes) = (0, 0);
         for (m, &i) in sources.iter().enumerate() {
@@ -478,7 +481,7 @@ impl Pipeline {
         }
         let budget = POLL_BUDGET.saturating_mul(sources.len() as u64);
         while bytes < budget && self.alerts_buf.is_empty() {
-            match self.groups[g].merge.next(now) {
+            match self.groups[g].merge.next(now, wall) {
                 merge::Next::Done => break,
                 merge::Next::Wait(until) => {
                     self.merge_wait = Some(self.merge_wait.map_or(until, |w| w.min(until)));

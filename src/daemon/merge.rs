@@ -15,12 +15,14 @@
 //! - Among the sources that have a next record, the smallest (key, context first, source index) goes first.
 //!
 //! Catching up (every source has records to read) this is an exact merge. A conn source that has nothing
-//! to read (at the end of its file, or no file yet) holds the others back while their next record is more
-//! than [`LATENESS`] of event time past its clock (or it has given no record since the start), for at most
-//! [`IDLE_WAIT`] of wall-clock time after it ran dry; then the others go on, and its records that come
-//! later are read late against the watermark, as they would have been without the merge. Live, loggers
-//! write within seconds of each other, so nothing waits. A context source with nothing to read holds
-//! nobody back: live, a connection is never delayed for its name.
+//! to read (at the end of its file, or no file yet) is either *live*, its clock within [`LATENESS`] of the
+//! present (the wall clock): then it holds nobody back, and its next records are at most about that late
+//! against the others'; or *behind* (or it has given no record since the start): then the others' records
+//! past its clock wait for it, for at most [`IDLE_WAIT`] of wall-clock time after it ran dry, so that a
+//! logger whose file grows or appears a little later still merges exactly. After that wait the others go
+//! on, and its records that come later are read late against the watermark, as they would have been
+//! without the merge. A context source with nothing to read holds nobody back: a connection is never
+//! delayed for its name.
 //!
 //! Nothing here is saved in the checkpoint: a record held is not consumed (the tail's position stays
 //! before it, see [`crate::tail::Gate`]), so a restart reads it again, and the clocks are rebuilt from what
@@ -29,13 +31,13 @@
 use std::cmp::Ordering;
 use std::time::{Duration, Instant};
 
-/// How far (event time, seconds) the other sources may run ahead of a conn source with nothing to read
-/// before they wait for it: more than Zeek's log flush and the spread of its loggers live, far less than
-/// the window.
+/// A conn source with nothing to read whose latest record ended within this long (seconds) of the present
+/// is live: the others do not wait for it, so its next records may come up to about this late against
+/// theirs. More than Zeek's log flush (a second) and the spread of its loggers; far less than a window.
 pub const LATENESS: f64 = 60.0;
 
-/// How long (wall clock) the other sources wait for a conn source that has nothing to read and is more
-/// than [`LATENESS`] behind them.
+/// How long (wall clock) the other sources wait for a conn source that has nothing to read and is behind
+/// (its latest record ended more than [`LATENESS`] before the present).
 pub const IDLE_WAIT: Duration = Duration::from_secs(5);
 
 /// What a source is to the merge. Context records go first on equal keys.
@@ -90,7 +92,7 @@ pub enum Next {
 pub struct Limit {
     /// The smallest rank among the other members' next records.
     pub before: Option<Rank>,
-    /// The largest key allowed by the members with nothing to read (+inf: none holds back).
+    /// The largest key allowed by the members with nothing to read that are waited for (+inf: none).
     pub bound: f64,
 }
 
@@ -166,8 +168,8 @@ impl Group {
         member.dry_since.get_or_insert(now);
     }
 
-    /// What to do next at `now`.
-    pub fn next(&self, now: Instant) -> Next {
+    /// What to do next at `now`, the present being `wall` (seconds since the epoch).
+    pub fn next(&self, now: Instant, wall: f64) -> Next {
         let first = self
             .members
             .iter()
@@ -205,10 +207,11 @@ impl Group {
                 continue;
             }
             let end = since + IDLE_WAIT;
-            if now >= end {
+            let live = m.clock.is_some_and(|c| c >= wall - LATENESS);
+            if now >= end || live {
                 continue;
             }
-            let b = m.clock.map_or(f64::NEG_INFINITY, |c| c + LATENESS);
+            let b = m.clock.unwrap_or(f64::NEG_INFINITY);
             if first.key > b {
                 until = Some(until.map_or(end, |u| u.min(end)));
             }
@@ -228,6 +231,9 @@ impl Group {
 mod tests {
     use super::*;
 
+    /// The present in these tests: long after every event time in them.
+    const PRESENT: f64 = 2e9;
+
     /// Merges `streams` (event times per member, in file order) with every member's records available
     /// from the start (complete files: a wait for one that ran dry is waited out); returns (member,
     /// record index) in the merged order.
@@ -243,7 +249,7 @@ mod tests {
         }
         let mut out = Vec::new();
         loop {
-            match g.next(now) {
+            match g.next(now, PRESENT) {
                 Next::Done => return out,
                 Next::Wait(until) => {
                     assert!(until > now);
@@ -317,29 +323,32 @@ mod tests {
     }
 
     #[test]
-    fn a_dry_conn_source_holds_others_back_for_a_while_only() {
+    fn a_dry_conn_source_behind_the_present_holds_others_back_for_a_while_only() {
         let t0 = Instant::now();
         let mut g = Group::new(&[Role::Conn, Role::Conn, Role::Context]);
-        // Member 0 gave records up to 1000 s, then ran dry.
+        // Member 0 gave records up to 1000 s, then ran dry, long before the present.
         g.holds(0, Some(1000.0));
         g.taken(0, Some(1000.0));
         g.dry(0, t0);
-        // Within the lateness: read on, bounded.
-        g.holds(1, Some(1000.0 + LATENESS));
-        match g.next(t0) {
+        // Records up to its clock go on, bounded by it.
+        g.holds(1, Some(1000.0));
+        match g.next(t0, PRESENT) {
             Next::Read { member: 1, limit } => {
-                assert_eq!(limit.bound, 1000.0 + LATENESS);
-                assert!(!limit.admits(&g.rank(1, Some(1000.0 + LATENESS + 1.0))));
+                assert_eq!(limit.bound, 1000.0);
+                assert!(!limit.admits(&g.rank(1, Some(1000.5))));
             }
             other => panic!("{other:?}"),
         }
-        // Beyond it: wait, until IDLE_WAIT after it ran dry.
-        g.holds(1, Some(1100.0));
-        assert_eq!(g.next(t0), Next::Wait(t0 + IDLE_WAIT));
-        assert_eq!(g.next(t0 + IDLE_WAIT / 2), Next::Wait(t0 + IDLE_WAIT));
+        // Past it: wait, until IDLE_WAIT after it ran dry.
+        g.holds(1, Some(1000.5));
+        assert_eq!(g.next(t0, PRESENT), Next::Wait(t0 + IDLE_WAIT));
+        assert_eq!(
+            g.next(t0 + IDLE_WAIT / 2, PRESENT),
+            Next::Wait(t0 + IDLE_WAIT)
+        );
         // Then the others go on.
         assert!(matches!(
-            g.next(t0 + IDLE_WAIT),
+            g.next(t0 + IDLE_WAIT, PRESENT),
             Next::Read {
                 member: 1,
                 limit: Limit { bound, .. }
@@ -350,19 +359,29 @@ mod tests {
         g.taken(0, Some(1001.0));
         let later = t0 + IDLE_WAIT * 2;
         g.dry(0, later);
-        assert_eq!(g.next(later), Next::Wait(later + IDLE_WAIT));
+        g.holds(1, Some(1002.0));
+        assert_eq!(g.next(later, PRESENT), Next::Wait(later + IDLE_WAIT));
+        // Live (its clock within LATENESS of the present) it holds nobody back.
+        assert!(matches!(
+            g.next(later, 1001.0 + LATENESS),
+            Next::Read { member: 1, .. }
+        ));
+        assert_eq!(
+            g.next(later, 1001.0 + LATENESS + 1.0),
+            Next::Wait(later + IDLE_WAIT)
+        );
         // A dry context source holds nobody back.
         let mut g = Group::new(&[Role::Context, Role::Conn]);
         g.dry(0, t0);
         g.holds(1, Some(5000.0));
-        assert!(matches!(g.next(t0), Next::Read { member: 1, .. }));
+        assert!(matches!(g.next(t0, PRESENT), Next::Read { member: 1, .. }));
         // A conn source that has given nothing since the start is waited for too (its file may come).
         let mut g = Group::new(&[Role::Conn, Role::Conn]);
         g.dry(0, t0);
         g.holds(1, Some(5000.0));
-        assert_eq!(g.next(t0), Next::Wait(t0 + IDLE_WAIT));
+        assert_eq!(g.next(t0, PRESENT), Next::Wait(t0 + IDLE_WAIT));
         // Records without a time never wait.
         g.holds(1, None);
-        assert!(matches!(g.next(t0), Next::Read { member: 1, .. }));
+        assert!(matches!(g.next(t0, PRESENT), Next::Read { member: 1, .. }));
     }
 }
