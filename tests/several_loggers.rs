@@ -1,0 +1,219 @@
+//! Issue 13, several Zeek loggers: a cluster's loggers each get every Nth log record
+//! (`Cluster::rr_log_topic`), so one host pair's connections are split over their conn.log files. One
+//! daemon following all of them (one `[[source]]` each) reads them in event-time order, and raises exactly
+//! the alerts, `event.id`s included, that `longconn replay` raises on the joined stream, even when one
+//! logger's file lags far behind the others when the daemon starts (it grows later, or appears later).
+//!
+//! The joined streams are real conn.logs of `tests/data`, with their records put in the order a logger
+//! writes them: at the connection's end (ties in file order). A real file is only roughly in that order
+//! (Zeek writes a connection when its state is removed, up to minutes after its end); split over several
+//! files, that disorder cannot be put back by any reader, and it is not what this test is about.
+
+use crate::support::inproc::InProc;
+use crate::support::sensor::replay;
+use longconn::daemon::RunOptions;
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Thresholds these small captures reach, and a window shorter than they last, so that what falls out of
+/// the window (the watermark's order) matters.
+const LEVELS: &str = "[window]\nlength = \"5m\"\n\
+[single]\nlevels = { low = \"10s\", medium = \"30s\", high = \"1m\", critical = \"3m\" }\n\
+[cumulative]\nlevels = { low = \"20s\", medium = \"1m\", high = \"2m\", critical = \"5m\" }\n";
+
+/// A real log: its header lines (none for NDJSON) and its records, in end order.
+fn real_log(name: &str) -> (String, Vec<String>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    let text = fs::read_to_string(&path).expect("test data");
+    let header: String = text
+        .lines()
+        .filter(|l| l.starts_with('#') && !l.starts_with("#close"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let fields: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#fields\t"))
+        .map(|f| f.split('\t').collect())
+        .unwrap_or_default();
+    let end = |line: &str| -> f64 {
+        let (ts, dur) = if line.starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json record");
+            (v["ts"].as_f64(), v["duration"].as_f64())
+        } else {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let get = |name: &str| {
+                fields
+                    .iter()
+                    .position(|f| *f == name)
+                    .and_then(|i| cols.get(i))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            (get("ts"), get("duration"))
+        };
+        ts.unwrap_or(0.0) + dur.unwrap_or(0.0)
+    };
+    let mut rows: Vec<(f64, String)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| (end(l), format!("{l}\n")))
+        .collect();
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (header, rows.into_iter().map(|(_, r)| r).collect())
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open for append");
+    f.write_all(text.as_bytes()).expect("append");
+}
+
+/// A cluster of `n` loggers in a temp dir: `logger-K/conn.log` each, one `[[source]]` each.
+struct Cluster {
+    dir: tempfile::TempDir,
+    logs: Vec<PathBuf>,
+}
+
+impl Cluster {
+    fn new(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut logs = Vec::new();
+        let mut config = String::from("[sensor]\nname = \"cluster\"\n");
+        for k in 1..=n {
+            let d = dir.path().join(format!("logger-{k}"));
+            fs::create_dir_all(&d).expect("mkdir");
+            let log = d.join("conn.log");
+            config.push_str(&format!("[[source]]\npath = \"{}\"\n", log.display()));
+            logs.push(log);
+        }
+        config.push_str(&format!(
+            "[state]\ndir = \"{}\"\ncheckpoint_interval = \"200ms\"\n[[output]]\ntype = \"file\"\npath = \"{}\"\n{LEVELS}",
+            dir.path().join("state").display(),
+            dir.path().join("alerts.json").display(),
+        ));
+        fs::write(dir.path().join("longconn.toml"), config).expect("config");
+        Cluster { dir, logs }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("longconn.toml")
+    }
+
+    /// What `replay` raises on the joined stream.
+    fn expected(&self, header: &str, rows: &[String]) -> Vec<String> {
+        let joined = self.dir.path().join("joined.log");
+        fs::write(&joined, format!("{header}{}", rows.concat())).expect("joined");
+        replay(&self.config(), &joined)
+    }
+
+    fn alerts(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("alerts.json"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Record `i` of the joined stream goes to logger `i % n`.
+fn split(rows: &[String], n: usize) -> Vec<Vec<String>> {
+    let mut parts = vec![Vec::new(); n];
+    for (i, r) in rows.iter().enumerate() {
+        parts[i % n].push(r.clone());
+    }
+    parts
+}
+
+/// Runs the daemon until it has read `total` records and delivered every alert; returns them.
+async fn run_until_read(
+    cluster: &Cluster,
+    total: u64,
+    later: impl FnOnce(),
+) -> (Vec<String>, longconn::daemon::Progress) {
+    let mut d = InProc::start(&cluster.config(), RunOptions::default());
+    d.ready().await;
+    // The lagging logger catches up while the others wait for it.
+    later();
+    let p = d
+        .wait("every record read", |p| p.records >= total && p.caught_up)
+        .await;
+    let spooled = p.alerts_spooled;
+    d.wait("every alert delivered", |p| p.alerts_delivered >= spooled)
+        .await;
+    d.stop().await.expect("clean stop");
+    (cluster.alerts(), p)
+}
+
+fn ids(lines: &[String]) -> BTreeSet<String> {
+    lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("alert json");
+            v["event"]["id"].as_str().expect("event.id").to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn two_loggers_one_growing_late_give_the_alerts_of_the_joined_stream() {
+    let (header, rows) = real_log("zat_bro2.conn.log");
+    let cluster = Cluster::new(2);
+    let parts = split(&rows, 2);
+    // Logger 1 has written everything; logger 2 only its first tenth when the daemon starts.
+    fs::write(&cluster.logs[0], format!("{header}{}", parts[0].concat())).expect("logger 1");
+    let lag = parts[1].len() / 10;
+    fs::write(
+        &cluster.logs[1],
+        format!("{header}{}", parts[1][..lag].concat()),
+    )
+    .expect("logger 2");
+    let want = cluster.expected(&header, &rows);
+    assert!(want.len() >= 20, "the capture raises alerts: {}", want.len());
+    let (got, p) = run_until_read(&cluster, rows.len() as u64, || {
+        append(&cluster.logs[1], &parts[1][lag..].concat())
+    })
+    .await;
+    assert_eq!(p.records, rows.len() as u64, "every record once");
+    assert_eq!(ids(&got), ids(&want), "the same event.ids");
+    assert_eq!(got, want, "the same alerts, in the same order");
+}
+
+#[tokio::test]
+async fn three_loggers_one_file_appearing_late_give_the_alerts_of_the_joined_stream() {
+    let (header, rows) = real_log("otrf_apt29_day1_NASHUA.conn.ndjson");
+    let cluster = Cluster::new(3);
+    let parts = split(&rows, 3);
+    // Loggers 1 and 2 have written everything; logger 3's file is not there yet.
+    for k in 0..2 {
+        fs::write(&cluster.logs[k], format!("{header}{}", parts[k].concat())).expect("log");
+    }
+    let want = cluster.expected(&header, &rows);
+    assert!(want.len() >= 5, "the capture raises alerts: {}", want.len());
+    let (got, p) = run_until_read(&cluster, rows.len() as u64, || {
+        append(&cluster.logs[2], &format!("{header}{}", parts[2].concat()))
+    })
+    .await;
+    assert_eq!(p.records, rows.len() as u64, "every record once");
+    assert_eq!(ids(&got), ids(&want), "the same event.ids");
+    assert_eq!(got, want, "the same alerts, in the same order");
+}
+
+#[tokio::test]
+async fn three_loggers_caught_up_after_downtime_give_the_alerts_of_the_joined_stream() {
+    // Every file complete before the start (a daemon that was down): the backlogs are merged, none is
+    // read a poll budget ahead of the others.
+    let (header, rows) = real_log("zat_bro2.conn.log");
+    let cluster = Cluster::new(3);
+    for (k, part) in split(&rows, 3).iter().enumerate() {
+        fs::write(&cluster.logs[k], format!("{header}{}", part.concat())).expect("log");
+    }
+    let want = cluster.expected(&header, &rows);
+    let (got, _) = run_until_read(&cluster, rows.len() as u64, || {}).await;
+    assert_eq!(got, want);
+}
