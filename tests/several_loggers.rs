@@ -174,7 +174,11 @@ async fn two_loggers_one_growing_late_give_the_alerts_of_the_joined_stream() {
     )
     .expect("logger 2");
     let want = cluster.expected(&header, &rows);
-    assert!(want.len() >= 20, "the capture raises alerts: {}", want.len());
+    assert!(
+        want.len() >= 20,
+        "the capture raises alerts: {}",
+        want.len()
+    );
     let (got, p) = run_until_read(&cluster, rows.len() as u64, || {
         append(&cluster.logs[1], &parts[1][lag..].concat())
     })
@@ -190,8 +194,8 @@ async fn three_loggers_one_file_appearing_late_give_the_alerts_of_the_joined_str
     let cluster = Cluster::new(3);
     let parts = split(&rows, 3);
     // Loggers 1 and 2 have written everything; logger 3's file is not there yet.
-    for k in 0..2 {
-        fs::write(&cluster.logs[k], format!("{header}{}", parts[k].concat())).expect("log");
+    for (log, part) in cluster.logs.iter().zip(&parts).take(2) {
+        fs::write(log, format!("{header}{}", part.concat())).expect("log");
     }
     let want = cluster.expected(&header, &rows);
     assert!(want.len() >= 5, "the capture raises alerts: {}", want.len());

@@ -231,6 +231,9 @@ impl Group {
 mod tests {
     use super::*;
 
+    /// (what, roles, event times per member in file order, merged order as (member, index)).
+    type Case<'a> = (&'a str, &'a [Role], &'a [&'a [f64]], &'a [(usize, usize)]);
+
     /// The present in these tests: long after every event time in them.
     const PRESENT: f64 = 2e9;
 
@@ -278,7 +281,7 @@ mod tests {
     #[test]
     fn merge_order_table() {
         use Role::{Conn, Context};
-        let cases: &[(&str, &[Role], &[&[f64]], &[(usize, usize)])] = &[
+        let cases: &[Case] = &[
             (
                 "round-robin split of a stream in end order: the stream again",
                 &[Conn, Conn],
