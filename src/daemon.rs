@@ -23,6 +23,9 @@
 //! checkpoint that could not be saved is an ERROR and `run` fails with [`CheckpointNotSaved`] (exit 75): the
 //! next start re-reads from the last saved one, nothing is lost, but the stop was not clean.
 //!
+//! Several sources are read in event-time order (`daemon/merge.rs`): the conn.logs of a cluster's loggers
+//! and the context logs together, each interim kind on its own; a single source is polled as it always was.
+//!
 //! What the daemon tells systemd (readiness, reloads, the watchdog, a status line) and Prometheus lives in
 //! `daemon/health.rs`; the pipeline calls into it at a few marked points.
 

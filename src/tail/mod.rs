@@ -19,6 +19,10 @@
 //! at the path is searched for among its rotated siblings by identity and fingerprint and finished first.
 //! Only the configured file name and its rotated forms (`conn.*.log`, `conn.log.N`) are ever read.
 //!
+//! A caller merging several sources ([`Tailer::poll_gated`]) reads up to the first record its [`Gate`]
+//! refuses: that record stays unconsumed (parsed and kept, the position before it), so checkpoints only
+//! ever cover records handed over.
+//!
 //! Identity never depends on time. Only one heuristic does: rotated files we never had open (several
 //! rotations between two looks, or while stopped) are those whose modification time is at least that of the
 //! last file we read when we last read it, and which we do not remember reading (by inode and fingerprint);
