@@ -221,3 +221,101 @@ async fn three_loggers_caught_up_after_downtime_give_the_alerts_of_the_joined_st
     let (got, _) = run_until_read(&cluster, rows.len() as u64, || {}).await;
     assert_eq!(got, want);
 }
+
+const SSL_HEADER: &str = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tssl\n#open\t2024-01-01-00-00-00\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tversion\tserver_name\n#types\ttime\tstring\taddr\tport\taddr\tport\tstring\tstring\n";
+
+#[tokio::test]
+async fn conn_and_ssl_logs_of_two_loggers_name_servers_as_replay_does_on_the_joined_logs() {
+    use crate::support::sensor::{replay_files, row, HEADER};
+    // Forty 5 h connections 1000 s apart over eight pairs; every other one has a handshake in ssl.log (same
+    // uid and ts). A handshake names its pair's later connections, never the ones that ended before it
+    // was written: the order of ssl.log against conn.log matters.
+    let pair = |k: u32| {
+        (
+            format!("10.0.0.{}", k % 4 + 1),
+            format!("203.0.113.{}", k % 8 + 1),
+        )
+    };
+    let conns: Vec<String> = (0..40)
+        .map(|k| {
+            let (o, r) = pair(k);
+            row(k * 10_000, &o, &r, 2.0 * 3600.0)
+        })
+        .collect();
+    let ssls: Vec<String> = (0..40)
+        .filter(|k| k % 2 == 1)
+        .map(|k| {
+            let (o, r) = pair(k);
+            let n = k * 10_000;
+            let ts = 1_700_000_000.0 + f64::from(n);
+            format!(
+                "{ts:.6}\tC{n:08}\t{o}\t40000\t{r}\t443\tTLSv13\tsvc{}.example.com\n",
+                k % 3
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = String::from("[sensor]\nname = \"cluster\"\n");
+    let mut files = Vec::new();
+    for k in 1..=2 {
+        let d = dir.path().join(format!("logger-{k}"));
+        fs::create_dir_all(&d).expect("mkdir");
+        for name in ["conn.log", "ssl.log"] {
+            config.push_str(&format!(
+                "[[source]]\npath = \"{}\"\n",
+                d.join(name).display()
+            ));
+        }
+        files.push((d.join("conn.log"), d.join("ssl.log")));
+    }
+    config.push_str(&format!(
+        "[state]\ndir = \"{}\"\ncheckpoint_interval = \"200ms\"\n[cumulative]\nlevels = {{}}\n[context]\nnamed_tls_usual_port = false\ncommon_destination = false\nrare_destination = false\n[[output]]\ntype = \"file\"\npath = \"{}\"\n",
+        dir.path().join("state").display(),
+        dir.path().join("alerts.json").display(),
+    ));
+    let cfg = dir.path().join("longconn.toml");
+    fs::write(&cfg, config).expect("config");
+    // Everything written before the start (a daemon catching up), each log split round-robin.
+    for (k, (conn, ssl)) in files.iter().enumerate() {
+        let mine = |v: &[String]| -> String { v.iter().skip(k).step_by(2).cloned().collect() };
+        fs::write(conn, format!("{HEADER}{}", mine(&conns))).expect("conn.log");
+        fs::write(ssl, format!("{SSL_HEADER}{}", mine(&ssls))).expect("ssl.log");
+    }
+    let (joined_conn, joined_ssl) = (
+        dir.path().join("all.conn.log"),
+        dir.path().join("all.ssl.log"),
+    );
+    fs::write(&joined_conn, format!("{HEADER}{}", conns.concat())).expect("joined conn");
+    fs::write(&joined_ssl, format!("{SSL_HEADER}{}", ssls.concat())).expect("joined ssl");
+    let want = replay_files(&cfg, &[&joined_conn, &joined_ssl]);
+    assert!(
+        want.len() >= 7,
+        "at least one alert per pair: {}",
+        want.len()
+    );
+    let named = want.iter().filter(|l| l.contains("\"domain\"")).count();
+    assert!(
+        named > 0 && named < want.len(),
+        "named: {named} of {}",
+        want.len()
+    );
+
+    let mut d = InProc::start(&cfg, RunOptions::default());
+    let total = (conns.len() + ssls.len()) as u64;
+    let p = d
+        .wait("every record read", |p| p.records >= total && p.caught_up)
+        .await;
+    let spooled = p.alerts_spooled;
+    d.wait("every alert delivered", |p| p.alerts_delivered >= spooled)
+        .await;
+    d.stop().await.expect("clean stop");
+    let got: Vec<String> = fs::read_to_string(dir.path().join("alerts.json"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        got, want,
+        "the same alerts, names included, in the same order"
+    );
+}
