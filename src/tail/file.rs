@@ -297,9 +297,11 @@ pub(super) struct FileReader {
     nul_run: u64,
     /// The record at `offset` a gate held, if any.
     held: Option<Held>,
-    /// Bytes read after the held record, not looked at yet (whole lines, then maybe a partial one). Only
-    /// with `held`; `buf` is empty then.
+    /// Bytes read after the held record, from `ahead_at` on, not looked at yet (whole lines, then maybe a
+    /// partial one). Only with `held`; `buf` is empty then. Kept with a start index, so that a merge that
+    /// switches sources after every record copies each chunk once.
     ahead: Vec<u8>,
+    ahead_at: usize,
 }
 
 impl FileReader {
@@ -327,6 +329,7 @@ impl FileReader {
             nul_run: 0,
             held: None,
             ahead: Vec::new(),
+            ahead_at: 0,
         })
     }
 
@@ -374,6 +377,7 @@ impl FileReader {
             nul_run: 0,
             held: None,
             ahead: Vec::new(),
+            ahead_at: 0,
         }
     }
 
@@ -393,6 +397,7 @@ impl FileReader {
         self.buf.clear();
         self.held = None;
         self.ahead.clear();
+        self.ahead_at = 0;
         self.skipping = false;
         self.saw_close = false;
         self.eof_polls = 0;
@@ -502,10 +507,15 @@ impl FileReader {
             any = true;
             self.consume(held, sink, stats);
             let ahead = std::mem::take(&mut self.ahead);
-            if let Some(at) = self.lines(&ahead, max_line, gate, sink, stats) {
-                self.ahead = ahead[at..].to_vec();
+            let from = self.ahead_at.min(ahead.len());
+            let stop = self.lines(&ahead[from..], max_line, gate, sink, stats);
+            self.ahead = ahead;
+            if let Some(at) = stop {
+                self.ahead_at = from + at;
                 return Ok(true);
             }
+            self.ahead.clear();
+            self.ahead_at = 0;
         }
         loop {
             if stats.bytes >= budget {
@@ -540,7 +550,9 @@ impl FileReader {
                 self.head = head;
             }
             if let Some(at) = self.lines(&chunk[..n], max_line, gate, sink, stats) {
-                self.ahead = chunk[at..n].to_vec();
+                self.ahead.clear();
+                self.ahead.extend_from_slice(&chunk[at..n]);
+                self.ahead_at = 0;
                 return Ok(true);
             }
         }
