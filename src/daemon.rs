@@ -74,6 +74,9 @@ fn checkpoint_interval(configured: Duration, cost: Duration, size: u64) -> Durat
         .max(Duration::from_secs(size / MAX_CHECKPOINT_RATE))
 }
 
+/// While records wait for a dry source (`merge`) and nothing moved, how often the sources are looked at.
+const MERGE_RECHECK: Duration = Duration::from_millis(20);
+
 /// How long a graceful stop may take.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -253,6 +256,18 @@ struct Inbox {
 }
 
 impl Inbox {
+    /// Waits up to `d` for a command only (wake-ups stay pending for [`Inbox::next`]).
+    fn pause(&self, d: Duration) -> Option<Command> {
+        if d.is_zero() {
+            return None;
+        }
+        match self.commands.recv_timeout(d) {
+            Ok(c) => Some(c),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Some(Command::Stop),
+        }
+    }
+
     /// The next command, waiting up to `wait` for one or for a wake-up (`None`: poll again). A closed
     /// command channel is a stop.
     fn next(&self, wait: Duration) -> Option<Command> {
@@ -836,7 +851,17 @@ impl Pipeline {
                 wait.min(w.saturating_duration_since(Instant::now()))
             });
             let wait = self.health.max_wait(wait);
-            match inbox.next(wait) {
+            // Waiting for a dry source, and nothing moved: the next look at the files is not taken sooner
+            // than MERGE_RECHECK, whatever wakes us (our own look at them does).
+            let pause = match waiting {
+                Some(w) if n == 0 => MERGE_RECHECK.min(w.saturating_duration_since(Instant::now())),
+                _ => Duration::ZERO,
+            };
+            let command = match inbox.pause(pause) {
+                Some(c) => Some(c),
+                None => inbox.next(wait.saturating_sub(pause)),
+            };
+            match command {
                 None => {}
                 Some(Command::Reload(cfg)) => {
                     self.reload(*cfg);
