@@ -23,10 +23,14 @@
 //! checkpoint that could not be saved is an ERROR and `run` fails with [`CheckpointNotSaved`] (exit 75): the
 //! next start re-reads from the last saved one, nothing is lost, but the stop was not clean.
 //!
+//! Several sources are read in event-time order (`daemon/merge.rs`): the conn.logs of a cluster's loggers
+//! and the context logs together, each interim kind on its own; a single source is polled as it always was.
+//!
 //! What the daemon tells systemd (readiness, reloads, the watchdog, a status line) and Prometheus lives in
 //! `daemon/health.rs`; the pipeline calls into it at a few marked points.
 
 mod health;
+pub mod merge;
 
 use crate::checkpoint::groups::{self, GroupStore, StoreError, StoreRef};
 use crate::checkpoint::{CheckpointStore, LoadError};
@@ -36,7 +40,7 @@ use crate::output::delivery::{self, OutputStats};
 use crate::output::{self, ReopenGeneration};
 use crate::spool::{Spool, SpoolOptions, DEFAULT_SEGMENT_BYTES};
 use crate::tail::{SourceCheckpoint, TailEvent, Tailer};
-use crate::zeek::{Show, SkippedLines};
+use crate::zeek::{Show, SkippedLines, SourceKind};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -88,6 +92,9 @@ fn checkpoint_interval(configured: Duration, cost: Duration, size: u64) -> Durat
         .max(cost * 10)
         .max(Duration::from_secs(size / MAX_CHECKPOINT_RATE))
 }
+
+/// While records wait for a dry source (`merge`) and nothing moved, how often the sources are looked at.
+const MERGE_RECHECK: Duration = Duration::from_millis(20);
 
 /// How long a graceful stop may take.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
@@ -268,6 +275,18 @@ struct Inbox {
 }
 
 impl Inbox {
+    /// Waits up to `d` for a command only (wake-ups stay pending for [`Inbox::next`]).
+    fn pause(&self, d: Duration) -> Option<Command> {
+        if d.is_zero() {
+            return None;
+        }
+        match self.commands.recv_timeout(d) {
+            Ok(c) => Some(c),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Some(Command::Stop),
+        }
+    }
+
     /// The next command, waiting up to `wait` for one or for a wake-up (`None`: poll again). A closed
     /// command channel is a stop.
     fn next(&self, wait: Duration) -> Option<Command> {
@@ -296,10 +315,57 @@ pub struct RunOptions {
     pub fresh: bool,
 }
 
+/// Sources read together, in event-time order ([`merge`]): every conn source with every context source,
+/// then each interim kind (open_conn, conn_long) on its own, in config order within a group.
+struct SourceGroup {
+    sources: Vec<usize>,
+    merge: merge::Group,
+}
+
+impl SourceGroup {
+    fn of(sources: &[crate::config::Source]) -> Vec<SourceGroup> {
+        let class = |k: SourceKind| match k {
+            SourceKind::OpenConn | SourceKind::ConnLong => Some(k),
+            _ => None,
+        };
+        let mut classes: Vec<Option<SourceKind>> = Vec::new();
+        for s in sources {
+            if !classes.contains(&class(s.kind)) {
+                classes.push(class(s.kind));
+            }
+        }
+        // The conn and context group first: a context record read in a round names what follows.
+        classes.sort_by_key(Option::is_some);
+        classes
+            .into_iter()
+            .map(|c| {
+                let members: Vec<usize> = (0..sources.len())
+                    .filter(|&i| class(sources[i].kind) == c)
+                    .collect();
+                let roles: Vec<merge::Role> = members
+                    .iter()
+                    .map(|&i| match sources[i].kind.context() {
+                        Some(_) => merge::Role::Context,
+                        None => merge::Role::Conn,
+                    })
+                    .collect();
+                SourceGroup {
+                    sources: members,
+                    merge: merge::Group::new(&roles),
+                }
+            })
+            .collect()
+    }
+}
+
 /// The pipeline: everything between the files and the outputs, on one thread.
 struct Pipeline {
     config: Config,
     tailers: Vec<Tailer>,
+    /// The sources read together in event-time order (`merge`), in the order they are polled.
+    groups: Vec<SourceGroup>,
+    /// When the longest wait of a group for a dry source ends (set by each round of polls).
+    merge_wait: Option<Instant>,
     detector: Detector,
     spool: Spool,
     store: CheckpointStore,
@@ -394,9 +460,12 @@ impl Pipeline {
             },
         )?;
         let health = health::Health::new(&config.sources);
+        let groups = SourceGroup::of(&config.sources);
         Ok(Pipeline {
             config,
             tailers,
+            groups,
+            merge_wait: None,
             detector,
             spool,
             store,
@@ -425,75 +494,163 @@ impl Pipeline {
         dirs
     }
 
-    /// Reads what is available from every source (up to the poll budget); returns the bytes read.
+    /// Reads what is available from every source (up to the poll budget), group by group (see
+    /// [`merge`]): conn and context sources first. Returns the bytes read plus the records handed over
+    /// (0: nothing new). A group whose next records wait for a source with nothing to read sets
+    /// `merge_wait` to when that wait ends.
     fn poll_all(&mut self) -> u64 {
+        self.merge_wait = None;
         let mut total = 0;
+        let mut progress = 0;
+        for g in 0..self.groups.len() {
+            let (records, bytes) = if self.groups[g].sources.len() == 1 {
+                let i = self.groups[g].sources[0];
+                self.poll_source(i, true, None)
+            } else {
+                self.poll_merged(g)
+            };
+            total += records;
+            progress += records + bytes;
+        }
+        self.records += total;
+        progress
+    }
+
+    /// One round of a merged group: every source is looked at once (its next record read and held), then
+    /// the source whose next record comes first in the merged order is read on, until every source is dry,
+    /// the rest waits for a dry one, or the round read its budget. Returns (records, bytes).
+    fn poll_merged(&mut self, g: usize) -> (u64, u64) {
+        let now = Instant::now();
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let sources = self.groups[g].sources.clone();
+        let (mut records, mut bytes) = (0, 0);
+        for (m, &i) in sources.iter().enumerate() {
+            let (r, b) = self.poll_source(i, true, Some((g, m, None)));
+            records += r;
+            bytes += b;
+            if !self.tailers[i].holds() {
+                self.groups[g].merge.dry(m, now);
+            }
+        }
+        let budget = POLL_BUDGET.saturating_mul(sources.len() as u64);
+        while bytes < budget && self.alerts_buf.is_empty() {
+            match self.groups[g].merge.next(now, wall) {
+                merge::Next::Done => break,
+                merge::Next::Wait(until) => {
+                    self.merge_wait = Some(self.merge_wait.map_or(until, |w| w.min(until)));
+                    break;
+                }
+                merge::Next::Read { member, limit } => {
+                    let i = sources[member];
+                    let (r, b) = self.poll_source(i, false, Some((g, member, Some(limit))));
+                    records += r;
+                    bytes += b;
+                    if !self.tailers[i].holds() {
+                        self.groups[g].merge.dry(member, now);
+                    }
+                }
+            }
+        }
+        (records, bytes)
+    }
+
+    /// Polls source `i` (with `look`, the configured path is looked at for rotations). With a gate
+    /// `(group, member, limit)`: records are read while `limit` admits them in the group's merged order
+    /// (no limit: none, the next record is only read and held). Returns (records, bytes).
+    fn poll_source(
+        &mut self,
+        i: usize,
+        look: bool,
+        gate: Option<(usize, usize, Option<merge::Limit>)>,
+    ) -> (u64, u64) {
+        let Pipeline {
+            tailers,
+            detector,
+            alerts_buf: alerts,
+            skipped_logged,
+            health,
+            groups,
+            ..
+        } = self;
+        let before = detector.stats();
+        let mut records = 0u64;
+        let kind = tailers[i].kind();
+        let mut admit_all = |_: Option<f64>| true;
+        let mut gated = |t: Option<f64>| match gate {
+            Some((g, m, limit)) => {
+                let merge = &mut groups[g].merge;
+                let admitted = limit.is_some_and(|l| l.admits(&merge.rank(m, t)));
+                if admitted {
+                    merge.taken(m, t);
+                } else {
+                    merge.holds(m, t);
+                }
+                admitted
+            }
+            None => true,
+        };
+        let gate_fn: crate::tail::Gate<'_> = if gate.is_some() {
+            &mut gated
+        } else {
+            &mut admit_all
+        };
+        let result = tailers[i].poll_gated(look, gate_fn, &mut |ev| match ev {
+            TailEvent::Record { rec, .. } => {
+                records += 1;
+                detector.process(&rec, kind, alerts);
+                health.record();
+            }
+            TailEvent::Context { rec } => {
+                records += 1;
+                detector.process_context(&rec);
+                health.record();
+            }
+            TailEvent::Skipped {
+                path,
+                line_no,
+                reason,
+            } => {
+                health.skipped(i, reason.kind());
+                match skipped_logged.count(path.to_path_buf()) {
+                    Show::Line => warn!(file = %path.display(), line = line_no, reason = reason.kind(), "skipped line: {reason}"),
+                    Show::FirstHidden => warn!(file = %path.display(), "more skipped lines in this file; counting without logging"),
+                    Show::Hidden => {}
+                }
+            }
+            TailEvent::Rotated { from, to } => match to {
+                Some(to) => info!(from = %from.display(), to = %to.display(), "file rotated"),
+                None => info!(from = %from.display(), "file rotated (moved out of the directory or deleted)"),
+            },
+            TailEvent::Opened { path, resumed_at } => {
+                info!(file = %path.display(), offset = resumed_at, "reading file");
+            }
+            TailEvent::Truncated { path } => {
+                warn!(file = %path.display(), "file truncated or replaced: reading it from the start");
+            }
+            TailEvent::Finished { path } => {
+                debug!(file = %path.display(), "rotated file finished");
+            }
+            TailEvent::Nul {
+                path,
+                offset,
+                bytes,
+            } => {
+                health.nul_bytes(i, bytes);
+                if skipped_logged.count(path.to_path_buf()) == Show::Line {
+                    warn!(file = %path.display(), offset, bytes, "skipped a run of NUL bytes (a writer without O_APPEND after a truncation)");
+                }
+            }
+            TailEvent::Lost { path, offset } => {
+                error!(file = %path.display(), offset, "a file in the checkpoint is gone: the rest of it was not read");
+            }
+        });
         let mut bytes = 0;
-        // Context sources first: an ssl or http line read in the same round as its connection's conn line
-        // (a backlog) then names it, as it would have live.
-        let mut order: Vec<usize> = (0..self.tailers.len()).collect();
-        order.sort_by_key(|i| self.tailers[*i].kind().context().is_none());
-        for i in order {
-            let detector = &mut self.detector;
-            let alerts = &mut self.alerts_buf;
-            let skipped_logged = &mut self.skipped_logged;
-            let health = &mut self.health;
-            let before = detector.stats();
-            let mut records = 0u64;
-            let kind = self.tailers[i].kind();
-            let result = self.tailers[i].poll(&mut |ev| match ev {
-                TailEvent::Record { rec, .. } => {
-                    records += 1;
-                    detector.process(&rec, kind, alerts);
-                    health.record();
-                }
-                TailEvent::Context { rec } => {
-                    records += 1;
-                    detector.process_context(&rec);
-                    health.record();
-                }
-                TailEvent::Skipped {
-                    path,
-                    line_no,
-                    reason,
-                } => {
-                    health.skipped(i, reason.kind());
-                    match skipped_logged.count(path.to_path_buf()) {
-                        Show::Line => warn!(file = %path.display(), line = line_no, reason = reason.kind(), "skipped line: {reason}"),
-                        Show::FirstHidden => warn!(file = %path.display(), "more skipped lines in this file; counting without logging"),
-                        Show::Hidden => {}
-                    }
-                }
-                TailEvent::Rotated { from, to } => match to {
-                    Some(to) => info!(from = %from.display(), to = %to.display(), "file rotated"),
-                    None => info!(from = %from.display(), "file rotated (moved out of the directory or deleted)"),
-                },
-                TailEvent::Opened { path, resumed_at } => {
-                    info!(file = %path.display(), offset = resumed_at, "reading file");
-                }
-                TailEvent::Truncated { path } => {
-                    warn!(file = %path.display(), "file truncated or replaced: reading it from the start");
-                }
-                TailEvent::Finished { path } => {
-                    debug!(file = %path.display(), "rotated file finished");
-                }
-                TailEvent::Nul {
-                    path,
-                    offset,
-                    bytes,
-                } => {
-                    health.nul_bytes(i, bytes);
-                    if skipped_logged.count(path.to_path_buf()) == Show::Line {
-                        warn!(file = %path.display(), offset, bytes, "skipped a run of NUL bytes (a writer without O_APPEND after a truncation)");
-                    }
-                }
-                TailEvent::Lost { path, offset } => {
-                    error!(file = %path.display(), offset, "a file in the checkpoint is gone: the rest of it was not read");
-                }
-            });
-            match result {
-                Ok(stats) => {
-                    bytes += stats.bytes;
+        match result {
+            Ok(stats) => {
+                bytes = stats.bytes;
+                if look {
                     let state = if self.tailers[i].is_idle() {
                         health::SourceState::Missing
                     } else {
@@ -501,19 +658,21 @@ impl Pipeline {
                     };
                     self.health.source_state(i, state);
                 }
-                // Logged once per change by the health state (never every poll); positions are kept.
-                Err(e) => self
-                    .health
-                    .source_state(i, health::SourceState::Unreadable(e.to_string())),
             }
+            // Logged once per change by the health state (never every poll); positions are kept.
+            Err(e) => self
+                .health
+                .source_state(i, health::SourceState::Unreadable(e.to_string())),
+        }
+        if records > 0 {
             self.health
                 .polled(i, records, &before, &self.detector.stats());
-            total += records;
-            // Write alerts as they come, so a slow output slows reading.
+        }
+        // Write alerts as they come, so a slow output slows reading.
+        if !self.alerts_buf.is_empty() {
             self.write_alerts();
         }
-        self.records += total;
-        bytes
+        (records, bytes)
     }
 
     /// Appends the pending alerts to the spool. Alerts that cannot be appended (disk full, I/O error) stay
@@ -743,10 +902,28 @@ impl Pipeline {
                 watches.refresh(self.watch_dirs());
                 last_watch_check = Instant::now();
             }
-            self.publish(polled && n == 0 && self.alerts_buf.is_empty(), false);
+            let waiting = self.merge_wait.filter(|_| polled);
+            self.publish(
+                polled && n == 0 && self.alerts_buf.is_empty() && waiting.is_none(),
+                false,
+            );
             let wait = if n > 0 { Duration::ZERO } else { RECHECK };
+            // Records waiting for a dry source go on when that wait ends.
+            let wait = waiting.map_or(wait, |w| {
+                wait.min(w.saturating_duration_since(Instant::now()))
+            });
             let wait = self.health.max_wait(wait);
-            match inbox.next(wait) {
+            // Waiting for a dry source, and nothing moved: the next look at the files is not taken sooner
+            // than MERGE_RECHECK, whatever wakes us (our own look at them does).
+            let pause = match waiting {
+                Some(w) if n == 0 => MERGE_RECHECK.min(w.saturating_duration_since(Instant::now())),
+                _ => Duration::ZERO,
+            };
+            let command = match inbox.pause(pause) {
+                Some(c) => Some(c),
+                None => inbox.next(wait.saturating_sub(pause)),
+            };
+            match command {
                 None => {}
                 Some(Command::Reload(cfg)) => {
                     self.reload(*cfg);

@@ -25,6 +25,7 @@ mod replay_tuning;
 mod scan_damaged;
 mod scan_parity;
 mod sd_notify;
+mod several_loggers;
 mod syslog_rsyslog;
 mod systemd_unit;
 mod torture;

@@ -5,6 +5,10 @@
 //! The reader works on the open handle with positioned reads (`read_at`), so a renamed or deleted file is
 //! still drained to its end. Its `offset` is always the start of the first line not yet consumed: a partial
 //! last line is held in memory until its newline arrives and is re-read after a restart.
+//!
+//! A caller may read up to an event time only (a [`Gate`]): the first record the gate refuses is parsed but
+//! not consumed. It is kept with the bytes read after it and offered again on the next read, and `offset`
+//! stays at its start, so a checkpoint taken meanwhile re-reads it after a restart.
 
 use super::{PollStats, TailEvent};
 use crate::zeek::context::{ContextKind, ContextLine, ContextParser};
@@ -69,6 +73,11 @@ impl SourceParser {
     }
 }
 
+/// Decides, from a record's event time, whether it is handed over now (true) or held, unconsumed, to be
+/// offered again on the next read (false). The time is a conn record's end (`ts + duration`, None without
+/// `ts`) or a context record's `ts`.
+pub type Gate<'a> = &'a mut dyn FnMut(Option<f64>) -> bool;
+
 /// What one line was, for either parser.
 // Records are the common case: boxing them would cost an allocation per line on the hot path.
 #[allow(clippy::large_enum_variant)]
@@ -77,6 +86,23 @@ enum Parsed {
     Context(crate::zeek::context::ContextRecord),
     Meta,
     Skipped(SkipReason),
+}
+
+impl Parsed {
+    /// The event time a [`Gate`] sees.
+    fn time(&self) -> Option<f64> {
+        match self {
+            Parsed::Conn(rec, _) => rec.end(),
+            Parsed::Context(rec) => Some(rec.ts),
+            Parsed::Meta | Parsed::Skipped(_) => None,
+        }
+    }
+}
+
+/// A record a [`Gate`] held: parsed, not consumed; `len` bytes at `offset` with its newline.
+struct Held {
+    parsed: Parsed,
+    len: u64,
 }
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -269,6 +295,13 @@ pub(super) struct FileReader {
     /// NUL bytes skipped at a line start and not yet reported (a writer without O_APPEND after a truncation
     /// leaves a hole up to its old offset).
     nul_run: u64,
+    /// The record at `offset` a gate held, if any.
+    held: Option<Held>,
+    /// Bytes read after the held record, from `ahead_at` on, not looked at yet (whole lines, then maybe a
+    /// partial one). Only with `held`; `buf` is empty then. Kept with a start index, so that a merge that
+    /// switches sources after every record copies each chunk once.
+    ahead: Vec<u8>,
+    ahead_at: usize,
 }
 
 impl FileReader {
@@ -294,6 +327,9 @@ impl FileReader {
             seen_mtime,
             head,
             nul_run: 0,
+            held: None,
+            ahead: Vec::new(),
+            ahead_at: 0,
         })
     }
 
@@ -339,6 +375,9 @@ impl FileReader {
             seen_mtime,
             head,
             nul_run: 0,
+            held: None,
+            ahead: Vec::new(),
+            ahead_at: 0,
         }
     }
 
@@ -356,6 +395,9 @@ impl FileReader {
         self.parser.set_header(header);
         self.nul_run = 0;
         self.buf.clear();
+        self.held = None;
+        self.ahead.clear();
+        self.ahead_at = 0;
         self.skipping = false;
         self.saw_close = false;
         self.eof_polls = 0;
@@ -440,16 +482,41 @@ impl FileReader {
         }
     }
 
-    /// Reads every complete line available now. Returns true if any byte was read.
+    /// True while a gate holds a record of this file (see [`Gate`]).
+    pub fn holds(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Reads every complete line available now, or up to the first record `gate` holds. Returns true if
+    /// any byte was read or any held line consumed.
     pub fn read(
         &mut self,
         chunk: &mut [u8],
         max_line: usize,
         budget: u64,
+        gate: Gate<'_>,
         sink: &mut dyn FnMut(TailEvent),
         stats: &mut PollStats,
     ) -> io::Result<bool> {
         let mut any = false;
+        if let Some(held) = self.held.take() {
+            if !gate(held.parsed.time()) {
+                self.held = Some(held);
+                return Ok(false);
+            }
+            any = true;
+            self.consume(held, sink, stats);
+            let ahead = std::mem::take(&mut self.ahead);
+            let from = self.ahead_at.min(ahead.len());
+            let stop = self.lines(&ahead[from..], max_line, gate, sink, stats);
+            self.ahead = ahead;
+            if let Some(at) = stop {
+                self.ahead_at = from + at;
+                return Ok(true);
+            }
+            self.ahead.clear();
+            self.ahead_at = 0;
+        }
         loop {
             if stats.bytes >= budget {
                 return Ok(any);
@@ -482,61 +549,85 @@ impl FileReader {
                 self.fp = Fingerprint::of_bytes(&head);
                 self.head = head;
             }
-            let mut data = &chunk[..n];
-            while !data.is_empty() {
-                if !self.skipping && self.buf.is_empty() && data[0] == 0 {
-                    let k = data.iter().position(|&b| b != 0).unwrap_or(data.len());
-                    self.offset += k as u64;
-                    self.nul_run += k as u64;
-                    data = &data[k..];
-                    continue;
-                }
-                self.report_nul_run(sink);
-                if self.skipping {
-                    match memchr::memchr(b'\n', data) {
-                        Some(i) => {
-                            self.offset += i as u64 + 1;
-                            data = &data[i + 1..];
-                            self.skipping = false;
-                        }
-                        None => {
-                            self.offset += data.len() as u64;
-                            data = &[];
-                        }
-                    }
-                    continue;
-                }
+            if let Some(at) = self.lines(&chunk[..n], max_line, gate, sink, stats) {
+                self.ahead.clear();
+                self.ahead.extend_from_slice(&chunk[at..n]);
+                self.ahead_at = 0;
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Takes in `data`, the bytes that follow `offset + buf.len()`: whole lines are consumed, a partial last
+    /// one is kept in `buf`. Stops at a record `gate` holds and returns where the bytes after it start.
+    fn lines(
+        &mut self,
+        mut data: &[u8],
+        max_line: usize,
+        gate: Gate<'_>,
+        sink: &mut dyn FnMut(TailEvent),
+        stats: &mut PollStats,
+    ) -> Option<usize> {
+        let total = data.len();
+        while !data.is_empty() {
+            if !self.skipping && self.buf.is_empty() && data[0] == 0 {
+                let k = data.iter().position(|&b| b != 0).unwrap_or(data.len());
+                self.offset += k as u64;
+                self.nul_run += k as u64;
+                data = &data[k..];
+                continue;
+            }
+            self.report_nul_run(sink);
+            if self.skipping {
                 match memchr::memchr(b'\n', data) {
                     Some(i) => {
-                        let len = self.buf.len() + i;
-                        if len > max_line {
-                            self.buf.clear();
-                            self.skip_line(len as u64 + 1, SkipReason::TooLong, sink, stats);
-                        } else if self.buf.is_empty() {
-                            self.line(&data[..i], sink, stats);
-                        } else {
-                            let mut line = std::mem::take(&mut self.buf);
-                            line.extend_from_slice(&data[..i]);
-                            self.line(&line, sink, stats);
-                            line.clear();
-                            self.buf = line;
-                        }
+                        self.offset += i as u64 + 1;
                         data = &data[i + 1..];
+                        self.skipping = false;
                     }
                     None => {
-                        let len = self.buf.len() + data.len();
-                        if len > max_line {
-                            self.buf.clear();
-                            self.skip_line(len as u64, SkipReason::TooLong, sink, stats);
-                            self.skipping = true;
-                        } else {
-                            self.buf.extend_from_slice(data);
-                        }
+                        self.offset += data.len() as u64;
                         data = &[];
                     }
                 }
+                continue;
+            }
+            match memchr::memchr(b'\n', data) {
+                Some(i) => {
+                    let len = self.buf.len() + i;
+                    let taken = if len > max_line {
+                        self.buf.clear();
+                        self.skip_line(len as u64 + 1, SkipReason::TooLong, sink, stats);
+                        true
+                    } else if self.buf.is_empty() {
+                        self.line(&data[..i], gate, sink, stats)
+                    } else {
+                        let mut line = std::mem::take(&mut self.buf);
+                        line.extend_from_slice(&data[..i]);
+                        let taken = self.line(&line, gate, sink, stats);
+                        line.clear();
+                        self.buf = line;
+                        taken
+                    };
+                    data = &data[i + 1..];
+                    if !taken {
+                        return Some(total - data.len());
+                    }
+                }
+                None => {
+                    let len = self.buf.len() + data.len();
+                    if len > max_line {
+                        self.buf.clear();
+                        self.skip_line(len as u64, SkipReason::TooLong, sink, stats);
+                        self.skipping = true;
+                    } else {
+                        self.buf.extend_from_slice(data);
+                    }
+                    data = &[];
+                }
             }
         }
+        None
     }
 
     /// Reports the run of NUL bytes skipped just before `offset`, if any.
@@ -579,11 +670,38 @@ impl FileReader {
         });
     }
 
-    fn line(&mut self, line: &[u8], sink: &mut dyn FnMut(TailEvent), stats: &mut PollStats) {
+    /// One whole line (without its newline). Returns false if it is a record `gate` held: nothing is
+    /// consumed then, and the record waits in `held`.
+    fn line(
+        &mut self,
+        line: &[u8],
+        gate: Gate<'_>,
+        sink: &mut dyn FnMut(TailEvent),
+        stats: &mut PollStats,
+    ) -> bool {
+        let parsed = self.parser.parse_line(line);
+        let held = Held {
+            parsed,
+            len: line.len() as u64 + 1,
+        };
+        if matches!(held.parsed, Parsed::Conn(..) | Parsed::Context(_)) && !gate(held.parsed.time())
+        {
+            self.held = Some(held);
+            return false;
+        }
+        if matches!(held.parsed, Parsed::Meta) && line.starts_with(b"#close") {
+            self.saw_close = true;
+        }
+        self.consume(held, sink, stats);
+        true
+    }
+
+    /// Consumes one parsed line: counts it, moves past it and hands it to `sink`.
+    fn consume(&mut self, held: Held, sink: &mut dyn FnMut(TailEvent), stats: &mut PollStats) {
         self.line_no += 1;
-        self.offset += line.len() as u64 + 1;
+        self.offset += held.len;
         stats.lines += 1;
-        match self.parser.parse_line(line) {
+        match held.parsed {
             Parsed::Conn(rec, bad_values) => {
                 stats.records += 1;
                 sink(TailEvent::Record {
@@ -605,11 +723,7 @@ impl FileReader {
                     reason,
                 });
             }
-            Parsed::Meta => {
-                if line.starts_with(b"#close") {
-                    self.saw_close = true;
-                }
-            }
+            Parsed::Meta => {}
         }
     }
 }

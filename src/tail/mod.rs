@@ -19,6 +19,10 @@
 //! at the path is searched for among its rotated siblings by identity and fingerprint and finished first.
 //! Only the configured file name and its rotated forms (`conn.*.log`, `conn.log.N`) are ever read.
 //!
+//! A caller merging several sources ([`Tailer::poll_gated`]) reads up to the first record its [`Gate`]
+//! refuses: that record stays unconsumed (parsed and kept, the position before it), so checkpoints only
+//! ever cover records handed over.
+//!
 //! Identity never depends on time. Only one heuristic does: rotated files we never had open (several
 //! rotations between two looks, or while stopped) are those whose modification time is at least that of the
 //! last file we read when we last read it, and which we do not remember reading (by inode and fingerprint);
@@ -37,7 +41,7 @@ use crate::zeek::SourceKind;
 use crate::zeek::{ConnRecord, ParseOptions, SkipReason};
 use config::{Source, StartAt};
 use file::{mtime, FileReader, LineFormat};
-pub use file::{FileCheckpoint, FileId, Fingerprint, HeaderLine, FINGERPRINT_LEN};
+pub use file::{FileCheckpoint, FileId, Fingerprint, Gate, HeaderLine, FINGERPRINT_LEN};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io;
@@ -232,9 +236,23 @@ impl Tailer {
     /// is never taken for absence: nothing is decided about rotations, every saved position is kept, the
     /// files already open are still read, and the error is returned after them; the next poll tries again.
     pub fn poll(&mut self, sink: &mut dyn FnMut(TailEvent)) -> io::Result<PollStats> {
+        self.poll_gated(true, &mut |_| true, sink)
+    }
+
+    /// [`Tailer::poll`] up to the first record `gate` holds (see [`Gate`]): that record is not consumed (the
+    /// checkpoint stays before it) and is offered to the gate first on the next poll; nothing after it is
+    /// read meanwhile, and a rotated file holding it is not finished. With `look` false the configured path
+    /// is not looked at (no rotation is noticed): only the files already open are read on, which is cheap
+    /// enough to do after every few records.
+    pub fn poll_gated(
+        &mut self,
+        look: bool,
+        gate: Gate<'_>,
+        sink: &mut dyn FnMut(TailEvent),
+    ) -> io::Result<PollStats> {
         let mut stats = PollStats::default();
         self.start(sink)?;
-        let looked = self.check_live(sink);
+        let looked = if look { self.check_live(sink) } else { Ok(()) };
 
         let mut i = 0;
         // The header of the file drained before, for one that starts with rows (below).
@@ -249,7 +267,18 @@ impl Tailer {
                     r.parser.set_header(h);
                 }
             }
-            let any = r.read(&mut self.chunk, self.max_line, u64::MAX, sink, &mut stats)?;
+            let any = r.read(
+                &mut self.chunk,
+                self.max_line,
+                u64::MAX,
+                gate,
+                sink,
+                &mut stats,
+            )?;
+            if r.holds() {
+                // Nothing after a held record is read: it is the next one of this source.
+                return looked.map(|()| stats);
+            }
             prev_header = has_fields(r.parser.header()).then(|| r.parser.header().clone());
             r.eof_polls = if any { 0 } else { r.eof_polls + 1 };
             let unlinked = r.file.metadata().map(|m| m.nlink() == 0).unwrap_or(true);
@@ -284,11 +313,18 @@ impl Tailer {
                 &mut self.chunk,
                 self.max_line,
                 self.budget,
+                gate,
                 sink,
                 &mut stats,
             )?;
         }
         looked.map(|()| stats)
+    }
+
+    /// True while a gate holds a record of this source (see [`Tailer::poll_gated`]).
+    pub fn holds(&self) -> bool {
+        self.draining.iter().any(FileReader::holds)
+            || self.live.as_ref().is_some_and(FileReader::holds)
     }
 
     /// Opens the files to follow, once: from the checkpoint if there is one, else per `start_at`. `poll`
