@@ -581,30 +581,16 @@ impl Context {
     }
 
     pub fn state(&self) -> ContextState {
-        let mut s = ContextState {
-            uids: self
-                .uid_order
-                .iter()
-                .filter_map(|(_, u)| Some((u.clone(), self.uids.get(u)?.clone())))
-                .collect(),
-            pairs: self.pairs.iter().map(|(k, v)| (*k, v.clone())).collect(),
-            dns: self.dns.iter().map(|(k, v)| (*k, v.clone())).collect(),
-            dns_hosts: self.dns_hosts.iter().map(|(k, v)| (*k, *v)).collect(),
-            sources: self.sources.iter().map(|(k, v)| (*k, *v)).collect(),
-            reach: self
-                .reach
-                .iter()
-                .flat_map(|(d, m)| m.iter().map(move |(src, at)| ((d.clone(), *src), *at)))
-                .collect(),
-            stats: self.stats.clone(),
-        };
+        let mut s = self.state_without_prevalence();
+        s.sources = self.sources.iter().map(|(k, v)| (*k, *v)).collect();
+        s.reach = self
+            .reach
+            .iter()
+            .flat_map(|(d, m)| m.iter().map(move |(src, at)| ((d.clone(), *src), *at)))
+            .collect();
         // Deterministic order, so equal states serialize equally.
-        s.pairs.sort_by_key(|a| a.0);
-        s.dns.sort_by_key(|a| a.0);
-        s.dns_hosts.sort();
         s.sources.sort();
-        s.reach
-            .sort_by(|a, b| (format!("{:?}", a.0)).cmp(&format!("{:?}", b.0)));
+        s.reach.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         s
     }
 
@@ -674,7 +660,7 @@ impl Context {
                 if self
                     .sources
                     .insert(src, at)
-                    .is_none_or(|before| at < before)
+                    .map_or(true, |before| at < before)
                 {
                     self.expiry.push(Reverse((at, Expiring::Source(src))));
                 }
@@ -693,7 +679,7 @@ impl Context {
                 if before.is_none() {
                     self.reach_len += 1;
                 }
-                if before.is_none_or(|before| at < before) {
+                if before.map_or(true, |before| at < before) {
                     self.expiry.push(Reverse((at, Expiring::Reach(dest, src))));
                 }
             }
@@ -710,7 +696,8 @@ impl Context {
         }
     }
 
-    /// [`Context::state`] without the prevalence maps (saved apart, in the binary checkpoint store).
+    /// [`Context::state`] without the prevalence maps (saved apart, in the binary checkpoint store); maps
+    /// in a deterministic order.
     pub fn state_without_prevalence(&self) -> ContextState {
         let mut s = ContextState {
             uids: self
