@@ -135,6 +135,7 @@ fn effective_toml_round_trips() {
         format!(
             "{MINIMAL}[single]\nlevels = {{}}\n[cumulative]\nlevels = {{ medium = \"1h30m\" }}\nrealert_after = \"6h\"\n[filter]\nignore_states = [\"s0\"]\ndirections = [\"outbound\"]\n"
         ),
+        format!("{MINIMAL}[window]\ngroup_by = \"name\"\n"),
     ] {
         let c = load(&text);
         let printed = c.to_effective_toml();
@@ -144,6 +145,9 @@ fn effective_toml_round_trips() {
         };
         assert_eq!(back, c, "{printed}");
     }
+    let by_name = load(&format!("{MINIMAL}[window]\ngroup_by = \"name\"\n"));
+    assert_eq!(by_name.window.group_by, GroupBy::Name);
+    assert!(by_name.to_effective_toml().contains("group_by = \"name\""));
     let printed = load(MINIMAL).to_effective_toml();
     assert!(printed.contains("length = \"24h\""), "{printed}");
     assert!(printed.contains("max_groups = 1000000"), "{printed}");
@@ -325,7 +329,7 @@ fn bad_enums() {
     assert_error(
         &format!("{MINIMAL}[window]\ngroup_by = \"host\"\n"),
         "window.group_by",
-        "\"pair\", \"pair_port\"",
+        "\"pair\", \"pair_port\", \"name\"",
     );
     assert_error(
         &format!("{MINIMAL}[filter]\ndirections = [\"outbound\", \"sideways\"]\n"),
