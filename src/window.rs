@@ -1040,13 +1040,8 @@ impl<T: Default + Hold> Window<T> {
             .collect();
         groups.sort_unstable_by_key(|g| g.0);
         WindowState {
-            length_us: self.length,
-            group_by: group_by_name(self.group_by).to_string(),
-            watermark_us: self.watermark,
-            evictions: self.evictions,
-            expired: self.expired,
-            since_sweep: self.since_sweep,
             groups,
+            ..self.state_header()
         }
     }
 

@@ -170,33 +170,20 @@ impl Group {
 
     /// What to do next at `now`, the present being `wall` (seconds since the epoch).
     pub fn next(&self, now: Instant, wall: f64) -> Next {
-        let first = self
-            .members
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
+        let ranks = || {
+            self.members.iter().enumerate().filter_map(|(i, m)| {
                 m.head.map(|key| Rank {
                     key,
                     role: m.role,
                     member: i,
                 })
             })
-            .min_by(Rank::cmp);
-        let Some(first) = first else {
+        };
+        let Some(first) = ranks().min_by(Rank::cmp) else {
             return Next::Done;
         };
-        let before = self
-            .members
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != first.member)
-            .filter_map(|(i, m)| {
-                m.head.map(|key| Rank {
-                    key,
-                    role: m.role,
-                    member: i,
-                })
-            })
+        let before = ranks()
+            .filter(|r| r.member != first.member)
             .min_by(Rank::cmp);
         // The conn sources with nothing to read, still waited for.
         let mut bound = f64::INFINITY;

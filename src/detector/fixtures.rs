@@ -78,3 +78,17 @@ pub fn rec(uid: &str, orig: &str, resp: &str, ts: f64, dur: f64) -> ConnRecord {
         ..ConnRecord::default()
     }
 }
+
+/// The ssl.log record of `10.0.0.1 -> resp:443` with uid `uid` at `ts` seconds, naming its server `name`.
+pub fn sni(uid: &str, resp: &str, name: &str, ts: f64) -> crate::zeek::context::ContextRecord {
+    crate::zeek::context::ContextRecord {
+        kind: crate::zeek::context::ContextKind::Ssl,
+        ts,
+        uid: uid.into(),
+        orig_h: "10.0.0.1".parse().expect("addr"),
+        resp_h: Some(resp.parse().expect("addr")),
+        resp_p: Some(443),
+        name: Some(name.into()),
+        answers: Vec::new(),
+    }
+}

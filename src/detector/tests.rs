@@ -853,7 +853,6 @@ fn shared_open_conn_sample_through_the_detector() {
 
 #[test]
 fn domain_allow_runs_once_the_name_is_known() {
-    use crate::zeek::context::{ContextKind, ContextRecord};
     let t0 = 1_700_000_000.0;
     let mut cfg = fixtures::config();
     cfg.allow = vec![Allow {
@@ -862,16 +861,7 @@ fn domain_allow_runs_once_the_name_is_known() {
         comment: None,
     }];
     let mut d = Detector::new(&cfg);
-    let sni = |uid: &str, resp: &str, name: &str| ContextRecord {
-        kind: ContextKind::Ssl,
-        ts: t0,
-        uid: uid.into(),
-        orig_h: "10.0.0.1".parse().expect("addr"),
-        resp_h: Some(resp.parse().expect("addr")),
-        resp_p: Some(443),
-        name: Some(name.into()),
-        answers: Vec::new(),
-    };
+    let sni = |uid: &str, resp: &str, name: &str| fixtures::sni(uid, resp, name, t0);
     d.process_context(&sni("C1", "1.2.3.4", "Chat.Example.com"));
     d.process_context(&sni("C2", "1.2.3.5", "example.org"));
     let mut out = Vec::new();
@@ -905,23 +895,13 @@ fn domain_allow_runs_once_the_name_is_known() {
 /// with the name, the id built from `orig>name`.
 #[test]
 fn group_by_name_sums_across_addresses_and_falls_back_to_the_pair() {
-    use crate::zeek::context::{ContextKind, ContextRecord};
     let t0 = 1_700_000_000.0;
     let mut cfg = no_single();
     cfg.window.group_by = GroupBy::Name;
     cfg.cumulative.measure = Measure::Covered;
     cfg.context.named_tls_usual_port = false;
     let mut d = Detector::new(&cfg);
-    let sni = |uid: &str, resp: &str, name: &str, ts: f64| ContextRecord {
-        kind: ContextKind::Ssl,
-        ts,
-        uid: uid.into(),
-        orig_h: "10.0.0.1".parse().expect("addr"),
-        resp_h: Some(resp.parse().expect("addr")),
-        resp_p: Some(443),
-        name: Some(name.into()),
-        answers: Vec::new(),
-    };
+    let sni = fixtures::sni;
     let mut out = Vec::new();
     // Three hours each to three addresses of one name, one after the other: 9 h covered by name
     // (medium at 4 h, high at 8 h), 3 h per address (low) by pair.
