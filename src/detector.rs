@@ -26,6 +26,7 @@ use std::collections::VecDeque;
 
 pub mod context;
 pub mod interim;
+mod prevalence;
 
 use context::{Context, ContextConfig, ContextState, ContextStats, Dest, Reason};
 
@@ -546,7 +547,7 @@ impl Detector {
             .filter(|p| p.key == key && slot.data.connections > 0);
         let measure_before = match measure_kind {
             Measure::Sum => touched.measure_before,
-            Measure::Covered => slot.acc.covered(w),
+            Measure::Covered => touched.covered_before,
         };
         slot.data.rules.check_episode_end(&cum_th, measure_before);
         if slot.data.rules.episode_first.is_none() {
@@ -562,9 +563,10 @@ impl Detector {
                 slot.data.add(rec, ts, end, dur);
             }
         }
-        let sum = slot.acc.measure(w);
+        let after = slot.acc.measures(w);
+        let sum = after.sum;
         let covered = match measure_kind {
-            Measure::Covered => Some(slot.acc.covered(w)),
+            Measure::Covered => Some(after.covered),
             Measure::Sum => None,
         };
         let measure = covered.unwrap_or(sum);

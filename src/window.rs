@@ -9,13 +9,13 @@
 //! `sum over its intervals of max(0, e - max(s, W))`.
 //!
 //! ## How it stays cheap
-//! `W` only grows, so each interval moves through three states exactly once: *full* (`s >= W`, contributes
-//! `e - s`), *straddling* (`s < W < e`, contributes `e - W`) and *expired* (`e <= W`, contributes nothing).
-//! An [`Accumulator`] keeps full intervals in a min-heap by start and straddling ones in a min-heap by end,
-//! with running sums `Σ(e - s)` over full ones and `Σe`, count over straddling ones; the measure is then
-//! `full_len + straddle_end_sum - straddle_count * W`. Advancing a group to the current `W` pops only the
-//! intervals that change state, so a record costs O(log n) amortized for a group of n live intervals, and
-//! no record ever scans other groups. Groups are advanced lazily, when one of their records arrives.
+//! `W` only grows, so an interval, once `e <= W`, is gone for good. Each group keeps its live intervals in
+//! an [`Accumulator`]: inline when it has one (most groups), else in one contiguous `Vec` sorted by start.
+//! A record costs one pass over its own group's items, which drops the expired ones and yields both the
+//! sum and the covered measure (see `accumulator.rs`); no record ever scans other groups, and groups are
+//! advanced lazily, when one of their records arrives. The pass is O(n) for a group of n live items, which
+//! [`EXACT_LIMIT`] bounds; it reads memory in order, which on a sensor's working set costs less than the
+//! cache misses of the per-group heaps it replaced.
 //!
 //! ## Exactness and the approximation beyond [`EXACT_LIMIT`]
 //! A group is exact while it holds at most [`EXACT_LIMIT`] (1,000) live intervals. When one more arrives,
@@ -27,7 +27,7 @@
 //! **the measure error is at most `2g` (plus 1 µs) per connection that was folded into a merged item**, and
 //! it is zero for connections whose merged item lies wholly inside the window: the error only appears while
 //! merged items cross the left edge. At most 33·34/2 = 561 items survive a compaction, so memory per group
-//! is bounded by about 1,000 items (24 bytes each). The `approximate` tests check the bound.
+//! is bounded by about 1,000 items (16 or 24 bytes each). The `approximate` tests check the bound.
 //!
 //! ## Replacing a connection, and the covered measure
 //! Zeek's interim logs (open_conn.log, conn_long.log) write the same connection (same uid) again and again
@@ -36,15 +36,14 @@
 //! the detector. Removal is exact while the group is exact; after a compaction, one unit is taken from the
 //! merged item nearest to the old interval (within the grid, so inside the `2g` bound above).
 //! [`Accumulator::covered`] is the length of the union of the live intervals clipped to the window (the
-//! wall-clock time during which the group had at least one connection up), computed on demand in
-//! O(n log n); it is exact within [`EXACT_LIMIT`] and off by at most `2g` per merged item beyond.
+//! wall-clock time during which the group had at least one connection up), computed in the same pass as
+//! the sum; it is exact within [`EXACT_LIMIT`] and off by at most `2g` per merged item beyond.
 //!
 //! ## Memory
 //! Groups live in a slab (`Vec<Slot>`) indexed by a hash map from the compact [`GroupKey`] (38 bytes) to a
-//! `u32`; a freed slot is reset and reused. A group with one live interval keeps it inline (no heap), so a
-//! one-connection group costs its slot (152 bytes with the detector's data) plus its map entry: about 246
-//! bytes resident per group at 1 million groups (`examples/core_bench.rs`). Heaps are allocated from a
-//! group's second live interval; older uids from its second connection.
+//! `u32`; a freed slot is reset and reused. A group with one live interval keeps it inline (no heap); from
+//! its second, its intervals take 16 bytes each in one allocation (24 once compacted, with a
+//! multiplicity). Older uids are allocated from a group's second connection.
 //!
 //! Groups whose measure is 0 (every interval ended at or before `W`) and that hold nothing else
 //! ([`Hold::hold_until`], used by the rules for single-alert suppression) are treated as new when their next
@@ -56,17 +55,18 @@
 //!
 //! ## Changes, for an incremental checkpoint
 //! When asked ([`Window::track_changes`], the daemon does), the window remembers which groups changed since
-//! the last checkpoint: a flag per slot set by [`Window::touch`] and by an advance that moved intervals (a
+//! the last checkpoint: a flag per slot set by [`Window::touch`] and by an advance that dropped intervals (a
 //! sweep, [`Window::measure`]), and the keys of the groups dropped (expired or evicted). The checkpoint saves
 //! [`Window::changed`] and [`Window::removed`] and then calls [`Window::clear_changes`]; a new length or
 //! grouping ([`Window::reconfigure`]) asks for a full one ([`Window::all_changed`]).
 
+mod accumulator;
 pub mod config;
+
+pub use accumulator::{union_length, Accumulator, AccumulatorState, Measures};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -170,449 +170,6 @@ impl GroupKey {
     }
 }
 
-/// Lazily advanced interval sums for one group (see the module doc). A group with one live interval,
-/// the common case, keeps it inline; heaps are allocated from the second.
-#[derive(Debug, Clone, Default)]
-pub struct Accumulator {
-    items: Items,
-}
-
-#[derive(Debug, Clone, Default)]
-enum Items {
-    #[default]
-    Empty,
-    One(i64, i64),
-    Many(Box<Heaps>),
-}
-
-impl Accumulator {
-    /// Moves intervals whose state changed at left edge `w` (which must not be below any earlier `w`).
-    /// Returns whether anything moved (the saved form of the accumulator changed).
-    pub fn advance(&mut self, w: i64) -> bool {
-        match &mut self.items {
-            Items::Empty => false,
-            Items::One(_, e) => {
-                if *e <= w {
-                    self.items = Items::Empty;
-                    true
-                } else {
-                    false
-                }
-            }
-            Items::Many(h) => {
-                let moved = h.advance(w);
-                if h.len() == 0 {
-                    self.items = Items::Empty;
-                }
-                moved
-            }
-        }
-    }
-
-    /// The one live interval `(start, end)` of a group that holds exactly one (the common case), without
-    /// building its [`AccumulatorState`].
-    pub fn single(&self) -> Option<(i64, i64)> {
-        match self.items {
-            Items::One(s, e) => Some((s, e)),
-            _ => None,
-        }
-    }
-
-    /// An accumulator holding the one interval `[s, e]`: what [`Accumulator::from_state`] makes of a state
-    /// with one full item of multiplicity 1, without building that state.
-    pub fn one(s: i64, e: i64) -> Accumulator {
-        Accumulator {
-            items: Items::One(s.min(e), e),
-        }
-    }
-
-    /// The measure at left edge `w`; the accumulator must have been advanced to `w`.
-    pub fn measure(&self, w: i64) -> i64 {
-        match &self.items {
-            Items::Empty => 0,
-            Items::One(s, e) => (*e - (*s).max(w)).max(0),
-            Items::Many(h) => h.measure(w),
-        }
-    }
-
-    /// Adds `[s, e]` at left edge `w` (advanced); compacts when the exact limit is passed.
-    pub fn insert(&mut self, w: i64, s: i64, e: i64, cell: i64) {
-        let s = s.min(e);
-        if e <= w {
-            return;
-        }
-        match &mut self.items {
-            Items::Empty => self.items = Items::One(s, e),
-            Items::One(s0, e0) => {
-                let mut h = Box::<Heaps>::default();
-                h.push(w, *s0, *e0, 1);
-                h.push(w, s, e, 1);
-                self.items = Items::Many(h);
-            }
-            Items::Many(h) => {
-                h.push(w, s, e, 1);
-                if h.len() > EXACT_LIMIT {
-                    h.compact(w, cell);
-                }
-            }
-        }
-    }
-
-    /// Removes one connection's interval `[s, e]` at left edge `w` (advanced): the inverse of
-    /// [`Accumulator::insert`], used when a newer record of the same connection (same uid) replaces it.
-    /// Exact while the group is exact. After a compaction the connection may sit in a merged item: one
-    /// unit of multiplicity is taken from the item nearest to `[s, e]` (within the compaction grid of it),
-    /// so the error stays within the bound of the module doc. Returns false if nothing was removed (the
-    /// interval had already left the window).
-    pub fn remove(&mut self, w: i64, s: i64, e: i64) -> bool {
-        let s = s.min(e);
-        if e <= w {
-            return false;
-        }
-        match &mut self.items {
-            Items::Empty => false,
-            Items::One(s0, e0) => {
-                if *e0 == e && (*s0 == s || *s0 <= w) {
-                    self.items = Items::Empty;
-                    true
-                } else {
-                    false
-                }
-            }
-            Items::Many(h) => {
-                let done = h.remove(w, s, e);
-                if h.len() == 0 {
-                    self.items = Items::Empty;
-                }
-                done
-            }
-        }
-    }
-
-    /// Replaces a connection's interval `[s0, e0]` by `[s, e]` (a newer record of the same uid).
-    pub fn replace(&mut self, w: i64, old: (i64, i64), new: (i64, i64), cell: i64) {
-        self.remove(w, old.0, old.1);
-        self.insert(w, new.0, new.1, cell);
-    }
-
-    /// The live intervals clipped to the window `[w, ..]`, as (start, end, multiplicity).
-    fn clipped(&self, w: i64) -> Vec<(i64, i64)> {
-        match &self.items {
-            Items::Empty => Vec::new(),
-            Items::One(s, e) => {
-                if *e > w {
-                    vec![((*s).max(w), *e)]
-                } else {
-                    Vec::new()
-                }
-            }
-            Items::Many(h) => h
-                .full
-                .iter()
-                .map(|Reverse((s, e, _))| (*s, *e))
-                .chain(h.strad.iter().map(|Reverse((e, _))| (w, *e)))
-                .filter(|(_, e)| *e > w)
-                .collect(),
-        }
-    }
-
-    /// The *covered* measure at left edge `w` (advanced): the length of the union of the live intervals
-    /// inside the window, the wall-clock time during which at least one connection was up. O(n log n) for
-    /// n live items. Exact while the group is exact; after a compaction a merged item stands for its
-    /// connections at their mean start and end, all of which lie in the same start and end grid cells, so
-    /// the union is off by at most `2g` per merged item.
-    pub fn covered(&self, w: i64) -> i64 {
-        union_length(self.clipped(w))
-    }
-
-    /// Live items (merged items count once).
-    pub fn len(&self) -> usize {
-        match &self.items {
-            Items::Empty => 0,
-            Items::One(..) => 1,
-            Items::Many(h) => h.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Connections held in merged items at the last compaction (0 while the group is exact).
-    pub fn merged(&self) -> u64 {
-        match &self.items {
-            Items::Many(h) => h.merged,
-            _ => 0,
-        }
-    }
-
-    fn unclip(&mut self, w_old: i64) {
-        self.advance(w_old);
-        match &mut self.items {
-            Items::Empty => {}
-            Items::One(s, _) => *s = (*s).max(w_old),
-            Items::Many(h) => h.unclip(w_old),
-        }
-    }
-
-    pub fn state(&self) -> AccumulatorState {
-        let (mut full, mut straddling, merged) = match &self.items {
-            Items::Empty => (Vec::new(), Vec::new(), 0),
-            Items::One(s, e) => (vec![(*s, *e, 1)], Vec::new(), 0),
-            Items::Many(h) => (
-                h.full.iter().map(|Reverse(x)| *x).collect(),
-                h.strad.iter().map(|Reverse(x)| *x).collect(),
-                h.merged,
-            ),
-        };
-        full.sort_unstable();
-        straddling.sort_unstable();
-        AccumulatorState {
-            full,
-            straddling,
-            merged,
-        }
-    }
-
-    pub fn from_state(st: &AccumulatorState) -> Accumulator {
-        let items = match (st.full.as_slice(), st.straddling.as_slice()) {
-            ([], []) => Items::Empty,
-            ([(s, e, 1)], []) => Items::One((*s).min(*e), *e),
-            _ => {
-                let mut h = Box::new(Heaps {
-                    merged: st.merged,
-                    ..Heaps::default()
-                });
-                for &(s, e, n) in &st.full {
-                    h.full.push(Reverse((s.min(e), e, n)));
-                    h.full_len += i64::from(n) * (e - s.min(e));
-                }
-                for &(e, n) in &st.straddling {
-                    h.strad.push(Reverse((e, n)));
-                    h.strad_end += i128::from(n) * i128::from(e);
-                    h.strad_n += i64::from(n);
-                }
-                Items::Many(h)
-            }
-        };
-        Accumulator { items }
-    }
-}
-
-/// Interval heaps and running sums for a group with more than one live interval (see the module doc).
-#[derive(Debug, Clone, Default)]
-struct Heaps {
-    /// (start, end, multiplicity) with start >= W, min-heap by start.
-    full: BinaryHeap<Reverse<(i64, i64, u32)>>,
-    /// (end, multiplicity) with start < W < end, min-heap by end.
-    strad: BinaryHeap<Reverse<(i64, u32)>>,
-    full_len: i64,
-    strad_end: i128,
-    strad_n: i64,
-    merged: u64,
-}
-
-/// The serialized form of an [`Accumulator`]: its items; sums are recomputed on restore.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AccumulatorState {
-    pub full: Vec<(i64, i64, u32)>,
-    pub straddling: Vec<(i64, u32)>,
-    pub merged: u64,
-}
-
-impl Heaps {
-    /// Returns whether anything moved.
-    fn advance(&mut self, w: i64) -> bool {
-        let mut moved = false;
-        while let Some(&Reverse((s, e, n))) = self.full.peek() {
-            if s >= w {
-                break;
-            }
-            moved = true;
-            self.full.pop();
-            self.full_len -= i64::from(n) * (e - s);
-            if e > w {
-                self.strad.push(Reverse((e, n)));
-                self.strad_end += i128::from(n) * i128::from(e);
-                self.strad_n += i64::from(n);
-            }
-        }
-        while let Some(&Reverse((e, n))) = self.strad.peek() {
-            if e > w {
-                break;
-            }
-            moved = true;
-            self.strad.pop();
-            self.strad_end -= i128::from(n) * i128::from(e);
-            self.strad_n -= i64::from(n);
-        }
-        moved
-    }
-
-    fn measure(&self, w: i64) -> i64 {
-        let strad = self.strad_end - i128::from(self.strad_n) * i128::from(w);
-        self.full_len + strad as i64
-    }
-
-    fn push(&mut self, w: i64, s: i64, e: i64, n: u32) {
-        if s >= w {
-            self.full.push(Reverse((s, e, n)));
-            self.full_len += i64::from(n) * (e - s);
-        } else {
-            self.strad.push(Reverse((e, n)));
-            self.strad_end += i128::from(n) * i128::from(e);
-            self.strad_n += i64::from(n);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.full.len() + self.strad.len()
-    }
-
-    /// See [`Accumulator::remove`]. O(n): replacements are rare (one per interim record).
-    fn remove(&mut self, w: i64, s: i64, e: i64) -> bool {
-        self.advance(w);
-        let full: Vec<(i64, i64, u32)> = self.full.iter().map(|Reverse(x)| *x).collect();
-        let strad: Vec<(i64, u32)> = self.strad.iter().map(|Reverse(x)| *x).collect();
-        // The interval as the heaps hold it: full if it starts inside the window, else straddling.
-        let exact_full = (s >= w)
-            .then(|| full.iter().position(|x| x.0 == s && x.1 == e))
-            .flatten();
-        let exact_strad = (s < w)
-            .then(|| strad.iter().position(|x| x.0 == e))
-            .flatten();
-        let (in_full, idx) = match (exact_full, exact_strad) {
-            (Some(i), _) => (true, i),
-            (None, Some(i)) => (false, i),
-            (None, None) => {
-                // Approximate: the item nearest to [s, e] (merged by a compaction).
-                let s_c = s.max(w);
-                let best_full = full
-                    .iter()
-                    .enumerate()
-                    .map(|(i, x)| ((x.0 - s_c).abs().saturating_add((x.1 - e).abs()), i))
-                    .min();
-                let best_strad = strad
-                    .iter()
-                    .enumerate()
-                    .map(|(i, x)| ((w - s_c).abs().saturating_add((x.0 - e).abs()), i))
-                    .min();
-                match (best_full, best_strad) {
-                    (Some(f), Some(st)) if st.0 < f.0 => (false, st.1),
-                    (Some(f), _) => (true, f.1),
-                    (None, Some(st)) => (false, st.1),
-                    (None, None) => return false,
-                }
-            }
-        };
-        if in_full {
-            let (fs, fe, n) = full[idx];
-            let mut rest = full;
-            rest.swap_remove(idx);
-            if n > 1 {
-                rest.push((fs, fe, n - 1));
-            }
-            self.full_len -= fe - fs;
-            self.full = rest.into_iter().map(Reverse).collect();
-        } else {
-            let (se, n) = strad[idx];
-            let mut rest = strad;
-            rest.swap_remove(idx);
-            if n > 1 {
-                rest.push((se, n - 1));
-            }
-            self.strad_end -= i128::from(se);
-            self.strad_n -= 1;
-            self.strad = rest.into_iter().map(Reverse).collect();
-        }
-        true
-    }
-
-    /// Merges items that share (start cell, end cell) on a grid of `cell` µs (see the module doc).
-    fn compact(&mut self, w: i64, cell: i64) {
-        let cell = cell.max(1);
-        let mut cells: FxHashMap<(i64, i64), (i128, i128, u64)> = FxHashMap::default();
-        let items = self
-            .full
-            .drain()
-            .map(|Reverse(x)| x)
-            .chain(self.strad.drain().map(|Reverse((e, n))| (w, e, n)));
-        for (s, e, n) in items {
-            let s = s.max(w);
-            let c = cells
-                .entry((s.div_euclid(cell), e.div_euclid(cell)))
-                .or_default();
-            c.0 += i128::from(n) * i128::from(s);
-            c.1 += i128::from(n) * i128::from(e);
-            c.2 += u64::from(n);
-        }
-        self.full_len = 0;
-        self.strad_end = 0;
-        self.strad_n = 0;
-        let mut merged: Vec<(i64, i64, u64)> = cells
-            .into_values()
-            .map(|(ss, se, n)| {
-                let d = n as i128;
-                let s = ((ss + d / 2).div_euclid(d)) as i64;
-                let e = ((se + d / 2).div_euclid(d)) as i64;
-                (s.min(e), e, n)
-            })
-            .collect();
-        merged.sort_unstable();
-        let mut folded = 0;
-        for (s, e, n) in merged {
-            if n > 1 {
-                folded += n;
-            }
-            let mut left = n;
-            while left > 0 {
-                let k = left.min(u64::from(u32::MAX)) as u32;
-                self.push(w, s, e, k);
-                left -= u64::from(k);
-            }
-        }
-        self.merged = folded;
-    }
-
-    /// Forgets the true starts of straddling intervals, setting them to `w_old`, so that a new window
-    /// length (an earlier left edge) can be applied; used only on reconfiguration.
-    fn unclip(&mut self, w_old: i64) {
-        self.advance(w_old);
-        let strad: Vec<(i64, u32)> = self.strad.drain().map(|Reverse(x)| x).collect();
-        self.strad_end = 0;
-        self.strad_n = 0;
-        for (e, n) in strad {
-            self.full.push(Reverse((w_old, e, n)));
-            self.full_len += i64::from(n) * (e - w_old);
-        }
-    }
-}
-
-/// Length of the union of intervals `(start, end)` (brute force would give the same; see the tests).
-pub fn union_length(mut v: Vec<(i64, i64)>) -> i64 {
-    v.sort_unstable();
-    let mut total: i64 = 0;
-    let mut cur: Option<(i64, i64)> = None;
-    for (s, e) in v {
-        if e <= s {
-            continue;
-        }
-        match &mut cur {
-            Some((_, ce)) if s <= *ce => *ce = (*ce).max(e),
-            _ => {
-                if let Some((cs, ce)) = cur {
-                    total = total.saturating_add(ce - cs);
-                }
-                cur = Some((s, e));
-            }
-        }
-    }
-    if let Some((cs, ce)) = cur {
-        total = total.saturating_add(ce - cs);
-    }
-    total
-}
-
 /// What a group's data says about keeping the group after its measure fell to 0.
 pub trait Hold {
     /// The group is kept (not expired) while this is after the left edge W, even with measure 0.
@@ -640,8 +197,10 @@ impl<T: Hold> Slot<T> {
 /// What [`Window::touch`] returns: the group, advanced to the current left edge.
 pub struct Touched<'a, T> {
     pub slot: &'a mut Slot<T>,
-    /// Measure at the current watermark before the new record is added.
+    /// Measure (sum) at the current watermark before the new record is added.
     pub measure_before: i64,
+    /// Covered measure at the current watermark before the new record is added.
+    pub covered_before: i64,
     /// True if the group was created (or had expired and was reset) by this call.
     pub fresh: bool,
     /// The current left edge W.
@@ -948,10 +507,11 @@ impl<T: Default + Hold> Window<T> {
             *slot = Slot::default();
             fresh = true;
         }
-        let measure_before = slot.acc.measure(w);
+        let before = slot.acc.measures(w);
         Some(Touched {
             slot,
-            measure_before,
+            measure_before: before.sum,
+            covered_before: before.covered,
             fresh,
             left_edge: w,
             cell,

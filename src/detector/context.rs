@@ -22,14 +22,14 @@
 //! | `no_dns_answer` | up | the originator's DNS answers are visible (some answer to it in the window) but none held the responder's address, and nothing else names it |
 //! | `rare_destination` | up | at least `min_sources` internal sources seen, and the share that reached this destination is at most `rare_fraction` |
 
+use super::prevalence::Prevalence;
 use crate::rules::Level;
 use crate::zeek::context::{ContextKind, ContextRecord};
 use crate::zeek::ConnRecord;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 pub mod config;
@@ -197,13 +197,6 @@ pub enum Dest {
     Addr(IpAddr),
 }
 
-/// An item of the prevalence maps in [`Context::expiry`].
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Expiring {
-    Source(IpAddr),
-    Reach(Dest, IpAddr),
-}
-
 /// The context maps (see the module doc).
 #[derive(Debug, Clone, Default)]
 pub struct Context {
@@ -215,32 +208,11 @@ pub struct Context {
     dns: FxHashMap<(IpAddr, IpAddr), Named>,
     /// Originators with a DNS answer seen: when last.
     dns_hosts: FxHashMap<IpAddr, i64>,
-    /// Internal sources seen: when last.
-    sources: FxHashMap<IpAddr, i64>,
-    /// destination -> internal source -> when last.
-    reach: FxHashMap<Dest, FxHashMap<IpAddr, i64>>,
-    /// Entries in `reach`, for its bound.
-    reach_len: usize,
-    /// One entry per item of `sources` and of `reach`, at a time no later than the item's: popped in time
-    /// order once older than the window, the item goes if it was not seen since, else it is queued again
-    /// at its newer time. Keeps both maps exact for the window at O(log n) per item, so a prevalence query
-    /// is two lengths, not a scan over every source.
-    expiry: BinaryHeap<Reverse<(i64, Expiring)>>,
+    /// Internal sources and the destinations they reached, for the prevalence modifiers.
+    prevalence: Prevalence,
     /// Event time (µs) of the last sweep of expired entries.
     swept_at: i64,
     stats: ContextStats,
-    /// The prevalence entries changed since the last checkpoint, for an incremental one (`None` unless
-    /// asked for: the daemon does, `replay` does not pay for it).
-    changes: Option<Box<PrevalenceChanges>>,
-}
-
-/// Keys of the prevalence maps (`sources`, `reach`: one entry per internal source and per source and
-/// destination, as many as the window's groups) written, updated or dropped since the last checkpoint.
-/// The other maps are filled only from context logs and are saved whole.
-#[derive(Debug, Clone, Default)]
-struct PrevalenceChanges {
-    sources: rustc_hash::FxHashSet<IpAddr>,
-    reach: rustc_hash::FxHashSet<(Dest, IpAddr)>,
 }
 
 /// Inserts into a bounded map: when full, entries older than `oldest` go first; if none, the insert is
@@ -373,7 +345,7 @@ impl Context {
         self.pairs.retain(|_, n| n.at >= oldest);
         self.dns.retain(|_, n| n.at >= oldest);
         self.dns_hosts.retain(|_, at| *at >= oldest);
-        self.sweep_reach(oldest);
+        self.prevalence.sweep(oldest);
     }
 
     fn expire_uids(&mut self, oldest: i64) {
@@ -429,91 +401,25 @@ impl Context {
 
     /// Counts an internal source reaching a destination (prevalence); `end` is the record's end (µs).
     pub fn reached(&mut self, src: IpAddr, dest: Dest, end: i64, cfg: &ContextConfig, oldest: i64) {
-        match self.sources.get_mut(&src) {
-            Some(at) => *at = (*at).max(end),
-            None => {
-                self.sources.insert(src, end);
-                self.expiry.push(Reverse((end, Expiring::Source(src))));
-            }
-        }
-        if let Some(c) = &mut self.changes {
-            c.sources.insert(src);
-            c.reach.insert((dest.clone(), src));
-        }
-        if let Some(at) = self.reach.get_mut(&dest).and_then(|m| m.get_mut(&src)) {
-            *at = (*at).max(end);
+        self.prevalence.source(src, end);
+        if self.prevalence.touch_reach(&dest, src, end) {
             return;
         }
-        if self.reach_len >= cfg.max_entries {
-            self.stats.evictions += self.sweep_reach(oldest) as u64;
-            if self.reach_len >= cfg.max_entries {
+        if self.prevalence.reach_len() >= cfg.max_entries {
+            self.stats.evictions += self.prevalence.sweep(oldest) as u64;
+            if self.prevalence.reach_len() >= cfg.max_entries {
                 self.stats.evictions += 1;
                 return;
             }
         }
-        self.reach.entry(dest.clone()).or_default().insert(src, end);
-        self.reach_len += 1;
-        self.expiry.push(Reverse((end, Expiring::Reach(dest, src))));
-    }
-
-    /// Drops prevalence entries (sources and reach) last seen before `oldest`; returns how many reach
-    /// entries went.
-    fn sweep_reach(&mut self, oldest: i64) -> usize {
-        let before = self.reach_len;
-        while self
-            .expiry
-            .peek()
-            .is_some_and(|Reverse((at, _))| *at < oldest)
-        {
-            let Some(Reverse((_, item))) = self.expiry.pop() else {
-                break;
-            };
-            match item {
-                Expiring::Source(src) => match self.sources.get(&src).copied() {
-                    Some(at) if at >= oldest => {
-                        self.expiry.push(Reverse((at, Expiring::Source(src))));
-                    }
-                    Some(_) => {
-                        self.sources.remove(&src);
-                        if let Some(c) = &mut self.changes {
-                            c.sources.insert(src);
-                        }
-                    }
-                    None => {}
-                },
-                Expiring::Reach(dest, src) => {
-                    let Some(m) = self.reach.get_mut(&dest) else {
-                        continue;
-                    };
-                    match m.get(&src).copied() {
-                        Some(at) if at >= oldest => {
-                            self.expiry.push(Reverse((at, Expiring::Reach(dest, src))));
-                        }
-                        Some(_) => {
-                            m.remove(&src);
-                            self.reach_len -= 1;
-                            if m.is_empty() {
-                                self.reach.remove(&dest);
-                            }
-                            if let Some(c) = &mut self.changes {
-                                c.reach.insert((dest, src));
-                            }
-                        }
-                        None => {}
-                    }
-                }
-            }
-        }
-        before - self.reach_len
+        self.prevalence.add_reach(dest, src, end);
     }
 
     /// (sources that reached `dest` in the window, internal sources seen in the window): the maps hold
     /// exactly the entries seen since `oldest` once expired to it.
     fn prevalence(&mut self, dest: &Dest, oldest: i64) -> (usize, usize) {
-        self.sweep_reach(oldest);
-        let total = self.sources.len();
-        let reached = self.reach.get(dest).map_or(0, |m| m.len());
-        (reached, total)
+        self.prevalence.sweep(oldest);
+        self.prevalence.counts(dest)
     }
 
     /// The modifiers that apply to a record at alert time, in a stable order.
@@ -582,11 +488,11 @@ impl Context {
 
     pub fn state(&self) -> ContextState {
         let mut s = self.state_without_prevalence();
-        s.sources = self.sources.iter().map(|(k, v)| (*k, *v)).collect();
+        s.sources = self.prevalence.sources().collect();
         s.reach = self
-            .reach
-            .iter()
-            .flat_map(|(d, m)| m.iter().map(move |(src, at)| ((d.clone(), *src), *at)))
+            .prevalence
+            .reach()
+            .map(|(d, src, at)| ((d.clone(), src), at))
             .collect();
         // Deterministic order, so equal states serialize equally.
         s.sources.sort();
@@ -596,104 +502,57 @@ impl Context {
 
     /// From now on, remember which prevalence entries change (for an incremental checkpoint).
     pub fn track_changes(&mut self) {
-        if self.changes.is_none() {
-            self.changes = Some(Box::default());
-        }
+        self.prevalence.track_changes();
     }
 
     /// A checkpoint saved every change so far.
     pub fn clear_changes(&mut self) {
-        if let Some(c) = &mut self.changes {
-            c.sources.clear();
-            c.reach.clear();
-        }
+        self.prevalence.clear_changes();
     }
 
     /// Every internal source seen, with when last: (source, time).
     pub fn sources(&self) -> impl Iterator<Item = (IpAddr, i64)> + '_ {
-        self.sources.iter().map(|(k, v)| (*k, *v))
+        self.prevalence.sources()
     }
 
     /// Every (destination, source) reached, with when last.
     pub fn reach(&self) -> impl Iterator<Item = (&Dest, IpAddr, i64)> + '_ {
-        self.reach
-            .iter()
-            .flat_map(|(d, m)| m.iter().map(move |(s, at)| (d, *s, *at)))
+        self.prevalence.reach()
     }
 
     /// The sources changed since [`Context::clear_changes`]: `None` for one dropped.
     pub fn changed_sources(&self) -> impl Iterator<Item = (IpAddr, Option<i64>)> + '_ {
-        self.changes
-            .iter()
-            .flat_map(|c| c.sources.iter())
-            .map(|s| (*s, self.sources.get(s).copied()))
+        self.prevalence.changed_sources()
     }
 
     /// The (destination, source) entries changed since [`Context::clear_changes`]: `None` for one dropped.
     pub fn changed_reach(&self) -> impl Iterator<Item = (&Dest, IpAddr, Option<i64>)> + '_ {
-        self.changes
-            .iter()
-            .flat_map(|c| c.reach.iter())
-            .map(|(d, s)| (d, *s, self.reach.get(d).and_then(|m| m.get(s)).copied()))
+        self.prevalence.changed_reach()
     }
 
     /// Prevalence sources tracked.
     pub fn sources_len(&self) -> usize {
-        self.sources.len()
+        self.prevalence.sources_len()
     }
 
     /// (destination, source) prevalence entries tracked.
     pub fn reach_len(&self) -> usize {
-        self.reach_len
+        self.prevalence.reach_len()
     }
 
     /// Room for `sources` more prevalence sources (restoring a checkpoint).
     pub fn reserve(&mut self, sources: usize) {
-        self.sources.reserve(sources);
+        self.prevalence.reserve(sources);
     }
 
     /// Puts a saved source back (`None`: drops it), restoring a checkpoint.
     pub fn restore_source(&mut self, src: IpAddr, at: Option<i64>) {
-        match at {
-            Some(at) => {
-                // A queue entry is needed unless one at or before `at` exists (the key was there, newer).
-                if self
-                    .sources
-                    .insert(src, at)
-                    .map_or(true, |before| at < before)
-                {
-                    self.expiry.push(Reverse((at, Expiring::Source(src))));
-                }
-            }
-            None => {
-                self.sources.remove(&src);
-            }
-        }
+        self.prevalence.restore_source(src, at);
     }
 
     /// Puts a saved (destination, source) entry back (`None`: drops it), restoring a checkpoint.
     pub fn restore_reach(&mut self, dest: Dest, src: IpAddr, at: Option<i64>) {
-        match at {
-            Some(at) => {
-                let before = self.reach.entry(dest.clone()).or_default().insert(src, at);
-                if before.is_none() {
-                    self.reach_len += 1;
-                }
-                if before.map_or(true, |before| at < before) {
-                    self.expiry.push(Reverse((at, Expiring::Reach(dest, src))));
-                }
-            }
-            None => {
-                if let Some(m) = self.reach.get_mut(&dest) {
-                    if m.remove(&src).is_some() {
-                        self.reach_len -= 1;
-                    }
-                    if m.is_empty() {
-                        self.reach.remove(&dest);
-                    }
-                }
-            }
-        }
+        self.prevalence.restore_reach(dest, src, at);
     }
 
     /// [`Context::state`] without the prevalence maps (saved apart, in the binary checkpoint store); maps
@@ -723,7 +582,6 @@ impl Context {
             pairs: s.pairs.iter().cloned().collect(),
             dns: s.dns.iter().cloned().collect(),
             dns_hosts: s.dns_hosts.iter().copied().collect(),
-            sources: s.sources.iter().copied().collect(),
             stats: s.stats.clone(),
             ..Context::default()
         };
@@ -731,14 +589,11 @@ impl Context {
             c.uid_order.push_back((n.at, u.clone()));
             c.uids.insert(u.clone(), n.clone());
         }
-        for ((dest, src), at) in &s.reach {
-            c.reach.entry(dest.clone()).or_default().insert(*src, *at);
-            c.reach_len += 1;
-            c.expiry
-                .push(Reverse((*at, Expiring::Reach(dest.clone(), *src))));
-        }
         for (src, at) in &s.sources {
-            c.expiry.push(Reverse((*at, Expiring::Source(*src))));
+            c.prevalence.restore_source(*src, Some(*at));
+        }
+        for ((dest, src), at) in &s.reach {
+            c.prevalence.restore_reach(dest.clone(), *src, Some(*at));
         }
         c
     }

@@ -1,0 +1,254 @@
+//! Prevalence bookkeeping for the `common_destination` and `rare_destination` modifiers: which internal
+//! sources were seen in the window, and which of them reached each destination (its name when known,
+//! else its address), exact for the window at every query.
+//!
+//! Layout, for the detector's hot path (every outbound record updates two entries): one flat map from
+//! (destination, source) to when last, a count of sources per destination, and a map of sources. An
+//! expiry queue holds, for every entry, one item at a time no later than the entry's: it is a min-heap of
+//! 16-byte items (time, slot) whose keys sit in a slab, so queue operations compare integers only. When
+//! an item is popped once older than the window, its entry goes if it was not seen since, else the item
+//! is queued again at the entry's newer time. A query is then two lookups, not a scan.
+
+use super::context::Dest;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::IpAddr;
+
+/// The key of an entry, kept in the expiry slab.
+#[derive(Debug, Clone)]
+enum Key {
+    Source(IpAddr),
+    Reach(Dest, IpAddr),
+}
+
+/// Keys of entries written, updated or dropped since the last checkpoint.
+#[derive(Debug, Clone, Default)]
+struct Changes {
+    sources: FxHashSet<IpAddr>,
+    reach: FxHashSet<(Dest, IpAddr)>,
+}
+
+/// See the module doc.
+#[derive(Debug, Clone, Default)]
+pub struct Prevalence {
+    /// Internal sources seen: when last.
+    sources: FxHashMap<IpAddr, i64>,
+    /// (destination, internal source) -> when last.
+    reach: FxHashMap<(Dest, IpAddr), i64>,
+    /// destination -> entries of `reach` for it.
+    counts: FxHashMap<Dest, u32>,
+    /// Min-heap of (time, slab index).
+    expiry: BinaryHeap<Reverse<(i64, u32)>>,
+    slab: Vec<Key>,
+    free: Vec<u32>,
+    changes: Option<Box<Changes>>,
+}
+
+impl Prevalence {
+    fn queue(&mut self, at: i64, key: Key) {
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(k) = self.slab.get_mut(i as usize) {
+                    *k = key;
+                }
+                i
+            }
+            None => {
+                self.slab.push(key);
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.expiry.push(Reverse((at, i)));
+    }
+
+    /// Records that `src` was seen at `end`; returns whether it is a new source.
+    pub fn source(&mut self, src: IpAddr, end: i64) {
+        match self.sources.get_mut(&src) {
+            Some(at) => *at = (*at).max(end),
+            None => {
+                self.sources.insert(src, end);
+                self.queue(end, Key::Source(src));
+            }
+        }
+        if let Some(c) = &mut self.changes {
+            c.sources.insert(src);
+        }
+    }
+
+    /// Updates the entry (`dest`, `src`) if it exists; false if it does not.
+    pub fn touch_reach(&mut self, dest: &Dest, src: IpAddr, end: i64) -> bool {
+        if let Some(c) = &mut self.changes {
+            c.reach.insert((dest.clone(), src));
+        }
+        // The lookup borrows a key made of the destination and source; Dest::Addr is cheap to clone and a
+        // name is one small string.
+        match self.reach.get_mut(&(dest.clone(), src)) {
+            Some(at) => {
+                *at = (*at).max(end);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds the entry (`dest`, `src`), which must not exist.
+    pub fn add_reach(&mut self, dest: Dest, src: IpAddr, end: i64) {
+        *self.counts.entry(dest.clone()).or_insert(0) += 1;
+        self.reach.insert((dest.clone(), src), end);
+        self.queue(end, Key::Reach(dest, src));
+    }
+
+    fn drop_reach(&mut self, dest: &Dest, src: IpAddr) -> bool {
+        if self.reach.remove(&(dest.clone(), src)).is_none() {
+            return false;
+        }
+        if let Some(n) = self.counts.get_mut(dest) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(dest);
+            }
+        }
+        true
+    }
+
+    /// Drops entries last seen before `oldest`; returns how many reach entries went.
+    pub fn sweep(&mut self, oldest: i64) -> usize {
+        let mut gone = 0;
+        while let Some(&Reverse((at, i))) = self.expiry.peek() {
+            if at >= oldest {
+                break;
+            }
+            self.expiry.pop();
+            let Some(key) = self.slab.get(i as usize).cloned() else {
+                continue;
+            };
+            let now = match &key {
+                Key::Source(src) => self.sources.get(src).copied(),
+                Key::Reach(dest, src) => self.reach.get(&(dest.clone(), *src)).copied(),
+            };
+            match now {
+                Some(now) if now >= oldest => {
+                    // Seen since: queued again, at its newer time, in the same slot.
+                    self.expiry.push(Reverse((now, i)));
+                    continue;
+                }
+                Some(_) => match key {
+                    Key::Source(src) => {
+                        self.sources.remove(&src);
+                        if let Some(c) = &mut self.changes {
+                            c.sources.insert(src);
+                        }
+                    }
+                    Key::Reach(dest, src) => {
+                        if self.drop_reach(&dest, src) {
+                            gone += 1;
+                        }
+                        if let Some(c) = &mut self.changes {
+                            c.reach.insert((dest, src));
+                        }
+                    }
+                },
+                None => {}
+            }
+            self.free.push(i);
+        }
+        gone
+    }
+
+    /// (sources that reached `dest`, internal sources): exact once swept to the window's oldest time.
+    pub fn counts(&self, dest: &Dest) -> (usize, usize) {
+        let reached = self.counts.get(dest).map_or(0, |n| *n as usize);
+        (reached, self.sources.len())
+    }
+
+    pub fn sources_len(&self) -> usize {
+        self.sources.len()
+    }
+
+    pub fn reach_len(&self) -> usize {
+        self.reach.len()
+    }
+
+    pub fn reserve(&mut self, sources: usize) {
+        self.sources.reserve(sources);
+    }
+
+    /// Every internal source seen, with when last.
+    pub fn sources(&self) -> impl Iterator<Item = (IpAddr, i64)> + '_ {
+        self.sources.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// Every (destination, source) reached, with when last.
+    pub fn reach(&self) -> impl Iterator<Item = (&Dest, IpAddr, i64)> + '_ {
+        self.reach.iter().map(|((d, s), at)| (d, *s, *at))
+    }
+
+    pub fn track_changes(&mut self) {
+        if self.changes.is_none() {
+            self.changes = Some(Box::default());
+        }
+    }
+
+    pub fn clear_changes(&mut self) {
+        if let Some(c) = &mut self.changes {
+            c.sources.clear();
+            c.reach.clear();
+        }
+    }
+
+    /// The sources changed since [`Prevalence::clear_changes`]: `None` for one dropped.
+    pub fn changed_sources(&self) -> impl Iterator<Item = (IpAddr, Option<i64>)> + '_ {
+        self.changes
+            .iter()
+            .flat_map(|c| c.sources.iter())
+            .map(|s| (*s, self.sources.get(s).copied()))
+    }
+
+    /// The (destination, source) entries changed since [`Prevalence::clear_changes`]: `None` for one
+    /// dropped.
+    pub fn changed_reach(&self) -> impl Iterator<Item = (&Dest, IpAddr, Option<i64>)> + '_ {
+        self.changes
+            .iter()
+            .flat_map(|c| c.reach.iter())
+            .map(|(d, s)| (d, *s, self.reach.get(&(d.clone(), *s)).copied()))
+    }
+
+    /// Puts a saved source back (`None`: drops it), restoring a checkpoint.
+    pub fn restore_source(&mut self, src: IpAddr, at: Option<i64>) {
+        match at {
+            Some(at) => {
+                // A queue item is needed unless one at or before `at` exists (the key was there, newer).
+                if self
+                    .sources
+                    .insert(src, at)
+                    .map_or(true, |before| at < before)
+                {
+                    self.queue(at, Key::Source(src));
+                }
+            }
+            None => {
+                self.sources.remove(&src);
+            }
+        }
+    }
+
+    /// Puts a saved (destination, source) entry back (`None`: drops it), restoring a checkpoint.
+    pub fn restore_reach(&mut self, dest: Dest, src: IpAddr, at: Option<i64>) {
+        match at {
+            Some(at) => match self.reach.get_mut(&(dest.clone(), src)) {
+                Some(before) => {
+                    let older = at < *before;
+                    *before = at;
+                    if older {
+                        self.queue(at, Key::Reach(dest, src));
+                    }
+                }
+                None => self.add_reach(dest, src, at),
+            },
+            None => {
+                self.drop_reach(&dest, src);
+            }
+        }
+    }
+}
