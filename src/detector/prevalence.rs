@@ -4,22 +4,42 @@
 //!
 //! Layout, for the detector's hot path (every outbound record updates two entries): one flat map from
 //! (destination, source) to when last, a count of sources per destination, and a map of sources. An
-//! expiry queue holds, for every entry, one item at a time no later than the entry's: it is a min-heap of
-//! 16-byte items (time, slot) whose keys sit in a slab, so queue operations compare integers only. When
+//! expiry queue holds, for every entry, one item at a time no later than the entry's: a min-heap ordered by
+//! time alone (the key rides along, uncompared), so queue operations compare integers only. When
 //! an item is popped once older than the window, its entry goes if it was not seen since, else the item
 //! is queued again at the entry's newer time. A query is then two lookups, not a scan.
 
 use super::context::Dest;
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::IpAddr;
 
-/// The key of an entry, kept in the expiry slab.
+/// An item of an expiry queue: ordered by time only (the order among equal times does not matter: every
+/// item older than the window is popped), reversed so that `BinaryHeap` (a max-heap) pops the oldest first.
 #[derive(Debug, Clone)]
-enum Key {
-    Source(IpAddr),
-    Reach(Dest, IpAddr),
+struct Expiring<K> {
+    at: i64,
+    key: K,
+}
+
+impl<K> PartialEq for Expiring<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl<K> Eq for Expiring<K> {}
+
+impl<K> PartialOrd for Expiring<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K> Ord for Expiring<K> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.at.cmp(&self.at)
+    }
 }
 
 /// Keys of entries written, updated or dropped since the last checkpoint.
@@ -38,37 +58,21 @@ pub struct Prevalence {
     reach: FxHashMap<(Dest, IpAddr), i64>,
     /// destination -> entries of `reach` for it.
     counts: FxHashMap<Dest, u32>,
-    /// Min-heap of (time, slab index).
-    expiry: BinaryHeap<Reverse<(i64, u32)>>,
-    slab: Vec<Key>,
-    free: Vec<u32>,
+    /// One item per source, oldest first.
+    source_expiry: BinaryHeap<Expiring<IpAddr>>,
+    /// One item per (destination, source) entry, oldest first.
+    reach_expiry: BinaryHeap<Expiring<(Dest, IpAddr)>>,
     changes: Option<Box<Changes>>,
 }
 
 impl Prevalence {
-    fn queue(&mut self, at: i64, key: Key) {
-        let i = match self.free.pop() {
-            Some(i) => {
-                if let Some(k) = self.slab.get_mut(i as usize) {
-                    *k = key;
-                }
-                i
-            }
-            None => {
-                self.slab.push(key);
-                (self.slab.len() - 1) as u32
-            }
-        };
-        self.expiry.push(Reverse((at, i)));
-    }
-
     /// Records that `src` was seen at `end`; returns whether it is a new source.
     pub fn source(&mut self, src: IpAddr, end: i64) {
         match self.sources.get_mut(&src) {
             Some(at) => *at = (*at).max(end),
             None => {
                 self.sources.insert(src, end);
-                self.queue(end, Key::Source(src));
+                self.source_expiry.push(Expiring { at: end, key: src });
             }
         }
         if let Some(c) = &mut self.changes {
@@ -96,7 +100,10 @@ impl Prevalence {
     pub fn add_reach(&mut self, dest: Dest, src: IpAddr, end: i64) {
         *self.counts.entry(dest.clone()).or_insert(0) += 1;
         self.reach.insert((dest.clone(), src), end);
-        self.queue(end, Key::Reach(dest, src));
+        self.reach_expiry.push(Expiring {
+            at: end,
+            key: (dest, src),
+        });
     }
 
     fn drop_reach(&mut self, dest: &Dest, src: IpAddr) -> bool {
@@ -115,43 +122,38 @@ impl Prevalence {
     /// Drops entries last seen before `oldest`; returns how many reach entries went.
     pub fn sweep(&mut self, oldest: i64) -> usize {
         let mut gone = 0;
-        while let Some(&Reverse((at, i))) = self.expiry.peek() {
-            if at >= oldest {
+        while self.source_expiry.peek().is_some_and(|x| x.at < oldest) {
+            let Some(Expiring { key: src, .. }) = self.source_expiry.pop() else {
                 break;
-            }
-            self.expiry.pop();
-            let Some(key) = self.slab.get(i as usize).cloned() else {
-                continue;
             };
-            let now = match &key {
-                Key::Source(src) => self.sources.get(src).copied(),
-                Key::Reach(dest, src) => self.reach.get(&(dest.clone(), *src)).copied(),
-            };
-            match now {
-                Some(now) if now >= oldest => {
-                    // Seen since: queued again, at its newer time, in the same slot.
-                    self.expiry.push(Reverse((now, i)));
-                    continue;
+            match self.sources.get(&src).copied() {
+                // Seen since: queued again, at its newer time.
+                Some(at) if at >= oldest => self.source_expiry.push(Expiring { at, key: src }),
+                Some(_) => {
+                    self.sources.remove(&src);
+                    if let Some(c) = &mut self.changes {
+                        c.sources.insert(src);
+                    }
                 }
-                Some(_) => match key {
-                    Key::Source(src) => {
-                        self.sources.remove(&src);
-                        if let Some(c) = &mut self.changes {
-                            c.sources.insert(src);
-                        }
-                    }
-                    Key::Reach(dest, src) => {
-                        if self.drop_reach(&dest, src) {
-                            gone += 1;
-                        }
-                        if let Some(c) = &mut self.changes {
-                            c.reach.insert((dest, src));
-                        }
-                    }
-                },
                 None => {}
             }
-            self.free.push(i);
+        }
+        while self.reach_expiry.peek().is_some_and(|x| x.at < oldest) {
+            let Some(Expiring { key, .. }) = self.reach_expiry.pop() else {
+                break;
+            };
+            match self.reach.get(&key).copied() {
+                Some(at) if at >= oldest => self.reach_expiry.push(Expiring { at, key }),
+                Some(_) => {
+                    if self.drop_reach(&key.0, key.1) {
+                        gone += 1;
+                    }
+                    if let Some(c) = &mut self.changes {
+                        c.reach.insert(key);
+                    }
+                }
+                None => {}
+            }
         }
         gone
     }
@@ -224,7 +226,7 @@ impl Prevalence {
                     .insert(src, at)
                     .map_or(true, |before| at < before)
                 {
-                    self.queue(at, Key::Source(src));
+                    self.source_expiry.push(Expiring { at, key: src });
                 }
             }
             None => {
@@ -241,7 +243,10 @@ impl Prevalence {
                     let older = at < *before;
                     *before = at;
                     if older {
-                        self.queue(at, Key::Reach(dest, src));
+                        self.reach_expiry.push(Expiring {
+                            at,
+                            key: (dest, src),
+                        });
                     }
                 }
                 None => self.add_reach(dest, src, at),
