@@ -16,6 +16,10 @@
 //! level, longest duration, largest measure, reasons), optionally with the groups that came within a
 //! fraction of a level they did not reach (`near`), and the alerts only one of two configs raises
 //! (`compare`: the same records through a second detector, alerts told apart by `event.id`).
+//!
+//! The files are read and parsed on threads of their own ([`pipeline`]) while this one runs the detector:
+//! it takes the parsed lines in file order and reports everything (skipped lines, files that do not open,
+//! read errors) where it reaches them, so the output is the same as if it read the lines itself.
 
 use crate::alert::{self, Alert, Trigger};
 use crate::config::Config;
@@ -23,11 +27,14 @@ use crate::detector::{Detector, DetectorStats, GroupFigure};
 use crate::input::{self, InputPath};
 use crate::rules::{Level, Thresholds};
 use crate::window::GroupKey;
-use crate::zeek::context::{ContextKind, ContextLine, ContextParser, ContextRecord};
+use crate::zeek::context::{ContextKind, ContextRecord};
 use crate::zeek::SourceKind;
-use crate::zeek::{Line, LogParser, Show, SkipReason, SkippedLines};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use crate::zeek::{Show, SkipReason, SkippedLines};
+use pipeline::{Batches, ConnItem, ContextItem};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::io::{self, BufRead, BufReader, Write};
+
+mod pipeline;
 
 /// Counts for the summary.
 #[derive(Debug, Default)]
@@ -294,127 +301,128 @@ pub fn replay_with(
             None => conns.push((file, input)),
         }
     }
-    let mut merge = Vec::new();
-    for (file, input, k) in contexts {
-        summary.files += 1;
-        let name = input.display();
-        match input::open(input, Default::default()) {
-            Ok(r) => {
-                let mut stream = ContextStream {
-                    file,
-                    name,
-                    reader: BufReader::with_capacity(256 * 1024, r),
-                    parser: ContextParser::new(k),
-                    line_no: 0,
-                    next: None,
-                    buf: Vec::new(),
-                };
-                stream.advance(&mut summary, &mut shown, err)?;
-                merge.push(stream);
-            }
-            Err(e) => {
-                writeln!(err, "longconn replay: {name}: {e}")?;
-                summary.file_errors.push(format!("{name}: {e}"));
-            }
+    let popts = crate::detector::parse_options();
+    std::thread::scope(|scope| -> io::Result<()> {
+        // Every reader starts now: the conn files are read and parsed while the context files open.
+        let mut readers = Vec::with_capacity(contexts.len());
+        for &(file, input, k) in &contexts {
+            let (tx, rx) = pipeline::channel(pipeline::CONTEXT_BATCH);
+            std::thread::Builder::new()
+                .name("replay-context".into())
+                .spawn_scoped(scope, move || pipeline::read_context(input, k, tx))?;
+            readers.push((file, input, rx));
         }
-    }
-    // The largest conn record end seen: context records up to it come first.
-    let mut written = f64::NEG_INFINITY;
-    for (file, input) in conns {
-        summary.files += 1;
-        let name = input.display();
-        let file_kind = kind.unwrap_or_else(|| input.kind());
-        let reader = match input::open(input, Default::default()) {
-            Ok(r) => r,
-            Err(e) => {
-                writeln!(err, "longconn replay: {name}: {e}")?;
-                summary.file_errors.push(format!("{name}: {e}"));
-                continue;
-            }
-        };
-        let mut reader = BufReader::with_capacity(256 * 1024, reader);
-        let mut parser = LogParser::new(crate::detector::parse_options());
-        let mut buf = Vec::with_capacity(1024);
-        let mut line_no = 0u64;
-        loop {
-            buf.clear();
-            let n = match reader.read_until(b'\n', &mut buf) {
-                Ok(n) => n,
-                Err(e) => {
-                    writeln!(err, "longconn replay: {name}: line {}: {e}", line_no + 1)?;
-                    summary.file_errors.push(format!("{name}: {e}"));
-                    if !buf.is_empty() {
-                        // The line the error cut off (as scan does): counted, never parsed.
-                        line_no += 1;
-                        let at = (file, name.as_str(), line_no);
-                        skipped_line(&mut summary, &mut shown, err, at, SkipReason::Truncated)?;
-                    }
-                    break;
-                }
+        let (tx, conn_batches) = pipeline::channel(pipeline::CONN_BATCH);
+        let conns = &conns;
+        std::thread::Builder::new()
+            .name("replay-conn".into())
+            .spawn_scoped(scope, move || pipeline::read_conn(conns, popts, tx))?;
+        let mut merge = Vec::new();
+        for (file, input, batches) in readers {
+            summary.files += 1;
+            let name = input.display();
+            let mut stream = ContextStream {
+                file,
+                name,
+                batches,
+                batch: VecDeque::new(),
+                next: None,
             };
-            if n == 0 {
-                break;
-            }
-            line_no += 1;
-            let terminated = buf.last() == Some(&b'\n');
-            let line = if terminated {
-                &buf[..buf.len() - 1]
-            } else {
-                &buf[..]
-            };
-            match parser.parse_line(line) {
-                Line::Record(rec, _) => {
-                    if !merge.is_empty() {
-                        if let Some(end) = rec.end() {
-                            written = written.max(end);
-                        }
-                        feed_context(
-                            &mut merge,
-                            &mut detectors,
-                            written,
-                            &mut summary,
-                            &mut shown,
-                            err,
-                        )?;
-                    }
-                    for (i, detector) in detectors.iter_mut().enumerate() {
-                        detector.process(&rec, file_kind, &mut alerts);
-                        let fig = detector.last_figure();
-                        if i == 0 {
-                            if let Some(fig) = fig {
-                                tally.observe(fig, &alerts);
-                            }
-                        }
-                        if opts.compare.is_some() {
-                            let by = [RaisedBy::Config, RaisedBy::Compare][i];
-                            let group = fig.map_or_else(String::new, |f| {
-                                alert::group_string(&f.key, f.group_by, f.name.as_deref())
-                            });
-                            raised[i].extend(
-                                alerts.iter().map(|a| Difference::of(a, group.clone(), by)),
-                            );
-                        }
-                        if i == 0 {
-                            for a in &alerts {
-                                writeln!(out, "{}", a.to_json())?;
-                            }
-                        }
-                        alerts.clear();
-                    }
+            match stream.pop() {
+                Some(ContextItem::Opened(Err(e))) => {
+                    writeln!(err, "longconn replay: {}: {e}", stream.name)?;
+                    summary.file_errors.push(format!("{}: {e}", stream.name));
                 }
-                Line::Meta => {}
-                Line::Skipped(reason) => {
-                    let reason = if terminated {
-                        reason
-                    } else {
-                        SkipReason::Truncated
-                    };
-                    let at = (file, name.as_str(), line_no);
-                    skipped_line(&mut summary, &mut shown, err, at, reason)?;
+                // A reader always starts with `Opened`; without it, it stopped (its panic ends the replay).
+                _ => {
+                    stream.advance(&mut summary, &mut shown, err)?;
+                    merge.push(stream);
                 }
             }
         }
-    }
+        // The largest conn record end seen: context records up to it come first.
+        let mut written = f64::NEG_INFINITY;
+        // The current conn file: index, name, kind; None when it did not open.
+        let mut current: Option<(usize, String, SourceKind)> = None;
+        while let Some(batch) = conn_batches.next() {
+            for item in &batch {
+                match item {
+                    ConnItem::Start { file, opened } => {
+                        summary.files += 1;
+                        let input = &inputs[*file];
+                        let name = input.display();
+                        current = None;
+                        match opened {
+                            Ok(()) => {
+                                let file_kind = kind.unwrap_or_else(|| input.kind());
+                                current = Some((*file, name, file_kind));
+                            }
+                            Err(e) => {
+                                writeln!(err, "longconn replay: {name}: {e}")?;
+                                summary.file_errors.push(format!("{name}: {e}"));
+                            }
+                        }
+                    }
+                    ConnItem::Record(rec) => {
+                        let Some((_, _, file_kind)) = &current else {
+                            continue;
+                        };
+                        if !merge.is_empty() {
+                            if let Some(end) = rec.end() {
+                                written = written.max(end);
+                            }
+                            feed_context(
+                                &mut merge,
+                                &mut detectors,
+                                written,
+                                &mut summary,
+                                &mut shown,
+                                err,
+                            )?;
+                        }
+                        for (i, detector) in detectors.iter_mut().enumerate() {
+                            detector.process(rec, *file_kind, &mut alerts);
+                            let fig = detector.last_figure();
+                            if i == 0 {
+                                if let Some(fig) = fig {
+                                    tally.observe(fig, &alerts);
+                                }
+                            }
+                            if opts.compare.is_some() {
+                                let by = [RaisedBy::Config, RaisedBy::Compare][i];
+                                let group = fig.map_or_else(String::new, |f| {
+                                    alert::group_string(&f.key, f.group_by, f.name.as_deref())
+                                });
+                                raised[i].extend(
+                                    alerts.iter().map(|a| Difference::of(a, group.clone(), by)),
+                                );
+                            }
+                            if i == 0 {
+                                for a in &alerts {
+                                    writeln!(out, "{}", a.to_json())?;
+                                }
+                            }
+                            alerts.clear();
+                        }
+                    }
+                    ConnItem::Skipped { line_no, reason } => {
+                        if let Some((file, name, _)) = &current {
+                            let at = (*file, name.as_str(), *line_no);
+                            skipped_line(&mut summary, &mut shown, err, at, reason)?;
+                        }
+                    }
+                    ConnItem::ReadError { line_no, error } => {
+                        if let Some((_, name, _)) = &current {
+                            writeln!(err, "longconn replay: {name}: line {line_no}: {error}")?;
+                            summary.file_errors.push(format!("{name}: {error}"));
+                        }
+                    }
+                }
+            }
+            conn_batches.recycle(batch);
+        }
+        Ok(())
+    })?;
     summary.stats = detectors[0].stats();
     summary.context = detectors[0].context_stats();
     summary.groups = tally.finish(opts.near);
@@ -462,19 +470,30 @@ fn context_kind(input: &InputPath) -> Option<ContextKind> {
     by_name
 }
 
-/// One context file being merged in.
+/// One context file being merged in, read by its own thread.
 struct ContextStream {
     file: usize,
     name: String,
-    reader: BufReader<Box<dyn io::Read>>,
-    parser: ContextParser,
-    line_no: u64,
+    batches: Batches<ContextItem>,
+    /// The rest of the batch being read.
+    batch: VecDeque<ContextItem>,
     /// The next record, None at the end.
     next: Option<ContextRecord>,
-    buf: Vec<u8>,
 }
 
 impl ContextStream {
+    /// The next item of the file, None at its end.
+    fn pop(&mut self) -> Option<ContextItem> {
+        loop {
+            if let Some(item) = self.batch.pop_front() {
+                return Some(item);
+            }
+            let next = self.batches.next()?;
+            let done = std::mem::replace(&mut self.batch, next);
+            self.batches.recycle(done);
+        }
+    }
+
     /// Reads up to the next record, counting skipped lines as conn lines are.
     fn advance(
         &mut self,
@@ -484,44 +503,24 @@ impl ContextStream {
     ) -> io::Result<()> {
         self.next = None;
         loop {
-            self.buf.clear();
-            let n = match self.reader.read_until(b'\n', &mut self.buf) {
-                Ok(n) => n,
-                Err(e) => {
+            match self.pop() {
+                None | Some(ContextItem::Opened(_)) => return Ok(()),
+                Some(ContextItem::ReadError { line_no, error }) => {
                     writeln!(
                         err,
-                        "longconn replay: {}: line {}: {e}",
-                        self.name,
-                        self.line_no + 1
+                        "longconn replay: {}: line {line_no}: {error}",
+                        self.name
                     )?;
-                    summary.file_errors.push(format!("{}: {e}", self.name));
+                    summary.file_errors.push(format!("{}: {error}", self.name));
                     return Ok(());
                 }
-            };
-            if n == 0 {
-                return Ok(());
-            }
-            self.line_no += 1;
-            let terminated = self.buf.last() == Some(&b'\n');
-            let line = if terminated {
-                &self.buf[..self.buf.len() - 1]
-            } else {
-                &self.buf[..]
-            };
-            match self.parser.parse_line(line) {
-                ContextLine::Record(r) => {
+                Some(ContextItem::Record(r)) => {
                     self.next = Some(r);
                     return Ok(());
                 }
-                ContextLine::Meta => {}
-                ContextLine::Skipped(reason) => {
-                    let reason = if terminated {
-                        reason
-                    } else {
-                        SkipReason::Truncated
-                    };
-                    let at = (self.file, self.name.as_str(), self.line_no);
-                    skipped_line(summary, shown, err, at, reason)?;
+                Some(ContextItem::Skipped { line_no, reason }) => {
+                    let at = (self.file, self.name.as_str(), line_no);
+                    skipped_line(summary, shown, err, at, &reason)?;
                 }
             }
         }
@@ -561,7 +560,7 @@ fn skipped_line(
     shown: &mut SkippedLines<usize>,
     err: &mut dyn Write,
     (file, name, line_no): (usize, &str, u64),
-    reason: SkipReason,
+    reason: &SkipReason,
 ) -> io::Result<()> {
     *summary.lines_skipped.entry(reason.kind()).or_default() += 1;
     if shown.count(file) == Show::Line {

@@ -21,6 +21,7 @@ mod http_outputs;
 mod interim_run;
 mod metrics;
 mod reload;
+mod replay_parallel;
 mod replay_tuning;
 mod scan_damaged;
 mod scan_parity;
