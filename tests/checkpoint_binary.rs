@@ -209,3 +209,62 @@ async fn a_restart_under_another_grouping_writes_the_store_whole() {
     assert_eq!(p.records, 0, "nothing read twice");
     d.stop().await.expect("clean stop");
 }
+
+/// Waits until two checkpoints have been saved since the call: the second one started after the call.
+async fn two_more_checkpoints(d: &mut InProc) {
+    let c = d.now().checkpoints;
+    d.wait("two more checkpoints", |p| p.checkpoints >= c + 2)
+        .await;
+}
+
+/// A reload (SIGHUP) that changes the window's length or grouping forces the next checkpoint to write the
+/// store whole, into a new file: every group's saved form may have changed, a delta would not say so. A
+/// reload that leaves the window alone goes on appending deltas to the same store.
+#[tokio::test]
+async fn a_reload_changing_window_length_or_grouping_writes_the_store_whole() {
+    let s = Sensor::new("");
+    write_config(&s);
+    s.append(&rows(0..200));
+    let state = s.path("state");
+    let mut d = InProc::start(&s.config(), RunOptions::default());
+    d.settle().await;
+    two_more_checkpoints(&mut d).await;
+    let first = store_files(&state);
+    assert_eq!(first.len(), 1);
+    let size = |files: &[String]| fs::metadata(state.join(&files[0])).map_or(0, |m| m.len());
+    let first_size = size(&first);
+
+    // Thresholds only: the same store, grown by the deltas of the new records.
+    write_config_with(&s, "[single]\nlevels = { low = \"3h\" }\n");
+    d.reload().await;
+    s.append(&rows(200..220));
+    d.settle().await;
+    two_more_checkpoints(&mut d).await;
+    assert_eq!(store_files(&state), first, "the same store");
+    assert!(size(&first) > first_size, "deltas appended");
+
+    // A longer window: a new store, written whole.
+    write_config_with(&s, "[window]\nlength = \"36h\"\n");
+    d.reload().await;
+    two_more_checkpoints(&mut d).await;
+    let second = store_files(&state);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first, "a new store after the length changed");
+
+    // Another grouping: a new store again.
+    write_config_with(&s, "[window]\nlength = \"36h\"\ngroup_by = \"pair_port\"\n");
+    d.reload().await;
+    s.append(&rows(220..240));
+    d.settle().await;
+    two_more_checkpoints(&mut d).await;
+    let third = store_files(&state);
+    assert_eq!(third.len(), 1);
+    assert_ne!(third, second, "a new store after the grouping changed");
+    d.stop().await.expect("clean stop");
+
+    // It restores: nothing is read twice.
+    let mut d = InProc::start(&s.config(), RunOptions::default());
+    let p = d.settle().await;
+    assert_eq!(p.records, 0, "nothing read twice");
+    d.stop().await.expect("clean stop");
+}
