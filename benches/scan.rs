@@ -4,14 +4,19 @@
 //! Generates a deterministic Zeek TSV conn.log (default 2,000,000 records, `LONGCONN_BENCH_RECORDS` to change;
 //! realistic field widths, ~100k host pairs, 4% unset durations), its NDJSON and gzip forms, then times the
 //! real binary on each, with the default `--top 10` and with `--top 0` (every group), and prints per run:
-//! the median wall time of 5 runs, records/s and peak memory (max RSS). Then:
+//! the median wall time of 5 runs, records/s, peak memory (max RSS) and the CPU time (user + system) of
+//! that run. Then:
 //! - the shell cumulative pipeline (awk | sort | datamash | sort) on the same TSV, when `awk` and
 //!   `datamash` are installed, and the ratio against scan in the same run;
 //! - DuckDB and Polars, when `python3` can import them, with the cumulative table of each input (the best
-//!   of the queries tried, median of 3 runs, the query alone, not the interpreter start): install them with
+//!   of the queries tried, median of 3 runs, the query alone, not the interpreter start; with the CPU time
+//!   of the process over that query, all its threads): install them with
 //!   `pip install duckdb polars` (CI does not; the bench then says they were skipped);
 //! - peak memory of `scan --top 0` on the input and on 10 times the input (the TSV given 10 times: the same
 //!   pairs, 10x the records), which must stay within 10%: memory follows groups, never records.
+//!
+//! On a shared machine the wall times of two programs timed one after the other can differ by the load of
+//! the moment; the CPU times do much less, so the comparisons print both.
 //!
 //! Run: `cargo bench --bench scan` (`LONGCONN_BENCH_DIR=dir` keeps the generated inputs there).
 
@@ -113,10 +118,21 @@ fn generate(dir: &Path, records: u64) -> (PathBuf, PathBuf, PathBuf) {
     (tsv, json, gz)
 }
 
-/// Runs a command, returns (wall seconds, peak RSS of the process in MiB).
+/// One timed run.
+#[derive(Clone, Copy)]
+struct Run {
+    /// Wall seconds.
+    wall: f64,
+    /// Peak RSS of the process, MiB.
+    mib: f64,
+    /// User + system CPU seconds of the process (all its threads).
+    cpu: f64,
+}
+
+/// Runs a command and times it.
 // The child is reaped with wait4 (to read its own rusage), which clippy cannot see.
 #[allow(clippy::zombie_processes)]
-fn timed(cmd: &mut Command) -> (f64, f64) {
+fn timed(cmd: &mut Command) -> Run {
     let start = Instant::now();
     let child = cmd
         .stdout(Stdio::null())
@@ -130,13 +146,18 @@ fn timed(cmd: &mut Command) -> (f64, f64) {
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall = start.elapsed().as_secs_f64();
     assert_eq!(r, pid, "wait4 failed");
-    (wall, usage.ru_maxrss as f64 / 1024.0)
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Run {
+        wall,
+        mib: usage.ru_maxrss as f64 / 1024.0,
+        cpu: secs(usage.ru_utime) + secs(usage.ru_stime),
+    }
 }
 
 /// The run with the median wall time of `n`.
-fn median_of(n: usize, mut f: impl FnMut() -> (f64, f64)) -> (f64, f64) {
-    let mut runs: Vec<(f64, f64)> = (0..n).map(|_| f()).collect();
-    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+fn median_of(n: usize, mut f: impl FnMut() -> Run) -> Run {
+    let mut runs: Vec<Run> = (0..n).map(|_| f()).collect();
+    runs.sort_by(|a, b| a.wall.total_cmp(&b.wall));
     runs[runs.len() / 2]
 }
 
@@ -152,25 +173,30 @@ fn have(tool: &str) -> bool {
 
 /// The cumulative table (orig_h, resp_h, summed duration, count, longest; top 10) with DuckDB and Polars:
 /// for each engine and input, the median of 3 timed runs of the best query tried (after one warm-up run),
-/// printed as `engine format seconds`, or `engine skipped reason`.
+/// printed as `engine format wall_seconds cpu_seconds` (the CPU time of the process over the median run),
+/// or `engine skipped reason`.
 const ENGINES_PY: &str = r##"
-import statistics, sys, time
+import resource, sys, time
 tsv, ndjson, gz = sys.argv[1:4]
 names = ["ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service", "duration",
          "orig_bytes", "resp_bytes", "conn_state", "local_orig", "local_resp", "missed_bytes", "history",
          "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes", "tunnel_parents"]
 
+def cpu():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
 def median(run):
     run()
     times = []
     for _ in range(3):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu()
         run()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        times.append((time.perf_counter() - t, cpu() - c))
+    return sorted(times)[1]
 
 def best(fmt, runs):
-    return min(median(r) for r in runs)
+    return "%.4f %.4f" % min(median(r) for r in runs)
 
 try:
     import duckdb
@@ -184,12 +210,12 @@ try:
         return ("read_csv('%s', auto_detect=false, delim='\t', header=false, comment='#', nullstr='-', "
                 "quote='', escape='', columns=%s)" % (path, cols))
     json_cols = "{'id.orig_h':'VARCHAR','id.resp_h':'VARCHAR','duration':'DOUBLE'}"
-    print("duckdb tsv %.4f" % best("tsv", [q(csv(tsv))]), flush=True)
-    print("duckdb ndjson %.4f" % best("ndjson", [
+    print("duckdb tsv %s" % best("tsv", [q(csv(tsv))]), flush=True)
+    print("duckdb ndjson %s" % best("ndjson", [
         q("read_ndjson('%s', columns=%s)" % (ndjson, json_cols)),
         q("read_json('%s', format='newline_delimited', columns=%s)" % (ndjson, json_cols)),
     ]), flush=True)
-    print("duckdb gz %.4f" % best("gz", [q(csv(gz))]), flush=True)
+    print("duckdb gz %s" % best("gz", [q(csv(gz))]), flush=True)
 except ImportError as e:
     print("duckdb skipped (%s)" % e, flush=True)
 
@@ -202,17 +228,17 @@ try:
                         .sort("t", descending=True).head(10).collect())
     csv_opts = dict(separator="\t", comment_prefix="#", has_header=False, new_columns=names,
                     schema_overrides={"duration": pl.Float64}, null_values="-", quote_char=None)
-    print("polars tsv %.4f" % best("tsv", [agg(pl.scan_csv(tsv, **csv_opts))]), flush=True)
+    print("polars tsv %s" % best("tsv", [agg(pl.scan_csv(tsv, **csv_opts))]), flush=True)
     schema = {"id.orig_h": pl.String, "id.resp_h": pl.String, "duration": pl.Float64}
-    print("polars ndjson %.4f" % best("ndjson", [agg(pl.scan_ndjson(ndjson, schema=schema))]), flush=True)
+    print("polars ndjson %s" % best("ndjson", [agg(pl.scan_ndjson(ndjson, schema=schema))]), flush=True)
     # scan_csv reads no gzip: read_csv decompresses it (in the timed part).
-    print("polars gz %.4f" % best("gz", [lambda: agg(pl.read_csv(gz, **csv_opts).lazy())()]), flush=True)
+    print("polars gz %s" % best("gz", [lambda: agg(pl.read_csv(gz, **csv_opts).lazy())()]), flush=True)
 except ImportError as e:
     print("polars skipped (%s)" % e, flush=True)
 "##;
 
-/// Runs [`ENGINES_PY`]: per (engine, format) its seconds; the skip messages are printed.
-fn engines(dir: &Path, tsv: &Path, json: &Path, gz: &Path) -> Vec<(String, String, f64)> {
+/// Runs [`ENGINES_PY`]: per (engine, format) its wall and CPU seconds; the skip messages are printed.
+fn engines(dir: &Path, tsv: &Path, json: &Path, gz: &Path) -> Vec<(String, String, f64, f64)> {
     if !have("python3") {
         println!("DuckDB, Polars: skipped (no python3)");
         return Vec::new();
@@ -237,9 +263,10 @@ fn engines(dir: &Path, tsv: &Path, json: &Path, gz: &Path) -> Vec<(String, Strin
     let mut got = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let f: Vec<&str> = line.split(' ').collect();
-        match (f.as_slice(), f.get(2).and_then(|s| s.parse::<f64>().ok())) {
-            ([engine, format, _], Some(secs)) => {
-                got.push((engine.to_string(), format.to_string(), secs))
+        let num = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok());
+        match (f.as_slice(), num(2), num(3)) {
+            ([engine, format, _, _], Some(secs), Some(cpu)) => {
+                got.push((engine.to_string(), format.to_string(), secs, cpu))
             }
             _ => println!("{line}  (pip install duckdb polars)"),
         }
@@ -287,36 +314,43 @@ fn main() {
     // (format, default run, --top 0 run, cumulative table alone)
     let mut scans = Vec::new();
     for (name, path) in [("tsv", &tsv), ("ndjson", &json), ("gz", &gz)] {
-        let (t, m) = scan("10", &[path]);
-        let (t0, m0) = scan("0", &[path]);
-        let (tc, mc) = scan_with(&["--only", "cumulative"], &[path]);
-        let (tc0, mc0) = scan_with(&["--only", "cumulative", "--top", "0"], &[path]);
+        let d = scan("10", &[path]);
+        let d0 = scan("0", &[path]);
+        let c = scan_with(&["--only", "cumulative"], &[path]);
+        let c0 = scan_with(&["--only", "cumulative", "--top", "0"], &[path]);
         println!(
-            "scan {name:<6} default: {t:.3} s  {:5.2} M records/s  peak {m:4.0} MiB | --top 0: {t0:.3} s  {:5.2} M records/s  peak {m0:4.0} MiB  (--top 0 / default {:.2})",
-            rate(t),
-            rate(t0),
-            t0 / t
+            "scan {name:<6} default: {:.3} s (CPU {:.3} s)  {:5.2} M records/s  peak {:4.0} MiB | --top 0: {:.3} s (CPU {:.3} s)  {:5.2} M records/s  peak {:4.0} MiB  (--top 0 / default {:.2})",
+            d.wall,
+            d.cpu,
+            rate(d.wall),
+            d.mib,
+            d0.wall,
+            d0.cpu,
+            rate(d0.wall),
+            d0.mib,
+            d0.wall / d.wall
         );
         println!(
-            "scan {name:<6} --only cumulative: {tc:.3} s  {:5.2} M records/s  peak {mc:4.0} MiB | with --top 0: {tc0:.3} s  peak {mc0:4.0} MiB",
-            rate(tc),
+            "scan {name:<6} --only cumulative: {:.3} s (CPU {:.3} s)  {:5.2} M records/s  peak {:4.0} MiB | with --top 0: {:.3} s  peak {:4.0} MiB",
+            c.wall,
+            c.cpu,
+            rate(c.wall),
+            c.mib,
+            c0.wall,
+            c0.mib,
         );
-        scans.push((name, t, t0, tc));
+        scans.push((name, d, d0, c));
     }
     let scan_time = |format: &str| {
         scans
             .iter()
             .find(|s| s.0 == format)
-            .map_or(f64::NAN, |s| s.1)
+            .map_or(f64::NAN, |s| s.1.wall)
     };
     // The engines compute the cumulative table only: compared with scan printing that table alone.
-    let cumulative_time = |format: &str| {
-        scans
-            .iter()
-            .find(|s| s.0 == format)
-            .map_or(f64::NAN, |s| s.3)
-    };
-    let (t_gunzip, _) = median_of(runs, || timed(Command::new("gzip").arg("-dc").arg(&gz)));
+    let cumulative = |format: &str| scans.iter().find(|s| s.0 == format).map(|s| s.3);
+    let cumulative_time = |format: &str| cumulative(format).map_or(f64::NAN, |r| r.wall);
+    let t_gunzip = median_of(runs, || timed(Command::new("gzip").arg("-dc").arg(&gz))).wall;
     println!(
         "gzip -dc alone: {t_gunzip:.3} s  (scan gz / gzip -dc = {:.2})",
         scan_time("gz") / t_gunzip
@@ -324,20 +358,22 @@ fn main() {
 
     // Memory must follow groups, never records: the same pairs, 10 times the records.
     let ten: Vec<&Path> = vec![tsv.as_path(); 10];
-    let (_, m1) = median_of(3, || {
+    let m1 = median_of(3, || {
         timed(
             Command::new(bin)
                 .args(["scan", "--format", "tsv", "--top", "0"])
                 .arg(&tsv),
         )
-    });
-    let (t10, m10) = median_of(3, || {
+    })
+    .mib;
+    let ten_run = median_of(3, || {
         timed(
             Command::new(bin)
                 .args(["scan", "--format", "tsv", "--top", "0"])
                 .args(&ten),
         )
     });
+    let (t10, m10) = (ten_run.wall, ten_run.mib);
     println!(
         "peak memory of scan --top 0: {m1:.0} MiB at {records} records, {m10:.0} MiB at {} records ({t10:.2} s): {:+.1}% ({})",
         records * 10,
@@ -354,28 +390,33 @@ fn main() {
             "export LC_ALL=C; awk -F '\\t' '/^#/ {{next}} $9 != \"-\" {{print $3 \"\\t\" $5 \"\\t\" $9}}' {} | sort -t \"$(printf '\\t')\" -k1,1 -k2,2 | datamash -g 1,2 sum 3 | sort -t \"$(printf '\\t')\" -k3,3gr | head",
             tsv.display()
         );
-        let (t_shell, _) = median_of(3, || timed(Command::new("sh").arg("-c").arg(&pipeline)));
+        let shell = median_of(3, || timed(Command::new("sh").arg("-c").arg(&pipeline)));
+        let t_shell = shell.wall;
         println!(
-            "shell cumulative pipeline (awk | sort | datamash | sort) on TSV: {t_shell:.3} s  {:.2} M records/s",
+            "shell cumulative pipeline (awk | sort | datamash | sort) on TSV: {t_shell:.3} s (CPU {:.3} s)  {:.2} M records/s",
+            shell.cpu,
             rate(t_shell)
         );
         println!(
-            "ratio shell / scan TSV: {:.1}x (default), {:.1}x (--top 0), {:.1}x (--only cumulative, the pipeline's table)",
+            "ratio shell / scan TSV: {:.1}x (default), {:.1}x (--top 0), {:.1}x (--only cumulative, the pipeline's table); CPU time: {:.1}x (default), {:.1}x (--only cumulative)",
             t_shell / scan_time("tsv"),
-            t_shell / scans[0].2,
-            t_shell / cumulative_time("tsv")
+            t_shell / scans[0].2.wall,
+            t_shell / cumulative_time("tsv"),
+            shell.cpu / scans[0].1.cpu,
+            shell.cpu / scans[0].3.cpu
         );
     } else {
         println!("shell pipeline: datamash or awk not installed, ratio not measured");
     }
 
     let found = engines(dir_path, &tsv, &json, &gz);
-    for (engine, format, secs) in &found {
-        let t = cumulative_time(format);
+    for (engine, format, secs, cpu) in &found {
+        let (t, c) = cumulative(format).map_or((f64::NAN, f64::NAN), |r| (r.wall, r.cpu));
         println!(
-            "{engine:<6} {format:<6}: {secs:.3} s  {:5.2} M records/s;  {engine} / scan --only cumulative = {:.2}x",
+            "{engine:<6} {format:<6}: {secs:.3} s (CPU {cpu:.3} s)  {:5.2} M records/s;  {engine} / scan --only cumulative = {:.2}x wall, {:.2}x CPU",
             rate(*secs),
-            secs / t
+            secs / t,
+            cpu / c
         );
     }
 }
