@@ -883,15 +883,23 @@ fn apply_chunks(
     let (groups, others): (Vec<Frame>, Vec<Frame>) = frames
         .into_iter()
         .partition(|fr| fr.kind == Some(KIND_GROUPS));
-    let (on_groups, on_others) = if parallel && !groups.is_empty() && !others.is_empty() {
+    let side_by_side = if parallel && !groups.is_empty() && !others.is_empty() {
         std::thread::scope(|s| {
-            let side = s.spawn(|| apply_context(f, &others, ctx));
+            let side = std::thread::Builder::new()
+                .name("restore-context".into())
+                .spawn_scoped(s, || apply_context(f, &others, ctx))
+                .ok()?;
             let on_groups = apply_groups(f, &groups, w);
             let on_others = side.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            (on_groups, on_others)
+            Some((on_groups, on_others))
         })
     } else {
-        (apply_groups(f, &groups, w), apply_context(f, &others, ctx))
+        None
+    };
+    // One thread: asked for, not worth a second, or a second could not be started.
+    let (on_groups, on_others) = match side_by_side {
+        Some(both) => both,
+        None => (apply_groups(f, &groups, w), apply_context(f, &others, ctx)),
     };
     let mut first: Option<ChunkError> = None;
     for e in [on_groups.err(), on_others.err(), cut]
