@@ -5,7 +5,8 @@
 //! delta) as the daemon does at start; the JSON checkpoint of earlier builds beside it for comparison.
 //!
 //! Run: `cargo bench --bench checkpoint`. `LONGCONN_BENCH_RESTORES` (default 3) sets how many times the
-//! restore is timed (the best is printed); `LONGCONN_BENCH_JSON=0` leaves out the JSON comparison.
+//! restore is timed (the best and the median are printed); `LONGCONN_BENCH_JSON=0` leaves out the JSON
+//! comparison.
 
 use longconn::checkpoint::groups::{self, GroupStore, StoreRef};
 use longconn::checkpoint::CheckpointStore;
@@ -144,8 +145,11 @@ fn main() {
         drop(restored);
     }
     let best = times.iter().copied().fold(f64::MAX, f64::min);
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
     println!(
-        "restore {want} groups (full write + one delta): {best:.3} s (runs: {})",
+        "restore {want} groups (full write + one delta): {best:.3} s, median {median:.3} s (runs: {})",
         times
             .iter()
             .map(|t| format!("{t:.3}"))

@@ -29,6 +29,15 @@
 //! bit 7: connections is not 1) and then varints, times as zigzag differences from a related time (first
 //! seen from the chunk's reference time, last seen from first seen, an interval's start from first seen, ...),
 //! strings as length and bytes. A one-connection group takes about 50 bytes, a third of them its uid.
+//!
+//! ## Reading
+//! A restore reads the header and then only each chunk's framing (8 bytes) to find the chunks up to the
+//! committed length. The group chunks are then read and applied in order to the window while the prevalence
+//! chunks are read and applied in order to the context, on a second thread for a store of a megabyte or more:
+//! the two never touch the same state, so the result is the one of applying every chunk in the file's order.
+//! Each side reads its chunks into one buffer it reuses (the file is never held whole) and checks each
+//! against its CRC before any of it is used. Of several damaged chunks, the first in the file's order is
+//! reported (whether a chunk is damaged depends on its bytes alone).
 
 use crate::detector::context::{Context, Dest};
 use crate::detector::{Detector, GroupData, Uids};
@@ -39,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// The version of the store's layout this build writes and reads.
@@ -710,51 +720,201 @@ fn read_reach(r: &mut Reader<'_>, t: i64, ctx: &mut Context) -> R<()> {
     Ok(())
 }
 
-/// Applies the chunks in `b` (after the header) to `w` and `ctx`; `Err` names what is wrong and where.
-fn apply_chunks(b: &[u8], w: &mut Window<GroupData>, ctx: &mut Context) -> R<()> {
-    let mut pos = 0usize;
-    while pos < b.len() {
-        let at = pos + HEADER_LEN;
-        let frame = b
-            .get(pos..pos + 8)
-            .ok_or_else(|| format!("the chunk at byte {at} is cut short"))?;
-        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        let payload = b
-            .get(pos + 8..pos + 8 + len)
-            .ok_or_else(|| format!("the chunk at byte {at} is cut short"))?;
-        if crc32fast::hash(payload) != crc {
-            return Err(format!(
-                "the chunk at byte {at}: its checksum does not match"
-            ));
+/// One framed chunk: where it starts in the file, its checksum, its payload's length and first byte (the
+/// chunk's kind, not checked yet: a damaged one fails the checksum wherever the chunk is applied).
+#[derive(Debug)]
+struct Frame {
+    at: u64,
+    crc: u32,
+    len: usize,
+    kind: Option<u8>,
+}
+
+/// Why a chunk could not be applied.
+#[derive(Debug)]
+enum ChunkError {
+    /// Damaged at byte `.0` (of several, the earliest is reported: the first a reading in order meets).
+    Damaged(u64, String),
+    /// An I/O error reading the file.
+    Unreadable(String),
+}
+
+fn cut_short(at: u64) -> ChunkError {
+    ChunkError::Damaged(at, format!("the chunk at byte {at} is cut short"))
+}
+
+/// An error reading the chunk at `at`: the end of the file (it shrank since its length was read) is a
+/// chunk cut short, anything else unreadable.
+fn read_error(at: u64, e: io::Error) -> ChunkError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        cut_short(at)
+    } else {
+        ChunkError::Unreadable(format!("cannot read the group store: {e}"))
+    }
+}
+
+/// The frames of the chunks between the header and `len` (the committed length) in order, read from their
+/// 8-byte framing alone, and the first one cut short, if any (frames after it are not read).
+fn split_frames(f: &File, len: u64) -> Result<(Vec<Frame>, Option<ChunkError>), ChunkError> {
+    let mut frames = Vec::new();
+    let mut pos = HEADER_LEN as u64;
+    let mut head = [0u8; 9];
+    while pos < len {
+        let avail = (len - pos).min(9) as usize;
+        if avail < 8 {
+            return Ok((frames, Some(cut_short(pos))));
         }
-        let mut r = Reader { b: payload, pos: 0 };
-        let mut apply = |r: &mut Reader<'_>| -> R<()> {
-            let kind = r.u8()?;
-            if !(KIND_GROUPS..=KIND_REACH).contains(&kind) {
-                return Err(format!("chunk kind {kind} is unknown"));
-            }
-            let t = i64::from_le_bytes(r.bytes(8)?.try_into().map_err(|_| "a time")?);
-            let n = r.u()?;
-            for _ in 0..n {
-                match kind {
-                    KIND_GROUPS => match read_record(r, t)? {
-                        Record::Upsert(k, acc, d) => w.restore_group(k, acc, d),
-                        Record::Removal(k) => w.restore_removal(&k),
-                    },
-                    KIND_SOURCES => read_source(r, t, ctx)?,
-                    _ => read_reach(r, t, ctx)?,
-                }
-            }
-            if r.pos != r.b.len() {
-                return Err("bytes after the last record".into());
-            }
-            Ok(())
-        };
-        apply(&mut r).map_err(|e| format!("the chunk at byte {at}: {e}"))?;
-        pos += 8 + len;
+        f.read_exact_at(&mut head[..avail], pos)
+            .map_err(|e| read_error(pos, e))?;
+        let plen = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if plen > len - pos - 8 {
+            return Ok((frames, Some(cut_short(pos))));
+        }
+        frames.push(Frame {
+            at: pos,
+            crc,
+            len: usize::try_from(plen).map_err(|_| cut_short(pos))?,
+            // `avail` is 9 when the payload is not empty.
+            kind: (plen > 0).then_some(head[8]),
+        });
+        pos += 8 + plen;
+    }
+    Ok((frames, None))
+}
+
+/// Checks the payload of the chunk at `at` against `crc`, then reads its kind, reference time and records,
+/// `each` reading one record.
+fn apply_payload(
+    at: u64,
+    crc: u32,
+    payload: &[u8],
+    mut each: impl FnMut(u8, &mut Reader<'_>, i64) -> R<()>,
+) -> Result<(), ChunkError> {
+    if crc32fast::hash(payload) != crc {
+        return Err(ChunkError::Damaged(
+            at,
+            format!("the chunk at byte {at}: its checksum does not match"),
+        ));
+    }
+    let mut r = Reader { b: payload, pos: 0 };
+    let mut body = || -> R<()> {
+        let kind = r.u8()?;
+        if !(KIND_GROUPS..=KIND_REACH).contains(&kind) {
+            return Err(format!("chunk kind {kind} is unknown"));
+        }
+        let t = i64::from_le_bytes(r.bytes(8)?.try_into().map_err(|_| "a time")?);
+        let n = r.u()?;
+        for _ in 0..n {
+            each(kind, &mut r, t)?;
+        }
+        if r.pos != r.b.len() {
+            return Err("bytes after the last record".into());
+        }
+        Ok(())
+    };
+    body().map_err(|e| ChunkError::Damaged(at, format!("the chunk at byte {at}: {e}")))
+}
+
+/// Reads the chunks `frames` name from `f` in order (into one buffer, reused) and applies each with
+/// `apply`; stops at the first that cannot be read or is wrong.
+fn apply_frames(
+    f: &File,
+    frames: &[Frame],
+    mut apply: impl FnMut(&Frame, &[u8]) -> Result<(), ChunkError>,
+) -> Result<(), ChunkError> {
+    let mut buf = Vec::new();
+    for fr in frames {
+        if buf.len() < fr.len {
+            buf.resize(fr.len, 0);
+        }
+        let payload = &mut buf[..fr.len];
+        f.read_exact_at(payload, fr.at + 8)
+            .map_err(|e| read_error(fr.at, e))?;
+        apply(fr, payload)?;
     }
     Ok(())
+}
+
+/// Applies the group chunks `frames` of `f`, in order, to `w`.
+fn apply_groups(f: &File, frames: &[Frame], w: &mut Window<GroupData>) -> Result<(), ChunkError> {
+    apply_frames(f, frames, |fr, payload| {
+        apply_payload(fr.at, fr.crc, payload, |_, r, t| {
+            match read_record(r, t)? {
+                Record::Upsert(k, acc, d) => w.restore_group(k, acc, d),
+                Record::Removal(k) => w.restore_removal(&k),
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Applies the other chunks `frames` of `f` (prevalence sources and entries, or of a kind unknown), in
+/// order, to `ctx`.
+fn apply_context(f: &File, frames: &[Frame], ctx: &mut Context) -> Result<(), ChunkError> {
+    apply_frames(f, frames, |fr, payload| {
+        apply_payload(fr.at, fr.crc, payload, |kind, r, t| match kind {
+            KIND_SOURCES => read_source(r, t, ctx),
+            _ => read_reach(r, t, ctx),
+        })
+    })
+}
+
+/// Below this many bytes of chunks a restore runs on one thread (a second one is not worth starting).
+const PARALLEL_MIN_BYTES: u64 = 1 << 20;
+
+/// Applies the chunks of `f` between the header and `len` to `w` and `ctx`. Of the chunks that are wrong
+/// (cut short, failing their checksum or not decoding), the first in the file's order is reported; an I/O
+/// error before any.
+///
+/// Group records touch only the window and prevalence records only the context, so the group chunks are
+/// applied in order to `w` while the others are applied in order to `ctx` (on a second thread when
+/// `parallel`), each side reading its own chunks: the result is the one of applying every chunk in the
+/// file's order. Each side stops at its first wrong chunk; whether a chunk is wrong depends on its bytes
+/// alone, so the earliest of those is the first in the file's order.
+fn apply_chunks(
+    f: &File,
+    len: u64,
+    w: &mut Window<GroupData>,
+    ctx: &mut Context,
+    parallel: bool,
+) -> Result<(), ChunkError> {
+    let (frames, cut) = split_frames(f, len)?;
+    let (groups, others): (Vec<Frame>, Vec<Frame>) = frames
+        .into_iter()
+        .partition(|fr| fr.kind == Some(KIND_GROUPS));
+    let side_by_side = if parallel && !groups.is_empty() && !others.is_empty() {
+        std::thread::scope(|s| {
+            let side = std::thread::Builder::new()
+                .name("restore-context".into())
+                .spawn_scoped(s, || apply_context(f, &others, ctx))
+                .ok()?;
+            let on_groups = apply_groups(f, &groups, w);
+            let on_others = side.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            Some((on_groups, on_others))
+        })
+    } else {
+        None
+    };
+    // One thread: asked for, not worth a second, or a second could not be started.
+    let (on_groups, on_others) = match side_by_side {
+        Some(both) => both,
+        None => (apply_groups(f, &groups, w), apply_context(f, &others, ctx)),
+    };
+    let mut first: Option<ChunkError> = None;
+    for e in [on_groups.err(), on_others.err(), cut]
+        .into_iter()
+        .flatten()
+    {
+        first = match (first, e) {
+            (Some(u @ ChunkError::Unreadable(_)), _) => Some(u),
+            (Some(ChunkError::Damaged(a, m)), ChunkError::Damaged(b, _)) if a <= b => {
+                Some(ChunkError::Damaged(a, m))
+            }
+            (_, e) => Some(e),
+        };
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// Reads the store `r` names from `dir` into `w` and `ctx` (restored from `checkpoint.json`, without the
@@ -765,6 +925,19 @@ pub fn load(
     w: &mut Window<GroupData>,
     ctx: &mut Context,
 ) -> Result<(), StoreError> {
+    let parallel = r.len.saturating_sub(HEADER_LEN as u64) >= PARALLEL_MIN_BYTES
+        && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    load_with(dir, r, w, ctx, parallel)
+}
+
+/// [`load`], the window's and the context's chunks applied side by side on two threads when `parallel`.
+fn load_with(
+    dir: &Path,
+    r: &StoreRef,
+    w: &mut Window<GroupData>,
+    ctx: &mut Context,
+    parallel: bool,
+) -> Result<(), StoreError> {
     if !is_store_name(&r.file) {
         return Err(StoreError::Damaged(format!(
             "the group store's name {:?} is not one this build writes",
@@ -773,29 +946,40 @@ pub fn load(
     }
     let path = dir.join(&r.file);
     let damaged = |what: String| StoreError::Damaged(format!("{}: {what}", path.display()));
-    let mut bytes = match fs::read(&path) {
-        Ok(b) => b,
+    let unreadable = |e: io::Error| {
+        StoreError::Unreadable(format!(
+            "{}: cannot read the group store: {e}",
+            path.display()
+        ))
+    };
+    let f = match File::open(&path) {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(damaged("the group store is missing".into()))
         }
-        Err(e) => {
-            return Err(StoreError::Unreadable(format!(
-                "{}: cannot read the group store: {e}",
-                path.display()
-            )))
-        }
+        Err(e) => return Err(unreadable(e)),
     };
-    let len = usize::try_from(r.len).unwrap_or(usize::MAX);
-    if bytes.len() < len || len < HEADER_LEN {
+    let meta = f.metadata().map_err(unreadable)?;
+    if meta.is_dir() {
+        return Err(unreadable(io::Error::other("it is a directory")));
+    }
+    let file_len = meta.len();
+    if file_len < r.len || r.len < HEADER_LEN as u64 {
         return Err(damaged(format!(
-            "{} bytes, shorter than the {} the checkpoint names",
-            bytes.len(),
+            "{file_len} bytes, shorter than the {} the checkpoint names",
             r.len
         )));
     }
-    // Bytes past the committed length: an append that was never committed (cut at the next append).
-    bytes.truncate(len);
-    let (h, rest) = bytes.split_at(HEADER_LEN);
+    // Bytes past the committed length (an append that was never committed, cut at the next append) are
+    // not read.
+    let mut h = [0u8; HEADER_LEN];
+    f.read_exact_at(&mut h, 0).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            damaged("the header is cut short".into())
+        } else {
+            unreadable(e)
+        }
+    })?;
     if &h[..8] != MAGIC {
         return Err(damaged("not a longconn group store".into()));
     }
@@ -820,7 +1004,10 @@ pub fn load(
     let room = |n: u64| usize::try_from(n).unwrap_or(0).min(1 << 26);
     w.reserve(room(r.groups));
     ctx.reserve(room(r.sources));
-    apply_chunks(rest, w, ctx).map_err(damaged)
+    apply_chunks(&f, r.len, w, ctx, parallel).map_err(|e| match e {
+        ChunkError::Damaged(_, m) => damaged(m),
+        ChunkError::Unreadable(m) => StoreError::Unreadable(format!("{}: {m}", path.display())),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------------

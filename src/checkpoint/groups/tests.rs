@@ -486,3 +486,42 @@ fn varints_round_trip_at_their_edges() {
     };
     assert!(r.u().is_err());
 }
+
+/// The window's chunks applied beside the context's, on two threads, restore what one thread does, and
+/// every byte flipped is reported the same way (the first damaged chunk in the file's order).
+#[test]
+fn two_threads_restore_and_report_damage_as_one_does() {
+    let (dir, cfg, d, r) = small_store();
+    let path = dir.path().join(&r.file);
+    let good = fs::read(&path).expect("read");
+    let f = File::open(&path).expect("open");
+    let (frames, cut) = split_frames(&f, r.len).expect("frames");
+    assert!(cut.is_none());
+    let kinds: Vec<_> = frames.iter().map(|fr| fr.kind).collect();
+    assert!(kinds.contains(&Some(KIND_GROUPS)), "{kinds:?}");
+    assert!(kinds.contains(&Some(KIND_REACH)), "{kinds:?}");
+    drop(f);
+    let run = |parallel: bool| {
+        Detector::restore_with(&cfg, d.snapshot_header(), |w, c| {
+            load_with(dir.path(), &r, w, c, parallel)
+        })
+    };
+    let (Ok(one), Ok(two)) = (run(false), run(true)) else {
+        panic!("not restored");
+    };
+    assert_same(&one.snapshot(), &d.snapshot(), "one thread");
+    assert_same(&two.snapshot(), &d.snapshot(), "two threads");
+    let mut caught = 0;
+    for at in 0..good.len() {
+        for flip in [0x01u8, 0x80] {
+            let mut bytes = good.clone();
+            bytes[at] ^= flip;
+            fs::write(&path, &bytes).expect("write");
+            let one = run(false).map(|_| ()).expect_err("caught by one thread");
+            let two = run(true).map(|_| ()).expect_err("caught by two threads");
+            assert_eq!(one, two, "byte {at} ^ {flip:#x}");
+            caught += 1;
+        }
+    }
+    assert_eq!(caught, good.len() * 2);
+}
