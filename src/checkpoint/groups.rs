@@ -1003,7 +1003,7 @@ fn load_with(
     // Room for what the checkpoint says is there (bounded: these numbers come from a file too).
     let room = |n: u64| usize::try_from(n).unwrap_or(0).min(1 << 26);
     w.reserve(room(r.groups));
-    ctx.reserve(room(r.sources));
+    ctx.reserve(room(r.sources), room(r.reach));
     apply_chunks(&f, r.len, w, ctx, parallel).map_err(|e| match e {
         ChunkError::Damaged(_, m) => damaged(m),
         ChunkError::Unreadable(m) => StoreError::Unreadable(format!("{}: {m}", path.display())),

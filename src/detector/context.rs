@@ -540,9 +540,10 @@ impl Context {
         self.prevalence.reach_len()
     }
 
-    /// Room for `sources` more prevalence sources (restoring a checkpoint).
-    pub fn reserve(&mut self, sources: usize) {
-        self.prevalence.reserve(sources);
+    /// Room for `sources` more prevalence sources and `reach` more (destination, source) entries
+    /// (restoring a checkpoint).
+    pub fn reserve(&mut self, sources: usize, reach: usize) {
+        self.prevalence.reserve(sources, reach);
     }
 
     /// Puts a saved source back (`None`: drops it), restoring a checkpoint.

@@ -172,8 +172,12 @@ impl Prevalence {
         self.reach.len()
     }
 
-    pub fn reserve(&mut self, sources: usize) {
+    /// Room for `sources` more sources and `reach` more (destination, source) entries.
+    pub fn reserve(&mut self, sources: usize, reach: usize) {
         self.sources.reserve(sources);
+        self.source_expiry.reserve(sources);
+        self.reach.reserve(reach);
+        self.reach_expiry.reserve(reach);
     }
 
     /// Every internal source seen, with when last.
