@@ -147,7 +147,8 @@ struct GroupTally {
 #[derive(Debug)]
 struct Tally {
     bound: f64,
-    groups: BTreeMap<GroupKey, GroupTally>,
+    /// Hashed (a lookup per record); ordered by key at the end.
+    groups: rustc_hash::FxHashMap<GroupKey, GroupTally>,
 }
 
 /// `a` reached at least `f` times `t`.
@@ -197,9 +198,12 @@ impl Tally {
     }
 
     fn finish(self, near: Option<f64>) -> Vec<GroupSummary> {
-        let mut out: Vec<GroupSummary> = self
-            .groups
-            .into_values()
+        // Key order first: the sort below is stable, so groups that tie keep it.
+        let mut groups: Vec<(GroupKey, GroupTally)> = self.groups.into_iter().collect();
+        groups.sort_unstable_by_key(|(k, _)| *k);
+        let mut out: Vec<GroupSummary> = groups
+            .into_iter()
+            .map(|(_, g)| g)
             .filter_map(|g| {
                 let close = near.and_then(|f| {
                     let s =
@@ -286,7 +290,7 @@ pub fn replay_with(
     }
     let mut tally = Tally {
         bound: opts.near.unwrap_or(1.0),
-        groups: BTreeMap::new(),
+        groups: Default::default(),
     };
     // With `compare`: every alert of each config, as (raised by, alert, group).
     let mut raised: [Vec<Difference>; 2] = [Vec::new(), Vec::new()];
