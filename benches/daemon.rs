@@ -1,7 +1,9 @@
 //! Figures for the streaming detector (issue 3 targets), printed, never asserted:
 //! 1. records/s through the whole daemon (`longconn run`) tailing a generated conn.log from the beginning;
 //! 2. latency from a line being appended to the live log to its alert being in the alert file (p50, p99);
-//! 3. resident memory per tracked group, and the time to restore 1 million groups from a checkpoint.
+//! 3. resident memory per tracked group, and the time to restore 1 million groups from a checkpoint;
+//! 4. records/s through `longconn replay` on the file of (1), with no alert and with the default levels,
+//!    next to `longconn scan` on the same file (the speed the detector path is measured against).
 //!
 //! Run: `cargo bench --bench daemon`. `LONGCONN_BENCH_RECORDS` (default 2,000,000) sets the size of (1);
 //! `LONGCONN_BENCH_GROUPS` (default 1,000,000) the size of (3).
@@ -85,13 +87,10 @@ fn stop(mut child: Child) {
 }
 
 /// (1) Whole-daemon throughput: time until the alert of a sentinel record, the file's last line, is written.
-fn throughput(bin: &str, records: u64) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    fs::create_dir_all(dir.join("logs")).expect("mkdir");
-    let log = dir.join("logs/conn.log");
+/// Writes the bench's conn.log: `records` rows of 50,000 pairs, then a sentinel that alerts at once.
+fn write_log(log: &Path, records: u64) {
     {
-        let mut w = BufWriter::new(fs::File::create(&log).expect("create"));
+        let mut w = BufWriter::new(fs::File::create(log).expect("create"));
         w.write_all(HEADER.as_bytes()).expect("write");
         for i in 0..records {
             let ts = 1_713_484_795.0 + i as f64 * 0.01;
@@ -104,6 +103,14 @@ fn throughput(bin: &str, records: u64) {
             .replace(&format!("C{records:017}"), "CSENTINEL00000000");
         w.write_all(sentinel.as_bytes()).expect("write");
     }
+}
+
+fn throughput(bin: &str, records: u64) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    fs::create_dir_all(dir.join("logs")).expect("mkdir");
+    let log = dir.join("logs/conn.log");
+    write_log(&log, records);
     let size = fs::metadata(&log).expect("stat").len();
     let cfg = dir.join("longconn.toml");
     fs::write(&cfg, config(dir, "30m")).expect("config");
@@ -239,6 +246,59 @@ fn groups(n: u64) {
     );
 }
 
+/// (4) `replay` over the throughput file, quiet (no level reachable) and with the default config, and
+/// `scan` over the same file; medians of 3 runs each.
+fn replay(bin: &str, records: u64) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let log = dir.join("conn.log");
+    write_log(&log, records);
+    let quiet = dir.join("quiet.toml");
+    fs::write(
+        &quiet,
+        "[single]\nlevels = { low = \"100d\" }\n[cumulative]\nlevels = { low = \"100d\" }\n",
+    )
+    .expect("config");
+    let defaults = dir.join("defaults.toml");
+    fs::write(&defaults, "").expect("config");
+    let time = |args: &[&std::ffi::OsStr]| {
+        let mut v: Vec<f64> = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                let status = Command::new(bin)
+                    .args(args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .expect("run longconn");
+                assert!(status.success(), "longconn {args:?} failed");
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[1]
+    };
+    let scan = time(&["scan".as_ref(), log.as_os_str()]);
+    let n = records as f64 + 1.0;
+    println!(
+        "scan of the same file: {scan:.2} s = {:.2} M records/s",
+        n / scan / 1e6
+    );
+    for (what, cfg) in [("no alert", &quiet), ("default config", &defaults)] {
+        let secs = time(&[
+            "replay".as_ref(),
+            "--config".as_ref(),
+            cfg.as_os_str(),
+            log.as_os_str(),
+        ]);
+        println!(
+            "replay, {what}: {records} records in {secs:.2} s = {:.2} M records/s ({:.1}x scan's time)",
+            n / secs / 1e6,
+            secs / scan
+        );
+    }
+}
+
 fn main() {
     let env_u64 = |k: &str, d: u64| {
         std::env::var(k)
@@ -250,4 +310,5 @@ fn main() {
     groups(env_u64("LONGCONN_BENCH_GROUPS", 1_000_000));
     throughput(bin, env_u64("LONGCONN_BENCH_RECORDS", 2_000_000));
     latency(bin, 200);
+    replay(bin, env_u64("LONGCONN_BENCH_RECORDS", 2_000_000));
 }
