@@ -40,8 +40,9 @@
 //! the sum; it is exact within [`EXACT_LIMIT`] and off by at most `2g` per merged item beyond.
 //!
 //! ## Memory
-//! Groups live in a slab (`Vec<Slot>`) indexed by a hash map from the compact [`GroupKey`] (38 bytes) to a
-//! `u32`; a freed slot is reset and reused. A group with one live interval keeps it inline (no heap); from
+//! Groups live in a slab (`Vec<Slot>`), each slot holding its compact [`GroupKey`] (38 bytes); a hash
+//! table of slot numbers (`u32`, hashed by the slot's key) finds them, so an index bucket is 5 bytes and the
+//! lookup's key compare reads the slot the record uses next. A freed slot is reset and reused. A group with one live interval keeps it inline (no heap); from
 //! its second, its intervals take 16 bytes each in one allocation (24 once compacted, with a
 //! multiplicity). Older uids are allocated from a group's second connection.
 //!
