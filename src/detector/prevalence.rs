@@ -89,7 +89,7 @@ pub struct Prevalence {
 }
 
 impl Prevalence {
-    /// Records that `src` was seen at `end`; returns whether it is a new source.
+    /// Records that the internal source `src` was seen at `end`.
     pub fn source(&mut self, src: IpAddr, end: i64) {
         let src = Host::from(src);
         match self.sources.get_mut(&src) {
