@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 
 pub mod context;
 pub mod interim;
-mod prevalence;
+pub mod prevalence;
 
 use context::{Context, ContextConfig, ContextState, ContextStats, Dest, Reason};
 

@@ -412,12 +412,12 @@ pub fn encode_full(d: &Detector) -> Vec<u8> {
     }
     let mut out = c.finish();
     let mut c = ChunkWriter::new(KIND_SOURCES, t);
-    for (src, at) in ctx.sources() {
+    for (src, at) in ctx.prevalence().sources() {
         c.source(src, Some(at));
     }
     out.extend_from_slice(&c.finish());
     let mut c = ChunkWriter::new(KIND_REACH, t);
-    for (dest, src, at) in ctx.reach() {
+    for (dest, src, at) in ctx.prevalence().reach() {
         c.reach(dest, src, Some(at));
     }
     out.extend_from_slice(&c.finish());
@@ -438,12 +438,12 @@ pub fn encode_delta(d: &Detector) -> Vec<u8> {
     }
     let mut out = c.finish();
     let mut c = ChunkWriter::new(KIND_SOURCES, t);
-    for (src, at) in ctx.changed_sources() {
+    for (src, at) in ctx.prevalence().changed_sources() {
         c.source(src, at);
     }
     out.extend_from_slice(&c.finish());
     let mut c = ChunkWriter::new(KIND_REACH, t);
-    for (dest, src, at) in ctx.changed_reach() {
+    for (dest, src, at) in ctx.prevalence().changed_reach() {
         c.reach(dest, src, at);
     }
     out.extend_from_slice(&c.finish());
@@ -696,7 +696,7 @@ fn read_source(r: &mut Reader<'_>, t: i64, ctx: &mut Context) -> R<()> {
     } else {
         Some(r.i()?.wrapping_add(t))
     };
-    ctx.restore_source(src, at);
+    ctx.prevalence_mut().restore_source(src, at);
     Ok(())
 }
 
@@ -716,7 +716,7 @@ fn read_reach(r: &mut Reader<'_>, t: i64, ctx: &mut Context) -> R<()> {
     } else {
         Some(r.i()?.wrapping_add(t))
     };
-    ctx.restore_reach(dest, src, at);
+    ctx.prevalence_mut().restore_reach(dest, src, at);
     Ok(())
 }
 
@@ -1003,7 +1003,7 @@ fn load_with(
     // Room for what the checkpoint says is there (bounded: these numbers come from a file too).
     let room = |n: u64| usize::try_from(n).unwrap_or(0).min(1 << 26);
     w.reserve(room(r.groups));
-    ctx.reserve(room(r.sources), room(r.reach));
+    ctx.prevalence_mut().reserve(room(r.sources), room(r.reach));
     apply_chunks(&f, r.len, w, ctx, parallel).map_err(|e| match e {
         ChunkError::Damaged(_, m) => damaged(m),
         ChunkError::Unreadable(m) => StoreError::Unreadable(format!("{}: {m}", path.display())),
@@ -1108,8 +1108,8 @@ impl GroupStore {
                 len,
                 base_len: len,
                 groups: d.window().len() as u64,
-                sources: d.context().sources_len() as u64,
-                reach: d.context().reach_len() as u64,
+                sources: d.context().prevalence().sources_len() as u64,
+                reach: d.context().prevalence().reach_len() as u64,
             },
             bytes: len,
             full: true,
@@ -1132,8 +1132,8 @@ impl GroupStore {
             store: StoreRef {
                 len: r.len + delta.len() as u64,
                 groups: d.window().len() as u64,
-                sources: d.context().sources_len() as u64,
-                reach: d.context().reach_len() as u64,
+                sources: d.context().prevalence().sources_len() as u64,
+                reach: d.context().prevalence().reach_len() as u64,
                 ..r.clone()
             },
             bytes: delta.len() as u64,

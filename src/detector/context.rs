@@ -417,7 +417,7 @@ impl Context {
 
     /// (sources that reached `dest` in the window, internal sources seen in the window): the maps hold
     /// exactly the entries seen since `oldest` once expired to it.
-    fn prevalence(&mut self, dest: &Dest, oldest: i64) -> (usize, usize) {
+    fn prevalence_of(&mut self, dest: &Dest, oldest: i64) -> (usize, usize) {
         self.prevalence.sweep(oldest);
         self.prevalence.counts(dest)
     }
@@ -457,7 +457,7 @@ impl Context {
                 Some(n) => Dest::Name(n.name.clone()),
                 None => Dest::Addr(resp),
             };
-            let (reached, total) = self.prevalence(&dest, oldest);
+            let (reached, total) = self.prevalence_of(&dest, oldest);
             if total >= cfg.min_sources && total > 0 {
                 let share = reached as f64 / total as f64;
                 if cfg.common_destination && share >= cfg.common_fraction {
@@ -510,50 +510,13 @@ impl Context {
         self.prevalence.clear_changes();
     }
 
-    /// Every internal source seen, with when last: (source, time).
-    pub fn sources(&self) -> impl Iterator<Item = (IpAddr, i64)> + '_ {
-        self.prevalence.sources()
+    /// The prevalence entries (the binary checkpoint store saves and restores them one by one).
+    pub fn prevalence(&self) -> &Prevalence {
+        &self.prevalence
     }
 
-    /// Every (destination, source) reached, with when last.
-    pub fn reach(&self) -> impl Iterator<Item = (&Dest, IpAddr, i64)> + '_ {
-        self.prevalence.reach()
-    }
-
-    /// The sources changed since [`Context::clear_changes`]: `None` for one dropped.
-    pub fn changed_sources(&self) -> impl Iterator<Item = (IpAddr, Option<i64>)> + '_ {
-        self.prevalence.changed_sources()
-    }
-
-    /// The (destination, source) entries changed since [`Context::clear_changes`]: `None` for one dropped.
-    pub fn changed_reach(&self) -> impl Iterator<Item = (&Dest, IpAddr, Option<i64>)> + '_ {
-        self.prevalence.changed_reach()
-    }
-
-    /// Prevalence sources tracked.
-    pub fn sources_len(&self) -> usize {
-        self.prevalence.sources_len()
-    }
-
-    /// (destination, source) prevalence entries tracked.
-    pub fn reach_len(&self) -> usize {
-        self.prevalence.reach_len()
-    }
-
-    /// Room for `sources` more prevalence sources and `reach` more (destination, source) entries
-    /// (restoring a checkpoint).
-    pub fn reserve(&mut self, sources: usize, reach: usize) {
-        self.prevalence.reserve(sources, reach);
-    }
-
-    /// Puts a saved source back (`None`: drops it), restoring a checkpoint.
-    pub fn restore_source(&mut self, src: IpAddr, at: Option<i64>) {
-        self.prevalence.restore_source(src, at);
-    }
-
-    /// Puts a saved (destination, source) entry back (`None`: drops it), restoring a checkpoint.
-    pub fn restore_reach(&mut self, dest: Dest, src: IpAddr, at: Option<i64>) {
-        self.prevalence.restore_reach(dest, src, at);
+    pub fn prevalence_mut(&mut self) -> &mut Prevalence {
+        &mut self.prevalence
     }
 
     /// [`Context::state`] without the prevalence maps (saved apart, in the binary checkpoint store); maps
@@ -998,7 +961,7 @@ mod tests {
                 // Sightings end up to 10 before the watermark (out of order), some before the window.
                 let end = now - (advance % 11);
                 if query {
-                    let got = c.prevalence(&dest, oldest);
+                    let got = c.prevalence_of(&dest, oldest);
                     let live = |e: &&(IpAddr, Dest, i64)| e.2 >= oldest;
                     let mut total: Vec<IpAddr> = seen.iter().filter(live).map(|e| e.0).collect();
                     total.sort();

@@ -37,6 +37,20 @@ impl From<Host> for IpAddr {
     }
 }
 
+/// The (destination, source) map: `hashbrown`'s, so that [`ReachRef`] looks entries up by reference.
+type ReachMap = hashbrown::HashMap<(Dest, Host), i64, rustc_hash::FxBuildHasher>;
+
+/// A key of [`ReachMap`] by reference: a lookup does not clone the destination (a name longer than 24
+/// bytes would be an allocation per record). Hashes as the tuple does: the destination, then the host.
+#[derive(Hash)]
+struct ReachRef<'a>(&'a Dest, Host);
+
+impl hashbrown::Equivalent<(Dest, Host)> for ReachRef<'_> {
+    fn equivalent(&self, key: &(Dest, Host)) -> bool {
+        *self.0 == key.0 && self.1 == key.1
+    }
+}
+
 /// An item of an expiry queue: ordered by time only (the order among equal times does not matter: every
 /// item older than the window is popped), reversed so that `BinaryHeap` (a max-heap) pops the oldest first.
 #[derive(Debug, Clone)]
@@ -69,7 +83,7 @@ impl<K> Ord for Expiring<K> {
 #[derive(Debug, Clone, Default)]
 struct Changes {
     sources: FxHashSet<Host>,
-    reach: FxHashSet<(Dest, Host)>,
+    reach: hashbrown::HashSet<(Dest, Host), rustc_hash::FxBuildHasher>,
 }
 
 /// See the module doc.
@@ -78,7 +92,7 @@ pub struct Prevalence {
     /// Internal sources seen: when last.
     sources: FxHashMap<Host, i64>,
     /// (destination, internal source) -> when last.
-    reach: FxHashMap<(Dest, Host), i64>,
+    reach: ReachMap,
     /// destination -> entries of `reach` for it.
     counts: FxHashMap<Dest, u32>,
     /// One item per source, oldest first.
@@ -108,11 +122,11 @@ impl Prevalence {
     pub fn touch_reach(&mut self, dest: &Dest, src: IpAddr, end: i64) -> bool {
         let src = Host::from(src);
         if let Some(c) = &mut self.changes {
-            c.reach.insert((dest.clone(), src));
+            if !c.reach.contains(&ReachRef(dest, src)) {
+                c.reach.insert((dest.clone(), src));
+            }
         }
-        // The lookup borrows a key made of the destination and source; Dest::Addr is cheap to clone and a
-        // name is one small string.
-        match self.reach.get_mut(&(dest.clone(), src)) {
+        match self.reach.get_mut(&ReachRef(dest, src)) {
             Some(at) => {
                 *at = (*at).max(end);
                 true
@@ -133,7 +147,7 @@ impl Prevalence {
     }
 
     fn drop_reach(&mut self, dest: &Dest, src: Host) -> bool {
-        if self.reach.remove(&(dest.clone(), src)).is_none() {
+        if self.reach.remove(&ReachRef(dest, src)).is_none() {
             return false;
         }
         if let Some(n) = self.counts.get_mut(dest) {
@@ -246,7 +260,7 @@ impl Prevalence {
             .iter()
             .flat_map(|c| c.reach.iter())
             .map(|(d, s)| {
-                let at = self.reach.get(&(d.clone(), *s)).copied();
+                let at = self.reach.get(&ReachRef(d, *s)).copied();
                 (d, IpAddr::from(*s), at)
             })
     }
@@ -274,7 +288,7 @@ impl Prevalence {
     /// Puts a saved (destination, source) entry back (`None`: drops it), restoring a checkpoint.
     pub fn restore_reach(&mut self, dest: Dest, src: IpAddr, at: Option<i64>) {
         match at {
-            Some(at) => match self.reach.get_mut(&(dest.clone(), Host::from(src))) {
+            Some(at) => match self.reach.get_mut(&ReachRef(&dest, Host::from(src))) {
                 Some(before) => {
                     let older = at < *before;
                     *before = at;

@@ -5,7 +5,7 @@
 //! Layout, for the detector's hot path: a group with one live interval keeps it inline; from the second,
 //! the intervals live in one contiguous `Vec` sorted by start, 16 bytes each while the group is exact, so
 //! a record costs one pass over its group's items, which are next to each other in memory. That pass drops
-//! the intervals that left the window and yields both measures at once ([`Accumulator::advance_measures`]):
+//! the intervals that left the window and yields both measures at once ([`Accumulator::measures`]):
 //! the sum directly, the covered length by a sweep over the starts (clipping every start to `W` keeps
 //! them sorted). Starts are kept as they were given, not clipped, so the saved form only changes when an
 //! interval expires, is added or is replaced. A group compacted beyond [`EXACT_LIMIT`] keeps its merged
@@ -159,20 +159,20 @@ impl Accumulator {
     pub fn advance(&mut self, w: i64) -> bool {
         let moved = match &mut self.items {
             Items::Empty => false,
-            Items::One(_, e) => *e <= w,
+            Items::One(_, e) => {
+                let gone = *e <= w;
+                if gone {
+                    self.items = Items::Empty;
+                }
+                gone
+            }
             Items::Many(v) => expire(v, w),
             Items::Merged(m) => expire(&mut m.items, w),
         };
         if moved {
-            self.normalize();
+            self.shrink();
         }
         moved
-    }
-
-    /// [`Accumulator::advance`] and both measures at `w`, in one pass: `(moved, measures)`.
-    pub fn advance_measures(&mut self, w: i64) -> (bool, Measures) {
-        let moved = self.advance(w);
-        (moved, self.measures(w))
     }
 
     /// Both measures at `w`; the accumulator must have been advanced to `w`.
@@ -188,23 +188,16 @@ impl Accumulator {
         }
     }
 
-    /// A group left with no item, or one exact item, takes the smaller form.
-    fn normalize(&mut self) {
+    /// A group left with no item, or with one exact item, takes the smaller form.
+    fn shrink(&mut self) {
         match &self.items {
-            Items::One(..) | Items::Empty => {
-                // `advance` only calls this when the one item expired.
-                self.items = Items::Empty;
-            }
             Items::Many(v) => match v.as_slice() {
                 [] => self.items = Items::Empty,
                 [(s, e)] => self.items = Items::One(*s, *e),
                 _ => {}
             },
-            Items::Merged(m) => {
-                if m.items.is_empty() {
-                    self.items = Items::Empty;
-                }
-            }
+            Items::Merged(m) if m.items.is_empty() => self.items = Items::Empty,
+            _ => {}
         }
     }
 
@@ -310,17 +303,9 @@ impl Accumulator {
             },
         };
         if done {
-            self.normalize_after_remove();
+            self.shrink();
         }
         done
-    }
-
-    fn normalize_after_remove(&mut self) {
-        match &self.items {
-            Items::Many(_) => self.normalize(),
-            Items::Merged(m) if m.items.is_empty() => self.items = Items::Empty,
-            _ => {}
-        }
     }
 
     /// Replaces a connection's interval `[s0, e0]` by `[s, e]` (a newer record of the same uid).
@@ -484,8 +469,8 @@ mod tests {
         };
         let mut acc = Accumulator::from_state(&st);
         assert_eq!(acc.state(), st, "round trip");
-        let (moved, m) = acc.advance_measures(10 * H);
-        assert!(!moved);
+        assert!(!acc.advance(10 * H));
+        let m = acc.measures(10 * H);
         assert_eq!(
             m,
             Measures {
@@ -494,8 +479,8 @@ mod tests {
             }
         );
         // A later edge clips the restored item as it would have clipped the original.
-        let (moved, m) = acc.advance_measures(12 * H);
-        assert!(moved, "the straddling item ended at the edge");
+        assert!(acc.advance(12 * H), "the straddling item ended at the edge");
+        let m = acc.measures(12 * H);
         assert_eq!(m, Measures { sum: H, covered: H });
         assert_eq!(
             acc.single(),
