@@ -115,6 +115,14 @@ impl window::Hold for GroupData {
             .single_level
             .map_or(i64::MIN, |_| self.rules.single_at)
     }
+
+    /// The older uids, which the next record of the group moves.
+    fn heap(&self) -> Option<*const u8> {
+        self.uids
+            .older
+            .as_deref()
+            .map(|o| (o as *const VecDeque<CompactString>).cast())
+    }
 }
 
 impl GroupData {
@@ -425,6 +433,23 @@ impl Detector {
     }
 
     /// Feeds one record of a log of `kind`; alerts it raises are appended to `out`.
+    /// A hint for a record `process` will take a few records from now (see [`Window::prefetch`] for the
+    /// stages and distances): no effect on the detector's state or results. The group is guessed from
+    /// the record's addresses (a record the context will name under `group_by = "name"` is guessed
+    /// wrong, which only wastes the fetch).
+    pub fn prefetch(&self, rec: &ConnRecord, stage: window::Prefetch) {
+        if let (Some(orig), Some(resp)) = (rec.orig_h, rec.resp_h) {
+            let key = GroupKey::new(
+                self.window.group_by(),
+                orig,
+                resp,
+                rec.resp_p.unwrap_or(0),
+                transport::number(&rec.proto),
+            );
+            self.window.prefetch(&key, stage);
+        }
+    }
+
     pub fn process(&mut self, rec: &ConnRecord, kind: SourceKind, out: &mut Vec<Alert>) {
         self.last = None;
         self.stats.records_seen += 1;

@@ -349,7 +349,8 @@ pub fn replay_with(
         // The current conn file: index, name, kind; None when it did not open.
         let mut current: Option<(usize, String, SourceKind)> = None;
         while let Some(batch) = conn_batches.next() {
-            for item in &batch {
+            for (at, item) in batch.iter().enumerate() {
+                prefetch(&detectors, &batch, at);
                 match item {
                     ConnItem::Start { file, opened } => {
                         summary.files += 1;
@@ -449,6 +450,24 @@ pub fn replay_with(
 
 /// The context kind of an input: its `#path` or JSON `_path` when it has one in its first lines, else its
 /// file name. None for conn logs and stdin.
+/// Before the detectors take `batch[at]`: prefetch hints for the records 12, 6 and 3 ahead (see
+/// [`crate::window::Window::prefetch`]), so that the cache misses of those records' groups overlap the
+/// work on this one.
+fn prefetch(detectors: &[Detector], batch: &VecDeque<ConnItem>, at: usize) {
+    use crate::window::Prefetch;
+    for (ahead, stage) in [
+        (12, Prefetch::Bucket),
+        (6, Prefetch::Slot),
+        (3, Prefetch::Heap),
+    ] {
+        if let Some(ConnItem::Record(rec)) = batch.get(at + ahead) {
+            for d in detectors {
+                d.prefetch(rec, stage);
+            }
+        }
+    }
+}
+
 fn context_kind(input: &InputPath) -> Option<ContextKind> {
     let InputPath::File(path) = input else {
         return None;

@@ -63,9 +63,11 @@
 
 mod accumulator;
 pub mod config;
+mod index;
 
 pub use accumulator::{union_length, Accumulator, AccumulatorState, Measures};
 
+use index::Index;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -189,9 +191,22 @@ pub trait Hold {
     fn hold_until(&self) -> i64 {
         i64::MIN
     }
+
+    /// Heap memory the next record of the group will read, for a prefetch hint (see [`Window::prefetch`]).
+    fn heap(&self) -> Option<*const u8> {
+        None
+    }
 }
 
 impl Hold for () {}
+
+/// A stage of [`Window::prefetch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefetch {
+    Bucket,
+    Slot,
+    Heap,
+}
 
 /// One tracked group: its key, its intervals and what the rules keep for it.
 #[derive(Debug, Clone, Default)]
@@ -277,73 +292,6 @@ impl Changes {
             self.dirty.resize(i + 1, false);
         }
         self.dirty[i] = true;
-    }
-}
-
-/// Group key -> slot index. The keys live in the slots, so a bucket is a `u32` (and a control byte)
-/// instead of a 38-byte key and its index: 5 bytes a bucket instead of 45, and the lookup's key compare
-/// reads the slot the record is about to use anyway.
-#[derive(Debug, Clone, Default)]
-struct Index {
-    table: hashbrown::HashTable<u32>,
-}
-
-fn hash_key(k: &GroupKey) -> u64 {
-    use std::hash::BuildHasher;
-    rustc_hash::FxBuildHasher.hash_one(k)
-}
-
-impl Index {
-    fn key_of<T>(slots: &[Slot<T>], i: u32) -> Option<&GroupKey> {
-        slots.get(i as usize).map(|s| &s.key)
-    }
-
-    fn get<T>(&self, slots: &[Slot<T>], key: &GroupKey) -> Option<u32> {
-        self.table
-            .find(hash_key(key), |&i| Self::key_of(slots, i) == Some(key))
-            .copied()
-    }
-
-    /// Adds `key` at slot `i` (whose key it must be); the key must not be indexed yet.
-    fn insert<T>(&mut self, slots: &[Slot<T>], key: GroupKey, i: u32) {
-        self.table.insert_unique(hash_key(&key), i, |&j| {
-            Self::key_of(slots, j).map_or(0, hash_key)
-        });
-    }
-
-    fn remove<T>(&mut self, slots: &[Slot<T>], key: &GroupKey) -> Option<u32> {
-        match self
-            .table
-            .find_entry(hash_key(key), |&i| Self::key_of(slots, i) == Some(key))
-        {
-            Ok(e) => Some(e.remove().0),
-            Err(_) => None,
-        }
-    }
-
-    fn reserve<T>(&mut self, slots: &[Slot<T>], n: usize) {
-        self.table
-            .reserve(n, |&j| Self::key_of(slots, j).map_or(0, hash_key));
-    }
-
-    fn retain(&mut self, f: impl FnMut(&mut u32) -> bool) {
-        self.table.retain(f);
-    }
-
-    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.table.iter().copied()
-    }
-
-    fn len(&self) -> usize {
-        self.table.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.table.is_empty()
-    }
-
-    fn clear(&mut self) {
-        self.table.clear();
     }
 }
 
@@ -447,7 +395,7 @@ impl<T: Default + Hold> Window<T> {
                         (self.slots.len() - 1) as u32
                     }
                 };
-                self.groups.insert(&self.slots, key, i);
+                self.groups.insert(&key, i);
             }
         }
     }
@@ -461,7 +409,7 @@ impl<T: Default + Hold> Window<T> {
 
     /// Room for `n` more groups (restoring a checkpoint).
     pub fn reserve(&mut self, n: usize) {
-        self.groups.reserve(&self.slots, n);
+        self.groups.reserve(n);
         self.slots.reserve(n);
     }
 
@@ -540,6 +488,45 @@ impl<T: Default + Hold> Window<T> {
         Some(m)
     }
 
+    /// A hint, no effect on the window: asks the CPU to fetch what [`Window::touch`] of `key` will read,
+    /// so that the memory latency of a record a few ahead overlaps the work on this one. Three stages,
+    /// each reading only what the one before fetched: [`Prefetch::Bucket`] for a record about 12 ahead,
+    /// [`Prefetch::Slot`] (the bucket is read) about 6 ahead, [`Prefetch::Heap`] (the slot is read:
+    /// its intervals' and data's heap memory) about 3 ahead. A wrong guess (another key with the same
+    /// tag, a key that changes before the record's turn) costs a wasted fetch, nothing else.
+    pub fn prefetch(&self, key: &GroupKey, stage: Prefetch) {
+        match stage {
+            Prefetch::Bucket => self.groups.prefetch(key),
+            Prefetch::Slot => {
+                if let Some(slot) = self
+                    .groups
+                    .likely(key)
+                    .and_then(|i| self.slots.get(i as usize))
+                {
+                    let p: *const u8 = (slot as *const Slot<T>).cast();
+                    let size = std::mem::size_of::<Slot<T>>();
+                    for off in (0..size).step_by(64).chain([size.saturating_sub(1)]) {
+                        index::prefetch(p.wrapping_add(off));
+                    }
+                }
+            }
+            Prefetch::Heap => {
+                if let Some(slot) = self
+                    .groups
+                    .likely(key)
+                    .and_then(|i| self.slots.get(i as usize))
+                {
+                    if let Some(p) = slot.acc.heap() {
+                        index::prefetch(p);
+                    }
+                    if let Some(p) = slot.data.heap() {
+                        index::prefetch(p);
+                    }
+                }
+            }
+        }
+    }
+
     /// The group of `key`, if tracked (not advanced).
     pub fn get(&self, key: &GroupKey) -> Option<&Slot<T>> {
         self.slots.get(self.groups.get(&self.slots, key)? as usize)
@@ -580,7 +567,7 @@ impl<T: Default + Hold> Window<T> {
                 if let Some(slot) = self.slots.get_mut(i) {
                     slot.key = key;
                 }
-                self.groups.insert(&self.slots, key, i as u32);
+                self.groups.insert(&key, i as u32);
                 i
             }
         };
@@ -712,7 +699,7 @@ impl<T: Default + Hold> Window<T> {
         w.expired = st.expired;
         w.since_sweep = st.since_sweep;
         w.slots.reserve_exact(st.groups.len());
-        w.groups.reserve(&w.slots, st.groups.len());
+        w.groups.reserve(st.groups.len());
         for (k, acc, data) in &st.groups {
             if w.groups.get(&w.slots, k).is_some() {
                 continue;
@@ -722,7 +709,7 @@ impl<T: Default + Hold> Window<T> {
                 acc: Accumulator::from_state(acc),
                 data: data_of(data),
             });
-            w.groups.insert(&w.slots, *k, (w.slots.len() - 1) as u32);
+            w.groups.insert(k, (w.slots.len() - 1) as u32);
         }
         w
     }

@@ -324,6 +324,15 @@ impl Accumulator {
         }
     }
 
+    /// The heap buffer holding the items, if any (a prefetch hint's address).
+    pub fn heap(&self) -> Option<*const u8> {
+        match &self.items {
+            Items::Many(v) => Some(v.as_ptr().cast()),
+            Items::Merged(m) => Some(m.items.as_ptr().cast()),
+            _ => None,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
