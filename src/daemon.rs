@@ -101,6 +101,9 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Bytes read from one live file per poll: keeps a large backlog from delaying alerts, checkpoints and stop.
 const POLL_BUDGET: u64 = 16 * 1024 * 1024;
+/// At most this many records are held back within a poll for the detector's prefetching
+/// ([`Detector::process_all`]).
+const DETECT_BATCH: usize = 256;
 
 /// How long delivery tasks may flush after the pipeline stopped.
 pub const DELIVERY_GRACE: Duration = Duration::from_secs(3);
@@ -375,6 +378,8 @@ struct Pipeline {
     deltas: u64,
     skipped_logged: SkippedLines<PathBuf>,
     alerts_buf: Vec<crate::alert::Alert>,
+    /// Records held back within one poll for [`Detector::process_all`] (empty between polls).
+    held: Vec<crate::zeek::ConnRecord>,
     alerts_written: u64,
     records: u64,
     /// sd_notify and metrics (`daemon/health.rs`).
@@ -473,6 +478,7 @@ impl Pipeline {
             deltas: 0,
             skipped_logged: SkippedLines::default(),
             alerts_buf: Vec::new(),
+            held: Vec::with_capacity(DETECT_BATCH),
             alerts_written: 0,
             records: 0,
             health,
@@ -568,6 +574,7 @@ impl Pipeline {
         let Pipeline {
             tailers,
             detector,
+            held,
             alerts_buf: alerts,
             skipped_logged,
             health,
@@ -596,12 +603,27 @@ impl Pipeline {
         } else {
             &mut admit_all
         };
+        // Records are held back within this poll, up to `DETECT_BATCH`, so that the detector can prefetch
+        // ahead (`Detector::process_all`). Any other event, and the end of the poll, first runs the held
+        // records: the detector sees everything in file order and is up to date when the poll returns.
         let result = tailers[i].poll_gated(look, gate_fn, &mut |ev| match ev {
             TailEvent::Record { rec, .. } => {
                 records += 1;
-                detector.process(&rec, kind, alerts);
+                held.push(rec);
+                if held.len() >= DETECT_BATCH {
+                    detector.process_all(held, kind, alerts);
+                    held.clear();
+                }
                 health.record();
             }
+            ev => {
+                if !held.is_empty() {
+                    detector.process_all(held, kind, alerts);
+                    held.clear();
+                }
+                match ev {
+                    // Taken by the arm above.
+                    TailEvent::Record { .. } => {}
             TailEvent::Context { rec } => {
                 records += 1;
                 detector.process_context(&rec);
@@ -645,7 +667,13 @@ impl Pipeline {
             TailEvent::Lost { path, offset } => {
                 error!(file = %path.display(), offset, "a file in the checkpoint is gone: the rest of it was not read");
             }
+                }
+            }
         });
+        if !held.is_empty() {
+            detector.process_all(held, kind, alerts);
+            held.clear();
+        }
         let mut bytes = 0;
         match result {
             Ok(stats) => {

@@ -448,18 +448,11 @@ pub fn replay_with(
     Ok(summary)
 }
 
-/// The context kind of an input: its `#path` or JSON `_path` when it has one in its first lines, else its
-/// file name. None for conn logs and stdin.
-/// Before the detectors take `batch[at]`: prefetch hints for the records 12, 6 and 3 ahead (see
-/// [`crate::window::Window::prefetch`]), so that the cache misses of those records' groups overlap the
+/// Before the detectors take `batch[at]`: prefetch hints for the records ahead
+/// ([`crate::detector::PREFETCH_AHEAD`]), so that the cache misses of those records' groups overlap the
 /// work on this one.
 fn prefetch(detectors: &[Detector], batch: &VecDeque<ConnItem>, at: usize) {
-    use crate::window::Prefetch;
-    for (ahead, stage) in [
-        (12, Prefetch::Bucket),
-        (6, Prefetch::Slot),
-        (3, Prefetch::Heap),
-    ] {
+    for (ahead, stage) in crate::detector::PREFETCH_AHEAD {
         if let Some(ConnItem::Record(rec)) = batch.get(at + ahead) {
             for d in detectors {
                 d.prefetch(rec, stage);
@@ -468,6 +461,8 @@ fn prefetch(detectors: &[Detector], batch: &VecDeque<ConnItem>, at: usize) {
     }
 }
 
+/// The context kind of an input: its `#path` or JSON `_path` when it has one in its first lines, else its
+/// file name. None for conn logs and stdin.
 fn context_kind(input: &InputPath) -> Option<ContextKind> {
     let InputPath::File(path) = input else {
         return None;

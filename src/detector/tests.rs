@@ -425,6 +425,29 @@ fn snapshot_restore_continues_exactly() {
     }
 }
 
+/// `process_all` (with its prefetch hints) is `process` record by record: same alerts, same state, also
+/// with eviction (`max_groups`) and for every grouping.
+#[test]
+fn process_all_equals_one_record_at_a_time() {
+    for group_by in [GroupBy::Pair, GroupBy::PairPort, GroupBy::Name] {
+        let mut cfg = fixtures::config();
+        cfg.window.group_by = group_by;
+        cfg.window.max_groups = 8;
+        let recs = stream(3000);
+        let mut one = Detector::new(&cfg);
+        let want = run(&mut one, &recs);
+        assert!(want.len() > 10, "the stream raises alerts: {}", want.len());
+        let mut batched = Detector::new(&cfg);
+        let mut got = Vec::new();
+        for chunk in recs.chunks(257) {
+            batched.process_all(chunk, SourceKind::Conn, &mut got);
+        }
+        assert_eq!(got, want, "{group_by:?}");
+        assert_eq!(batched.snapshot(), one.snapshot(), "{group_by:?}");
+        assert_eq!(batched.stats(), one.stats(), "{group_by:?}");
+    }
+}
+
 #[test]
 fn reconfigure_keeps_window_and_alert_state() {
     let mut d = Detector::new(&no_single());
