@@ -516,8 +516,11 @@ impl<T: Default + Hold> Window<T> {
                     .likely(key)
                     .and_then(|i| self.slots.get(i as usize))
                 {
-                    if let Some(p) = slot.acc.heap() {
-                        index::prefetch(p);
+                    // The items a record's pass reads, up to four cache lines (most groups hold few).
+                    if let Some((p, len)) = slot.acc.heap() {
+                        for off in (0..len.min(256)).step_by(64) {
+                            index::prefetch(p.wrapping_add(off));
+                        }
                     }
                     if let Some(p) = slot.data.heap() {
                         index::prefetch(p);

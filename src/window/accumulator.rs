@@ -324,11 +324,14 @@ impl Accumulator {
         }
     }
 
-    /// The heap buffer holding the items, if any (a prefetch hint's address).
-    pub fn heap(&self) -> Option<*const u8> {
+    /// The heap memory holding the items, if any: its address and length in bytes (for a prefetch hint).
+    pub fn heap(&self) -> Option<(*const u8, usize)> {
         match &self.items {
-            Items::Many(v) => Some(v.as_ptr().cast()),
-            Items::Merged(m) => Some(m.items.as_ptr().cast()),
+            Items::Many(v) => Some((v.as_ptr().cast(), std::mem::size_of_val(v.as_slice()))),
+            Items::Merged(m) => Some((
+                m.items.as_ptr().cast(),
+                std::mem::size_of_val(m.items.as_slice()),
+            )),
             _ => None,
         }
     }
