@@ -50,6 +50,7 @@ pub mod input;
 pub mod metrics;
 pub mod notify;
 pub mod output;
+mod prefetch;
 pub mod replay;
 pub mod rules;
 pub mod scan;

@@ -506,7 +506,7 @@ impl<T: Default + Hold> Window<T> {
                     let p: *const u8 = (slot as *const Slot<T>).cast();
                     let size = std::mem::size_of::<Slot<T>>();
                     for off in (0..size).step_by(64).chain([size.saturating_sub(1)]) {
-                        index::prefetch(p.wrapping_add(off));
+                        crate::prefetch::prefetch(p.wrapping_add(off));
                     }
                 }
             }
@@ -519,11 +519,11 @@ impl<T: Default + Hold> Window<T> {
                     // The items a record's pass reads, up to four cache lines (most groups hold few).
                     if let Some((p, len)) = slot.acc.heap() {
                         for off in (0..len.min(256)).step_by(64) {
-                            index::prefetch(p.wrapping_add(off));
+                            crate::prefetch::prefetch(p.wrapping_add(off));
                         }
                     }
                     if let Some(p) = slot.data.heap() {
-                        index::prefetch(p);
+                        crate::prefetch::prefetch(p);
                     }
                 }
             }

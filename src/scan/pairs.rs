@@ -125,16 +125,7 @@ impl<K: FlatKey> FlatTable<K> {
             return;
         }
         let slot = &self.slots[index(key, self.slots.len() - 1)];
-        // SAFETY: SSE is part of every x86_64 target, and a prefetch never faults: it only reads a valid
-        // slot's address into the cache.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                (slot as *const Slot<K>).cast(),
-            );
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = slot;
+        crate::prefetch::prefetch(slot);
     }
 
     fn grow(&mut self) {

@@ -106,7 +106,7 @@ impl Index {
         }
         let i = hash_key(key) as usize & self.mask();
         if let Some(b) = self.buckets.get(i) {
-            prefetch(b);
+            crate::prefetch::prefetch(b);
         }
     }
 
@@ -217,22 +217,6 @@ impl Index {
         self.buckets.clear();
         self.len = 0;
     }
-}
-
-/// Asks the CPU to bring the cache line of `p` into cache. A hint: it reads nothing and cannot fault.
-#[inline(always)]
-pub(crate) fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `prefetcht0` is part of SSE, which every x86_64 CPU has; it is a hint that loads nothing
-    // into a register and never faults, whatever the address. It buys the detector its speed on a
-    // working set larger than the cache (README "Performance": replay with and without it).
-    #[allow(unused_unsafe)]
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 #[cfg(test)]
