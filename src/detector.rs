@@ -13,21 +13,22 @@
 //! Interim records (open_conn.log, conn_long.log) repeat connections that are still open; the per-uid rules
 //! that keep them from counting twice live in [`interim`].
 
-use crate::alert::{self, Alert, MAX_UIDS};
+use crate::alert::{self, Alert};
 use crate::rules::{
-    Allow, CumulativeAlert, CumulativeConfig, FilterConfig, FilterReason, Levels, Measure,
-    Override, RuleState, Rules, Thresholds,
+    Allow, CumulativeAlert, CumulativeConfig, FilterConfig, FilterReason, FirstRecord, Level,
+    Levels, Measure, Override, RuleState, Rules, Thresholds,
 };
 use crate::window::{self, micros, GroupBy, GroupKey, Window, WindowConfig, WindowState};
 use crate::zeek::{transport, ConnRecord, Field, FieldSet, ParseOptions, SourceKind};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 
+pub mod cold;
 pub mod context;
 pub mod interim;
 pub mod prevalence;
 
+use cold::{ColdBox, Uid};
 use context::{Context, ContextConfig, ContextState, ContextStats, Dest, Reason};
 
 use interim::{Admit, Interim};
@@ -64,56 +65,157 @@ pub const PREFETCH_AHEAD: [(usize, window::Prefetch); 3] = [
 
 /// What the detector keeps per group besides its intervals: rule state and the figures alerts report,
 /// covering the connections taken in since the group last had nothing inside the window.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// What every record reads or writes is inline: the counters and times, the rule state and the newest uid
+/// (packed, [`Uid`]); the rest (older uids, server names, an episode's first record other than the newest
+/// uid at `first_seen`) is in the cold part ([`cold`]), allocated the first time the group needs any of
+/// it, so that a one-connection group has none. Equality is of what the group holds, not of where.
+/// Saved (JSON and the binary store) in the layout of [`SavedGroup`].
+#[derive(Debug, Clone, Default)]
 pub struct GroupData {
-    pub rules: RuleState,
     pub connections: u64,
     pub longest_us: i64,
     pub total_bytes: u64,
+    /// Changed by the group's methods only: the episode's first record may be "the newest uid at
+    /// `first_seen`" ([`FirstRecord::Newest`]).
     pub first_seen: i64,
     pub last_seen: i64,
-    pub uids: Uids,
-    /// Server names seen for the group's connections (at most [`MAX_NAMES`]), for cumulative alerts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub names: Vec<CompactString>,
+    pub rules: RuleState,
+    newest: Uid,
+    cold: Option<ColdBox>,
 }
 
 /// At most this many names are listed in a cumulative alert.
 pub const MAX_NAMES: usize = 10;
 
-/// The most recent uids of a group, at most [`MAX_UIDS`]: the newest inline (most groups have one
-/// connection), older ones in a boxed queue allocated from the second.
+/// A group as checkpoints save it (the layout of the JSON checkpoint, field for field; the binary store
+/// reads into it too).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Uids {
-    pub newest: CompactString,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub older: Option<Box<VecDeque<CompactString>>>,
+pub struct SavedGroup {
+    pub rules: SavedRules,
+    pub connections: u64,
+    pub longest_us: i64,
+    pub total_bytes: u64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub uids: SavedUids,
+    /// Server names seen for the group's connections (at most [`MAX_NAMES`]), for cumulative alerts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<CompactString>,
 }
 
-impl Uids {
-    /// Adds a uid; `first` says the group had no uid yet.
-    fn push(&mut self, uid: &CompactString, first: bool) {
-        if first {
-            self.newest = uid.clone();
-            return;
-        }
-        let older = self.older.get_or_insert_with(Box::default);
-        older.push_back(std::mem::replace(&mut self.newest, uid.clone()));
-        if older.len() >= MAX_UIDS {
-            older.pop_front();
+/// [`RuleState`] as checkpoints save it, the episode's first record included.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SavedRules {
+    pub single_level: Option<Level>,
+    pub single_at: i64,
+    pub episode_level: Option<Level>,
+    pub last_alert_at: i64,
+    pub repeats: u32,
+    /// The episode's first record: uid and ts (µs); `None` until the episode has one.
+    pub episode_first: Option<(CompactString, i64)>,
+}
+
+/// A group's uids as checkpoints save them: the newest, and the older ones (oldest first) once there are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SavedUids {
+    pub newest: CompactString,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older: Option<Vec<CompactString>>,
+}
+
+impl From<&GroupData> for SavedGroup {
+    fn from(d: &GroupData) -> SavedGroup {
+        let r = &d.rules;
+        SavedGroup {
+            rules: SavedRules {
+                single_level: r.single_level,
+                single_at: r.single_at,
+                episode_level: r.episode_level,
+                last_alert_at: r.last_alert_at,
+                repeats: r.repeats,
+                episode_first: d.episode_first(),
+            },
+            connections: d.connections,
+            longest_us: d.longest_us,
+            total_bytes: d.total_bytes,
+            first_seen: d.first_seen,
+            last_seen: d.last_seen,
+            uids: SavedUids {
+                newest: d.newest.to_compact(),
+                older: (d.older_len() > 0).then(|| d.older_uids().map(Uid::to_compact).collect()),
+            },
+            names: d.names().to_vec(),
         }
     }
+}
 
-    /// Oldest first.
-    fn in_order(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .older
-            .iter()
-            .flat_map(|o| o.iter())
-            .map(|u| u.to_string())
-            .collect();
-        v.push(self.newest.to_string());
-        v
+impl From<SavedGroup> for GroupData {
+    /// Of more older uids than a group keeps ([`cold::MAX_OLDER`]; only a hand-made checkpoint has more),
+    /// the newest are kept.
+    fn from(s: SavedGroup) -> GroupData {
+        let r = s.rules;
+        let mut d = GroupData {
+            connections: s.connections,
+            longest_us: s.longest_us,
+            total_bytes: s.total_bytes,
+            first_seen: s.first_seen,
+            last_seen: s.last_seen,
+            rules: RuleState {
+                single_at: r.single_at,
+                last_alert_at: r.last_alert_at,
+                repeats: r.repeats,
+                single_level: r.single_level,
+                episode_level: r.episode_level,
+                episode_first: FirstRecord::None,
+            },
+            newest: Uid::new(&s.uids.newest),
+            cold: None,
+        };
+        if let Some(older) = s.uids.older.filter(|o| !o.is_empty()) {
+            let skip = older.len().saturating_sub(cold::MAX_OLDER);
+            let c = d.cold_mut(older.len() - skip);
+            for u in &older[skip..] {
+                c.push_older(Uid::new(u));
+            }
+        }
+        if !s.names.is_empty() {
+            *d.cold_mut(0).names_mut() = s.names;
+        }
+        d.set_episode_first(r.episode_first.map(|(u, ts)| (Uid::new(&u), ts)));
+        d
+    }
+}
+
+impl Serialize for GroupData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SavedGroup::from(self).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for GroupData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<GroupData, D::Error> {
+        SavedGroup::deserialize(d).map(GroupData::from)
+    }
+}
+
+impl PartialEq for GroupData {
+    fn eq(&self, o: &GroupData) -> bool {
+        let (a, b) = (&self.rules, &o.rules);
+        self.connections == o.connections
+            && self.longest_us == o.longest_us
+            && self.total_bytes == o.total_bytes
+            && self.first_seen == o.first_seen
+            && self.last_seen == o.last_seen
+            && a.single_at == b.single_at
+            && a.last_alert_at == b.last_alert_at
+            && a.repeats == b.repeats
+            && a.single_level == b.single_level
+            && a.episode_level == b.episode_level
+            && self.episode_first_uid() == o.episode_first_uid()
+            && self.newest == o.newest
+            && self.older_uids().eq(o.older_uids())
+            && self.names() == o.names()
     }
 }
 
@@ -135,21 +237,118 @@ impl window::Hold for GroupData {
 }
 
 impl GroupData {
-    /// The group's figures for a cumulative alert; `measure`, `sum` and `covered` in µs.
-    fn figures(&self, measure: i64, sum: i64, covered: i64) -> alert::GroupFigures<'_> {
+    /// The cold part, allocated (with room for `older` older uids) if the group has none yet.
+    fn cold_mut(&mut self, older: usize) -> &mut ColdBox {
+        self.cold.get_or_insert_with(|| ColdBox::new(older))
+    }
+
+    /// The newest uid.
+    pub fn newest_uid(&self) -> &Uid {
+        &self.newest
+    }
+
+    /// How many older uids there are (at most [`alert::MAX_UIDS`] - 1).
+    pub fn older_len(&self) -> usize {
+        self.cold.as_ref().map_or(0, ColdBox::older_len)
+    }
+
+    /// The older uids, oldest first.
+    pub fn older_uids(&self) -> impl Iterator<Item = &Uid> + '_ {
+        self.cold.iter().flat_map(ColdBox::older)
+    }
+
+    /// Server names seen for the group's connections (at most [`MAX_NAMES`]), for cumulative alerts.
+    pub fn names(&self) -> &[CompactString] {
+        self.cold.as_ref().map_or(&[], ColdBox::names)
+    }
+
+    /// The episode's first record: uid and ts (µs); `None` until the episode has one.
+    pub fn episode_first(&self) -> Option<(CompactString, i64)> {
+        self.episode_first_uid().map(|(u, ts)| (u.to_compact(), ts))
+    }
+
+    /// [`GroupData::episode_first`], the uid as kept.
+    pub fn episode_first_uid(&self) -> Option<(&Uid, i64)> {
+        match self.rules.episode_first {
+            FirstRecord::None => None,
+            FirstRecord::Newest => Some((&self.newest, self.first_seen)),
+            FirstRecord::Apart => self
+                .cold
+                .as_ref()
+                .and_then(ColdBox::episode_first)
+                .map(|(u, ts)| (u, *ts)),
+        }
+    }
+
+    /// Sets the episode's first record: inline (a flag) when it is the newest uid at `first_seen`.
+    fn set_episode_first(&mut self, first: Option<(Uid, i64)>) {
+        self.rules.episode_first = match first {
+            None => FirstRecord::None,
+            Some((u, ts)) if u == self.newest && ts == self.first_seen => FirstRecord::Newest,
+            Some(first) => {
+                self.cold_mut(0).set_episode_first(Some(first));
+                self.rules.episode_first = FirstRecord::Apart;
+                return;
+            }
+        };
+        // A first record kept apart before is not any more: a cold part left with nothing goes.
+        if let Some(c) = &mut self.cold {
+            c.set_episode_first(None);
+            if c.is_empty() {
+                self.cold = None;
+            }
+        }
+    }
+
+    /// Before the newest uid or `first_seen` changes: an episode's first record that is them moves to the
+    /// cold part.
+    fn pin_first(&mut self) {
+        if self.rules.episode_first == FirstRecord::Newest {
+            let first = (self.newest.clone(), self.first_seen);
+            self.cold_mut(0).set_episode_first(Some(first));
+            self.rules.episode_first = FirstRecord::Apart;
+        }
+    }
+
+    /// Nothing left in the window (the group is only held for single-alert suppression): the figures
+    /// alerts report start over, the rule state (the episode's first record included) stays.
+    fn start_over(&mut self) {
+        let first = self.episode_first_uid().map(|(u, ts)| (u.clone(), ts));
+        *self = GroupData {
+            rules: std::mem::take(&mut self.rules),
+            ..GroupData::default()
+        };
+        self.set_episode_first(first);
+    }
+
+    /// The uids, oldest first: at most [`alert::MAX_UIDS`], the newest last.
+    fn in_order(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .older_uids()
+            .map(|u| u.with_str(str::to_string))
+            .collect();
+        v.push(self.newest.with_str(str::to_string));
+        v
+    }
+
+    /// The group's figures for a cumulative alert, `first` its episode's first record; `measure`, `sum`
+    /// and `covered` in µs.
+    fn figures<'a>(
+        &'a self,
+        first: Option<(&'a str, i64)>,
+        measure: i64,
+        sum: i64,
+        covered: i64,
+    ) -> alert::GroupFigures<'a> {
         alert::GroupFigures {
             connections: self.connections,
             longest_us: self.longest_us,
             total_bytes: self.total_bytes,
             first_seen: self.first_seen,
             last_seen: self.last_seen,
-            episode_first: self
-                .rules
-                .episode_first
-                .as_ref()
-                .map(|(u, t)| (u.as_str(), *t)),
-            uids: self.uids.in_order(),
-            names: &self.names,
+            episode_first: first,
+            uids: self.in_order(),
+            names: self.names(),
             measure,
             sum,
             covered,
@@ -158,6 +357,9 @@ impl GroupData {
 
     /// A newer record of a connection already counted: figures change, the connection count does not.
     fn replace(&mut self, rec: &ConnRecord, ts: i64, end: i64, dur: i64, old_bytes: u64) {
+        if ts < self.first_seen {
+            self.pin_first();
+        }
         self.first_seen = self.first_seen.min(ts);
         self.last_seen = self.last_seen.max(end);
         self.longest_us = self.longest_us.max(dur);
@@ -167,7 +369,14 @@ impl GroupData {
             .saturating_add(rec.total_bytes());
     }
 
-    fn add(&mut self, rec: &ConnRecord, ts: i64, end: i64, dur: i64) {
+    /// A record of a connection not counted yet, `uid` its uid.
+    fn add(&mut self, rec: &ConnRecord, uid: Uid, ts: i64, end: i64, dur: i64) {
+        if self.connections > 0 {
+            // The newest uid becomes an older one: one allocation for the cold part holds it and a first
+            // record pinned below.
+            self.cold_mut(1);
+        }
+        self.pin_first();
         if self.connections == 0 {
             self.first_seen = ts;
             self.last_seen = end;
@@ -178,7 +387,20 @@ impl GroupData {
         self.connections += 1;
         self.longest_us = self.longest_us.max(dur);
         self.total_bytes = self.total_bytes.saturating_add(rec.total_bytes());
-        self.uids.push(&rec.uid, self.connections == 1);
+        if self.connections == 1 {
+            self.newest = uid;
+        } else {
+            let older = std::mem::replace(&mut self.newest, uid);
+            self.cold_mut(1).push_older(older);
+        }
+    }
+
+    /// Counts a server name for the group (at most [`MAX_NAMES`], each once).
+    fn add_name(&mut self, name: &CompactString) {
+        let names = self.names();
+        if names.len() < MAX_NAMES && !names.contains(name) {
+            self.cold_mut(0).names_mut().push(name.clone());
+        }
     }
 }
 
@@ -581,12 +803,7 @@ impl Detector {
         let (w, cell) = (touched.left_edge, touched.cell);
         let slot = touched.slot;
         if slot.acc.is_empty() && slot.data.connections > 0 {
-            // Nothing left in the window (the group is only held for single-alert suppression): the
-            // figures alerts report start over, the rule state stays.
-            slot.data = GroupData {
-                rules: std::mem::take(&mut slot.data.rules),
-                ..GroupData::default()
-            };
+            slot.data.start_over();
         }
         // A newer record of a connection this group already counts replaces it.
         let replacing = prev
@@ -597,9 +814,10 @@ impl Detector {
             Measure::Covered => touched.covered_before,
         };
         slot.data.rules.check_episode_end(&cum_th, measure_before);
-        if slot.data.rules.episode_first.is_none() {
-            slot.data.rules.episode_first = Some((rec.uid.clone(), ts));
-        }
+        // A new episode's first record is this one (set once the record is in: most often it is then the
+        // newest uid at `first_seen`, kept inline).
+        let opens = slot.data.rules.episode_first == FirstRecord::None;
+        let uid = Uid::new(&rec.uid);
         match replacing {
             Some(p) => {
                 slot.acc.replace(w, (p.ts, p.end), (ts, end), cell);
@@ -607,8 +825,11 @@ impl Detector {
             }
             None => {
                 slot.acc.insert(w, ts, end, cell);
-                slot.data.add(rec, ts, end, dur);
+                slot.data.add(rec, uid.clone(), ts, end, dur);
             }
+        }
+        if opens {
+            slot.data.set_episode_first(Some((uid, ts)));
         }
         let after = slot.acc.measures(w);
         let sum = after.sum;
@@ -618,10 +839,7 @@ impl Detector {
         };
         let measure = covered.unwrap_or(sum);
         if let Some(n) = &named {
-            let names = &mut slot.data.names;
-            if names.len() < MAX_NAMES && !names.contains(&n.name) {
-                names.push(n.name.clone());
-            }
+            slot.data.add_name(&n.name);
         }
         self.last = Some(GroupFigure {
             key,
@@ -685,7 +903,9 @@ impl Detector {
             };
             self.stats.alerts_cumulative[level as usize] += 1;
             let covered = covered.unwrap_or_else(|| slot.acc.covered(w));
-            let group = slot.data.figures(measure, sum, covered);
+            let first = slot.data.episode_first();
+            let first = first.as_ref().map(|(u, ts)| (u.as_str(), *ts));
+            let group = slot.data.figures(first, measure, sum, covered);
             let reached = cum_level.unwrap_or(level);
             let threshold = cum_th.threshold(reached).unwrap_or(0);
             out.push(ctx.cumulative(group, level, reached, repeat, threshold, &why));

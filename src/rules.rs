@@ -531,21 +531,35 @@ impl Rules {
     }
 }
 
-/// What the rules remember per group.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// What the rules remember per group: 24 bytes, inline in the group (the two levels and the episode's
+/// first record's whereabouts share the padding after `repeats`).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleState {
-    /// Level of the last single alert, if any.
-    pub single_level: Option<Level>,
     /// Watermark (µs) when the last single alert was raised.
     pub single_at: i64,
-    /// Highest level alerted in the open episode (`None`: no alert yet in this episode).
-    pub episode_level: Option<Level>,
     /// Watermark of the episode's last cumulative alert.
     pub last_alert_at: i64,
     /// Repeats raised by `realert_after` since the last escalation.
     pub repeats: u32,
-    /// The episode's first record: uid and ts (µs); `None` until the episode has one.
-    pub episode_first: Option<(CompactString, i64)>,
+    /// Level of the last single alert, if any.
+    pub single_level: Option<Level>,
+    /// Highest level alerted in the open episode (`None`: no alert yet in this episode).
+    pub episode_level: Option<Level>,
+    /// Where the episode's first record (uid and ts) is: the group keeps it (see
+    /// [`crate::detector::GroupData::episode_first`]); `None` until the episode has one.
+    pub episode_first: FirstRecord,
+}
+
+/// Where a group keeps its episode's first record (uid and ts, µs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FirstRecord {
+    /// The episode has no record yet.
+    #[default]
+    None,
+    /// The group's newest uid at its `first_seen` (a one-connection group's episode).
+    Newest,
+    /// In the group's cold part.
+    Apart,
 }
 
 /// A decision of the cumulative rule.
@@ -582,7 +596,7 @@ impl RuleState {
         if below {
             self.episode_level = None;
             self.repeats = 0;
-            self.episode_first = None;
+            self.episode_first = FirstRecord::None;
         }
     }
 

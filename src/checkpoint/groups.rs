@@ -39,8 +39,9 @@
 //! against its CRC before any of it is used. Of several damaged chunks, the first in the file's order is
 //! reported (whether a chunk is damaged depends on its bytes alone).
 
+use crate::detector::cold::{b62, Uid, B62};
 use crate::detector::context::{Context, Dest};
-use crate::detector::{Detector, GroupData, Uids};
+use crate::detector::{Detector, GroupData, SavedGroup, SavedRules, SavedUids};
 use crate::rules::{Level, RuleState};
 use crate::window::{Accumulator, AccumulatorState, GroupKey, Window};
 use compact_str::CompactString;
@@ -134,17 +135,6 @@ fn put_str(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
-/// Base-62 digit of `c` (Zeek's uids are `C` and base-62 digits).
-fn b62(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'A'..=b'Z' => Some(c - b'A' + 10),
-        b'a'..=b'z' => Some(c - b'a' + 36),
-        _ => None,
-    }
-}
-
-const B62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 /// Longest uid packed 6 bits a character.
 const MAX_PACKED: usize = 64;
 
@@ -171,6 +161,11 @@ fn put_uid(buf: &mut Vec<u8>, s: &str) {
     if bits > 0 {
         buf.push((acc << (8 - bits)) as u8);
     }
+}
+
+/// [`put_uid`] of a uid as a group keeps it.
+fn put_packed_uid(buf: &mut Vec<u8>, u: &Uid) {
+    u.with_str(|s| put_uid(buf, s));
 }
 
 fn put_addr(buf: &mut Vec<u8>, a: &IpAddr) {
@@ -229,19 +224,21 @@ fn put_group(buf: &mut Vec<u8>, t: i64, k: &GroupKey, acc: &Accumulator, d: &Gro
     if rules {
         f |= 4;
     }
-    let first = d.rules.episode_first.as_ref();
-    let first_is_newest = first.is_some_and(|(u, ts)| *u == d.uids.newest && *ts == d.first_seen);
+    let first = d.episode_first_uid();
+    let newest = d.newest_uid();
+    let first_is_newest = first.is_some_and(|(u, ts)| u == newest && ts == d.first_seen);
     if first.is_some() {
         f |= 8;
     }
     if first_is_newest {
         f |= 16;
     }
-    let older = d.uids.older.as_ref().filter(|o| !o.is_empty());
-    if older.is_some() {
+    let older = d.older_len();
+    if older > 0 {
         f |= 32;
     }
-    if !d.names.is_empty() {
+    let names = d.names();
+    if !names.is_empty() {
         f |= 64;
     }
     if d.connections != 1 {
@@ -256,21 +253,21 @@ fn put_group(buf: &mut Vec<u8>, t: i64, k: &GroupKey, acc: &Accumulator, d: &Gro
         put_u(buf, d.connections);
     }
     put_u(buf, d.total_bytes);
-    put_uid(buf, &d.uids.newest);
-    if let Some(o) = older {
-        put_u(buf, o.len() as u64);
-        for u in o.iter() {
-            put_uid(buf, u);
+    put_packed_uid(buf, newest);
+    if older > 0 {
+        put_u(buf, older as u64);
+        for u in d.older_uids() {
+            put_packed_uid(buf, u);
         }
     }
-    if !d.names.is_empty() {
-        put_u(buf, d.names.len() as u64);
-        for n in &d.names {
+    if !names.is_empty() {
+        put_u(buf, names.len() as u64);
+        for n in names {
             put_str(buf, n);
         }
     }
     if let (Some((u, ts)), false) = (first, first_is_newest) {
-        put_uid(buf, u);
+        put_packed_uid(buf, u);
         put_i(buf, ts.wrapping_sub(d.first_seen));
     }
     if rules {
@@ -601,11 +598,11 @@ fn read_record(r: &mut Reader<'_>, t: i64) -> R<Record> {
     let newest = r.uid()?;
     let older = if f & 32 != 0 {
         let n = r.len()?;
-        let mut o = std::collections::VecDeque::with_capacity(n.min(64));
+        let mut o = Vec::with_capacity(n.min(64));
         for _ in 0..n {
-            o.push_back(r.uid()?);
+            o.push(r.uid()?);
         }
-        Some(Box::new(o))
+        Some(o)
     } else {
         None
     };
@@ -624,9 +621,9 @@ fn read_record(r: &mut Reader<'_>, t: i64) -> R<Record> {
             Some((u, r.i()?.wrapping_add(first_seen)))
         }
     };
-    let mut rules = RuleState {
+    let mut rules = SavedRules {
         episode_first,
-        ..RuleState::default()
+        ..SavedRules::default()
     };
     if f & 4 != 0 {
         let lv = r.u8()?;
@@ -672,16 +669,16 @@ fn read_record(r: &mut Reader<'_>, t: i64) -> R<Record> {
         }
         _ => return Err("an accumulator kind is unknown".into()),
     };
-    let data = GroupData {
+    let data = GroupData::from(SavedGroup {
         rules,
         connections,
         longest_us,
         total_bytes,
         first_seen,
         last_seen,
-        uids: Uids { newest, older },
+        uids: SavedUids { newest, older },
         names,
-    };
+    });
     Ok(Record::Upsert(key, acc, data))
 }
 

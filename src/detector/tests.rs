@@ -137,16 +137,16 @@ fn episode_ends_below_lowest_level_then_realerts() {
     );
     assert!(a.is_empty());
     // Much later the measure fell to 0 before this record: new episode, new alert, new id.
-    let first_id = d.snapshot().window.groups[0].2.rules.episode_first.clone();
+    let first_id = d.snapshot().window.groups[0].2.episode_first();
     let a = run(
         &mut d,
         &[rec("C", "10.0.0.1", "8.8.8.8", T0 + 60.0 * H, 1.0 * H)],
     );
     assert_eq!(kinds(&a), vec![(C, Low)]);
     let st = d.snapshot();
-    assert_ne!(st.window.groups[0].2.rules.episode_first, first_id);
+    assert_ne!(st.window.groups[0].2.episode_first(), first_id);
     assert_eq!(
-        st.window.groups[0].2.rules.episode_first,
+        st.window.groups[0].2.episode_first(),
         Some(("C".into(), ((T0 + 60.0 * H) * 1e6) as i64))
     );
 }
@@ -1005,4 +1005,87 @@ fn group_by_name_sums_across_addresses_and_falls_back_to_the_pair() {
         );
     }
     assert_eq!(kinds(&out), vec![(C, Low), (C, Low), (C, Low)]);
+}
+
+/// Uids of every form, in turn: Zeek's (packed), empty, too long to pack, with characters base 62 has not.
+fn odd_uid(i: usize) -> String {
+    match i % 5 {
+        0 => format!("C{i:017x}"),
+        1 => String::new(),
+        2 => format!("C{i}abcdefghijklmnopqrstuvwxyz"),
+        3 => format!("uid-{i}"),
+        _ => format!("Cé{i}"),
+    }
+}
+
+/// A group lists at most `MAX_UIDS` uids, oldest first, whatever their form, and its first record stays
+/// whatever becomes of the newest uid.
+#[test]
+fn a_group_keeps_its_last_uids_in_order() {
+    let mut g = GroupData::default();
+    let mut all = Vec::new();
+    for i in 0..3 * alert::MAX_UIDS + 3 {
+        let uid = odd_uid(i);
+        let r = rec(&uid, "10.0.0.1", "8.8.8.8", T0 + i as f64, 10.0);
+        let ts = 1_000 + i as i64;
+        let opens = g.rules.episode_first == FirstRecord::None;
+        g.add(&r, Uid::new(&uid), ts, ts + 10, 10);
+        if opens {
+            g.set_episode_first(Some((Uid::new(&uid), ts)));
+        }
+        all.push(uid);
+        let want = &all[all.len().saturating_sub(alert::MAX_UIDS)..];
+        assert_eq!(g.in_order(), want, "after {i}");
+        assert_eq!(g.episode_first(), Some((odd_uid(0).into(), 1_000)));
+        assert_eq!(g.older_len() + 1, want.len());
+        let back: GroupData =
+            serde_json::from_str(&serde_json::to_string(&g).expect("json")).expect("back");
+        assert_eq!(back, g);
+        assert_eq!(back.in_order(), want);
+    }
+    assert_eq!(g.in_order().len(), alert::MAX_UIDS);
+}
+
+/// A one-connection group's episode starts at its newest uid: no cold part; one that starts over keeps
+/// its first record.
+#[test]
+fn a_one_connection_group_has_no_cold_part() {
+    let mut d = Detector::new(&fixtures::config());
+    run(
+        &mut d,
+        &[rec("CHhAvVGS1DHFjwGM9", "10.0.0.1", "8.8.8.8", T0, 60.0)],
+    );
+    let (_, slot) = d.window().groups().next().expect("a group");
+    assert!(slot.data.cold.is_none());
+    assert_eq!(slot.data.rules.episode_first, FirstRecord::Newest);
+    assert_eq!(
+        slot.data.episode_first(),
+        Some(("CHhAvVGS1DHFjwGM9".into(), (T0 * 1e6) as i64))
+    );
+    let mut g = slot.data.clone();
+    g.start_over();
+    assert_eq!(g.connections, 0);
+    assert_eq!(g.in_order(), [""]);
+    assert_eq!(
+        g.episode_first(),
+        Some(("CHhAvVGS1DHFjwGM9".into(), (T0 * 1e6) as i64))
+    );
+    // Its next record opens a new episode: the cold part that kept the old first record goes.
+    g.rules
+        .check_episode_end(&crate::rules::Thresholds([None; 4]), 0);
+    let ts = ((T0 + H) * 1e6) as i64;
+    let r = rec("Cnext", "10.0.0.1", "8.8.8.8", T0 + H, 60.0);
+    g.add(&r, Uid::new("Cnext"), ts, ts + 60_000_000, 60_000_000);
+    g.set_episode_first(Some((Uid::new("Cnext"), ts)));
+    assert!(g.cold.is_none());
+    assert_eq!(g.episode_first(), Some(("Cnext".into(), ts)));
+}
+
+/// The sizes the detector's memory per group rests on: a regression fails here.
+#[test]
+fn group_sizes() {
+    use std::mem::size_of;
+    assert_eq!(size_of::<RuleState>(), 24);
+    assert_eq!(size_of::<GroupData>(), 96);
+    assert_eq!(size_of::<window::Slot<GroupData>>(), 160);
 }
