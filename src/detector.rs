@@ -227,12 +227,11 @@ impl window::Hold for GroupData {
             .map_or(i64::MIN, |_| self.rules.single_at)
     }
 
-    /// The older uids, which the next record of the group moves.
-    fn heap(&self) -> Option<*const u8> {
-        self.uids
-            .older
-            .as_deref()
-            .map(|o| (o as *const VecDeque<CompactString>).cast())
+    /// The cold part, whose ring of older uids the next record of the group moves.
+    fn prefetch(&self) {
+        if let Some(c) = &self.cold {
+            c.prefetch();
+        }
     }
 }
 

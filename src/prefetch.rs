@@ -5,7 +5,7 @@
 /// Asks the CPU to bring the cache line holding `p` into cache. It reads nothing and cannot fault, so any
 /// address will do (a wrong guess only wastes the fetch).
 #[inline(always)]
-pub(crate) fn prefetch<T>(p: *const T) {
+pub(crate) fn prefetch<T: ?Sized>(p: *const T) {
     // SAFETY: `prefetcht0` is part of SSE, which every x86_64 target has; it loads nothing into a register
     // and never faults, whatever the address. It buys `scan` and the detector their speed on working sets
     // larger than the cache (README "Performance").

@@ -192,10 +192,8 @@ pub trait Hold {
         i64::MIN
     }
 
-    /// Heap memory the next record of the group will read, for a prefetch hint (see [`Window::prefetch`]).
-    fn heap(&self) -> Option<*const u8> {
-        None
-    }
+    /// Prefetch hints for the heap memory the group's next record will use (see [`Window::prefetch`]).
+    fn prefetch(&self) {}
 }
 
 impl Hold for () {}
@@ -522,9 +520,7 @@ impl<T: Default + Hold> Window<T> {
                             crate::prefetch::prefetch(p.wrapping_add(off));
                         }
                     }
-                    if let Some(p) = slot.data.heap() {
-                        crate::prefetch::prefetch(p);
-                    }
+                    slot.data.prefetch();
                 }
             }
         }

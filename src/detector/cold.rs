@@ -232,6 +232,20 @@ impl ColdBox {
         self.0.len == 0 && self.0.names.is_empty() && self.0.episode_first.is_none()
     }
 
+    /// Prefetch hints for what the group's next uid reads and writes: the header and the ring's next
+    /// place (the oldest uid, once the ring is full).
+    pub fn prefetch(&self) {
+        let c = &*self.0;
+        crate::prefetch::prefetch(c);
+        let cap = c.older.len();
+        if cap > 0 {
+            let at = (usize::from(c.head) + usize::from(c.len)) % cap;
+            if let Some(u) = c.older.get(at) {
+                crate::prefetch::prefetch(u);
+            }
+        }
+    }
+
     pub fn older_len(&self) -> usize {
         usize::from(self.0.len)
     }
