@@ -89,16 +89,20 @@ pub struct GroupData {
 pub const MAX_NAMES: usize = 10;
 
 /// A group as checkpoints save it (the layout of the JSON checkpoint, field for field; the binary store
-/// reads into it too).
+/// reads into it too, with its uids already in the form a group keeps them, `U` = [`Uid`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SavedGroup {
-    pub rules: SavedRules,
+#[serde(bound(
+    serialize = "U: Serialize",
+    deserialize = "U: Deserialize<'de> + Default"
+))]
+pub struct SavedGroup<U = CompactString> {
+    pub rules: SavedRules<U>,
     pub connections: u64,
     pub longest_us: i64,
     pub total_bytes: u64,
     pub first_seen: i64,
     pub last_seen: i64,
-    pub uids: SavedUids,
+    pub uids: SavedUids<U>,
     /// Server names seen for the group's connections (at most [`MAX_NAMES`]), for cumulative alerts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<CompactString>,
@@ -106,22 +110,30 @@ pub struct SavedGroup {
 
 /// [`RuleState`] as checkpoints save it, the episode's first record included.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SavedRules {
+#[serde(bound(
+    serialize = "U: Serialize",
+    deserialize = "U: Deserialize<'de> + Default"
+))]
+pub struct SavedRules<U = CompactString> {
     pub single_level: Option<Level>,
     pub single_at: i64,
     pub episode_level: Option<Level>,
     pub last_alert_at: i64,
     pub repeats: u32,
     /// The episode's first record: uid and ts (µs); `None` until the episode has one.
-    pub episode_first: Option<(CompactString, i64)>,
+    pub episode_first: Option<(U, i64)>,
 }
 
 /// A group's uids as checkpoints save them: the newest, and the older ones (oldest first) once there are.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SavedUids {
-    pub newest: CompactString,
+#[serde(bound(
+    serialize = "U: Serialize",
+    deserialize = "U: Deserialize<'de> + Default"
+))]
+pub struct SavedUids<U = CompactString> {
+    pub newest: U,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub older: Option<Vec<CompactString>>,
+    pub older: Option<Vec<U>>,
 }
 
 impl From<&GroupData> for SavedGroup {
@@ -151,9 +163,38 @@ impl From<&GroupData> for SavedGroup {
 }
 
 impl From<SavedGroup> for GroupData {
+    fn from(s: SavedGroup) -> GroupData {
+        let r = s.rules;
+        GroupData::from(SavedGroup {
+            rules: SavedRules {
+                single_level: r.single_level,
+                single_at: r.single_at,
+                episode_level: r.episode_level,
+                last_alert_at: r.last_alert_at,
+                repeats: r.repeats,
+                episode_first: r.episode_first.map(|(u, ts)| (Uid::new(&u), ts)),
+            },
+            connections: s.connections,
+            longest_us: s.longest_us,
+            total_bytes: s.total_bytes,
+            first_seen: s.first_seen,
+            last_seen: s.last_seen,
+            uids: SavedUids {
+                newest: Uid::new(&s.uids.newest),
+                older: s
+                    .uids
+                    .older
+                    .map(|o| o.iter().map(|u| Uid::new(u)).collect()),
+            },
+            names: s.names,
+        })
+    }
+}
+
+impl From<SavedGroup<Uid>> for GroupData {
     /// Of more older uids than a group keeps ([`cold::MAX_OLDER`]; only a hand-made checkpoint has more),
     /// the newest are kept.
-    fn from(s: SavedGroup) -> GroupData {
+    fn from(s: SavedGroup<Uid>) -> GroupData {
         let r = s.rules;
         let mut d = GroupData {
             connections: s.connections,
@@ -169,20 +210,20 @@ impl From<SavedGroup> for GroupData {
                 episode_level: r.episode_level,
                 episode_first: FirstRecord::None,
             },
-            newest: Uid::new(&s.uids.newest),
+            newest: s.uids.newest,
             cold: None,
         };
         if let Some(older) = s.uids.older.filter(|o| !o.is_empty()) {
             let skip = older.len().saturating_sub(cold::MAX_OLDER);
             let c = d.cold_mut(older.len() - skip);
-            for u in &older[skip..] {
-                c.push_older(Uid::new(u));
+            for u in older.into_iter().skip(skip) {
+                c.push_older(u);
             }
         }
         if !s.names.is_empty() {
             *d.cold_mut(0).names_mut() = s.names;
         }
-        d.set_episode_first(r.episode_first.map(|(u, ts)| (Uid::new(&u), ts)));
+        d.set_episode_first(r.episode_first);
         d
     }
 }
@@ -195,7 +236,7 @@ impl Serialize for GroupData {
 
 impl<'de> Deserialize<'de> for GroupData {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<GroupData, D::Error> {
-        SavedGroup::deserialize(d).map(GroupData::from)
+        <SavedGroup>::deserialize(d).map(GroupData::from)
     }
 }
 

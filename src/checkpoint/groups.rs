@@ -39,7 +39,7 @@
 //! against its CRC before any of it is used. Of several damaged chunks, the first in the file's order is
 //! reported (whether a chunk is damaged depends on its bytes alone).
 
-use crate::detector::cold::{b62, Uid, B62};
+use crate::detector::cold::{self, b62, Uid, B62};
 use crate::detector::context::{Context, Dest};
 use crate::detector::{Detector, GroupData, SavedGroup, SavedRules, SavedUids};
 use crate::rules::{Level, RuleState};
@@ -538,6 +538,33 @@ impl<'a> Reader<'a> {
         Ok(CompactString::from(s))
     }
 
+    /// A uid in the form a group keeps it: a packed one of at most [`cold::PACKED_MAX`] characters goes
+    /// from its digits to a [`Uid`] without its text; any other through [`Reader::uid`].
+    fn kept_uid(&mut self) -> R<Uid> {
+        let start = self.pos;
+        let h = self.u()?;
+        let n = usize::try_from(h >> 1).map_err(|_| "a length is out of range")?;
+        if h & 1 == 0 || n > cold::PACKED_MAX {
+            self.pos = start;
+            return Ok(Uid::new(&self.uid()?));
+        }
+        let b = self.bytes((n * 6).div_ceil(8))?;
+        let mut digits = [0u8; cold::PACKED_MAX];
+        let (mut acc, mut bits, mut i) = (0u32, 0u32, 0usize);
+        for d in digits.iter_mut().take(n) {
+            if bits < 6 {
+                acc = (acc << 8) | u32::from(*b.get(i).ok_or("a packed uid is cut short")?);
+                i += 1;
+                bits += 8;
+            }
+            bits -= 6;
+            *d = ((acc >> bits) & 63) as u8;
+            acc &= (1 << bits) - 1;
+        }
+        Uid::from_digits(&digits[..n])
+            .ok_or_else(|| "a packed uid holds a character out of range".into())
+    }
+
     fn addr(&mut self, v6: bool) -> R<IpAddr> {
         Ok(if v6 {
             let b: [u8; 16] = self.bytes(16)?.try_into().map_err(|_| "an address")?;
@@ -595,12 +622,12 @@ fn read_record(r: &mut Reader<'_>, t: i64) -> R<Record> {
     let longest_us = r.i()?.wrapping_add(span);
     let connections = if f & 128 != 0 { r.u()? } else { 1 };
     let total_bytes = r.u()?;
-    let newest = r.uid()?;
+    let newest = r.kept_uid()?;
     let older = if f & 32 != 0 {
         let n = r.len()?;
         let mut o = Vec::with_capacity(n.min(64));
         for _ in 0..n {
-            o.push(r.uid()?);
+            o.push(r.kept_uid()?);
         }
         Some(o)
     } else {
@@ -617,7 +644,7 @@ fn read_record(r: &mut Reader<'_>, t: i64) -> R<Record> {
         (false, _) => None,
         (true, true) => Some((newest.clone(), first_seen)),
         (true, false) => {
-            let u = r.uid()?;
+            let u = r.kept_uid()?;
             Some((u, r.i()?.wrapping_add(first_seen)))
         }
     };

@@ -138,6 +138,19 @@ impl Uid {
         Uid(Repr::Other(Box::new(CompactString::from(s))))
     }
 
+    /// The uid of the base-62 digits `digits` (values below 62), without going through its text: the
+    /// binary checkpoint's packed uids. `None` if a digit is out of range or there are more than
+    /// [`PACKED_MAX`].
+    pub fn from_digits(digits: &[u8]) -> Option<Uid> {
+        if digits.len() > PACKED_MAX || digits.iter().any(|&d| usize::from(d) >= B62.len()) {
+            return None;
+        }
+        let v = digits.iter().fold(0u128, |v, &d| (v << 6) | u128::from(d));
+        let mut bytes = [0u8; 15];
+        bytes.copy_from_slice(&v.to_le_bytes()[..15]);
+        Some(Uid(Repr::Packed(bytes, LENS[digits.len()])))
+    }
+
     /// Packed inline (no allocation of its own).
     pub fn is_packed(&self) -> bool {
         matches!(self.0, Repr::Packed(..))

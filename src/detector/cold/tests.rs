@@ -103,3 +103,21 @@ fn growing_keeps_the_names_and_the_first_record() {
     c.push_older(Uid::new("Cagain"));
     assert_eq!(older(&c), ["Cagain"]);
 }
+
+/// The binary checkpoint's path from digits is the same uid as from the text.
+#[test]
+fn a_uid_from_its_digits_is_the_uid_of_its_text() {
+    for s in [
+        "",
+        "C",
+        "CGtPIGthkBFOlisrab",
+        "C0123456789abcdefXYZ",
+        "zzzzzzzzzzzzzzzzzzzz",
+    ] {
+        let digits: Vec<u8> = s.bytes().filter_map(b62).collect();
+        assert_eq!(Uid::from_digits(&digits), Some(Uid::new(s)), "{s}");
+        assert!(Uid::from_digits(&digits).is_some_and(|u| u.is_packed()));
+    }
+    assert_eq!(Uid::from_digits(&[0; PACKED_MAX + 1]), None);
+    assert_eq!(Uid::from_digits(&[1, 62]), None);
+}
