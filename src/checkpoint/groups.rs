@@ -147,10 +147,15 @@ fn put_uid(buf: &mut Vec<u8>, s: &str) {
         buf.extend_from_slice(b);
         return;
     }
-    put_u(buf, ((b.len() as u64) << 1) | 1);
+    put_digits(buf, b.iter().map(|c| b62(*c).unwrap_or(0)), b.len());
+}
+
+/// The packed form of `n` base-62 digits (see [`put_uid`]).
+fn put_digits(buf: &mut Vec<u8>, digits: impl Iterator<Item = u8>, n: usize) {
+    put_u(buf, ((n as u64) << 1) | 1);
     let (mut acc, mut bits) = (0u32, 0u32);
-    for c in b {
-        acc = (acc << 6) | u32::from(b62(*c).unwrap_or(0));
+    for d in digits {
+        acc = (acc << 6) | u32::from(d);
         bits += 6;
         while bits >= 8 {
             bits -= 8;
@@ -165,7 +170,10 @@ fn put_uid(buf: &mut Vec<u8>, s: &str) {
 
 /// [`put_uid`] of a uid as a group keeps it.
 fn put_packed_uid(buf: &mut Vec<u8>, u: &Uid) {
-    u.with_str(|s| put_uid(buf, s));
+    match u.digits() {
+        Some((d, n)) => put_digits(buf, d[..n].iter().copied(), n),
+        None => u.with_str(|s| put_uid(buf, s)),
+    }
 }
 
 fn put_addr(buf: &mut Vec<u8>, a: &IpAddr) {

@@ -151,6 +151,23 @@ impl Uid {
         Some(Uid(Repr::Packed(bytes, LENS[digits.len()])))
     }
 
+    /// The base-62 digits of a packed uid (the first `n` of the array), `None` for one kept as text.
+    pub fn digits(&self) -> Option<([u8; PACKED_MAX], usize)> {
+        let Repr::Packed(bytes, len) = &self.0 else {
+            return None;
+        };
+        let n = *len as usize;
+        let mut le = [0u8; 16];
+        le[..15].copy_from_slice(bytes);
+        let mut v = u128::from_le_bytes(le);
+        let mut out = [0u8; PACKED_MAX];
+        for o in out[..n].iter_mut().rev() {
+            *o = (v & 63) as u8;
+            v >>= 6;
+        }
+        Some((out, n))
+    }
+
     /// Packed inline (no allocation of its own).
     pub fn is_packed(&self) -> bool {
         matches!(self.0, Repr::Packed(..))
@@ -158,21 +175,16 @@ impl Uid {
 
     /// Calls `f` with the uid's text (unpacked on the stack).
     pub fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
-        match &self.0 {
-            Repr::Other(s) => f(s),
-            Repr::Packed(bytes, len) => {
-                let n = *len as usize;
-                let mut le = [0u8; 16];
-                le[..15].copy_from_slice(bytes);
-                let mut v = u128::from_le_bytes(le);
-                let mut out = [0u8; PACKED_MAX];
-                for o in out[..n].iter_mut().rev() {
-                    *o = B62[(v & 63) as usize % B62.len()];
-                    v >>= 6;
+        match (&self.0, self.digits()) {
+            (_, Some((mut out, n))) => {
+                for o in &mut out[..n] {
+                    *o = B62[usize::from(*o) % B62.len()];
                 }
                 // Base-62 digits are ASCII.
                 f(std::str::from_utf8(&out[..n]).unwrap_or_default())
             }
+            (Repr::Other(s), None) => f(s),
+            (Repr::Packed(..), None) => f(""),
         }
     }
 

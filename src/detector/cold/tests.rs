@@ -117,7 +117,12 @@ fn a_uid_from_its_digits_is_the_uid_of_its_text() {
         let digits: Vec<u8> = s.bytes().filter_map(b62).collect();
         assert_eq!(Uid::from_digits(&digits), Some(Uid::new(s)), "{s}");
         assert!(Uid::from_digits(&digits).is_some_and(|u| u.is_packed()));
+        assert_eq!(
+            Uid::new(s).digits().map(|(d, n)| d[..n].to_vec()),
+            Some(digits)
+        );
     }
     assert_eq!(Uid::from_digits(&[0; PACKED_MAX + 1]), None);
     assert_eq!(Uid::from_digits(&[1, 62]), None);
+    assert_eq!(Uid::new("C-1").digits(), None);
 }
