@@ -40,11 +40,17 @@
 //! the sum; it is exact within [`EXACT_LIMIT`] and off by at most `2g` per merged item beyond.
 //!
 //! ## Memory
-//! Groups live in a slab (`Vec<Slot>`), each slot holding its compact [`GroupKey`] (38 bytes); a hash
-//! table of slot numbers (`u32`, hashed by the slot's key) finds them, so an index bucket is 5 bytes and the
-//! lookup's key compare reads the slot the record uses next. A freed slot is reset and reused. A group with one live interval keeps it inline (no heap); from
-//! its second, its intervals take 16 bytes each in one allocation (24 once compacted, with a
-//! multiplicity). Older uids are allocated from a group's second connection.
+//! Groups live in a slab (`Vec<Slot>`), each slot holding its compact [`GroupKey`] (38 bytes); an index of
+//! slot numbers (`window/index.rs`: 8-byte buckets, a tag of the key's hash and the slot number) finds them,
+//! and the lookup's key compare reads the slot the record uses next. A freed slot is reset and reused. A
+//! group with one live interval keeps it inline (no heap); from its second, its intervals take 16 bytes
+//! each in one allocation (24 once compacted, with a multiplicity). What the detector keeps apart (older
+//! uids, names) is allocated from a group's second connection or first name.
+//!
+//! ## Prefetching
+//! The detector is bound by memory latency: a record's bucket, slot and intervals are three dependent
+//! cache misses. [`Window::prefetch`] lets the caller fetch them for records a few ahead, in stages, so
+//! those misses overlap the work on the current record (a hint only: no effect on any result).
 //!
 //! Groups whose measure is 0 (every interval ended at or before `W`) and that hold nothing else
 //! ([`Hold::hold_until`], used by the rules for single-alert suppression) are treated as new when their next
