@@ -526,24 +526,33 @@ impl<'a> Reader<'a> {
         if n > MAX_PACKED {
             return Err("a packed uid is too long".into());
         }
-        let b = self.bytes((n * 6).div_ceil(8))?;
         let mut out = [0u8; MAX_PACKED];
+        self.digits(&mut out[..n])?;
+        for o in &mut out[..n] {
+            *o = *B62
+                .get(usize::from(*o))
+                .ok_or("a packed uid holds a character out of range")?;
+        }
+        let s = std::str::from_utf8(&out[..n]).map_err(|_| "a uid is not UTF-8")?;
+        Ok(CompactString::from(s))
+    }
+
+    /// The 6-bit codes of a packed uid of `out.len()` characters, into `out` (not checked against the
+    /// base-62 range).
+    fn digits(&mut self, out: &mut [u8]) -> R<()> {
+        let b = self.bytes((out.len() * 6).div_ceil(8))?;
         let (mut acc, mut bits, mut i) = (0u32, 0u32, 0usize);
-        for o in out.iter_mut().take(n) {
+        for d in out.iter_mut() {
             if bits < 6 {
                 acc = (acc << 8) | u32::from(*b.get(i).ok_or("a packed uid is cut short")?);
                 i += 1;
                 bits += 8;
             }
             bits -= 6;
-            let code = (acc >> bits) & 63;
+            *d = ((acc >> bits) & 63) as u8;
             acc &= (1 << bits) - 1;
-            *o = *B62
-                .get(code as usize)
-                .ok_or("a packed uid holds a character out of range")?;
         }
-        let s = std::str::from_utf8(&out[..n]).map_err(|_| "a uid is not UTF-8")?;
-        Ok(CompactString::from(s))
+        Ok(())
     }
 
     /// A uid in the form a group keeps it: a packed one of at most [`cold::PACKED_MAX`] characters goes
@@ -556,19 +565,8 @@ impl<'a> Reader<'a> {
             self.pos = start;
             return Ok(Uid::new(&self.uid()?));
         }
-        let b = self.bytes((n * 6).div_ceil(8))?;
         let mut digits = [0u8; cold::PACKED_MAX];
-        let (mut acc, mut bits, mut i) = (0u32, 0u32, 0usize);
-        for d in digits.iter_mut().take(n) {
-            if bits < 6 {
-                acc = (acc << 8) | u32::from(*b.get(i).ok_or("a packed uid is cut short")?);
-                i += 1;
-                bits += 8;
-            }
-            bits -= 6;
-            *d = ((acc >> bits) & 63) as u8;
-            acc &= (1 << bits) - 1;
-        }
+        self.digits(&mut digits[..n])?;
         Uid::from_digits(&digits[..n])
             .ok_or_else(|| "a packed uid holds a character out of range".into())
     }

@@ -48,8 +48,9 @@ impl Index {
         self.buckets.len().wrapping_sub(1)
     }
 
-    /// The bucket position holding `key`, if indexed.
-    fn position<T>(&self, slots: &[Slot<T>], key: &GroupKey) -> Option<usize> {
+    /// The position of the first bucket, from `key`'s home up to an empty one, whose tag is `key`'s and
+    /// for which `is` holds.
+    fn probe(&self, key: &GroupKey, mut is: impl FnMut(u64) -> bool) -> Option<usize> {
         if self.buckets.is_empty() {
             return None;
         }
@@ -61,15 +62,20 @@ impl Index {
             if b == 0 {
                 return None;
             }
-            if tag_of(b) == tag
-                && slots
-                    .get(slot_of(b) as usize)
-                    .is_some_and(|s| s.key == *key)
-            {
+            if tag_of(b) == tag && is(b) {
                 return Some(i);
             }
             i = (i + 1) & mask;
         }
+    }
+
+    /// The bucket position holding `key`, if indexed.
+    fn position<T>(&self, slots: &[Slot<T>], key: &GroupKey) -> Option<usize> {
+        self.probe(key, |b| {
+            slots
+                .get(slot_of(b) as usize)
+                .is_some_and(|s| s.key == *key)
+        })
     }
 
     pub(super) fn get<T>(&self, slots: &[Slot<T>], key: &GroupKey) -> Option<u32> {
@@ -81,22 +87,8 @@ impl Index {
     /// group's slot in nearly every case (a different key with the same 32-bit tag is the exception), for
     /// a prefetch hint only.
     pub(super) fn likely(&self, key: &GroupKey) -> Option<u32> {
-        if self.buckets.is_empty() {
-            return None;
-        }
-        let tag = hash_key(key);
-        let mask = self.mask();
-        let mut i = tag as usize & mask;
-        loop {
-            let b = *self.buckets.get(i)?;
-            if b == 0 {
-                return None;
-            }
-            if tag_of(b) == tag {
-                return Some(slot_of(b));
-            }
-            i = (i + 1) & mask;
-        }
+        let i = self.probe(key, |_| true)?;
+        self.buckets.get(i).map(|&b| slot_of(b))
     }
 
     /// Asks the CPU to fetch `key`'s home bucket into cache (a hint: no effect on the table).
