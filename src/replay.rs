@@ -313,7 +313,7 @@ pub fn replay_with(
             let (tx, rx) = pipeline::channel(pipeline::CONTEXT_BATCH);
             std::thread::Builder::new()
                 .name("replay-context".into())
-                .spawn_scoped(scope, move || pipeline::read_context(input, k, tx))?;
+                .spawn_scoped(scope, move || pipeline::read_context(file, input, k, tx))?;
             readers.push((file, input, rx));
         }
         let (tx, conn_batches) = pipeline::channel(pipeline::CONN_BATCH);
@@ -333,11 +333,11 @@ pub fn replay_with(
                 next: None,
             };
             match stream.pop() {
-                Some(ContextItem::Opened(Err(e))) => {
+                Some(ContextItem::Start { opened: Err(e), .. }) => {
                     writeln!(err, "longconn replay: {}: {e}", stream.name)?;
                     summary.file_errors.push(format!("{}: {e}", stream.name));
                 }
-                // A reader always starts with `Opened`; without it, it stopped (its panic ends the replay).
+                // A reader always starts with `Start`; without it, it stopped (its panic ends the replay).
                 _ => {
                     stream.advance(&mut summary, &mut shown, err)?;
                     merge.push(stream);
@@ -527,7 +527,7 @@ impl ContextStream {
         self.next = None;
         loop {
             match self.pop() {
-                None | Some(ContextItem::Opened(_)) => return Ok(()),
+                None | Some(ContextItem::Start { .. }) => return Ok(()),
                 Some(ContextItem::ReadError { line_no, error }) => {
                     writeln!(
                         err,

@@ -24,23 +24,24 @@ pub(super) const CONTEXT_BATCH: usize = 1024;
 /// Full batches a reader may have sent that the replay thread has not taken yet.
 const AHEAD: usize = 4;
 
-/// What a conn reader found, in file order.
+/// What a reader found, in file order: a conn reader's items ([`ConnItem`], every conn file in turn) or a
+/// context reader's ([`ContextItem`], one file).
 // Records are the common case: boxing them would cost an allocation per line.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub(super) enum ConnItem {
+pub(super) enum Item<R> {
     /// The next file (an index into the replay's inputs), and whether it opened. Its lines follow.
     Start {
         file: usize,
         opened: io::Result<()>,
     },
-    Record(ConnRecord),
+    Record(R),
     /// Line `line_no` of the current file was skipped.
     Skipped {
         line_no: u64,
         reason: SkipReason,
     },
-    /// Reading line `line_no` failed: the file ends here (a line the error cut off follows as
+    /// Reading line `line_no` failed: the file ends here (a conn line the error cut off follows as
     /// [`SkipReason::Truncated`]).
     ReadError {
         line_no: u64,
@@ -48,21 +49,8 @@ pub(super) enum ConnItem {
     },
 }
 
-/// What a context reader found, in file order; the first item says whether the file opened.
-#[derive(Debug)]
-pub(super) enum ContextItem {
-    Opened(io::Result<()>),
-    Record(ContextRecord),
-    Skipped {
-        line_no: u64,
-        reason: SkipReason,
-    },
-    /// Reading line `line_no` failed: the file ends here.
-    ReadError {
-        line_no: u64,
-        error: io::Error,
-    },
-}
+pub(super) type ConnItem = Item<ConnRecord>;
+pub(super) type ContextItem = Item<ContextRecord>;
 
 /// The replay thread stopped taking batches.
 #[derive(Debug)]
@@ -160,110 +148,110 @@ fn read_conn_files(
 ) -> Result<(), Gone> {
     let mut buf = Vec::with_capacity(1024);
     for &(file, input) in files {
-        let reader = match input::open(input, Default::default()) {
-            Ok(r) => r,
-            Err(e) => {
-                out.push(ConnItem::Start {
-                    file,
-                    opened: Err(e),
-                })?;
-                continue;
-            }
-        };
-        out.push(ConnItem::Start {
-            file,
-            opened: Ok(()),
-        })?;
-        let mut reader = BufReader::with_capacity(256 * 1024, reader);
         let mut parser = LogParser::new(opts);
-        let mut line_no = 0u64;
-        loop {
-            buf.clear();
-            let n = match reader.read_until(b'\n', &mut buf) {
-                Ok(n) => n,
-                Err(error) => {
-                    out.push(ConnItem::ReadError {
-                        line_no: line_no + 1,
-                        error,
-                    })?;
-                    if !buf.is_empty() {
-                        // The line the error cut off (as scan does): counted, never parsed.
-                        line_no += 1;
-                        out.push(ConnItem::Skipped {
-                            line_no,
-                            reason: SkipReason::Truncated,
-                        })?;
-                    }
-                    break;
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            line_no += 1;
-            let (line, terminated) = line_of(&buf);
+        read_file(file, input, out, &mut buf, true, |line| {
             match parser.parse_line(line) {
-                Line::Record(rec, _) => out.push(ConnItem::Record(rec))?,
-                Line::Meta => {}
-                Line::Skipped(reason) => {
-                    let reason = if terminated {
-                        reason
-                    } else {
-                        SkipReason::Truncated
-                    };
-                    out.push(ConnItem::Skipped { line_no, reason })?;
-                }
+                Line::Record(rec, _) => Parsed::Record(rec),
+                Line::Meta => Parsed::Meta,
+                Line::Skipped(reason) => Parsed::Skipped(reason),
             }
-        }
+        })?;
     }
     Ok(())
 }
 
-/// Reads one context file of kind `kind`.
-pub(super) fn read_context(input: &InputPath, kind: ContextKind, mut out: Batcher<ContextItem>) {
-    let _ = read_context_file(input, kind, &mut out).and_then(|()| out.flush());
-}
-
-fn read_context_file(
+/// Reads one context file (input number `file`) of kind `kind`.
+pub(super) fn read_context(
+    file: usize,
     input: &InputPath,
     kind: ContextKind,
-    out: &mut Batcher<ContextItem>,
+    mut out: Batcher<ContextItem>,
+) {
+    let mut parser = ContextParser::new(kind);
+    let mut buf = Vec::with_capacity(1024);
+    let _ = read_file(
+        file,
+        input,
+        &mut out,
+        &mut buf,
+        false,
+        |line| match parser.parse_line(line) {
+            ContextLine::Record(r) => Parsed::Record(r),
+            ContextLine::Meta => Parsed::Meta,
+            ContextLine::Skipped(reason) => Parsed::Skipped(reason),
+        },
+    )
+    .and_then(|()| out.flush());
+}
+
+/// What a parser made of one line.
+enum Parsed<R> {
+    Record(R),
+    /// A header line.
+    Meta,
+    Skipped(SkipReason),
+}
+
+/// Reads input number `file` line by line into `out`: its [`Item::Start`], then each line's record or
+/// skip as `parse` makes it (an unterminated last line is [`SkipReason::Truncated`]), and a read error
+/// ends the file; with `cut_line`, a line the error cut off follows it as a truncated skip (conn lines,
+/// as scan counts them).
+fn read_file<R>(
+    file: usize,
+    input: &InputPath,
+    out: &mut Batcher<Item<R>>,
+    buf: &mut Vec<u8>,
+    cut_line: bool,
+    mut parse: impl FnMut(&[u8]) -> Parsed<R>,
 ) -> Result<(), Gone> {
     let reader = match input::open(input, Default::default()) {
         Ok(r) => r,
-        Err(e) => return out.push(ContextItem::Opened(Err(e))),
+        Err(e) => {
+            return out.push(Item::Start {
+                file,
+                opened: Err(e),
+            })
+        }
     };
-    out.push(ContextItem::Opened(Ok(())))?;
+    out.push(Item::Start {
+        file,
+        opened: Ok(()),
+    })?;
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
-    let mut parser = ContextParser::new(kind);
-    let mut buf = Vec::with_capacity(1024);
     let mut line_no = 0u64;
     loop {
         buf.clear();
-        let n = match reader.read_until(b'\n', &mut buf) {
+        let n = match reader.read_until(b'\n', buf) {
             Ok(n) => n,
             Err(error) => {
-                return out.push(ContextItem::ReadError {
+                out.push(Item::ReadError {
                     line_no: line_no + 1,
                     error,
-                });
+                })?;
+                if cut_line && !buf.is_empty() {
+                    out.push(Item::Skipped {
+                        line_no: line_no + 1,
+                        reason: SkipReason::Truncated,
+                    })?;
+                }
+                return Ok(());
             }
         };
         if n == 0 {
             return Ok(());
         }
         line_no += 1;
-        let (line, terminated) = line_of(&buf);
-        match parser.parse_line(line) {
-            ContextLine::Record(r) => out.push(ContextItem::Record(r))?,
-            ContextLine::Meta => {}
-            ContextLine::Skipped(reason) => {
+        let (line, terminated) = line_of(buf);
+        match parse(line) {
+            Parsed::Record(r) => out.push(Item::Record(r))?,
+            Parsed::Meta => {}
+            Parsed::Skipped(reason) => {
                 let reason = if terminated {
                     reason
                 } else {
                     SkipReason::Truncated
                 };
-                out.push(ContextItem::Skipped { line_no, reason })?;
+                out.push(Item::Skipped { line_no, reason })?;
             }
         }
     }
