@@ -778,6 +778,33 @@ fn scenario_16_watched_directory_deleted_and_recreated() {
     );
 }
 
+/// Tailing scenario 16, in two steps: the file is deleted first (a rotation gap, which is not news) and
+/// its directory after, as `rm -r` does. The directory going is news even though the source was
+/// already "missing": one warning, and the records written after it comes back are read.
+#[test]
+fn scenario_16_file_deleted_then_its_directory() {
+    let mut env = Env::new();
+    env.new_file(0..30);
+    let child = env.start();
+    env.settle();
+    fs::remove_file(env.live()).expect("delete the live file");
+    wait_log(
+        &env,
+        "file rotated (moved out of the directory or deleted)",
+        1,
+    );
+    // Proof that the daemon polled the missing file before the directory goes.
+    env.wait_rounds(2);
+    fs::remove_dir_all(&env.logs).expect("delete the log directory");
+    wait_log(&env, "its directory is gone", 1);
+    fs::create_dir_all(&env.logs).expect("recreate");
+    env.new_file(30..60);
+    env.settle();
+    stop(child);
+    let log = fs::read_to_string(&env.stderr).unwrap_or_default();
+    assert_eq!(log.matches("its directory is gone").count(), 1, "{log}");
+}
+
 /// Issue 10 item 8: the live file replaced by a symlink loop. One warning when it starts and one line when
 /// it ends, however many polls in between; messages carry no debug formatting.
 #[test]

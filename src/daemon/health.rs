@@ -171,6 +171,12 @@ impl Health {
                 return;
             }
         } else if state == s.state {
+            // The file went first and its directory after (`rm -r` takes the file, then the directory):
+            // a gap after a rotation became a directory that is gone, which is news.
+            if state == SourceState::Missing && !s.missing_logged && dir_gone(&s.path) {
+                s.missing_logged = true;
+                warn!(source = %s.path, "no file at the source path: its directory is gone; waiting for it");
+            }
             return;
         } else if let Some((_, down)) = s.unreadable.end() {
             let what = if state == SourceState::Missing {
@@ -180,8 +186,7 @@ impl Health {
             };
             info!(source = %s.path, down_seconds = down.as_secs(), "{what}");
         } else {
-            let dir_gone = state == SourceState::Missing
-                && Path::new(&s.path).parent().is_some_and(|d| !d.exists());
+            let dir_gone = state == SourceState::Missing && dir_gone(&s.path);
             match (&s.state, &state) {
                 // After a rotation Zeek opens the next file only at its next write: a gap, not news.
                 (SourceState::Up, SourceState::Missing) if !dir_gone => {
@@ -224,6 +229,14 @@ impl Health {
     pub(super) fn checkpoint_saved(&self) {
         metrics::checkpoint_saved();
     }
+}
+
+/// Whether the directory of `path` does not exist. An error other than "not found" (no search
+/// permission, say) is not absence: that is reported as an unreadable source elsewhere.
+fn dir_gone(path: &str) -> bool {
+    Path::new(path).parent().is_some_and(
+        |d| matches!(std::fs::metadata(d), Err(e) if e.kind() == std::io::ErrorKind::NotFound),
+    )
 }
 
 impl Pipeline {
