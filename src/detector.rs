@@ -731,6 +731,16 @@ impl Detector {
                 transport::number(&rec.proto),
             );
             self.window.prefetch(&key, stage);
+            // The two prevalence entries of an outbound record, under the destination's address (a
+            // record the context names uses its name: the guess is then wrong, which only wastes it).
+            if self.context_cfg.common_destination || self.context_cfg.rare_destination {
+                let prevalence = self.context.prevalence();
+                match stage {
+                    window::Prefetch::Bucket => prevalence.prefetch(&Dest::Addr(resp), orig, false),
+                    window::Prefetch::Slot => prevalence.prefetch(&Dest::Addr(resp), orig, true),
+                    window::Prefetch::Heap => {}
+                }
+            }
         }
     }
 

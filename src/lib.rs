@@ -46,6 +46,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod daemon;
 pub mod detector;
+mod index;
 pub mod input;
 pub mod metrics;
 pub mod notify;

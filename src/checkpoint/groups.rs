@@ -715,7 +715,30 @@ fn read_record(r: &mut Reader<'_>, t: i64) -> R<Record> {
     Ok(Record::Upsert(key, acc, data))
 }
 
-fn read_source(r: &mut Reader<'_>, t: i64, ctx: &mut Context) -> R<()> {
+/// A prevalence record, decoded.
+enum Saved {
+    Source(IpAddr, Option<i64>),
+    Reach(Dest, IpAddr, Option<i64>),
+}
+
+impl Saved {
+    /// Fetches the index bucket this record's restore looks up into cache (a hint).
+    fn prefetch(&self, ctx: &Context) {
+        match self {
+            Saved::Source(src, _) => ctx.prevalence().prefetch_source(*src),
+            Saved::Reach(dest, src, _) => ctx.prevalence().prefetch_reach(dest, *src),
+        }
+    }
+
+    fn apply(self, ctx: &mut Context) {
+        match self {
+            Saved::Source(src, at) => ctx.prevalence_mut().restore_source(src, at),
+            Saved::Reach(dest, src, at) => ctx.prevalence_mut().restore_reach(dest, src, at),
+        }
+    }
+}
+
+fn read_source(r: &mut Reader<'_>, t: i64) -> R<Saved> {
     let f = r.u8()?;
     if f & !3 != 0 {
         return Err(format!("source flags {f:#x} are unknown"));
@@ -726,11 +749,10 @@ fn read_source(r: &mut Reader<'_>, t: i64, ctx: &mut Context) -> R<()> {
     } else {
         Some(r.i()?.wrapping_add(t))
     };
-    ctx.prevalence_mut().restore_source(src, at);
-    Ok(())
+    Ok(Saved::Source(src, at))
 }
 
-fn read_reach(r: &mut Reader<'_>, t: i64, ctx: &mut Context) -> R<()> {
+fn read_reach(r: &mut Reader<'_>, t: i64) -> R<Saved> {
     let f = r.u8()?;
     if f & !15 != 0 || f & 12 == 12 {
         return Err(format!("reach flags {f:#x} are unknown"));
@@ -746,8 +768,7 @@ fn read_reach(r: &mut Reader<'_>, t: i64, ctx: &mut Context) -> R<()> {
     } else {
         Some(r.i()?.wrapping_add(t))
     };
-    ctx.prevalence_mut().restore_reach(dest, src, at);
-    Ok(())
+    Ok(Saved::Reach(dest, src, at))
 }
 
 /// One framed chunk: where it starts in the file, its checksum, its payload's length and first byte (the
@@ -867,15 +888,59 @@ fn apply_frames(
 }
 
 /// Applies the group chunks `frames` of `f`, in order, to `w`.
+/// Records are decoded this many ahead of the one applied, their index buckets fetched into cache as they
+/// are decoded: a restore looks every key up in a table far larger than the cache, and the lookups would
+/// otherwise wait on memory one after the other.
+const RESTORE_AHEAD: usize = 16;
+
+/// Applies the records of one chunk in order to `state` with `apply`, each `RESTORE_AHEAD` records after
+/// `hint` saw it. On a record that does not decode, the records before it are applied and its error
+/// returned (as without the lookahead).
+fn apply_ahead<S, T>(
+    fr: &Frame,
+    payload: &[u8],
+    state: &mut S,
+    mut read: impl FnMut(u8, &mut Reader<'_>, i64) -> R<T>,
+    hint: impl Fn(&S, &T),
+    mut apply: impl FnMut(&mut S, T),
+) -> Result<(), ChunkError> {
+    let mut ahead: std::collections::VecDeque<T> =
+        std::collections::VecDeque::with_capacity(RESTORE_AHEAD + 1);
+    let result = apply_payload(fr.at, fr.crc, payload, |kind, r, t| {
+        let rec = read(kind, r, t)?;
+        hint(state, &rec);
+        ahead.push_back(rec);
+        if ahead.len() > RESTORE_AHEAD {
+            if let Some(rec) = ahead.pop_front() {
+                apply(state, rec);
+            }
+        }
+        Ok(())
+    });
+    for rec in ahead {
+        apply(state, rec);
+    }
+    result
+}
+
 fn apply_groups(f: &File, frames: &[Frame], w: &mut Window<GroupData>) -> Result<(), ChunkError> {
     apply_frames(f, frames, |fr, payload| {
-        apply_payload(fr.at, fr.crc, payload, |_, r, t| {
-            match read_record(r, t)? {
+        apply_ahead(
+            fr,
+            payload,
+            w,
+            |_, r, t| read_record(r, t),
+            |w, rec| {
+                let k = match rec {
+                    Record::Upsert(k, ..) | Record::Removal(k) => k,
+                };
+                w.prefetch(k, crate::window::Prefetch::Bucket);
+            },
+            |w, rec| match rec {
                 Record::Upsert(k, acc, d) => w.restore_group(k, acc, d),
                 Record::Removal(k) => w.restore_removal(&k),
-            }
-            Ok(())
-        })
+            },
+        )
     })
 }
 
@@ -883,10 +948,17 @@ fn apply_groups(f: &File, frames: &[Frame], w: &mut Window<GroupData>) -> Result
 /// order, to `ctx`.
 fn apply_context(f: &File, frames: &[Frame], ctx: &mut Context) -> Result<(), ChunkError> {
     apply_frames(f, frames, |fr, payload| {
-        apply_payload(fr.at, fr.crc, payload, |kind, r, t| match kind {
-            KIND_SOURCES => read_source(r, t, ctx),
-            _ => read_reach(r, t, ctx),
-        })
+        apply_ahead(
+            fr,
+            payload,
+            ctx,
+            |kind, r, t| match kind {
+                KIND_SOURCES => read_source(r, t),
+                _ => read_reach(r, t),
+            },
+            |ctx, rec| rec.prefetch(ctx),
+            |ctx, rec| rec.apply(ctx),
+        )
     })
 }
 
