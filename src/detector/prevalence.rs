@@ -175,9 +175,7 @@ impl Table<ReachSlot> {
     fn free(&mut self, i: u32) -> Option<Dest> {
         let s = self.slots.get_mut(i as usize)?;
         let t = reach_tag(&s.dest, s.host);
-        if self.index.remove(t, |j| j == i).is_none() {
-            return None;
-        }
+        self.index.remove(t, |j| j == i)?;
         s.at = FREE;
         self.free.push(i);
         Some(std::mem::replace(&mut s.dest, NO_DEST))
