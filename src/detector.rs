@@ -57,10 +57,11 @@ pub fn parse_options() -> ParseOptions {
 /// The prefetch hints given for a record before `process` takes it: how many records ahead, which stage
 /// (see [`window::Window::prefetch`]). Each stage reads what the one before fetched; the distances leave
 /// each fetch the time of about three records' work.
-pub const PREFETCH_AHEAD: [(usize, window::Prefetch); 3] = [
+pub const PREFETCH_AHEAD: [(usize, window::Prefetch); 4] = [
     (12, window::Prefetch::Bucket),
     (6, window::Prefetch::Slot),
     (3, window::Prefetch::Heap),
+    (1, window::Prefetch::Inner),
 ];
 
 /// What the detector keeps per group besides its intervals: rule state and the figures alerts report,
@@ -272,6 +273,12 @@ impl window::Hold for GroupData {
     fn prefetch(&self) {
         if let Some(c) = &self.cold {
             c.prefetch();
+        }
+    }
+
+    fn prefetch_inner(&self) {
+        if let Some(c) = &self.cold {
+            c.prefetch_ring();
         }
     }
 }
@@ -738,7 +745,7 @@ impl Detector {
                 match stage {
                     window::Prefetch::Bucket => prevalence.prefetch(&Dest::Addr(resp), orig, false),
                     window::Prefetch::Slot => prevalence.prefetch(&Dest::Addr(resp), orig, true),
-                    window::Prefetch::Heap => {}
+                    window::Prefetch::Heap | window::Prefetch::Inner => {}
                 }
             }
         }

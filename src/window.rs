@@ -199,7 +199,12 @@ pub trait Hold {
     }
 
     /// Prefetch hints for the heap memory the group's next record will use (see [`Window::prefetch`]).
+    /// Must not read that memory: it is fetched now.
     fn prefetch(&self) {}
+
+    /// Prefetch hints for memory found by reading what [`Hold::prefetch`] fetched (a record or two
+    /// earlier).
+    fn prefetch_inner(&self) {}
 }
 
 impl Hold for () {}
@@ -210,6 +215,8 @@ pub enum Prefetch {
     Bucket,
     Slot,
     Heap,
+    /// What the data's heap memory points to ([`Hold::prefetch_inner`]).
+    Inner,
 }
 
 /// One tracked group: its key, its intervals and what the rules keep for it.
@@ -493,10 +500,11 @@ impl<T: Default + Hold> Window<T> {
     }
 
     /// A hint, no effect on the window: asks the CPU to fetch what [`Window::touch`] of `key` will read,
-    /// so that the memory latency of a record a few ahead overlaps the work on this one. Three stages,
+    /// so that the memory latency of a record a few ahead overlaps the work on this one. Four stages,
     /// each reading only what the one before fetched: [`Prefetch::Bucket`] for a record about 12 ahead,
     /// [`Prefetch::Slot`] (the bucket is read) about 6 ahead, [`Prefetch::Heap`] (the slot is read:
-    /// its intervals' and data's heap memory) about 3 ahead. A wrong guess (another key with the same
+    /// its intervals' and data's heap memory) about 3 ahead, [`Prefetch::Inner`] (the data's heap
+    /// memory is read: what it points to) for the next record. A wrong guess (another key with the same
     /// tag, a key that changes before the record's turn) costs a wasted fetch, nothing else.
     pub fn prefetch(&self, key: &GroupKey, stage: Prefetch) {
         match stage {
@@ -527,6 +535,15 @@ impl<T: Default + Hold> Window<T> {
                         }
                     }
                     slot.data.prefetch();
+                }
+            }
+            Prefetch::Inner => {
+                if let Some(slot) = self
+                    .groups
+                    .likely(key)
+                    .and_then(|i| self.slots.get(i as usize))
+                {
+                    slot.data.prefetch_inner();
                 }
             }
         }

@@ -257,11 +257,16 @@ impl ColdBox {
         self.0.len == 0 && self.0.names.is_empty() && self.0.episode_first.is_none()
     }
 
-    /// Prefetch hints for what the group's next uid reads and writes: the header and the ring's next
-    /// place (the oldest uid, once the ring is full).
+    /// Prefetch hint for the header, which [`ColdBox::prefetch_ring`] and the group's next uid read.
+    /// Reads nothing of the box.
     pub fn prefetch(&self) {
+        crate::prefetch::prefetch::<Cold<[Uid]>>(&*self.0);
+    }
+
+    /// Prefetch hint for the ring's next place (the oldest uid, once the ring is full). Reads the header:
+    /// give [`ColdBox::prefetch`] first, a record or two earlier.
+    pub fn prefetch_ring(&self) {
         let c = &*self.0;
-        crate::prefetch::prefetch(c);
         let cap = c.older.len();
         if cap > 0 {
             let at = (usize::from(c.head) + usize::from(c.len)) % cap;
