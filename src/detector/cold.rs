@@ -18,13 +18,24 @@ use compact_str::CompactString;
 
 /// Base-62 digit of `c` (Zeek's uids are `C` and base-62 digits).
 pub(crate) fn b62(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'A'..=b'Z' => Some(c - b'A' + 10),
-        b'a'..=b'z' => Some(c - b'a' + 36),
-        _ => None,
-    }
+    let d = DIGITS[usize::from(c)];
+    (d != NO_DIGIT).then_some(d)
 }
+
+/// [`DIGITS`] of a byte that is no base-62 digit: any value with one of the two upper bits set would do.
+const NO_DIGIT: u8 = 0xff;
+
+/// The base-62 digit of every byte ([`NO_DIGIT`] for the others): a table, so that packing a uid takes
+/// no branch per character (random characters mispredict a range test about every other time).
+static DIGITS: [u8; 256] = {
+    let mut t = [NO_DIGIT; 256];
+    let mut i = 0;
+    while i < B62.len() {
+        t[B62[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// The base-62 digits, by value.
 pub(crate) const B62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -119,17 +130,14 @@ impl Uid {
         let b = s.as_bytes();
         if b.len() <= PACKED_MAX {
             let mut v = 0u128;
-            let mut packed = true;
-            for c in b {
-                match b62(*c) {
-                    Some(d) => v = (v << 6) | u128::from(d),
-                    None => {
-                        packed = false;
-                        break;
-                    }
-                }
+            // The upper two bits of any byte that is no digit.
+            let mut bad = 0u8;
+            for &c in b {
+                let d = DIGITS[usize::from(c)];
+                bad |= d & 0xc0;
+                v = (v << 6) | u128::from(d & 0x3f);
             }
-            if packed {
+            if bad == 0 {
                 let mut bytes = [0u8; 15];
                 bytes.copy_from_slice(&v.to_le_bytes()[..15]);
                 return Uid(Repr::Packed(bytes, LENS[b.len()]));

@@ -23,6 +23,15 @@ const ODD: &[&str] = &[
 ];
 
 #[test]
+fn every_byte_has_the_digit_of_its_place_in_the_alphabet_or_none() {
+    for c in 0..=255u8 {
+        let want = B62.iter().position(|&x| x == c).map(|i| i as u8);
+        assert_eq!(b62(c), want, "byte {c:#x}");
+        assert_eq!(want.is_some(), c.is_ascii_alphanumeric(), "byte {c:#x}");
+    }
+}
+
+#[test]
 fn uids_round_trip_exactly_packed_or_not() {
     for s in ODD {
         let u = Uid::new(s);
