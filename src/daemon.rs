@@ -1,6 +1,7 @@
 //! The daemon (`longconn run`): wiring only. It restores the checkpoint, starts one [`Tailer`] per source, and
-//! runs the pipeline tail -> parse -> detector -> spool on one blocking thread; one delivery task per output
-//! (`crate::output::delivery`) carries alerts from the spool to the output, while the async side turns its
+//! runs the pipeline tail -> parse -> detector -> spool on one blocking thread (a backlog's lines are parsed
+//! ahead on a second, short-lived thread, `tail/ahead.rs`, and handed over in file order); one delivery task
+//! per output (`crate::output::delivery`) carries alerts from the spool to the output, while the async side turns its
 //! caller's [`Control`] requests (stop, reload: `main` wires SIGTERM, SIGINT and SIGHUP to them, tests send
 //! them directly) and file-system notifications into messages for the pipeline. Nothing here installs a
 //! signal handler.
@@ -444,7 +445,7 @@ impl Pipeline {
             None => (Detector::new(&config.detector()), Vec::new()),
         };
         detector.track_changes();
-        let tailers = config
+        let mut tailers: Vec<Tailer> = config
             .sources
             .iter()
             .map(|src| {
@@ -466,6 +467,13 @@ impl Pipeline {
         )?;
         let health = health::Health::new(&config.sources);
         let groups = SourceGroup::of(&config.sources);
+        for g in groups.iter().filter(|g| g.sources.len() > 1) {
+            // A merged source is read a few records at a time, up to the record the merge holds: lines
+            // parsed ahead past it would mostly be parsed again (`tail/ahead.rs`).
+            for &i in &g.sources {
+                tailers[i].set_parse_ahead(false);
+            }
+        }
         Ok(Pipeline {
             config,
             tailers,

@@ -10,6 +10,7 @@
 //! not consumed. It is kept with the bytes read after it and offered again on the next read, and `offset`
 //! stays at its start, so a checkpoint taken meanwhile re-reads it after a restart.
 
+use super::ahead::{self, Pre, Region};
 use super::{PollStats, TailEvent};
 use crate::zeek::context::{ContextKind, ContextLine, ContextParser};
 use crate::zeek::{Line, LogParser, ParseOptions, SkipReason, TsvHeader};
@@ -57,7 +58,7 @@ impl SourceParser {
         }
     }
 
-    fn parse_line(&mut self, line: &[u8]) -> Parsed {
+    pub(super) fn parse_line(&mut self, line: &[u8]) -> Parsed {
         match self {
             SourceParser::Conn(p) => match p.parse_line(line) {
                 Line::Record(rec, bad) => Parsed::Conn(rec, bad),
@@ -81,7 +82,7 @@ pub type Gate<'a> = &'a mut dyn FnMut(Option<f64>) -> bool;
 /// What one line was, for either parser.
 // Records are the common case: boxing them would cost an allocation per line on the hot path.
 #[allow(clippy::large_enum_variant)]
-enum Parsed {
+pub(super) enum Parsed {
     Conn(crate::zeek::ConnRecord, u32),
     Context(crate::zeek::context::ContextRecord),
     Meta,
@@ -106,6 +107,7 @@ struct Held {
 }
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -302,6 +304,39 @@ pub(super) struct FileReader {
     /// switches sources after every record copies each chunk once.
     ahead: Vec<u8>,
     ahead_at: usize,
+    /// The lines of the region being consumed that the parse worker parsed (`ahead.rs`), in file order;
+    /// empty outside a read that parses ahead.
+    pre: VecDeque<Pre>,
+    /// A line was not the next one the worker parsed: the rest of this read is parsed here.
+    pre_off: bool,
+    /// A read that finds a backlog may parse ahead (the tailer's setting).
+    pub parse_ahead: bool,
+    /// Lines consumed as the parse worker parsed them (tests: that reading ahead happened).
+    #[cfg(test)]
+    pub parsed_ahead: u64,
+}
+
+/// Regions read while parsing ahead are this many chunks.
+const REGION_CHUNKS: usize = 4;
+
+/// The parse worker stopped before its reader (it cannot, short of a panic, which its scope passes on).
+/// Nothing after the last line consumed counts then: `offset` is where the next read starts again.
+fn worker_gone() -> io::Error {
+    io::Error::other("the parse worker stopped")
+}
+
+/// Why reading regions stopped.
+enum Stop {
+    /// The end of the file for now.
+    End,
+    /// The poll's budget is read.
+    Budget,
+    /// The file no longer starts with the bytes we know (the caller's next look sees why).
+    Changed,
+    Error(io::Error),
+    /// A line that is no line yet (longer than `max_line`, no newline), or a line that was not the one the
+    /// worker parsed: the rest is read as it always was.
+    Inline,
 }
 
 impl FileReader {
@@ -330,6 +365,11 @@ impl FileReader {
             held: None,
             ahead: Vec::new(),
             ahead_at: 0,
+            pre: VecDeque::new(),
+            pre_off: false,
+            parse_ahead: true,
+            #[cfg(test)]
+            parsed_ahead: 0,
         })
     }
 
@@ -378,6 +418,11 @@ impl FileReader {
             held: None,
             ahead: Vec::new(),
             ahead_at: 0,
+            pre: VecDeque::new(),
+            pre_off: false,
+            parse_ahead: true,
+            #[cfg(test)]
+            parsed_ahead: 0,
         }
     }
 
@@ -398,6 +443,7 @@ impl FileReader {
         self.held = None;
         self.ahead.clear();
         self.ahead_at = 0;
+        self.pre.clear();
         self.skipping = false;
         self.saw_close = false;
         self.eof_polls = 0;
@@ -499,6 +545,7 @@ impl FileReader {
         stats: &mut PollStats,
     ) -> io::Result<bool> {
         let mut any = false;
+        let mut parse_ahead = self.parse_ahead;
         if let Some(held) = self.held.take() {
             if !gate(held.parsed.time()) {
                 self.held = Some(held);
@@ -554,6 +601,216 @@ impl FileReader {
                 self.ahead.extend_from_slice(&chunk[at..n]);
                 self.ahead_at = 0;
                 return Ok(true);
+            }
+            // A whole chunk: more is likely waiting (a backlog). Read on in regions parsed ahead.
+            if parse_ahead && n == chunk.len() && !self.skipping && stats.bytes < budget {
+                parse_ahead = false;
+                let size = chunk.len().saturating_mul(REGION_CHUNKS);
+                if let Some(result) = self.read_ahead(size, max_line, budget, gate, sink, stats) {
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// [`read`](FileReader::read) on in regions of `size` bytes, each parsed on a worker thread while the
+    /// one before it is consumed (`ahead.rs`). `None`: the rest is to be read as before (no thread could be
+    /// started, or a line needs the plain loop); everything read so far is consumed then.
+    fn read_ahead(
+        &mut self,
+        size: usize,
+        max_line: usize,
+        budget: u64,
+        gate: Gate<'_>,
+        sink: &mut dyn FnMut(TailEvent),
+        stats: &mut PollStats,
+    ) -> Option<io::Result<bool>> {
+        let parser = self.parser.clone();
+        std::thread::scope(|s| {
+            let (to_worker, jobs) = crossbeam_channel::bounded::<Region>(2);
+            let (done_tx, done) = crossbeam_channel::bounded::<Region>(2);
+            let worker = std::thread::Builder::new()
+                .name("parse".into())
+                .spawn_scoped(s, move || {
+                    ahead::parse_regions(parser, max_line, jobs, done_tx)
+                });
+            if worker.is_err() {
+                return None;
+            }
+            let result =
+                self.read_regions(size, max_line, budget, gate, sink, stats, &to_worker, &done);
+            drop(to_worker);
+            result
+        })
+    }
+
+    /// The reader's side of [`read_ahead`](FileReader::read_ahead): at most two regions are with the
+    /// worker; the older one is consumed once the next one is read, or once reading stopped.
+    #[allow(clippy::too_many_arguments)]
+    fn read_regions(
+        &mut self,
+        size: usize,
+        max_line: usize,
+        budget: u64,
+        gate: Gate<'_>,
+        sink: &mut dyn FnMut(TailEvent),
+        stats: &mut PollStats,
+        to_worker: &crossbeam_channel::Sender<Region>,
+        done: &crossbeam_channel::Receiver<Region>,
+    ) -> Option<io::Result<bool>> {
+        // The bytes after the last complete line read, from file offset `carry_at` (a line start).
+        let mut carry = std::mem::take(&mut self.buf);
+        let mut carry_at = self.offset;
+        let mut spare: Vec<Region> = Vec::new();
+        let mut with_worker = 0usize;
+        let mut stop: Option<Stop> = None;
+        self.pre_off = false;
+        loop {
+            if stop.is_none() {
+                let mut region = spare.pop().unwrap_or_default();
+                stop = self.read_region(
+                    size,
+                    max_line,
+                    budget,
+                    stats,
+                    &mut carry,
+                    &mut carry_at,
+                    &mut region,
+                );
+                if region.data.is_empty() {
+                    spare.push(region);
+                } else if to_worker.send(region).is_err() {
+                    return Some(Err(worker_gone()));
+                } else {
+                    with_worker += 1;
+                }
+            }
+            if with_worker == 0 {
+                if stop.is_some() {
+                    break;
+                }
+                continue;
+            }
+            if with_worker < 2 && stop.is_none() {
+                continue;
+            }
+            // The worker sends every region back before it looks for the next one.
+            let Ok(mut region) = done.recv() else {
+                return Some(Err(worker_gone()));
+            };
+            with_worker -= 1;
+            if !self.pre_off {
+                std::mem::swap(&mut self.pre, &mut region.items);
+            }
+            let held_at = self.lines(&region.data, max_line, gate, sink, stats);
+            self.pre.clear();
+            if self.pre_off && stop.is_none() {
+                stop = Some(Stop::Inline);
+            }
+            if let Some(at) = held_at {
+                // A record the gate holds: everything read after it waits for the next read.
+                self.ahead.clear();
+                self.ahead.extend_from_slice(&region.data[at..]);
+                while with_worker > 0 {
+                    let Ok(r) = done.recv() else {
+                        self.ahead.clear();
+                        return Some(Err(worker_gone()));
+                    };
+                    with_worker -= 1;
+                    self.ahead.extend_from_slice(&r.data);
+                }
+                self.ahead.extend_from_slice(&carry);
+                self.ahead_at = 0;
+                return Some(Ok(true));
+            }
+            spare.push(region);
+        }
+        // Every region read is consumed: the partial line goes where it always went.
+        if let Some(at) = self.lines(&carry, max_line, gate, sink, stats) {
+            self.ahead.clear();
+            self.ahead.extend_from_slice(&carry[at..]);
+            self.ahead_at = 0;
+            return Some(Ok(true));
+        }
+        match stop {
+            Some(Stop::End) => Some(self.file.metadata().map(|m| {
+                self.seen_mtime = mtime(&m);
+                true
+            })),
+            Some(Stop::Budget | Stop::Changed) => Some(Ok(true)),
+            Some(Stop::Error(e)) => Some(Err(e)),
+            Some(Stop::Inline) | None => None,
+        }
+    }
+
+    /// Reads the next region: the carried partial line and up to `size` bytes after it, cut after its last
+    /// newline (the rest carried on). Leaves `region.data` empty when there is no complete line to parse,
+    /// and says why reading stops, if it does.
+    #[allow(clippy::too_many_arguments)]
+    fn read_region(
+        &mut self,
+        size: usize,
+        max_line: usize,
+        budget: u64,
+        stats: &mut PollStats,
+        carry: &mut Vec<u8>,
+        carry_at: &mut u64,
+        region: &mut Region,
+    ) -> Option<Stop> {
+        region.data.clear();
+        if stats.bytes >= budget {
+            return Some(Stop::Budget);
+        }
+        region.data.extend_from_slice(carry);
+        let start = region.data.len();
+        region.data.resize(start + size, 0);
+        let pos = *carry_at + start as u64;
+        let n = loop {
+            match self.file.read_at(&mut region.data[start..], pos) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    region.data.clear();
+                    return Some(Stop::Error(e));
+                }
+            }
+        };
+        if n == 0 {
+            region.data.clear();
+            return Some(Stop::End);
+        }
+        // As in `read`: what was read counts only if the file still starts with the bytes we know.
+        let head = match prefix(&self.file) {
+            Ok(h) => h,
+            Err(e) => {
+                region.data.clear();
+                return Some(Stop::Error(e));
+            }
+        };
+        if !self.fp.is_prefix_of(&head) {
+            region.data.clear();
+            return Some(Stop::Changed);
+        }
+        stats.bytes += n as u64;
+        if self.fp.len < FINGERPRINT_LEN as u64 && head.len() as u64 > self.fp.len {
+            self.fp = Fingerprint::of_bytes(&head);
+            self.head = head;
+        }
+        region.data.truncate(start + n);
+        match memchr::memrchr(b'\n', &region.data) {
+            Some(i) => {
+                carry.clear();
+                carry.extend_from_slice(&region.data[i + 1..]);
+                region.data.truncate(i + 1);
+                region.base = *carry_at;
+                *carry_at += i as u64 + 1;
+                None
+            }
+            None => {
+                // No line ends here yet: all of it is carried on, up to a line too long to wait for.
+                std::mem::swap(carry, &mut region.data);
+                region.data.clear();
+                (carry.len() > max_line).then_some(Stop::Inline)
             }
         }
     }
@@ -679,7 +936,10 @@ impl FileReader {
         sink: &mut dyn FnMut(TailEvent),
         stats: &mut PollStats,
     ) -> bool {
-        let parsed = self.parser.parse_line(line);
+        let parsed = match self.parsed_ahead(line) {
+            Some(p) => p,
+            None => self.parser.parse_line(line),
+        };
         let held = Held {
             parsed,
             len: line.len() as u64 + 1,
@@ -694,6 +954,25 @@ impl FileReader {
         }
         self.consume(held, sink, stats);
         true
+    }
+
+    /// What the parse worker made of `line` (the line at `offset`), if it parsed it. A header line is
+    /// applied here too, so this parser's header is always the one of the first line not consumed.
+    fn parsed_ahead(&mut self, line: &[u8]) -> Option<Parsed> {
+        let next = self.pre.front()?;
+        if next.offset != self.offset || next.len != line.len() as u64 + 1 {
+            self.pre.clear();
+            self.pre_off = true;
+            return None;
+        }
+        #[cfg(test)]
+        {
+            self.parsed_ahead += 1;
+        }
+        match self.pre.pop_front()?.parsed {
+            Parsed::Meta => Some(self.parser.parse_line(line)),
+            parsed => Some(parsed),
+        }
     }
 
     /// Consumes one parsed line: counts it, moves past it and hands it to `sink`.

@@ -23,12 +23,17 @@
 //! refuses: that record stays unconsumed (parsed and kept, the position before it), so checkpoints only
 //! ever cover records handed over.
 //!
+//! A read that finds a backlog (a whole chunk at once) goes on in regions parsed ahead on a second thread while
+//! the caller's sink runs on the one before (`ahead.rs`; [`Tailer::set_parse_ahead`] turns it off); lines,
+//! events, positions and held records are exactly those of a read that parses each line where it is consumed.
+//!
 //! Identity never depends on time. Only one heuristic does: rotated files we never had open (several
 //! rotations between two looks, or while stopped) are those whose modification time is at least that of the
 //! last file we read when we last read it, and which we do not remember reading (by inode and fingerprint);
 //! they are drained in modification-time order. A wall clock stepping back between two such unseen rotations
 //! can hide one of them; files we had open are never affected.
 
+mod ahead;
 pub mod config;
 mod file;
 mod restore;
@@ -55,7 +60,11 @@ pub const MAX_LINE: usize = 1 << 20;
 /// How many retired files are remembered so a rotated sibling is never read twice.
 const RETIRED_KEPT: usize = 64;
 
+#[cfg(not(test))]
 const CHUNK: usize = 64 * 1024;
+// Tests read in tiny chunks, so that lines span chunks and regions and every read parses ahead.
+#[cfg(test)]
+const CHUNK: usize = 48;
 
 /// What happened while polling, in file order.
 // Events go straight to the sink, never into a collection: boxing the record would cost an allocation each.
@@ -167,6 +176,8 @@ pub struct Tailer {
     retired: Vec<RetiredFile>,
     anchor: Option<(i64, i64)>,
     chunk: Vec<u8>,
+    /// A read that finds a backlog goes on parsing ahead on a second thread (`ahead.rs`).
+    parse_ahead: bool,
     /// Bytes of the live file read per poll at most, so a large backlog does not hold the caller for long.
     budget: u64,
     #[cfg(test)]
@@ -198,6 +209,7 @@ impl Tailer {
             retired: Vec::new(),
             anchor: None,
             chunk: vec![0; CHUNK],
+            parse_ahead: true,
             budget: u64::MAX,
             #[cfg(test)]
             race_hook: None,
@@ -211,6 +223,13 @@ impl Tailer {
     pub fn with_poll_budget(mut self, bytes: u64) -> Tailer {
         self.budget = bytes.max(1);
         self
+    }
+
+    /// Whether a read that finds a backlog parses ahead on a second thread (default: yes). Either way the
+    /// same lines are read, with the same events and positions; a caller whose gate holds a record every
+    /// few records gains nothing from it.
+    pub fn set_parse_ahead(&mut self, on: bool) {
+        self.parse_ahead = on;
     }
 
     /// Sets the longest line accepted (default [`MAX_LINE`]).
@@ -267,6 +286,7 @@ impl Tailer {
                     r.parser.set_header(h);
                 }
             }
+            r.parse_ahead = self.parse_ahead;
             let any = r.read(
                 &mut self.chunk,
                 self.max_line,
@@ -309,6 +329,7 @@ impl Tailer {
                     }
                 }
             }
+            r.parse_ahead = self.parse_ahead;
             r.read(
                 &mut self.chunk,
                 self.max_line,
@@ -319,6 +340,13 @@ impl Tailer {
             )?;
         }
         looked.map(|()| stats)
+    }
+
+    /// Lines of the open files consumed as a parse worker parsed them (tests: reading ahead happened).
+    #[cfg(test)]
+    pub(crate) fn parsed_ahead(&self) -> u64 {
+        self.draining.iter().map(|r| r.parsed_ahead).sum::<u64>()
+            + self.live.as_ref().map_or(0, |r| r.parsed_ahead)
     }
 
     /// True while a gate holds a record of this source (see [`Tailer::poll_gated`]).
