@@ -415,6 +415,57 @@ fn scenario_11_partial_line_held_until_newline_across_restart() {
     stop(child);
 }
 
+/// Waits until at least one alert is written (the daemon is catching up), at most 20 s.
+fn wait_first_alert(env: &Env) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.alerts().is_empty() {
+        assert!(Instant::now() < deadline, "no alert after 20 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A backlog of about 4 MB, so that catching up reads many regions and parses each ahead on a second
+/// thread while the detector runs the one before (issue 13), with a header block in the middle of the
+/// file: stopped (SIGTERM) in the middle of the catch-up and started again, the daemon writes exactly the
+/// alerts of `replay`, in order, none twice.
+#[test]
+fn catch_up_of_a_backlog_stopped_and_restarted_gives_replays_alerts_exactly() {
+    let mut env = Env::new();
+    env.new_file(0..15_000);
+    env.append(&header("2023-11-15-00-00-00"));
+    env.append(&records(15_000..30_000));
+    let child = env.spawn();
+    wait_first_alert(&env);
+    stop(child);
+    let child = env.start();
+    env.settle();
+    stop(child);
+    assert!(env.alerts().len() > 100, "{} alerts", env.alerts().len());
+}
+
+/// The same backlog, the daemon killed (SIGKILL) in the middle of its catch-up: after a restart every
+/// alert is one `replay` raises, and every one `replay` raises is there (repeats are whole lines).
+#[test]
+fn kill_9_during_the_catch_up_of_a_backlog_rereads_with_the_same_alert_ids() {
+    let mut env = Env::new();
+    env.new_file(0..15_000);
+    env.append(&header("2023-11-15-00-00-00"));
+    env.append(&records(15_000..30_000));
+    let mut child = env.spawn();
+    wait_first_alert(&env);
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait();
+    let child = env.start();
+    let want = env.expected();
+    env.wait_alerts(&want, true);
+    let want_set: BTreeSet<&String> = want.iter().collect();
+    assert!(
+        env.alerts().iter().all(|l| want_set.contains(l)),
+        "every alert is one replay raises"
+    );
+    stop(child);
+}
+
 #[test]
 fn scenario_18_kill_9_rereads_with_the_same_alert_ids() {
     let mut env = Env::new();
