@@ -974,12 +974,15 @@ const PARALLEL_MIN_BYTES: u64 = 1 << 20;
 /// `parallel`), each side reading its own chunks: the result is the one of applying every chunk in the
 /// file's order. Each side stops at its first wrong chunk; whether a chunk is wrong depends on its bytes
 /// alone, so the earliest of those is the first in the file's order.
+/// Each side first makes room for what the store says it holds (`room`: groups, sources, entries), on its
+/// own thread when there are two.
 fn apply_chunks(
     f: &File,
     len: u64,
     w: &mut Window<GroupData>,
     ctx: &mut Context,
     parallel: bool,
+    room: (usize, usize, usize),
 ) -> Result<(), ChunkError> {
     let (frames, cut) = split_frames(f, len)?;
     let (groups, others): (Vec<Frame>, Vec<Frame>) = frames
@@ -989,8 +992,12 @@ fn apply_chunks(
         std::thread::scope(|s| {
             let side = std::thread::Builder::new()
                 .name("restore-context".into())
-                .spawn_scoped(s, || apply_context(f, &others, ctx))
+                .spawn_scoped(s, || {
+                    ctx.prevalence_mut().reserve(room.1, room.2);
+                    apply_context(f, &others, ctx)
+                })
                 .ok()?;
+            w.reserve(room.0);
             let on_groups = apply_groups(f, &groups, w);
             let on_others = side.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
             Some((on_groups, on_others))
@@ -1001,7 +1008,11 @@ fn apply_chunks(
     // One thread: asked for, not worth a second, or a second could not be started.
     let (on_groups, on_others) = match side_by_side {
         Some(both) => both,
-        None => (apply_groups(f, &groups, w), apply_context(f, &others, ctx)),
+        None => {
+            w.reserve(room.0);
+            ctx.prevalence_mut().reserve(room.1, room.2);
+            (apply_groups(f, &groups, w), apply_context(f, &others, ctx))
+        }
     };
     let mut first: Option<ChunkError> = None;
     for e in [on_groups.err(), on_others.err(), cut]
@@ -1104,9 +1115,8 @@ fn load_with(
     }
     // Room for what the checkpoint says is there (bounded: these numbers come from a file too).
     let room = |n: u64| usize::try_from(n).unwrap_or(0).min(1 << 26);
-    w.reserve(room(r.groups));
-    ctx.prevalence_mut().reserve(room(r.sources), room(r.reach));
-    apply_chunks(&f, r.len, w, ctx, parallel).map_err(|e| match e {
+    let room = (room(r.groups), room(r.sources), room(r.reach));
+    apply_chunks(&f, r.len, w, ctx, parallel, room).map_err(|e| match e {
         ChunkError::Damaged(_, m) => damaged(m),
         ChunkError::Unreadable(m) => StoreError::Unreadable(format!("{}: {m}", path.display())),
     })

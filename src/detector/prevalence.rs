@@ -108,8 +108,11 @@ impl<S> Table<S> {
             }
             None => {
                 // A table of 2^32 - 1 slots (over 64 GiB) is out of reach of any window this process
-                // could hold.
-                let i = u32::try_from(self.slots.len()).expect("fewer than 2^32 slots");
+                // could hold (slot `u32::MAX` marks the index's empty buckets).
+                let i = u32::try_from(self.slots.len())
+                    .ok()
+                    .filter(|i| *i != u32::MAX)
+                    .expect("fewer than 2^32 - 1 slots");
                 self.slots.push(v);
                 i
             }
