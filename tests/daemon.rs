@@ -426,14 +426,20 @@ fn wait_first_alert(env: &Env) {
 
 /// A backlog of about 4 MB, so that catching up reads many regions and parses each ahead on a second
 /// thread while the detector runs the one before (issue 13), with a header block in the middle of the
-/// file: stopped (SIGTERM) in the middle of the catch-up and started again, the daemon writes exactly the
-/// alerts of `replay`, in order, none twice.
-#[test]
-fn catch_up_of_a_backlog_stopped_and_restarted_gives_replays_alerts_exactly() {
+/// file.
+fn backlog() -> Env {
     let mut env = Env::new();
     env.new_file(0..15_000);
     env.append(&header("2023-11-15-00-00-00"));
     env.append(&records(15_000..30_000));
+    env
+}
+
+/// The backlog, the daemon stopped (SIGTERM) in the middle of the catch-up and started again: it writes
+/// exactly the alerts of `replay`, in order, none twice.
+#[test]
+fn catch_up_of_a_backlog_stopped_and_restarted_gives_replays_alerts_exactly() {
+    let env = backlog();
     let child = env.spawn();
     wait_first_alert(&env);
     stop(child);
@@ -443,14 +449,11 @@ fn catch_up_of_a_backlog_stopped_and_restarted_gives_replays_alerts_exactly() {
     assert!(env.alerts().len() > 100, "{} alerts", env.alerts().len());
 }
 
-/// The same backlog, the daemon killed (SIGKILL) in the middle of its catch-up: after a restart every
-/// alert is one `replay` raises, and every one `replay` raises is there (repeats are whole lines).
+/// The backlog, the daemon killed (SIGKILL) in the middle of its catch-up: after a restart every alert
+/// is one `replay` raises, and every one `replay` raises is there (repeats are whole lines).
 #[test]
 fn kill_9_during_the_catch_up_of_a_backlog_rereads_with_the_same_alert_ids() {
-    let mut env = Env::new();
-    env.new_file(0..15_000);
-    env.append(&header("2023-11-15-00-00-00"));
-    env.append(&records(15_000..30_000));
+    let env = backlog();
     let mut child = env.spawn();
     wait_first_alert(&env);
     signal(&child, libc::SIGKILL);
