@@ -51,7 +51,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 /// What earlier builds saved in the state directory (`checkpoint.json`, the whole window as JSON): read once,
-/// to upgrade, and still the layout of `checkpoint.json` apart from the groups (see [`Saved`]).
+/// to upgrade, and still the layout of `checkpoint.json` apart from the groups (see `Saved`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SavedState {
     pub version: u32,

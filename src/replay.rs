@@ -17,7 +17,7 @@
 //! fraction of a level they did not reach (`near`), and the alerts only one of two configs raises
 //! (`compare`: the same records through a second detector, alerts told apart by `event.id`).
 //!
-//! The files are read and parsed on threads of their own ([`pipeline`]) while this one runs the detector:
+//! The files are read and parsed on threads of their own (`replay/pipeline.rs`) while this one runs the detector:
 //! it takes the parsed lines in file order and reports everything (skipped lines, files that do not open,
 //! read errors) where it reaches them, so the output is the same as if it read the lines itself.
 

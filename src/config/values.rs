@@ -40,7 +40,7 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
-/// `metrics.listen`: an IP address and port ("127.0.0.1:9787", "[::1]:9787"); no host names, so that what
+/// `metrics.listen`: an IP address and port ("127.0.0.1:9787", "\[::1\]:9787"); no host names, so that what
 /// is checked is what gets bound.
 pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
     text.trim().parse().map_err(|_| {

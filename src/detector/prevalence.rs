@@ -3,7 +3,7 @@
 //! else its address), exact for the window at every query.
 //!
 //! Layout, for the detector's hot path (every outbound record updates two entries) and its memory: two
-//! tables of slots, each a `Vec` with a list of its free slots and a [`SlotIndex`] by key: the sources
+//! tables of slots, each a `Vec` with a list of its free slots and a `SlotIndex` (`src/index.rs`) by key: the sources
 //! (address and when last, 24 bytes) and the (destination, source) entries (both keys and when last).
 //! The index gives a key's bucket from its hash alone, so the detector fetches a record's two entries
 //! into cache a few records ahead ([`Prevalence::prefetch`]), as it does its window group. A count of
@@ -17,7 +17,7 @@
 //! For the incremental checkpoint, a written slot sets its bit in a bitmap and joins a list (a bit test
 //! per record, no hashing), and a dropped entry's key joins a list of its own.
 //!
-//! Sources are kept as 16 bytes ([`Host`], an IPv4 address in its IPv4-mapped IPv6 form, as Zeek holds
+//! Sources are kept as 16 bytes (`Host`, an IPv4 address in its IPv4-mapped IPv6 form, as Zeek holds
 //! addresses), which makes every slot 8 bytes smaller than with `IpAddr` (17 bytes, padded).
 //! An IPv6 address in `::ffff:0:0/96` is therefore the same source as its IPv4 address.
 
