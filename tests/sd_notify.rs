@@ -27,12 +27,17 @@ impl Listener {
 
     fn recv(&mut self) -> String {
         let mut buf = [0u8; 4096];
-        let n = match self.sock.recv(&mut buf) {
-            Ok(n) => n,
-            Err(e) => panic!(
-                "no notification within the timeout ({e}); seen: {:?}",
-                self.seen
-            ),
+        // A signal to this test process (another test's child exiting, say) interrupts the wait: EINTR is
+        // not the timeout, so it waits again.
+        let n = loop {
+            match self.sock.recv(&mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!(
+                    "no notification within the timeout ({e}); seen: {:?}",
+                    self.seen
+                ),
+            }
         };
         let m = String::from_utf8_lossy(&buf[..n]).into_owned();
         self.seen.push(m.clone());
@@ -154,8 +159,12 @@ fn stop_and_drain(child: std::process::Child, l: &mut Listener) -> String {
     let log = stop(child);
     l.sock.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 4096];
-    while let Ok(n) = l.sock.recv(&mut buf) {
-        l.seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    loop {
+        match l.sock.recv(&mut buf) {
+            Ok(n) => l.seen.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
     }
     log
 }
