@@ -163,32 +163,36 @@ impl From<&GroupData> for SavedGroup {
     }
 }
 
-impl From<SavedGroup> for GroupData {
-    fn from(s: SavedGroup) -> GroupData {
-        let r = s.rules;
-        GroupData::from(SavedGroup {
+impl<U> SavedGroup<U> {
+    /// The same group with each uid through `f` (text to packed, say).
+    pub fn map_uids<V>(self, f: impl Fn(&U) -> V) -> SavedGroup<V> {
+        let r = self.rules;
+        SavedGroup {
             rules: SavedRules {
                 single_level: r.single_level,
                 single_at: r.single_at,
                 episode_level: r.episode_level,
                 last_alert_at: r.last_alert_at,
                 repeats: r.repeats,
-                episode_first: r.episode_first.map(|(u, ts)| (Uid::new(&u), ts)),
+                episode_first: r.episode_first.map(|(u, ts)| (f(&u), ts)),
             },
-            connections: s.connections,
-            longest_us: s.longest_us,
-            total_bytes: s.total_bytes,
-            first_seen: s.first_seen,
-            last_seen: s.last_seen,
+            connections: self.connections,
+            longest_us: self.longest_us,
+            total_bytes: self.total_bytes,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
             uids: SavedUids {
-                newest: Uid::new(&s.uids.newest),
-                older: s
-                    .uids
-                    .older
-                    .map(|o| o.iter().map(|u| Uid::new(u)).collect()),
+                newest: f(&self.uids.newest),
+                older: self.uids.older.map(|o| o.iter().map(&f).collect()),
             },
-            names: s.names,
-        })
+            names: self.names,
+        }
+    }
+}
+
+impl From<SavedGroup> for GroupData {
+    fn from(s: SavedGroup) -> GroupData {
+        GroupData::from(s.map_uids(|u| Uid::new(u)))
     }
 }
 

@@ -148,11 +148,6 @@ impl Table<SourceSlot> {
         })
     }
 
-    fn at_mut(&mut self, host: Host) -> Option<&mut i64> {
-        let i = self.find(host)?;
-        self.slots.get_mut(i as usize).map(|s| &mut s.at)
-    }
-
     /// Frees slot `i`, indexed under `host`.
     fn free(&mut self, i: u32, host: Host) {
         if self.index.remove(tag(&host), |j| j == i).is_some() {
@@ -500,14 +495,16 @@ impl Prevalence {
     /// Puts a saved source back (`None`: drops it), restoring a checkpoint.
     pub fn restore_source(&mut self, src: IpAddr, at: Option<i64>) {
         let host = Host::from(src);
+        let found = self.sources.find(host);
         match at.map(when) {
-            Some(at) => match self.sources.at_mut(host) {
-                Some(before) => {
-                    // A queue item is needed unless one at or before `at` exists (the key was there, newer).
-                    let older = at < *before;
-                    *before = at;
-                    if older {
-                        if let Some(slot) = self.sources.find(host) {
+            Some(at) => match found {
+                Some(slot) => {
+                    if let Some(s) = self.sources.slots.get_mut(slot as usize) {
+                        // A queue item is needed unless one at or before `at` exists (the key was there,
+                        // newer).
+                        let older = at < s.at;
+                        s.at = at;
+                        if older {
                             self.source_expiry.push(Expiring { at, slot });
                         }
                     }
@@ -518,7 +515,7 @@ impl Prevalence {
                 }
             },
             None => {
-                if let Some(i) = self.sources.find(host) {
+                if let Some(i) = found {
                     self.sources.free(i, host);
                 }
             }
