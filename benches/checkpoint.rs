@@ -4,6 +4,11 @@
 //! touched, and the time to restore the window from `checkpoint.json` and the store (full write plus that
 //! delta) as the daemon does at start; the JSON checkpoint of earlier builds beside it for comparison.
 //!
+//! Then the context's name maps (`LONGCONN_BENCH_NAMES`, default 500,000 ssl.log names, each a uid name
+//! and a pair name, and as many DNS answers): the store's bytes per entry, the full and the incremental
+//! write (1% of the names learnt again) with the size of `checkpoint.json` beside each, against the JSON
+//! of the same maps that earlier builds wrote into every `checkpoint.json`, and the restore.
+//!
 //! Run: `cargo bench --bench checkpoint`. `LONGCONN_BENCH_RESTORES` (default 3) sets how many times the
 //! restore is timed (the best and the median are printed); `LONGCONN_BENCH_JSON=0` leaves out the JSON
 //! comparison.
@@ -12,6 +17,7 @@ use longconn::checkpoint::groups::{self, GroupStore, StoreRef};
 use longconn::checkpoint::CheckpointStore;
 use longconn::config::Config;
 use longconn::detector::{Detector, DetectorState};
+use longconn::zeek::context::{ContextKind, ContextRecord};
 use longconn::zeek::{ConnRecord, SourceKind};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
@@ -41,6 +47,125 @@ fn record(i: u64, ts: f64) -> ConnRecord {
 }
 
 fn main() {
+    groups();
+    names();
+}
+
+fn env_or(k: &str, d: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+/// An ssl.log record naming connection `i` (its uid and its pair), or a dns.log answer to client `i`.
+fn named(i: u64, ts: f64, dns: bool) -> ContextRecord {
+    let client = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i as u32));
+    let server = IpAddr::V4(Ipv4Addr::from(0xcb00_7100 + (i % 50_000) as u32));
+    ContextRecord {
+        kind: if dns {
+            ContextKind::Dns
+        } else {
+            ContextKind::Ssl
+        },
+        ts,
+        uid: if dns {
+            Default::default()
+        } else {
+            format!("C{i:017}").into()
+        },
+        orig_h: client,
+        resp_h: (!dns).then_some(server),
+        resp_p: Some(if dns { 53 } else { 443 }),
+        name: Some(format!("host{}.example.com", i % 50_000).into()),
+        answers: if dns { vec![server] } else { Vec::new() },
+    }
+}
+
+/// The context's name maps in the store against the JSON earlier builds wrote into `checkpoint.json`.
+fn names() {
+    let n = env_or("LONGCONN_BENCH_NAMES", 500_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "[sensor]\nname = \"bench\"\n[[source]]\npath = \"{0}/conn.log\"\n[[source]]\npath = \"{0}/ssl.log\"\n[[source]]\npath = \"{0}/dns.log\"\n[state]\ndir = \"{0}\"\n",
+        dir.path().display(),
+    );
+    let cfg = Config::from_toml_str(&text).expect("config");
+    let dcfg = cfg.detector();
+    let mut det = Detector::new(&dcfg);
+    det.track_changes();
+    let t0 = 1_713_484_795.0;
+    for i in 0..n {
+        det.process_context(&named(i, t0 + i as f64 * 0.001, false));
+        det.process_context(&named(i, t0 + i as f64 * 0.001, true));
+    }
+    let entries: u64 = det.context().names_len().iter().sum();
+    let store = CheckpointStore::new(dir.path());
+    let mut gs = GroupStore::new(dir.path());
+    let save = |det: &Detector, r: &StoreRef| -> u64 {
+        store
+            .save(&Saved {
+                version: 1,
+                detector: det.snapshot_header(),
+                groups_store: Some(r.clone()),
+            })
+            .expect("save checkpoint.json")
+    };
+    let t = Instant::now();
+    let p = gs.write(&det).expect("full write");
+    let json_len = save(&det, &p.store);
+    let full_secs = t.elapsed().as_secs_f64();
+    let full_bytes = p.bytes;
+    gs.commit(p);
+    det.clear_changes();
+    println!(
+        "name maps: {entries} entries (uid names, pair names, DNS answers, DNS clients: {:?})",
+        det.context().names_len()
+    );
+    println!(
+        "name maps, full write: {:.1} MB ({:.1} bytes per entry; checkpoint.json {json_len} bytes) in {full_secs:.3} s",
+        full_bytes as f64 / 1e6,
+        full_bytes as f64 / entries as f64,
+    );
+    let later = t0 + n as f64 * 0.001 + 10.0;
+    for i in (0..n).step_by(100) {
+        det.process_context(&named(i, later + i as f64 * 1e-6, false));
+        det.process_context(&named(i, later + i as f64 * 1e-6, true));
+    }
+    let t = Instant::now();
+    let p = gs.write(&det).expect("delta write");
+    let json_len = save(&det, &p.store);
+    let delta_secs = t.elapsed().as_secs_f64();
+    let delta_bytes = p.bytes;
+    gs.commit(p);
+    det.clear_changes();
+    println!(
+        "name maps, incremental write, 1% learnt again: {:.3} MB ({:.2}% of the full write; checkpoint.json {json_len} bytes) in {delta_secs:.3} s",
+        delta_bytes as f64 / 1e6,
+        delta_bytes as f64 * 100.0 / full_bytes as f64,
+    );
+    let t = Instant::now();
+    let json = serde_json::to_vec(&det.context().state_without_prevalence()).expect("json");
+    println!(
+        "name maps as JSON in every checkpoint.json (earlier builds): {:.1} MB ({:.1} bytes per entry), serialized in {:.3} s (without writing)",
+        json.len() as f64 / 1e6,
+        json.len() as f64 / entries as f64,
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let restored = store
+        .load_then::<Saved, _>(1, |s| {
+            let r = s.groups_store.clone().expect("store named");
+            Detector::restore_with(&dcfg, s.detector, |w, c| groups::load(dir.path(), &r, w, c))
+                .map_err(|e| longconn::checkpoint::LoadError::SetAside(format!("{e:?}")))
+        })
+        .expect("load")
+        .expect("there");
+    assert_eq!(restored.context().names_len(), det.context().names_len());
+    println!("name maps, restore: {:.3} s", t.elapsed().as_secs_f64());
+}
+
+fn groups() {
     let n: u64 = std::env::var("LONGCONN_BENCH_GROUPS")
         .ok()
         .and_then(|v| v.parse().ok())

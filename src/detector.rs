@@ -27,6 +27,7 @@ pub mod cold;
 pub mod context;
 pub mod interim;
 pub mod prevalence;
+mod tracked;
 
 use cold::{ColdBox, Uid};
 use context::{Context, ContextConfig, ContextState, ContextStats, Dest, Reason};
@@ -639,15 +640,15 @@ impl Detector {
         }
     }
 
-    /// [`Detector::snapshot`] without the window's groups: what `checkpoint.json` holds when the groups are
-    /// saved in the binary group store ([`crate::checkpoint::groups`]).
+    /// [`Detector::snapshot`] without the window's groups and the context's maps: what `checkpoint.json`
+    /// holds when they are saved in the binary group store ([`crate::checkpoint::groups`]).
     pub fn snapshot_header(&self) -> DetectorState {
         DetectorState {
             version: STATE_VERSION,
             window: self.window.state_header(),
             stats: self.stats.clone(),
             interim: self.interim.state(),
-            context: self.context.state_without_prevalence(),
+            context: self.context.state_counters(),
         }
     }
 
@@ -693,6 +694,7 @@ impl Detector {
         let mut window = Window::from_state(&state.window, cfg.window.max_groups, GroupData::clone);
         let mut context = Context::from_state(&state.context);
         groups(&mut window, &mut context)?;
+        context.finish_restore();
         let mut d = Detector {
             rules,
             sensor: cfg.sensor_name.clone(),

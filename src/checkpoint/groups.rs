@@ -1,5 +1,5 @@
-//! The binary group store: the window's groups, saved apart from `checkpoint.json` in a compact, versioned,
-//! checksummed file that later checkpoints append to (what changed since the last one) and that is rewritten
+//! The binary group store: the window's groups and the context's maps (prevalence entries, and uid, pair
+//! and DNS names), saved apart from `checkpoint.json` in a compact, versioned, checksummed file that later checkpoints append to (what changed since the last one) and that is rewritten
 //! whole (compacted) once what was appended outgrows a fraction of it.
 //!
 //! ## Files and the commit
@@ -14,12 +14,15 @@
 //!
 //! ## Layout (all integers little-endian)
 //! Header, 24 bytes: magic `LCGROUPS`, version (u32, [`STORE_VERSION`]), id (u64), CRC-32 of the 20 bytes
-//! before it. A store of another version is refused by name. Then chunks, each framed
-//! `[payload length u32][CRC-32 of the payload u32][payload]`; a payload is `[kind u8 = 1][reference time i64]
-//! [record count varint][records]`, at most [`CHUNK_GROUPS`] records. A record is a group upserted (its whole
-//! state) or removed (its key), applied in order: a full write is upserts of every group, a delta the groups
-//! touched (or moved by the window's advance) and the groups dropped since the last checkpoint. Every chunk up
-//! to the committed length must be whole and match its checksum, or the checkpoint is damaged.
+//! before it. A store of a version this build does not read is refused by name (it reads version 1, whose
+//! `checkpoint.json` still holds the name maps, and writes version 2). Then chunks, each framed
+//! `[payload length u32][CRC-32 of the payload u32][payload]`; a payload is `[kind u8][reference time i64]
+//! [record count varint][records]`, at most [`CHUNK_GROUPS`] records. Kinds: 1 groups, 2 prevalence
+//! sources, 3 (destination, source) entries, and from version 2: 4 uid names, 5 pair names, 6 DNS answers,
+//! 7 DNS clients. A record is an entry upserted (its whole state) or removed (its key), applied in order: a
+//! full write is upserts of every entry, a delta the entries written (a group touched or moved by the
+//! window's advance) and dropped since the last checkpoint. Every chunk up to the committed length must be
+//! whole and match its checksum, or the checkpoint is damaged.
 //!
 //! ## A record
 //! Key byte (bit 0: originator is IPv6, bit 1: responder is IPv6, bit 2: port and proto follow, bit 3:
@@ -29,10 +32,14 @@
 //! bit 7: connections is not 1) and then varints, times as zigzag differences from a related time (first
 //! seen from the chunk's reference time, last seen from first seen, an interval's start from first seen, ...),
 //! strings as length and bytes. A one-connection group takes about 50 bytes, a third of them its uid.
+//! A name record: a flag byte (address families, removal, whether a port follows), the key (uid, address
+//! pair or address), the name, its source (SNI, Host, DNS), the port and when it was learnt; a uid's also
+//! says when and in which place it joined the order uids expire in, so a restore rebuilds that order
+//! exactly.
 //!
 //! ## Reading
 //! A restore reads the header and then only each chunk's framing (8 bytes) to find the chunks up to the
-//! committed length. The group chunks are then read and applied in order to the window while the prevalence
+//! committed length. The group chunks are then read and applied in order to the window while the other
 //! chunks are read and applied in order to the context, on a second thread for a store of a megabyte or more:
 //! the two never touch the same state, so the result is the one of applying every chunk in the file's order.
 //! Each side reads its chunks into one buffer it reuses (the file is never held whole) and checks each
@@ -40,7 +47,7 @@
 //! reported (whether a chunk is damaged depends on its bytes alone).
 
 use crate::detector::cold::{self, b62, Uid, B62};
-use crate::detector::context::{Context, Dest};
+use crate::detector::context::{Context, Dest, DomainSource, Named, UidEntry};
 use crate::detector::{Detector, GroupData, SavedGroup, SavedRules, SavedUids};
 use crate::rules::{Level, RuleState};
 use crate::window::{Accumulator, AccumulatorState, GroupKey, Window};
@@ -52,8 +59,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// The version of the store's layout this build writes and reads.
-pub const STORE_VERSION: u32 = 1;
+/// The version of the store's layout this build writes. It reads this one and version 1 (no name maps:
+/// their `checkpoint.json` holds them).
+pub const STORE_VERSION: u32 = 2;
+/// The oldest version this build reads.
+const OLDEST_VERSION: u32 = 1;
 const MAGIC: &[u8; 8] = b"LCGROUPS";
 const HEADER_LEN: usize = 24;
 /// Records per chunk: a chunk is checked whole before any of it is used.
@@ -61,6 +71,12 @@ pub const CHUNK_GROUPS: usize = 65_536;
 const KIND_GROUPS: u8 = 1;
 const KIND_SOURCES: u8 = 2;
 const KIND_REACH: u8 = 3;
+/// The context's name maps (version 2): uid names, pair names, DNS answers, DNS clients.
+const KIND_UIDS: u8 = 4;
+const KIND_PAIRS: u8 = 5;
+const KIND_DNS: u8 = 6;
+const KIND_DNS_HOSTS: u8 = 7;
+const LAST_KIND: u8 = KIND_DNS_HOSTS;
 /// A full write replaces the appended deltas once they exceed this fraction (1/2) of the full write plus
 /// [`COMPACT_SLACK`] bytes (so a small window is not rewritten at every checkpoint).
 const COMPACT_SLACK: u64 = 64 * 1024;
@@ -83,6 +99,38 @@ pub struct StoreRef {
     pub sources: u64,
     #[serde(default)]
     pub reach: u64,
+    /// The store's version ([`STORE_VERSION`]; absent: 1, whose `checkpoint.json` holds the name maps).
+    #[serde(default = "version_1")]
+    pub version: u32,
+    /// Entries of the context's name maps once every record is applied (uids, pair names, DNS answers,
+    /// DNS clients; room reserved).
+    #[serde(default)]
+    pub names: [u64; 4],
+}
+
+fn version_1() -> u32 {
+    1
+}
+
+/// How much a restore makes room for, from the counts a [`StoreRef`] gives (bounded: these numbers come
+/// from a file too).
+struct Room {
+    groups: usize,
+    sources: usize,
+    reach: usize,
+    names: (usize, usize, usize, usize),
+}
+
+impl Room {
+    fn of(r: &StoreRef) -> Room {
+        let n = |n: u64| usize::try_from(n).unwrap_or(0).min(1 << 26);
+        Room {
+            groups: n(r.groups),
+            sources: n(r.sources),
+            reach: n(r.reach),
+            names: (n(r.names[0]), n(r.names[1]), n(r.names[2]), n(r.names[3])),
+        }
+    }
 }
 
 /// Why the store could not be read.
@@ -181,6 +229,24 @@ fn put_addr(buf: &mut Vec<u8>, a: &IpAddr) {
         IpAddr::V4(v) => buf.extend_from_slice(&v.octets()),
         IpAddr::V6(v) => buf.extend_from_slice(&v.octets()),
     }
+}
+
+fn source_code(s: DomainSource) -> u8 {
+    match s {
+        DomainSource::Sni => 0,
+        DomainSource::HttpHost => 1,
+        DomainSource::Dns => 2,
+    }
+}
+
+/// A name (its port, when it has one, after its source: the record's flag byte says whether).
+fn put_named(buf: &mut Vec<u8>, t: i64, n: &Named) {
+    put_str(buf, &n.name);
+    buf.push(source_code(n.source));
+    if let Some(port) = n.port {
+        put_u(buf, u64::from(port));
+    }
+    put_i(buf, n.at.wrapping_sub(t));
 }
 
 fn level_code(l: Option<Level>) -> u8 {
@@ -376,6 +442,57 @@ impl ChunkWriter {
         self.count();
     }
 
+    /// A uid name: bit 0 of the flag byte removal, bit 1 a port follows the name's source; then the
+    /// uid and, for an upsert, the name, when it was learnt, when it joined the expiry order (from when
+    /// learnt) and its place in that order.
+    fn uid(&mut self, uid: &str, e: Option<&UidEntry>) {
+        let p = &mut self.payload;
+        match e {
+            None => {
+                p.push(1);
+                put_uid(p, uid);
+            }
+            Some(e) => {
+                p.push(if e.named.port.is_some() { 2 } else { 0 });
+                put_uid(p, uid);
+                put_named(p, self.t, &e.named);
+                put_i(p, e.queued_at.wrapping_sub(e.named.at));
+                put_u(p, e.seq);
+            }
+        }
+        self.count();
+    }
+
+    /// A pair name or DNS answer: bits 0 and 1 of the flag byte the originator and responder are IPv6,
+    /// bit 2 removal, bit 3 a port follows the name's source.
+    fn pair_name(&mut self, pair: &(IpAddr, IpAddr), n: Option<&Named>) {
+        let p = &mut self.payload;
+        let mut f = u8::from(pair.0.is_ipv6()) | u8::from(pair.1.is_ipv6()) << 1;
+        match n {
+            None => f |= 4,
+            Some(n) if n.port.is_some() => f |= 8,
+            Some(_) => {}
+        }
+        p.push(f);
+        put_addr(p, &pair.0);
+        put_addr(p, &pair.1);
+        if let Some(n) = n {
+            put_named(p, self.t, n);
+        }
+        self.count();
+    }
+
+    /// A DNS client: bit 0 of the flag byte IPv6, bit 1 removal.
+    fn dns_host(&mut self, host: &IpAddr, at: Option<i64>) {
+        let p = &mut self.payload;
+        p.push(u8::from(host.is_ipv6()) | if at.is_none() { 2 } else { 0 });
+        put_addr(p, host);
+        if let Some(at) = at {
+            put_i(p, at.wrapping_sub(self.t));
+        }
+        self.count();
+    }
+
     fn count(&mut self) {
         self.records += 1;
         if self.records >= CHUNK_GROUPS {
@@ -426,6 +543,23 @@ pub fn encode_full(d: &Detector) -> Vec<u8> {
         c.reach(dest, src, Some(at));
     }
     out.extend_from_slice(&c.finish());
+    let mut c = ChunkWriter::new(KIND_UIDS, t);
+    for (uid, e) in ctx.uid_entries() {
+        c.uid(uid, Some(e));
+    }
+    out.extend_from_slice(&c.finish());
+    for (kind, dns) in [(KIND_PAIRS, false), (KIND_DNS, true)] {
+        let mut c = ChunkWriter::new(kind, t);
+        for (pair, n) in ctx.pair_names(dns) {
+            c.pair_name(pair, Some(n));
+        }
+        out.extend_from_slice(&c.finish());
+    }
+    let mut c = ChunkWriter::new(KIND_DNS_HOSTS, t);
+    for (host, at) in ctx.dns_hosts() {
+        c.dns_host(host, Some(*at));
+    }
+    out.extend_from_slice(&c.finish());
     out
 }
 
@@ -450,6 +584,23 @@ pub fn encode_delta(d: &Detector) -> Vec<u8> {
     let mut c = ChunkWriter::new(KIND_REACH, t);
     for (dest, src, at) in ctx.prevalence().changed_reach() {
         c.reach(dest, src, at);
+    }
+    out.extend_from_slice(&c.finish());
+    let mut c = ChunkWriter::new(KIND_UIDS, t);
+    for (uid, e) in ctx.changed_uids() {
+        c.uid(uid, e);
+    }
+    out.extend_from_slice(&c.finish());
+    for (kind, dns) in [(KIND_PAIRS, false), (KIND_DNS, true)] {
+        let mut c = ChunkWriter::new(kind, t);
+        for (pair, n) in ctx.changed_pair_names(dns) {
+            c.pair_name(pair, n);
+        }
+        out.extend_from_slice(&c.finish());
+    }
+    let mut c = ChunkWriter::new(KIND_DNS_HOSTS, t);
+    for (host, at) in ctx.changed_dns_hosts() {
+        c.dns_host(host, at.copied());
     }
     out.extend_from_slice(&c.finish());
     out
@@ -719,6 +870,10 @@ fn read_record(r: &mut Reader<'_>, t: i64) -> R<Record> {
 enum Saved {
     Source(IpAddr, Option<i64>),
     Reach(Dest, IpAddr, Option<i64>),
+    Uid(CompactString, Option<UidEntry>),
+    /// A pair name (`false`) or a DNS answer (`true`).
+    PairName(bool, (IpAddr, IpAddr), Option<Named>),
+    DnsHost(IpAddr, Option<i64>),
 }
 
 impl Saved {
@@ -727,6 +882,7 @@ impl Saved {
         match self {
             Saved::Source(src, _) => ctx.prevalence().prefetch_source(*src),
             Saved::Reach(dest, src, _) => ctx.prevalence().prefetch_reach(dest, *src),
+            Saved::Uid(..) | Saved::PairName(..) | Saved::DnsHost(..) => {}
         }
     }
 
@@ -734,6 +890,9 @@ impl Saved {
         match self {
             Saved::Source(src, at) => ctx.prevalence_mut().restore_source(src, at),
             Saved::Reach(dest, src, at) => ctx.prevalence_mut().restore_reach(dest, src, at),
+            Saved::Uid(uid, e) => ctx.restore_uid(uid, e),
+            Saved::PairName(dns, pair, n) => ctx.restore_pair_name(dns, pair, n),
+            Saved::DnsHost(host, at) => ctx.restore_dns_host(host, at),
         }
     }
 }
@@ -769,6 +928,80 @@ fn read_reach(r: &mut Reader<'_>, t: i64) -> R<Saved> {
         Some(r.i()?.wrapping_add(t))
     };
     Ok(Saved::Reach(dest, src, at))
+}
+
+/// A name as [`put_named`] wrote it (`port`: the flag byte says one follows).
+fn read_named(r: &mut Reader<'_>, t: i64, port: bool) -> R<Named> {
+    let name = r.string()?;
+    let source = match r.u8()? {
+        0 => DomainSource::Sni,
+        1 => DomainSource::HttpHost,
+        2 => DomainSource::Dns,
+        c => return Err(format!("name source code {c} is unknown")),
+    };
+    let port = if port {
+        let p = r.u()?;
+        Some(u16::try_from(p).map_err(|_| format!("port {p} is out of range"))?)
+    } else {
+        None
+    };
+    let at = r.i()?.wrapping_add(t);
+    Ok(Named {
+        name,
+        source,
+        port,
+        at,
+    })
+}
+
+fn read_uid_name(r: &mut Reader<'_>, t: i64) -> R<Saved> {
+    let f = r.u8()?;
+    if f & !3 != 0 || f == 3 {
+        return Err(format!("uid flags {f:#x} are unknown"));
+    }
+    let uid = r.uid()?;
+    if f & 1 != 0 {
+        return Ok(Saved::Uid(uid, None));
+    }
+    let named = read_named(r, t, f & 2 != 0)?;
+    let queued_at = r.i()?.wrapping_add(named.at);
+    let seq = r.u()?;
+    Ok(Saved::Uid(
+        uid,
+        Some(UidEntry {
+            named,
+            queued_at,
+            seq,
+        }),
+    ))
+}
+
+fn read_pair_name(r: &mut Reader<'_>, t: i64, dns: bool) -> R<Saved> {
+    let f = r.u8()?;
+    if f & !15 != 0 || f & 12 == 12 {
+        return Err(format!("pair name flags {f:#x} are unknown"));
+    }
+    let pair = (r.addr(f & 1 != 0)?, r.addr(f & 2 != 0)?);
+    let n = if f & 4 != 0 {
+        None
+    } else {
+        Some(read_named(r, t, f & 8 != 0)?)
+    };
+    Ok(Saved::PairName(dns, pair, n))
+}
+
+fn read_dns_host(r: &mut Reader<'_>, t: i64) -> R<Saved> {
+    let f = r.u8()?;
+    if f & !3 != 0 {
+        return Err(format!("DNS client flags {f:#x} are unknown"));
+    }
+    let host = r.addr(f & 1 != 0)?;
+    let at = if f & 2 != 0 {
+        None
+    } else {
+        Some(r.i()?.wrapping_add(t))
+    };
+    Ok(Saved::DnsHost(host, at))
 }
 
 /// One framed chunk: where it starts in the file, its checksum, its payload's length and first byte (the
@@ -851,7 +1084,7 @@ fn apply_payload(
     let mut r = Reader { b: payload, pos: 0 };
     let mut body = || -> R<()> {
         let kind = r.u8()?;
-        if !(KIND_GROUPS..=KIND_REACH).contains(&kind) {
+        if !(KIND_GROUPS..=LAST_KIND).contains(&kind) {
             return Err(format!("chunk kind {kind} is unknown"));
         }
         let t = i64::from_le_bytes(r.bytes(8)?.try_into().map_err(|_| "a time")?);
@@ -954,7 +1187,11 @@ fn apply_context(f: &File, frames: &[Frame], ctx: &mut Context) -> Result<(), Ch
             ctx,
             |kind, r, t| match kind {
                 KIND_SOURCES => read_source(r, t),
-                _ => read_reach(r, t),
+                KIND_REACH => read_reach(r, t),
+                KIND_UIDS => read_uid_name(r, t),
+                KIND_PAIRS => read_pair_name(r, t, false),
+                KIND_DNS => read_pair_name(r, t, true),
+                _ => read_dns_host(r, t),
             },
             |ctx, rec| rec.prefetch(ctx),
             |ctx, rec| rec.apply(ctx),
@@ -982,7 +1219,7 @@ fn apply_chunks(
     w: &mut Window<GroupData>,
     ctx: &mut Context,
     parallel: bool,
-    room: (usize, usize, usize),
+    room: Room,
 ) -> Result<(), ChunkError> {
     let (frames, cut) = split_frames(f, len)?;
     let (groups, others): (Vec<Frame>, Vec<Frame>) = frames
@@ -993,11 +1230,12 @@ fn apply_chunks(
             let side = std::thread::Builder::new()
                 .name("restore-context".into())
                 .spawn_scoped(s, || {
-                    ctx.prevalence_mut().reserve(room.1, room.2);
+                    ctx.prevalence_mut().reserve(room.sources, room.reach);
+                    ctx.reserve_maps(room.names);
                     apply_context(f, &others, ctx)
                 })
                 .ok()?;
-            w.reserve(room.0);
+            w.reserve(room.groups);
             let on_groups = apply_groups(f, &groups, w);
             let on_others = side.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
             Some((on_groups, on_others))
@@ -1009,8 +1247,9 @@ fn apply_chunks(
     let (on_groups, on_others) = match side_by_side {
         Some(both) => both,
         None => {
-            w.reserve(room.0);
-            ctx.prevalence_mut().reserve(room.1, room.2);
+            w.reserve(room.groups);
+            ctx.prevalence_mut().reserve(room.sources, room.reach);
+            ctx.reserve_maps(room.names);
             (apply_groups(f, &groups, w), apply_context(f, &others, ctx))
         }
     };
@@ -1101,9 +1340,15 @@ fn load_with(
     if crc32fast::hash(&h[..20]) != crc {
         return Err(damaged("its header's checksum does not match".into()));
     }
-    if version != STORE_VERSION {
+    if !(OLDEST_VERSION..=STORE_VERSION).contains(&version) {
         return Err(damaged(format!(
-            "checkpoint store version {version} is not supported (this build reads {STORE_VERSION})"
+            "checkpoint store version {version} is not supported (this build reads {OLDEST_VERSION} to {STORE_VERSION})"
+        )));
+    }
+    if version != r.version {
+        return Err(damaged(format!(
+            "its version {version} is not the {} the checkpoint names",
+            r.version
         )));
     }
     let id = u64::from_le_bytes([h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]]);
@@ -1113,10 +1358,8 @@ fn load_with(
             r.id
         )));
     }
-    // Room for what the checkpoint says is there (bounded: these numbers come from a file too).
-    let room = |n: u64| usize::try_from(n).unwrap_or(0).min(1 << 26);
-    let room = (room(r.groups), room(r.sources), room(r.reach));
-    apply_chunks(&f, r.len, w, ctx, parallel, room).map_err(|e| match e {
+    // Room for what the checkpoint says is there.
+    apply_chunks(&f, r.len, w, ctx, parallel, Room::of(r)).map_err(|e| match e {
         ChunkError::Damaged(_, m) => damaged(m),
         ChunkError::Unreadable(m) => StoreError::Unreadable(format!("{}: {m}", path.display())),
     })
@@ -1179,6 +1422,8 @@ impl GroupStore {
             None => true,
             Some(r) => {
                 d.window().all_changed()
+                    || d.context().maps_all_changed()
+                    || r.version < STORE_VERSION
                     || r.len.saturating_sub(r.base_len) > r.base_len / 2 + COMPACT_SLACK
             }
         }
@@ -1222,6 +1467,8 @@ impl GroupStore {
                 groups: d.window().len() as u64,
                 sources: d.context().prevalence().sources_len() as u64,
                 reach: d.context().prevalence().reach_len() as u64,
+                version: STORE_VERSION,
+                names: d.context().names_len(),
             },
             bytes: len,
             full: true,
@@ -1246,6 +1493,7 @@ impl GroupStore {
                 groups: d.window().len() as u64,
                 sources: d.context().prevalence().sources_len() as u64,
                 reach: d.context().prevalence().reach_len() as u64,
+                names: d.context().names_len(),
                 ..r.clone()
             },
             bytes: delta.len() as u64,

@@ -23,11 +23,11 @@
 //! | `rare_destination` | up | at least `min_sources` internal sources seen, and the share that reached this destination is at most `rare_fraction` |
 
 use super::prevalence::Prevalence;
+use super::tracked::Tracked;
 use crate::rules::Level;
 use crate::zeek::context::{ContextKind, ContextRecord};
 use crate::zeek::ConnRecord;
 use compact_str::CompactString;
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -188,6 +188,14 @@ pub struct ContextState {
     pub sources: Vec<(IpAddr, i64)>,
     pub reach: Vec<((Dest, IpAddr), i64)>,
     pub stats: ContextStats,
+    /// Event time (µs) of the last sweep (absent from earlier builds' checkpoints: the first sweep after
+    /// their restore comes at once).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub swept_at: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// A destination for prevalence: its name when known, else its address.
@@ -197,17 +205,31 @@ pub enum Dest {
     Addr(IpAddr),
 }
 
-/// The context maps (see the module doc).
+/// A uid's name and its place in the order uids expire in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UidEntry {
+    pub named: Named,
+    /// When it joined the expiry order (the time of the first record that named it).
+    pub queued_at: i64,
+    /// Its place in the expiry order: uids leave in increasing `seq`.
+    pub seq: u64,
+}
+
+/// The context maps (see the module doc). Every map but the prevalence tables is a [`Tracked`] map, so
+/// that a checkpoint can write only what changed.
 #[derive(Debug, Clone, Default)]
 pub struct Context {
-    uids: FxHashMap<CompactString, Named>,
-    /// uids in the order learnt, to expire the oldest first.
+    uids: Tracked<CompactString, UidEntry>,
+    /// uids in the order learnt (their `seq` order), to expire the oldest first: exactly the keys of
+    /// `uids`, each once.
     uid_order: VecDeque<(i64, CompactString)>,
-    pairs: FxHashMap<(IpAddr, IpAddr), Named>,
+    /// The `seq` of the next uid learnt.
+    uid_seq: u64,
+    pairs: Tracked<(IpAddr, IpAddr), Named>,
     /// (originator, answered address) -> query.
-    dns: FxHashMap<(IpAddr, IpAddr), Named>,
+    dns: Tracked<(IpAddr, IpAddr), Named>,
     /// Originators with a DNS answer seen: when last.
-    dns_hosts: FxHashMap<IpAddr, i64>,
+    dns_hosts: Tracked<IpAddr, i64>,
     /// Internal sources and the destinations they reached, for the prevalence modifiers.
     prevalence: Prevalence,
     /// Event time (µs) of the last sweep of expired entries.
@@ -217,8 +239,8 @@ pub struct Context {
 
 /// Inserts into a bounded map: when full, entries older than `oldest` go first; if none, the insert is
 /// dropped and counted.
-fn bounded_insert<K: std::hash::Hash + Eq, V>(
-    map: &mut FxHashMap<K, V>,
+fn bounded_insert<K: std::hash::Hash + Eq + Clone, V>(
+    map: &mut Tracked<K, V>,
     key: K,
     value: V,
     max: usize,
@@ -227,9 +249,7 @@ fn bounded_insert<K: std::hash::Hash + Eq, V>(
     evictions: &mut u64,
 ) -> bool {
     if map.len() >= max && !map.contains_key(&key) {
-        let before = map.len();
-        map.retain(|_, v| at(v) >= oldest);
-        *evictions += (before - map.len()) as u64;
+        *evictions += map.retain(|_, v| at(v) >= oldest) as u64;
         if map.len() >= max {
             *evictions += 1;
             return false;
@@ -327,7 +347,17 @@ impl Context {
                     self.stats.evictions += 1;
                 }
             }
-            if self.uids.insert(r.uid.clone(), named).is_none() {
+            if let Some(e) = self.uids.get_mut(&r.uid) {
+                e.named = named;
+            } else {
+                let seq = self.uid_seq;
+                self.uid_seq += 1;
+                let e = UidEntry {
+                    named,
+                    queued_at: at,
+                    seq,
+                };
+                self.uids.insert(r.uid.clone(), e);
                 self.uid_order.push_back((at, r.uid.clone()));
             }
         }
@@ -372,8 +402,8 @@ impl Context {
     ) -> Option<Named> {
         let oldest = now.saturating_sub(window);
         if !rec.uid.is_empty() {
-            if let Some(n) = self.uids.get(&rec.uid) {
-                let n = n.clone();
+            if let Some(e) = self.uids.get(&rec.uid) {
+                let n = e.named.clone();
                 self.stats.named_uid += 1;
                 let max = cfg.max_entries;
                 bounded_insert(
@@ -500,14 +530,137 @@ impl Context {
         s
     }
 
-    /// From now on, remember which prevalence entries change (for an incremental checkpoint).
+    /// From now on, remember which entries change (for an incremental checkpoint).
     pub fn track_changes(&mut self) {
         self.prevalence.track_changes();
+        self.uids.track();
+        self.pairs.track();
+        self.dns.track();
+        self.dns_hosts.track();
     }
 
     /// A checkpoint saved every change so far.
     pub fn clear_changes(&mut self) {
         self.prevalence.clear_changes();
+        self.uids.clear_changes();
+        self.pairs.clear_changes();
+        self.dns.clear_changes();
+        self.dns_hosts.clear_changes();
+    }
+
+    /// Changes to the name maps are not tracked: they must be written whole.
+    pub fn maps_all_changed(&self) -> bool {
+        self.uids.all_changed()
+            || self.pairs.all_changed()
+            || self.dns.all_changed()
+            || self.dns_hosts.all_changed()
+    }
+
+    /// The uid names (the binary checkpoint store saves and restores them one by one).
+    pub fn uid_entries(&self) -> impl Iterator<Item = (&CompactString, &UidEntry)> + '_ {
+        self.uids.iter()
+    }
+
+    /// The uid names changed since the last checkpoint, each as it is now (`None`: dropped).
+    pub fn changed_uids(&self) -> impl Iterator<Item = (&CompactString, Option<&UidEntry>)> + '_ {
+        self.uids.changed()
+    }
+
+    /// The pair names (`dns`: the DNS answers), for the store.
+    pub fn pair_names(&self, dns: bool) -> impl Iterator<Item = (&(IpAddr, IpAddr), &Named)> + '_ {
+        if dns { &self.dns } else { &self.pairs }.iter()
+    }
+
+    /// The pair names (`dns`: the DNS answers) changed since the last checkpoint.
+    pub fn changed_pair_names(
+        &self,
+        dns: bool,
+    ) -> impl Iterator<Item = (&(IpAddr, IpAddr), Option<&Named>)> + '_ {
+        if dns { &self.dns } else { &self.pairs }.changed()
+    }
+
+    /// The originators with DNS answers, for the store.
+    pub fn dns_hosts(&self) -> impl Iterator<Item = (&IpAddr, &i64)> + '_ {
+        self.dns_hosts.iter()
+    }
+
+    pub fn changed_dns_hosts(&self) -> impl Iterator<Item = (&IpAddr, Option<&i64>)> + '_ {
+        self.dns_hosts.changed()
+    }
+
+    /// Puts a saved uid name back, or drops it (`None`); [`Context::finish_restore`] once all are back.
+    pub fn restore_uid(&mut self, uid: CompactString, e: Option<UidEntry>) {
+        self.uids.restore(uid, e);
+    }
+
+    /// Puts a saved pair name (`dns`: a DNS answer) back, or drops it (`None`).
+    pub fn restore_pair_name(&mut self, dns: bool, pair: (IpAddr, IpAddr), n: Option<Named>) {
+        if dns { &mut self.dns } else { &mut self.pairs }.restore(pair, n);
+    }
+
+    pub fn restore_dns_host(&mut self, host: IpAddr, at: Option<i64>) {
+        self.dns_hosts.restore(host, at);
+    }
+
+    /// Entries of the name maps: uids, pair names, DNS answers, DNS clients.
+    pub fn names_len(&self) -> [u64; 4] {
+        [
+            self.uids.len() as u64,
+            self.pairs.len() as u64,
+            self.dns.len() as u64,
+            self.dns_hosts.len() as u64,
+        ]
+    }
+
+    /// Only the counters: what `checkpoint.json` keeps of the context when the binary store holds the
+    /// maps (store version 2).
+    pub fn state_counters(&self) -> ContextState {
+        ContextState {
+            stats: self.stats.clone(),
+            swept_at: self.swept_at,
+            ..ContextState::default()
+        }
+    }
+
+    /// Room for what a restore will put back (uids, pair names, DNS answers, DNS clients).
+    pub fn reserve_maps(&mut self, n: (usize, usize, usize, usize)) {
+        self.uids.reserve(n.0);
+        self.pairs.reserve(n.1);
+        self.dns.reserve(n.2);
+        self.dns_hosts.reserve(n.3);
+    }
+
+    /// Everything the name maps hold, in a fixed order, the expiry order and the next uid's place
+    /// included (more than [`Context::state`] says): for tests that a restore is exact.
+    #[cfg(test)]
+    pub(crate) fn name_maps_exact(&self) -> String {
+        let mut uids: Vec<_> = self.uids.iter().collect();
+        uids.sort_by_key(|(_, e)| e.seq);
+        let mut pairs: Vec<_> = self.pairs.iter().collect();
+        pairs.sort_by_key(|(k, _)| **k);
+        let mut dns: Vec<_> = self.dns.iter().collect();
+        dns.sort_by_key(|(k, _)| **k);
+        let mut hosts: Vec<_> = self.dns_hosts.iter().collect();
+        hosts.sort();
+        format!(
+            "uids {uids:?}\norder {:?}\nnext {}\npairs {pairs:?}\ndns {dns:?}\nhosts {hosts:?}\nswept {}",
+            self.uid_order, self.uid_seq, self.swept_at
+        )
+    }
+
+    /// Rebuilds the uid expiry order from the uids put back (by their `seq`, as they were learnt).
+    pub fn finish_restore(&mut self) {
+        let mut order: Vec<(u64, i64, &CompactString)> = self
+            .uids
+            .iter()
+            .map(|(u, e)| (e.seq, e.queued_at, u))
+            .collect();
+        order.sort_unstable_by_key(|o| o.0);
+        self.uid_seq = order.last().map_or(0, |o| o.0.saturating_add(1));
+        self.uid_order = order
+            .into_iter()
+            .map(|(_, at, u)| (at, u.clone()))
+            .collect();
     }
 
     /// The prevalence entries (the binary checkpoint store saves and restores them one by one).
@@ -526,7 +679,7 @@ impl Context {
             uids: self
                 .uid_order
                 .iter()
-                .filter_map(|(_, u)| Some((u.clone(), self.uids.get(u)?.clone())))
+                .filter_map(|(_, u)| Some((u.clone(), self.uids.get(u)?.named.clone())))
                 .collect(),
             pairs: self.pairs.iter().map(|(k, v)| (*k, v.clone())).collect(),
             dns: self.dns.iter().map(|(k, v)| (*k, v.clone())).collect(),
@@ -534,6 +687,7 @@ impl Context {
             sources: Vec::new(),
             reach: Vec::new(),
             stats: self.stats.clone(),
+            swept_at: self.swept_at,
         };
         s.pairs.sort_by_key(|a| a.0);
         s.dns.sort_by_key(|a| a.0);
@@ -547,12 +701,19 @@ impl Context {
             dns: s.dns.iter().cloned().collect(),
             dns_hosts: s.dns_hosts.iter().copied().collect(),
             stats: s.stats.clone(),
+            swept_at: s.swept_at,
             ..Context::default()
         };
-        for (u, n) in &s.uids {
-            c.uid_order.push_back((n.at, u.clone()));
-            c.uids.insert(u.clone(), n.clone());
+        // The JSON form lists the uids in their expiry order and keeps no other time for it.
+        for (seq, (u, n)) in (0u64..).zip(&s.uids) {
+            let e = UidEntry {
+                named: n.clone(),
+                queued_at: n.at,
+                seq,
+            };
+            c.uids.restore(u.clone(), Some(e));
         }
+        c.finish_restore();
         for (src, at) in &s.sources {
             c.prevalence.restore_source(*src, Some(*at));
         }

@@ -416,7 +416,7 @@ fn a_store_of_another_version_is_refused_by_name() {
     match via_store(&cfg, dir.path(), d.snapshot_header(), &r) {
         Err(StoreError::Damaged(m)) => {
             assert!(
-                m.contains("checkpoint store version 9 is not supported (this build reads 1)"),
+                m.contains("checkpoint store version 9 is not supported (this build reads 1 to 2)"),
                 "{m}"
             );
             assert!(m.contains(&path.display().to_string()), "{m}");
@@ -583,4 +583,242 @@ fn uids_of_every_form_round_trip_through_a_record() {
         n += 1;
     }
     assert_eq!(n, 3);
+}
+
+/// A stream of conn records with the ssl, http and dns records that name them: uids named twice (ssl and
+/// then http, the name changing), DNS answers of one to three addresses, and names for pairs learnt
+/// through a uid.
+fn named_stream(n: u32, seed: u64) -> Vec<(Option<ContextRecord>, ConnRecord)> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out = Vec::new();
+    let mut uids: Vec<String> = Vec::new();
+    for i in 0..n {
+        let p = next() % 400;
+        let orig = if p % 9 == 2 {
+            format!("fd00::{:x}", p + 1)
+        } else {
+            format!("10.1.{}.{}", p / 200, p % 200 + 1)
+        };
+        let resp = format!("198.51.100.{}", p % 150 + 1);
+        let ts = T0 + f64::from(i) * 30.0 - (next() % 300) as f64;
+        let name = format!("h{}.example.org", next() % 60);
+        let (Ok(o), Ok(r)) = (orig.parse(), resp.parse()) else {
+            panic!("addresses")
+        };
+        let uid = match uids.get((next() % 50) as usize) {
+            Some(u) if next() % 4 == 0 => u.clone(),
+            _ => format!("C{:017x}", next() % (1 << 60)),
+        };
+        uids.push(uid.clone());
+        if uids.len() > 50 {
+            uids.remove(0);
+        }
+        let ctx = match next() % 4 {
+            0 => Some(ContextRecord {
+                kind: ContextKind::Ssl,
+                ts,
+                uid: uid.as_str().into(),
+                orig_h: o,
+                resp_h: Some(r),
+                resp_p: Some(443),
+                name: Some(name.into()),
+                answers: Vec::new(),
+            }),
+            1 => Some(ContextRecord {
+                kind: ContextKind::Http,
+                ts,
+                uid: uid.as_str().into(),
+                orig_h: o,
+                resp_h: Some(r),
+                resp_p: if next() % 2 == 0 { Some(80) } else { None },
+                name: Some(name.into()),
+                answers: Vec::new(),
+            }),
+            2 => Some(ContextRecord {
+                kind: ContextKind::Dns,
+                ts,
+                uid: CompactString::default(),
+                orig_h: o,
+                resp_h: None,
+                resp_p: Some(53),
+                name: Some(name.into()),
+                answers: (0..=next() % 3)
+                    .map(|k| IpAddr::V4(Ipv4Addr::new(198, 51, 100, ((p + k) % 150 + 1) as u8)))
+                    .collect(),
+            }),
+            _ => None,
+        };
+        let mut c = rec(&uid, &orig, &resp, ts + 1.0, (next() % 7200) as f64 + 0.5);
+        c.resp_p = Some(443);
+        out.push((ctx, c));
+    }
+    out
+}
+
+fn feed_named(
+    d: &mut Detector,
+    recs: &[(Option<ContextRecord>, ConnRecord)],
+) -> Vec<crate::alert::Alert> {
+    let mut out = Vec::new();
+    for (ctx, r) in recs {
+        if let Some(c) = ctx {
+            d.process_context(c);
+        }
+        d.process(r, SourceKind::Conn, &mut out);
+    }
+    out
+}
+
+/// The context's name maps (uid, pair and DNS names, DNS clients) through full writes and deltas, with
+/// evictions (`max_entries`), expiries (a short window) and uids named again: each restore holds exactly
+/// what the live detector held (the uids' expiry order too), and a detector restarted from the store at
+/// every fifth checkpoint raises the alerts of one that never stopped. `checkpoint.json` holds none of
+/// the maps.
+#[test]
+fn name_maps_restore_exactly_through_deltas_evictions_and_expiries() {
+    let mut cfg = config(1_000_000, 4, false);
+    cfg.context.max_entries = 150;
+    let recs = named_stream(12_000, 5);
+    let mut never = Detector::new(&cfg);
+    let want = feed_named(&mut never, &recs);
+    let mut d = Detector::new(&cfg);
+    d.track_changes();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut store = GroupStore::new(dir.path());
+    let (mut deltas, mut got) = (0, Vec::new());
+    for (round, chunk) in recs.chunks(200).enumerate() {
+        got.extend(feed_named(&mut d, chunk));
+        let header = d.snapshot_header();
+        let c = &header.context;
+        assert!(
+            c.uids.is_empty() && c.pairs.is_empty() && c.dns.is_empty() && c.dns_hosts.is_empty()
+        );
+        let (full, _) = commit_write(&mut store, &mut d);
+        deltas += usize::from(!full);
+        let r = store.current().expect("committed").clone();
+        let back = via_store(&cfg, dir.path(), header, &r).expect("load");
+        assert_maps_same(&back, &d, &format!("round {round}"));
+        assert_same(&back.snapshot(), &d.snapshot(), &format!("round {round}"));
+        if round % 5 == 0 {
+            d = back;
+            d.track_changes();
+        }
+    }
+    let s = d.context().stats();
+    assert!(
+        s.evictions > 0 && s.named_uid > 0 && s.named_pair > 0 && s.named_dns > 0,
+        "{s:?}"
+    );
+    assert!(deltas > 30, "{deltas} deltas");
+    assert_eq!(got, want);
+    assert_maps_same(&d, &never, "at the end");
+}
+
+/// The name maps of `a` and `b` are the same; else the first place they differ, briefly.
+fn assert_maps_same(a: &Detector, b: &Detector, what: &str) {
+    let (x, y) = (a.context().name_maps_exact(), b.context().name_maps_exact());
+    if x == y {
+        return;
+    }
+    let at = x.bytes().zip(y.bytes()).take_while(|(p, q)| p == q).count();
+    let from = x[..at].rfind('(').unwrap_or(0);
+    let end = |s: &str| (from + 240).min(s.len());
+    panic!(
+        "{what}: the name maps differ at byte {at}:\n  restored: {}\n  live:     {}",
+        x.get(from..end(&x)).unwrap_or(""),
+        y.get(from..end(&y)).unwrap_or("")
+    );
+}
+
+/// A delta after 1% of 20,000 uid names changed is about 1% of the full write.
+#[test]
+fn a_delta_of_the_name_maps_is_as_large_as_what_changed() {
+    let cfg = config(1_000_000, 24, false);
+    let mut d = Detector::new(&cfg);
+    d.track_changes();
+    let ssl = |i: u32, ts: f64| ContextRecord {
+        kind: ContextKind::Ssl,
+        ts,
+        uid: format!("C{i:017}").into(),
+        orig_h: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
+        resp_h: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))),
+        resp_p: Some(443),
+        name: Some(format!("s{}.example.com", i % 1000).into()),
+        answers: Vec::new(),
+    };
+    for i in 0..20_000u32 {
+        d.process_context(&ssl(i, T0 + f64::from(i) * 0.01));
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut store = GroupStore::new(dir.path());
+    let (_, full_bytes) = commit_write(&mut store, &mut d);
+    assert_eq!(d.context().names_len()[..2], [20_000, 20_000]);
+    for i in (0..20_000u32).step_by(100) {
+        d.process_context(&ssl(i, T0 + 300.0 + f64::from(i) * 0.01));
+    }
+    let (full, delta_bytes) = commit_write(&mut store, &mut d);
+    assert!(!full);
+    let share = delta_bytes as f64 / full_bytes as f64;
+    assert!(
+        (0.005..0.03).contains(&share),
+        "{delta_bytes} of {full_bytes}"
+    );
+    let r = store.current().expect("committed").clone();
+    let back = via_store(&cfg, dir.path(), d.snapshot_header(), &r).expect("load");
+    assert_maps_same(&back, &d, "after the delta");
+}
+
+/// A version 1 store (before the name maps moved into it: `checkpoint.json` holds them) is read, and the
+/// next write is a full one in this build's version.
+#[test]
+fn a_version_1_store_is_read_with_the_maps_of_its_checkpoint_and_rewritten_whole() {
+    let cfg = config(1_000_000, 24, false);
+    let mut d = Detector::new(&cfg);
+    feed(&mut d, &stream(3_000, 300, 3));
+    assert!(d.context().names_len()[0] > 0);
+    // What the version 1 writer left: the groups and prevalence chunks, the maps in the JSON header.
+    let dir = tempfile::tempdir().expect("tmp");
+    let id = 0x1234_5678_9abc_def0u64;
+    let mut bytes = header(id).to_vec();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..20]);
+    bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+    let all = encode_full(&d);
+    // The first three kinds only (groups, sources, entries): drop the chunks of kinds 4 to 7.
+    let mut at = 0;
+    while at < all.len() {
+        let len = u32::from_le_bytes(all[at..at + 4].try_into().expect("len")) as usize;
+        if all[at + 8] <= KIND_REACH {
+            bytes.extend_from_slice(&all[at..at + 8 + len]);
+        }
+        at += 8 + len;
+    }
+    let name = file_name(id);
+    fs::write(dir.path().join(&name), &bytes).expect("write");
+    let mut header = d.snapshot_header();
+    header.context = d.context().state_without_prevalence();
+    let json = serde_json::json!({
+        "file": name, "id": id, "len": bytes.len(), "base_len": bytes.len(),
+        "groups": d.window().len(), "sources": 0, "reach": 0
+    });
+    let r: StoreRef = serde_json::from_value(json).expect("a version 1 reference");
+    assert_eq!(r.version, 1);
+    let mut back = via_store(&cfg, dir.path(), header, &r).expect("load");
+    assert_same(&back.snapshot(), &d.snapshot(), "version 1");
+    back.track_changes();
+    let mut store = GroupStore::new(dir.path());
+    store.adopt(r);
+    assert!(store.wants_full(&back));
+    let (full, _) = commit_write(&mut store, &mut back);
+    assert!(full);
+    let r2 = store.current().expect("committed").clone();
+    assert_eq!(r2.version, STORE_VERSION);
+    let again = via_store(&cfg, dir.path(), back.snapshot_header(), &r2).expect("load");
+    assert_same(&again.snapshot(), &d.snapshot(), "version 2");
 }
