@@ -42,10 +42,6 @@ impl<K: Hash + Eq + Clone, V> Tracked<K, V> {
         self.map.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     pub fn get<Q>(&self, k: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
