@@ -49,6 +49,40 @@ fn record(i: u64, ts: f64) -> ConnRecord {
 fn main() {
     groups();
     names();
+    closed_uids();
+}
+
+/// With an interim log configured, the uids of connections of a minute or more are remembered as closed
+/// (`LONGCONN_BENCH_CLOSED`, default 500,000, all of one host pair): their bytes in the store against the
+/// JSON earlier builds wrote into every `checkpoint.json`.
+fn closed_uids() {
+    let n = env_or("LONGCONN_BENCH_CLOSED", 500_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "[sensor]\nname = \"bench\"\n[[source]]\npath = \"{0}/conn.log\"\n[[source]]\npath = \"{0}/conn_long.log\"\n[state]\ndir = \"{0}\"\n",
+        dir.path().display(),
+    );
+    let cfg = Config::from_toml_str(&text).expect("config");
+    let mut det = Detector::new(&cfg.detector());
+    let mut out = Vec::new();
+    let t0 = 1_713_484_795.0;
+    for i in 0..n {
+        let mut r = record(i, t0 + i as f64 * 0.01);
+        r.orig_h = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        r.duration = Some(120.0);
+        det.process(&r, SourceKind::Conn, &mut out);
+        out.clear();
+    }
+    let closed = det.interim().len()[1];
+    let gs = GroupStore::new(dir.path());
+    let p = gs.write(&det).expect("full write");
+    let json = serde_json::to_vec(&det.snapshot().interim).expect("json");
+    println!(
+        "closed interim uids: {closed}: {:.1} MB in the store ({:.1} bytes each, the one group included); as JSON in every checkpoint.json (earlier builds) {:.1} MB",
+        p.bytes as f64 / 1e6,
+        p.bytes as f64 / closed as f64,
+        json.len() as f64 / 1e6
+    );
 }
 
 fn env_or(k: &str, d: u64) -> u64 {
@@ -156,8 +190,10 @@ fn names() {
     let restored = store
         .load_then::<Saved, _>(1, |s| {
             let r = s.groups_store.clone().expect("store named");
-            Detector::restore_with(&dcfg, s.detector, |w, c| groups::load(dir.path(), &r, w, c))
-                .map_err(|e| longconn::checkpoint::LoadError::SetAside(format!("{e:?}")))
+            Detector::restore_with(&dcfg, s.detector, |w, c, i| {
+                groups::load(dir.path(), &r, w, c, i)
+            })
+            .map_err(|e| longconn::checkpoint::LoadError::SetAside(format!("{e:?}")))
         })
         .expect("load")
         .expect("there");
@@ -260,8 +296,10 @@ fn groups() {
         let restored = store
             .load_then::<Saved, _>(1, |s| {
                 let r = s.groups_store.clone().expect("store named");
-                Detector::restore_with(&dcfg, s.detector, |w, c| groups::load(dir.path(), &r, w, c))
-                    .map_err(|e| longconn::checkpoint::LoadError::SetAside(format!("{e:?}")))
+                Detector::restore_with(&dcfg, s.detector, |w, c, i| {
+                    groups::load(dir.path(), &r, w, c, i)
+                })
+                .map_err(|e| longconn::checkpoint::LoadError::SetAside(format!("{e:?}")))
             })
             .expect("load")
             .expect("there");

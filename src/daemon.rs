@@ -1009,13 +1009,15 @@ fn restore(store: &CheckpointStore, config: &Config) -> Result<Option<Restored>,
         );
         let detector = match &s.groups_store {
             None => Detector::restore(&cfg, s.detector),
-            Some(r) => Detector::restore_with(&cfg, s.detector, |w, c| groups::load(&dir, r, w, c))
-                .map_err(|e| match e {
+            Some(r) => {
+                Detector::restore_with(&cfg, s.detector, |w, c, i| groups::load(&dir, r, w, c, i))
+                    .map_err(|e| match e {
                     StoreError::Damaged(m) => {
                         LoadError::SetAside(format!("damaged checkpoint: {m}"))
                     }
                     StoreError::Unreadable(m) => LoadError::Unreadable(m),
-                })?,
+                })?
+            }
         };
         // A new window length or grouping in the config changed every group (or emptied the window): the
         // store no longer holds them, the next checkpoint is a full write.

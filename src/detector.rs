@@ -647,7 +647,7 @@ impl Detector {
             version: STATE_VERSION,
             window: self.window.state_header(),
             stats: self.stats.clone(),
-            interim: self.interim.state(),
+            interim: self.interim.state_counters(),
             context: self.context.state_counters(),
         }
     }
@@ -662,45 +662,54 @@ impl Detector {
         &self.window
     }
 
-    /// From now on, remember which groups change (for an incremental checkpoint).
+    /// The interim-record bookkeeping, for the checkpoint to save its uids (all, or those changed).
+    pub fn interim(&self) -> &Interim {
+        &self.interim
+    }
+
+    /// From now on, remember what changes (for an incremental checkpoint).
     pub fn track_changes(&mut self) {
         self.window.track_changes();
         self.context.track_changes();
+        self.interim.track_changes();
     }
 
     /// A checkpoint saved every change so far.
     pub fn clear_changes(&mut self) {
         self.window.clear_changes();
         self.context.clear_changes();
+        self.interim.clear_changes();
     }
 
     /// Rebuilds a detector from [`Detector::snapshot`] and applies `cfg` on top (as a reload would).
     pub fn restore(cfg: &DetectorConfig, state: DetectorState) -> Detector {
-        match Detector::restore_with(cfg, state, |_, _| Ok::<(), std::convert::Infallible>(())) {
+        match Detector::restore_with(cfg, state, |_, _, _| Ok::<(), std::convert::Infallible>(())) {
             Ok(d) => d,
             Err(never) => match never {},
         }
     }
 
     /// [`Detector::restore`], with `groups` putting back what was saved apart from `state` (the window's
-    /// groups and the context's prevalence entries; before `cfg` is applied, as they were saved under the
-    /// old one).
+    /// groups, the context's maps and the interim uids; before `cfg` is applied, as they were saved under
+    /// the old one).
     pub fn restore_with<E>(
         cfg: &DetectorConfig,
         state: DetectorState,
-        groups: impl FnOnce(&mut Window<GroupData>, &mut Context) -> Result<(), E>,
+        groups: impl FnOnce(&mut Window<GroupData>, &mut Context, &mut Interim) -> Result<(), E>,
     ) -> Result<Detector, E> {
         let rules = Rules::new(cfg);
         let mut window = Window::from_state(&state.window, cfg.window.max_groups, GroupData::clone);
         let mut context = Context::from_state(&state.context);
-        groups(&mut window, &mut context)?;
+        let mut interim = Interim::from_state(&state.interim);
+        groups(&mut window, &mut context, &mut interim)?;
         context.finish_restore();
+        interim.finish_restore();
         let mut d = Detector {
             rules,
             sensor: cfg.sensor_name.clone(),
             window,
             stats: state.stats,
-            interim: Interim::from_state(&state.interim),
+            interim,
             context,
             context_cfg: cfg.context.clone(),
             expect_interim: expects_interim(cfg),

@@ -1,5 +1,5 @@
-//! The binary group store: the window's groups and the context's maps (prevalence entries, and uid, pair
-//! and DNS names), saved apart from `checkpoint.json` in a compact, versioned, checksummed file that later checkpoints append to (what changed since the last one) and that is rewritten
+//! The binary group store: the window's groups, the context's maps (prevalence entries, and uid, pair
+//! and DNS names) and the interim-record bookkeeping (open and recently closed uids), saved apart from `checkpoint.json` in a compact, versioned, checksummed file that later checkpoints append to (what changed since the last one) and that is rewritten
 //! whole (compacted) once what was appended outgrows a fraction of it.
 //!
 //! ## Files and the commit
@@ -19,7 +19,7 @@
 //! `[payload length u32][CRC-32 of the payload u32][payload]`; a payload is `[kind u8][reference time i64]
 //! [record count varint][records]`, at most [`CHUNK_GROUPS`] records. Kinds: 1 groups, 2 prevalence
 //! sources, 3 (destination, source) entries, and from version 2: 4 uid names, 5 pair names, 6 DNS answers,
-//! 7 DNS clients. A record is an entry upserted (its whole state) or removed (its key), applied in order: a
+//! 7 DNS clients, 8 open interim uids, 9 closed uids (each with its number in the close order). A record is an entry upserted (its whole state) or removed (its key), applied in order: a
 //! full write is upserts of every entry, a delta the entries written (a group touched or moved by the
 //! window's advance) and dropped since the last checkpoint. Every chunk up to the committed length must be
 //! whole and match its checksum, or the checkpoint is damaged.
@@ -48,7 +48,8 @@
 
 use crate::detector::cold::{self, b62, Uid, B62};
 use crate::detector::context::{Context, Dest, DomainSource, Named, UidEntry};
-use crate::detector::{Detector, GroupData, SavedGroup, SavedRules, SavedUids};
+use crate::detector::interim::{Closed, Interim};
+use crate::detector::{Detector, GroupData, OpenConn, SavedGroup, SavedRules, SavedUids};
 use crate::rules::{Level, RuleState};
 use crate::window::{Accumulator, AccumulatorState, GroupKey, Window};
 use compact_str::CompactString;
@@ -76,7 +77,10 @@ const KIND_UIDS: u8 = 4;
 const KIND_PAIRS: u8 = 5;
 const KIND_DNS: u8 = 6;
 const KIND_DNS_HOSTS: u8 = 7;
-const LAST_KIND: u8 = KIND_DNS_HOSTS;
+/// The interim-record bookkeeping (version 2): open uids, closed uids.
+const KIND_OPEN: u8 = 8;
+const KIND_CLOSED: u8 = 9;
+const LAST_KIND: u8 = KIND_CLOSED;
 /// A full write replaces the appended deltas once they exceed this fraction (1/2) of the full write plus
 /// [`COMPACT_SLACK`] bytes (so a small window is not rewritten at every checkpoint).
 const COMPACT_SLACK: u64 = 64 * 1024;
@@ -106,6 +110,9 @@ pub struct StoreRef {
     /// DNS clients; room reserved).
     #[serde(default)]
     pub names: [u64; 4],
+    /// Open and closed interim uids once every record is applied (room reserved).
+    #[serde(default)]
+    pub interim: [u64; 2],
 }
 
 fn version_1() -> u32 {
@@ -119,6 +126,7 @@ struct Room {
     sources: usize,
     reach: usize,
     names: (usize, usize, usize, usize),
+    interim: [usize; 2],
 }
 
 impl Room {
@@ -129,6 +137,7 @@ impl Room {
             sources: n(r.sources),
             reach: n(r.reach),
             names: (n(r.names[0]), n(r.names[1]), n(r.names[2]), n(r.names[3])),
+            interim: [n(r.interim[0]), n(r.interim[1])],
         }
     }
 }
@@ -482,6 +491,35 @@ impl ChunkWriter {
         self.count();
     }
 
+    /// An open interim uid: a flag byte (bit 0 removal), the uid, and for an upsert the connection's group
+    /// key, start, end (from start), bytes and the level it alerted at.
+    fn open_uid(&mut self, uid: &str, o: Option<&OpenConn>) {
+        let p = &mut self.payload;
+        p.push(u8::from(o.is_none()));
+        put_uid(p, uid);
+        if let Some(o) = o {
+            put_key(p, &o.key, false);
+            put_i(p, o.ts.wrapping_sub(self.t));
+            put_i(p, o.end.wrapping_sub(o.ts));
+            put_u(p, o.bytes);
+            p.push(level_code(o.level));
+        }
+        self.count();
+    }
+
+    /// A closed interim uid: a flag byte (bit 0 removal), the uid, and for an upsert the watermark at
+    /// its close and the close's number in the close order.
+    fn closed_uid(&mut self, uid: &str, c: Option<&Closed>) {
+        let p = &mut self.payload;
+        p.push(u8::from(c.is_none()));
+        put_uid(p, uid);
+        if let Some(c) = c {
+            put_i(p, c.at.wrapping_sub(self.t));
+            put_u(p, c.seq);
+        }
+        self.count();
+    }
+
     /// A DNS client: bit 0 of the flag byte IPv6, bit 1 removal.
     fn dns_host(&mut self, host: &IpAddr, at: Option<i64>) {
         let p = &mut self.payload;
@@ -560,6 +598,17 @@ pub fn encode_full(d: &Detector) -> Vec<u8> {
         c.dns_host(host, Some(*at));
     }
     out.extend_from_slice(&c.finish());
+    let interim = d.interim();
+    let mut c = ChunkWriter::new(KIND_OPEN, t);
+    for (uid, o) in interim.open_uids() {
+        c.open_uid(uid, Some(o));
+    }
+    out.extend_from_slice(&c.finish());
+    let mut c = ChunkWriter::new(KIND_CLOSED, t);
+    for (uid, closed) in interim.closed_uids() {
+        c.closed_uid(uid, Some(closed));
+    }
+    out.extend_from_slice(&c.finish());
     out
 }
 
@@ -601,6 +650,17 @@ pub fn encode_delta(d: &Detector) -> Vec<u8> {
     let mut c = ChunkWriter::new(KIND_DNS_HOSTS, t);
     for (host, at) in ctx.changed_dns_hosts() {
         c.dns_host(host, at.copied());
+    }
+    out.extend_from_slice(&c.finish());
+    let interim = d.interim();
+    let mut c = ChunkWriter::new(KIND_OPEN, t);
+    for (uid, o) in interim.changed_open_uids() {
+        c.open_uid(uid, o);
+    }
+    out.extend_from_slice(&c.finish());
+    let mut c = ChunkWriter::new(KIND_CLOSED, t);
+    for (uid, closed) in interim.changed_closed_uids() {
+        c.closed_uid(uid, closed);
     }
     out.extend_from_slice(&c.finish());
     out
@@ -750,7 +810,8 @@ enum Record {
     Removal(GroupKey),
 }
 
-fn read_record(r: &mut Reader<'_>, t: i64) -> R<Record> {
+/// A group key as [`put_key`] wrote it, and whether it is a removal.
+fn read_record_key(r: &mut Reader<'_>) -> R<(GroupKey, bool)> {
     let kb = r.u8()?;
     if kb & !15 != 0 {
         return Err(format!("key byte {kb:#x} is unknown"));
@@ -769,7 +830,12 @@ fn read_record(r: &mut Reader<'_>, t: i64) -> R<Record> {
         port,
         proto,
     };
-    if kb & 8 != 0 {
+    Ok((key, kb & 8 != 0))
+}
+
+fn read_record(r: &mut Reader<'_>, t: i64) -> R<Record> {
+    let (key, removal) = read_record_key(r)?;
+    if removal {
         return Ok(Record::Removal(key));
     }
     let f = r.u8()?;
@@ -874,6 +940,8 @@ enum Saved {
     /// A pair name (`false`) or a DNS answer (`true`).
     PairName(bool, (IpAddr, IpAddr), Option<Named>),
     DnsHost(IpAddr, Option<i64>),
+    Open(CompactString, Option<OpenConn>),
+    Closed(CompactString, Option<Closed>),
 }
 
 impl Saved {
@@ -882,17 +950,19 @@ impl Saved {
         match self {
             Saved::Source(src, _) => ctx.prevalence().prefetch_source(*src),
             Saved::Reach(dest, src, _) => ctx.prevalence().prefetch_reach(dest, *src),
-            Saved::Uid(..) | Saved::PairName(..) | Saved::DnsHost(..) => {}
+            _ => {}
         }
     }
 
-    fn apply(self, ctx: &mut Context) {
+    fn apply(self, ctx: &mut Context, interim: &mut Interim) {
         match self {
             Saved::Source(src, at) => ctx.prevalence_mut().restore_source(src, at),
             Saved::Reach(dest, src, at) => ctx.prevalence_mut().restore_reach(dest, src, at),
             Saved::Uid(uid, e) => ctx.restore_uid(uid, e),
             Saved::PairName(dns, pair, n) => ctx.restore_pair_name(dns, pair, n),
             Saved::DnsHost(host, at) => ctx.restore_dns_host(host, at),
+            Saved::Open(uid, o) => interim.restore_open(uid, o),
+            Saved::Closed(uid, c) => interim.restore_closed(uid, c),
         }
     }
 }
@@ -988,6 +1058,50 @@ fn read_pair_name(r: &mut Reader<'_>, t: i64, dns: bool) -> R<Saved> {
         Some(read_named(r, t, f & 8 != 0)?)
     };
     Ok(Saved::PairName(dns, pair, n))
+}
+
+fn read_open(r: &mut Reader<'_>, t: i64) -> R<Saved> {
+    let f = r.u8()?;
+    if f > 1 {
+        return Err(format!("open uid flags {f:#x} are unknown"));
+    }
+    let uid = r.uid()?;
+    if f == 1 {
+        return Ok(Saved::Open(uid, None));
+    }
+    let key = match read_record_key(r)? {
+        (key, false) => key,
+        (_, true) => return Err("an open uid's key says removal".into()),
+    };
+    let ts = r.i()?.wrapping_add(t);
+    let end = r.i()?.wrapping_add(ts);
+    let bytes = r.u()?;
+    let level = Reader::level(r.u8()?)?;
+    Ok(Saved::Open(
+        uid,
+        Some(OpenConn {
+            key,
+            ts,
+            end,
+            bytes,
+            level,
+        }),
+    ))
+}
+
+fn read_closed(r: &mut Reader<'_>, t: i64) -> R<Saved> {
+    let f = r.u8()?;
+    if f > 1 {
+        return Err(format!("closed uid flags {f:#x} are unknown"));
+    }
+    let uid = r.uid()?;
+    let c = if f == 1 {
+        None
+    } else {
+        let at = r.i()?.wrapping_add(t);
+        Some(Closed { at, seq: r.u()? })
+    };
+    Ok(Saved::Closed(uid, c))
 }
 
 fn read_dns_host(r: &mut Reader<'_>, t: i64) -> R<Saved> {
@@ -1179,22 +1293,30 @@ fn apply_groups(f: &File, frames: &[Frame], w: &mut Window<GroupData>) -> Result
 
 /// Applies the other chunks `frames` of `f` (prevalence sources and entries, or of a kind unknown), in
 /// order, to `ctx`.
-fn apply_context(f: &File, frames: &[Frame], ctx: &mut Context) -> Result<(), ChunkError> {
+fn apply_context(
+    f: &File,
+    frames: &[Frame],
+    ctx: &mut Context,
+    interim: &mut Interim,
+) -> Result<(), ChunkError> {
+    let mut side = (ctx, interim);
     apply_frames(f, frames, |fr, payload| {
         apply_ahead(
             fr,
             payload,
-            ctx,
+            &mut side,
             |kind, r, t| match kind {
                 KIND_SOURCES => read_source(r, t),
                 KIND_REACH => read_reach(r, t),
                 KIND_UIDS => read_uid_name(r, t),
                 KIND_PAIRS => read_pair_name(r, t, false),
                 KIND_DNS => read_pair_name(r, t, true),
-                _ => read_dns_host(r, t),
+                KIND_DNS_HOSTS => read_dns_host(r, t),
+                KIND_OPEN => read_open(r, t),
+                _ => read_closed(r, t),
             },
-            |ctx, rec| rec.prefetch(ctx),
-            |ctx, rec| rec.apply(ctx),
+            |side, rec| rec.prefetch(side.0),
+            |side, rec| rec.apply(side.0, side.1),
         )
     })
 }
@@ -1218,6 +1340,7 @@ fn apply_chunks(
     len: u64,
     w: &mut Window<GroupData>,
     ctx: &mut Context,
+    interim: &mut Interim,
     parallel: bool,
     room: Room,
 ) -> Result<(), ChunkError> {
@@ -1232,7 +1355,8 @@ fn apply_chunks(
                 .spawn_scoped(s, || {
                     ctx.prevalence_mut().reserve(room.sources, room.reach);
                     ctx.reserve_maps(room.names);
-                    apply_context(f, &others, ctx)
+                    interim.reserve(room.interim);
+                    apply_context(f, &others, ctx, interim)
                 })
                 .ok()?;
             w.reserve(room.groups);
@@ -1250,7 +1374,11 @@ fn apply_chunks(
             w.reserve(room.groups);
             ctx.prevalence_mut().reserve(room.sources, room.reach);
             ctx.reserve_maps(room.names);
-            (apply_groups(f, &groups, w), apply_context(f, &others, ctx))
+            interim.reserve(room.interim);
+            (
+                apply_groups(f, &groups, w),
+                apply_context(f, &others, ctx, interim),
+            )
         }
     };
     let mut first: Option<ChunkError> = None;
@@ -1269,25 +1397,27 @@ fn apply_chunks(
     first.map_or(Ok(()), Err)
 }
 
-/// Reads the store `r` names from `dir` into `w` and `ctx` (restored from `checkpoint.json`, without the
-/// groups and prevalence entries the store holds).
+/// Reads the store `r` names from `dir` into `w`, `ctx` and `interim` (restored from `checkpoint.json`,
+/// without the groups, map entries and interim uids the store holds).
 pub fn load(
     dir: &Path,
     r: &StoreRef,
     w: &mut Window<GroupData>,
     ctx: &mut Context,
+    interim: &mut Interim,
 ) -> Result<(), StoreError> {
     let parallel = r.len.saturating_sub(HEADER_LEN as u64) >= PARALLEL_MIN_BYTES
         && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
-    load_with(dir, r, w, ctx, parallel)
+    load_with(dir, r, w, ctx, interim, parallel)
 }
 
-/// [`load`], the window's and the context's chunks applied side by side on two threads when `parallel`.
+/// [`load`], the window's chunks and the others applied side by side on two threads when `parallel`.
 fn load_with(
     dir: &Path,
     r: &StoreRef,
     w: &mut Window<GroupData>,
     ctx: &mut Context,
+    interim: &mut Interim,
     parallel: bool,
 ) -> Result<(), StoreError> {
     if !is_store_name(&r.file) {
@@ -1359,7 +1489,7 @@ fn load_with(
         )));
     }
     // Room for what the checkpoint says is there.
-    apply_chunks(&f, r.len, w, ctx, parallel, Room::of(r)).map_err(|e| match e {
+    apply_chunks(&f, r.len, w, ctx, interim, parallel, Room::of(r)).map_err(|e| match e {
         ChunkError::Damaged(_, m) => damaged(m),
         ChunkError::Unreadable(m) => StoreError::Unreadable(format!("{}: {m}", path.display())),
     })
@@ -1423,6 +1553,7 @@ impl GroupStore {
             Some(r) => {
                 d.window().all_changed()
                     || d.context().maps_all_changed()
+                    || d.interim().all_changed()
                     || r.version < STORE_VERSION
                     || r.len.saturating_sub(r.base_len) > r.base_len / 2 + COMPACT_SLACK
             }
@@ -1469,6 +1600,7 @@ impl GroupStore {
                 reach: d.context().prevalence().reach_len() as u64,
                 version: STORE_VERSION,
                 names: d.context().names_len(),
+                interim: d.interim().len(),
             },
             bytes: len,
             full: true,
@@ -1494,6 +1626,7 @@ impl GroupStore {
                 sources: d.context().prevalence().sources_len() as u64,
                 reach: d.context().prevalence().reach_len() as u64,
                 names: d.context().names_len(),
+                interim: d.interim().len(),
                 ..r.clone()
             },
             bytes: delta.len() as u64,

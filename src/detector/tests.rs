@@ -1089,3 +1089,26 @@ fn group_sizes() {
     assert_eq!(size_of::<GroupData>(), 96);
     assert_eq!(size_of::<window::Slot<GroupData>>(), 160);
 }
+
+/// A uid whose final record comes twice (a duplicate line) stays closed for `interim_timeout` after its
+/// last close, and is then forgotten like any other: before, the second close was never queued, so the
+/// uid stayed closed (and in memory) for good, and late interim records of it were ignored forever.
+#[test]
+fn a_uid_closed_again_is_forgotten_interim_timeout_after_its_last_close() {
+    let mut cfg = no_single();
+    cfg.source_kinds.push(OPEN);
+    cfg.cumulative.interim_timeout = std::time::Duration::from_secs(2 * 3600);
+    let mut d = Detector::new(&cfg);
+    let fin = (CONN, rec("C1", "10.0.0.1", "8.8.8.8", T0, 0.5 * H));
+    let other = |t: f64| (CONN, rec("X", "10.0.0.9", "8.8.4.4", t, 1.0));
+    let late = (OPEN, rec("C1", "10.0.0.1", "8.8.8.8", T0, 0.6 * H));
+    // Closed at T0 + 0.5h, and again at T0 + 1h.
+    feed(&mut d, &[fin.clone(), other(T0 + 1.0 * H), fin]);
+    // 2h after the first close, not yet 2h after the second: still closed.
+    feed(&mut d, &[other(T0 + 2.75 * H), late.clone()]);
+    assert_eq!(d.stats().interim_ignored, 1);
+    // 2h after the second close: forgotten, so a late interim record is no longer ignored.
+    feed(&mut d, &[other(T0 + 3.5 * H), late]);
+    assert_eq!(d.stats().interim_ignored, 1);
+    assert!(d.snapshot().interim.closed.is_empty());
+}

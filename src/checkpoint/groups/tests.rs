@@ -107,7 +107,7 @@ fn via_store(
     header: DetectorState,
     r: &StoreRef,
 ) -> Result<Detector, StoreError> {
-    Detector::restore_with(cfg, header, |w, c| load(dir, r, w, c))
+    Detector::restore_with(cfg, header, |w, c, i| load(dir, r, w, c, i))
 }
 
 /// `a == b`, naming the first group (or part) that differs rather than printing both states.
@@ -247,10 +247,13 @@ fn deltas_restore_the_live_state_exactly_and_compact() {
     assert_eq!(names.len(), 1, "old stores are removed: {names:?}");
 }
 
-/// A delta after a small share of the groups changed is that share of the full write.
+/// A delta after a small share of the groups changed is that share of the full write. With conn.log as
+/// the only source (the store also holds the uids of long connections closed when interim logs are read:
+/// see `interim_uids_restore_exactly_and_a_uid_closed_again_is_forgotten_after_its_last_close`).
 #[test]
 fn a_delta_is_as_large_as_what_changed() {
-    let cfg = config(1_000_000, 24, false);
+    let mut cfg = config(1_000_000, 24, false);
+    cfg.source_kinds = vec![SourceKind::Conn];
     let mut d = Detector::new(&cfg);
     d.track_changes();
     let mut recs = Vec::new();
@@ -324,7 +327,8 @@ fn any_byte_flipped_is_caught() {
             fs::write(&path, &bytes).expect("write");
             let mut w = Window::<GroupData>::new(1, crate::window::GroupBy::Pair, 10);
             let mut c = Context::default();
-            match load(dir.path(), &r, &mut w, &mut c) {
+            let mut i = Interim::default();
+            match load(dir.path(), &r, &mut w, &mut c, &mut i) {
                 Err(StoreError::Damaged(m)) => assert!(m.contains(&r.file), "{m}"),
                 Err(e) => panic!("byte {at} ^ {flip:#x}: {e:?}"),
                 Ok(_) => panic!("byte {at} ^ {flip:#x} was not caught"),
@@ -502,8 +506,8 @@ fn two_threads_restore_and_report_damage_as_one_does() {
     assert!(kinds.contains(&Some(KIND_REACH)), "{kinds:?}");
     drop(f);
     let run = |parallel: bool| {
-        Detector::restore_with(&cfg, d.snapshot_header(), |w, c| {
-            load_with(dir.path(), &r, w, c, parallel)
+        Detector::restore_with(&cfg, d.snapshot_header(), |w, c, i| {
+            load_with(dir.path(), &r, w, c, i, parallel)
         })
     };
     let (Ok(one), Ok(two)) = (run(false), run(true)) else {
@@ -803,6 +807,7 @@ fn a_version_1_store_is_read_with_the_maps_of_its_checkpoint_and_rewritten_whole
     fs::write(dir.path().join(&name), &bytes).expect("write");
     let mut header = d.snapshot_header();
     header.context = d.context().state_without_prevalence();
+    header.interim = d.snapshot().interim;
     let json = serde_json::json!({
         "file": name, "id": id, "len": bytes.len(), "base_len": bytes.len(),
         "groups": d.window().len(), "sources": 0, "reach": 0
@@ -821,4 +826,53 @@ fn a_version_1_store_is_read_with_the_maps_of_its_checkpoint_and_rewritten_whole
     assert_eq!(r2.version, STORE_VERSION);
     let again = via_store(&cfg, dir.path(), back.snapshot_header(), &r2).expect("load");
     assert_same(&again.snapshot(), &d.snapshot(), "version 2");
+}
+
+/// The interim bookkeeping (open uids and the uids of closed long connections) through full writes and
+/// deltas with expiries (a short `interim_timeout`): each restore holds exactly what the live detector
+/// held (the close order too), a detector restarted from the store at every fifth checkpoint raises the
+/// alerts of one that never stopped, and `checkpoint.json` holds none of the uids.
+#[test]
+fn interim_uids_restore_exactly_through_deltas_and_expiries() {
+    let mut cfg = config(1_000_000, 24, false);
+    cfg.cumulative.interim_timeout = Duration::from_secs(3 * 3600);
+    let recs = stream(20_000, 2_000, 21);
+    // Fed the same chunks (`feed` names every eleventh record of what it is given).
+    let mut never = Detector::new(&cfg);
+    let mut want = Vec::new();
+    let mut d = Detector::new(&cfg);
+    d.track_changes();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut store = GroupStore::new(dir.path());
+    let (mut deltas, mut got) = (0, Vec::new());
+    for (round, chunk) in recs.chunks(400).enumerate() {
+        got.extend(feed(&mut d, chunk));
+        want.extend(feed(&mut never, chunk));
+        assert_same(
+            &d.snapshot(),
+            &never.snapshot(),
+            &format!("never stopped, round {round}"),
+        );
+        let header = d.snapshot_header();
+        assert!(header.interim.open.is_empty() && header.interim.closed.is_empty());
+        let (full, _) = commit_write(&mut store, &mut d);
+        deltas += usize::from(!full);
+        let r = store.current().expect("committed").clone();
+        let back = via_store(&cfg, dir.path(), header, &r).expect("load");
+        assert_eq!(back.interim().exact(), d.interim().exact(), "round {round}");
+        assert_same(&back.snapshot(), &d.snapshot(), &format!("round {round}"));
+        if round % 5 == 0 {
+            d = back;
+            d.track_changes();
+        }
+    }
+    let st = d.stats();
+    let [_, closed] = d.interim().len();
+    assert!(
+        st.interim_expired > 0 && closed > 100,
+        "{st:?}, {closed} closed"
+    );
+    assert!(deltas > 30, "{deltas} deltas");
+    assert_eq!(got, want);
+    assert_eq!(d.interim().exact(), never.interim().exact());
 }
