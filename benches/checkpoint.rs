@@ -85,6 +85,41 @@ fn closed_uids() {
     );
 }
 
+/// A checkpoint as the daemon writes one: the store (full or delta), then `checkpoint.json` naming it;
+/// committed. Returns the store's bytes written, `checkpoint.json`'s size and the seconds both took.
+fn checkpoint(det: &mut Detector, gs: &mut GroupStore, store: &CheckpointStore) -> (u64, u64, f64) {
+    let t = Instant::now();
+    let p = gs.write(det).expect("store write");
+    let json_len = store
+        .save(&Saved {
+            version: 1,
+            detector: det.snapshot_header(),
+            groups_store: Some(p.store.clone()),
+        })
+        .expect("save checkpoint.json");
+    let secs = t.elapsed().as_secs_f64();
+    let bytes = p.bytes;
+    gs.commit(p);
+    det.clear_changes();
+    (bytes, json_len, secs)
+}
+
+/// The detector restored as the daemon does at start: `checkpoint.json`, then the store it names.
+fn restore(
+    store: &CheckpointStore,
+    dcfg: &longconn::detector::DetectorConfig,
+    dir: &std::path::Path,
+) -> Detector {
+    store
+        .load_then::<Saved, _>(1, |s| {
+            let r = s.groups_store.clone().expect("store named");
+            Detector::restore_with(dcfg, s.detector, |w, c, i| groups::load(dir, &r, w, c, i))
+                .map_err(|e| longconn::checkpoint::LoadError::SetAside(format!("{e:?}")))
+        })
+        .expect("load")
+        .expect("there")
+}
+
 fn env_or(k: &str, d: u64) -> u64 {
     std::env::var(k)
         .ok()
@@ -136,22 +171,7 @@ fn names() {
     let entries: u64 = det.context().names_len().iter().sum();
     let store = CheckpointStore::new(dir.path());
     let mut gs = GroupStore::new(dir.path());
-    let save = |det: &Detector, r: &StoreRef| -> u64 {
-        store
-            .save(&Saved {
-                version: 1,
-                detector: det.snapshot_header(),
-                groups_store: Some(r.clone()),
-            })
-            .expect("save checkpoint.json")
-    };
-    let t = Instant::now();
-    let p = gs.write(&det).expect("full write");
-    let json_len = save(&det, &p.store);
-    let full_secs = t.elapsed().as_secs_f64();
-    let full_bytes = p.bytes;
-    gs.commit(p);
-    det.clear_changes();
+    let (full_bytes, json_len, full_secs) = checkpoint(&mut det, &mut gs, &store);
     println!(
         "name maps: {entries} entries (uid names, pair names, DNS answers, DNS clients: {:?})",
         det.context().names_len()
@@ -166,13 +186,7 @@ fn names() {
         det.process_context(&named(i, later + i as f64 * 1e-6, false));
         det.process_context(&named(i, later + i as f64 * 1e-6, true));
     }
-    let t = Instant::now();
-    let p = gs.write(&det).expect("delta write");
-    let json_len = save(&det, &p.store);
-    let delta_secs = t.elapsed().as_secs_f64();
-    let delta_bytes = p.bytes;
-    gs.commit(p);
-    det.clear_changes();
+    let (delta_bytes, json_len, delta_secs) = checkpoint(&mut det, &mut gs, &store);
     println!(
         "name maps, incremental write, 1% learnt again: {:.3} MB ({:.2}% of the full write; checkpoint.json {json_len} bytes) in {delta_secs:.3} s",
         delta_bytes as f64 / 1e6,
@@ -187,16 +201,7 @@ fn names() {
         t.elapsed().as_secs_f64()
     );
     let t = Instant::now();
-    let restored = store
-        .load_then::<Saved, _>(1, |s| {
-            let r = s.groups_store.clone().expect("store named");
-            Detector::restore_with(&dcfg, s.detector, |w, c, i| {
-                groups::load(dir.path(), &r, w, c, i)
-            })
-            .map_err(|e| longconn::checkpoint::LoadError::SetAside(format!("{e:?}")))
-        })
-        .expect("load")
-        .expect("there");
+    let restored = restore(&store, &dcfg, dir.path());
     assert_eq!(restored.context().names_len(), det.context().names_len());
     println!("name maps, restore: {:.3} s", t.elapsed().as_secs_f64());
 }
@@ -233,24 +238,9 @@ fn groups() {
 
     let store = CheckpointStore::new(dir.path());
     let mut gs = GroupStore::new(dir.path());
-    let save = |det: &Detector, r: &StoreRef| -> u64 {
-        store
-            .save(&Saved {
-                version: 1,
-                detector: det.snapshot_header(),
-                groups_store: Some(r.clone()),
-            })
-            .expect("save checkpoint.json")
-    };
 
     // Full write.
-    let t = Instant::now();
-    let p = gs.write(&det).expect("full write");
-    let json_len = save(&det, &p.store);
-    let full_secs = t.elapsed().as_secs_f64();
-    let full_bytes = p.bytes;
-    gs.commit(p);
-    det.clear_changes();
+    let (full_bytes, json_len, full_secs) = checkpoint(&mut det, &mut gs, &store);
     println!(
         "full write: {:.1} MB ({:.1} bytes per group; checkpoint.json {} bytes) in {:.3} s",
         full_bytes as f64 / 1e6,
@@ -268,13 +258,7 @@ fn groups() {
             &mut out,
         );
     }
-    let t = Instant::now();
-    let p = gs.write(&det).expect("delta write");
-    let json_len = save(&det, &p.store);
-    let delta_secs = t.elapsed().as_secs_f64();
-    let delta_bytes = p.bytes;
-    gs.commit(p);
-    det.clear_changes();
+    let (delta_bytes, json_len, delta_secs) = checkpoint(&mut det, &mut gs, &store);
     println!(
         "incremental write, 1% of the groups touched: {:.2} MB ({:.2}% of the full write; checkpoint.json {} bytes) in {:.3} s",
         delta_bytes as f64 / 1e6,
@@ -293,16 +277,7 @@ fn groups() {
         .unwrap_or(3);
     for _ in 0..restores.max(1) {
         let t = Instant::now();
-        let restored = store
-            .load_then::<Saved, _>(1, |s| {
-                let r = s.groups_store.clone().expect("store named");
-                Detector::restore_with(&dcfg, s.detector, |w, c, i| {
-                    groups::load(dir.path(), &r, w, c, i)
-                })
-                .map_err(|e| longconn::checkpoint::LoadError::SetAside(format!("{e:?}")))
-            })
-            .expect("load")
-            .expect("there");
+        let restored = restore(&store, &dcfg, dir.path());
         times.push(t.elapsed().as_secs_f64());
         assert_eq!(restored.stats().groups_tracked, want);
         drop(restored);

@@ -109,6 +109,8 @@ fn counters_match_what_was_written() {
     sensor.append(&text);
     let body = scrape_until(port, "8 records read, caught up", |b| {
         metric(b, "longconn_records_read_total", &[("source", src)]) == Some(8.0)
+            // Read is counted when a line is taken, used once the detector had it: await both.
+            && metric(b, "longconn_records_used_total", &[("source", src)]) == Some(7.0)
             && metric(b, "longconn_groups_tracked", &[]) == Some(4.0)
             && metric(b, "longconn_source_lag_bytes", &[("source", src)]) == Some(0.0)
             && metric(b, "longconn_checkpoint_age_seconds", &[]).is_some()

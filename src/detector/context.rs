@@ -695,7 +695,9 @@ impl Context {
         s
     }
 
-    pub fn from_state(s: &ContextState) -> Context {
+    /// The context `s` holds, but for the uids' expiry order: [`Context::finish_restore`] builds it once
+    /// every saved entry is back (those of the binary store too).
+    pub(super) fn from_state(s: &ContextState) -> Context {
         let mut c = Context {
             pairs: s.pairs.iter().cloned().collect(),
             dns: s.dns.iter().cloned().collect(),
@@ -713,7 +715,6 @@ impl Context {
             };
             c.uids.restore(u.clone(), Some(e));
         }
-        c.finish_restore();
         for (src, at) in &s.sources {
             c.prevalence.restore_source(*src, Some(*at));
         }

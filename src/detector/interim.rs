@@ -92,10 +92,8 @@ impl Interim {
         InterimState {
             open,
             closed: self
-                .closed_order
-                .iter()
-                .filter(|(uid, _, seq)| self.closed.get(uid).is_some_and(|c| c.seq == *seq))
-                .map(|(uid, at, _)| (uid.clone(), *at))
+                .closed_uids()
+                .map(|(uid, c)| (uid.clone(), c.at))
                 .collect(),
             since_sweep: self.since_sweep,
         }
